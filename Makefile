@@ -1,0 +1,39 @@
+# poseloop: `make run` and `make test` work on a fresh clone with Python 3.11 and the package registries.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+# Local runs and tests: no telemetry, no usage stats, quiet Ray (see DESIGN.md section 11).
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+export RAY_USAGE_STATS_ENABLED := 0
+export RAY_AUTH_MODE := disabled
+export MLFLOW_DISABLE_TELEMETRY := true
+export DO_NOT_TRACK := 1
+
+.PHONY: setup run test bench lint clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@echo "installing pinned dependencies into $(VENV) (first time: ~2 min)"
+	@$(BIN)/python -m pip install -qq --disable-pip-version-check -e ".[dev]"
+	@$(BIN)/dvc config --local core.analytics false >/dev/null 2>&1 || true
+	@touch $(STAMP)
+
+run: setup
+	$(BIN)/dvc repro
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+bench: setup
+	$(BIN)/python -m bench
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+clean:
+	rm -rf data/prepared artifacts metrics plots

@@ -1,0 +1,234 @@
+"""params.yaml -> typed, validated settings.
+
+Each section of params.yaml is a frozen dataclass below. Loading is strict: an unknown key, a value of the wrong type
+or a value out of range raises ``ParamsError`` at once, naming the key path (``data.synthetic.num_images``), the
+value and what is allowed. Stages read only their own section (``load_params().data``), the way DVC's
+example-get-started does, but the whole file is validated on every load so a typo anywhere is caught by the first
+stage that runs.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+PARAMS_FILE = Path("params.yaml")
+
+
+class ParamsError(ValueError):
+    """A params.yaml value that is unknown, of the wrong type or out of range."""
+
+
+def _p(default: Any = dataclasses.MISSING, *, ge: float | None = None, le: float | None = None,
+       gt: float | None = None, lt: float | None = None, length: int | None = None) -> Any:  # fmt: skip
+    """A dataclass field with range / length constraints checked by ``_build``."""
+    meta = {"ge": ge, "le": le, "gt": gt, "lt": lt, "length": length}
+    if isinstance(default, (list, dict, tuple)) or dataclasses.is_dataclass(default):
+        frozen = default
+        return field(default_factory=lambda: copy.deepcopy(frozen), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+# --------------------------------------------------------------------------------------------------- sections
+
+
+@dataclass(frozen=True)
+class SyntheticParams:
+    """The embedded default data set (pipeline/data/synthetic.py); the seed is ``data.seed``."""
+
+    num_images: int = _p(400, ge=1)
+    image_width: int = _p(256, ge=32, le=4096)
+    image_height: int = _p(256, ge=32, le=4096)
+    max_people: int = _p(3, ge=1, le=20)
+    rare_pose: float = _p(0.1, ge=0, le=1)
+    occluded: float = _p(0.15, ge=0, le=1)
+    small: float = _p(0.1, ge=0, le=1)
+    low_contrast: float = _p(0.1, ge=0, le=1)
+    crowded: float = _p(0.05, ge=0, le=1)
+    truncated: float = _p(0.1, ge=0, le=1)
+    blur: float = _p(0.2, ge=0, le=1)
+    noise: float = _p(0.3, ge=0, le=1)
+
+
+@dataclass(frozen=True)
+class CocoSourceParams:
+    """A local COCO keypoint data set. Paths are relative to the project root or absolute."""
+
+    annotations: str | None = None
+    images: str | None = None
+    # Optional second file (e.g. person_keypoints_val2017.json) from which val and test are drawn instead.
+    val_annotations: str | None = None
+    val_images: str | None = None
+    category: str | None = None  # which category when several define keypoints
+
+
+@dataclass(frozen=True)
+class DeepLabCutSourceParams:
+    project: str | None = None  # a DeepLabCut project folder (config.yaml + labeled-data/)
+
+
+@dataclass(frozen=True)
+class DataParams:
+    source: Literal["synthetic", "coco", "deeplabcut"] = "synthetic"
+    seed: int = _p(0, ge=0)
+    # Seed labels: a fraction of the eligible instances when < 1, else a count of instances.
+    labeled: float = _p(0.05, gt=0)
+    val_images: int = _p(40, ge=1)
+    test_images: int = _p(40, ge=0)
+    # Per-keypoint OKS sigmas for schemas that are not COCO's (null: COCO's for COCO names, else 0.1 each).
+    sigmas: list[float] | None = None
+    # 0-based index pairs; null: derived from left_/right_ names.
+    flip_pairs: list[list[int]] | None = None
+    synthetic: SyntheticParams = _p(SyntheticParams())
+    coco: CocoSourceParams = _p(CocoSourceParams())
+    deeplabcut: DeepLabCutSourceParams = _p(DeepLabCutSourceParams())
+
+
+@dataclass(frozen=True)
+class CodecParams:
+    """Top-down input and heatmap geometry shared by training, evaluation and inference."""
+
+    input_size: list[int] = _p([192, 256], length=2)  # (width, height) of the crop fed to the network
+    heatmap_stride: int = _p(4, ge=1, le=8)
+    sigma: float = _p(2.0, gt=0, le=10)  # Gaussian sigma in heatmap pixels at 48x64; scaled with resolution
+    dark: bool = False
+    box_padding: float = _p(1.25, ge=1.0, le=3.0)
+
+
+@dataclass(frozen=True)
+class Params:
+    data: DataParams = _p(DataParams())
+    codec: CodecParams = _p(CodecParams())
+
+
+# --------------------------------------------------------------------------------------------------- loading
+
+
+def _describe(tp: Any) -> str:
+    if typing.get_origin(tp) is Literal:
+        return " | ".join(repr(a) for a in typing.get_args(tp))
+    if isinstance(tp, type):
+        return tp.__name__
+    return str(tp).replace("typing.", "")
+
+
+def _convert(value: Any, tp: Any, key: str) -> Any:
+    """Check ``value`` against the annotation ``tp``; return it converted (int -> float where a float is asked)."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        options = [a for a in args if a is not type(None)]
+        if len(options) == 1:  # Optional[X]: X's own, more precise message
+            return _convert(value, options[0], key)
+        for arg in options:
+            try:
+                return _convert(value, arg, key)
+            except ParamsError:
+                continue
+        raise ParamsError(f"params.yaml: {key} = {value!r}: expected {_describe(tp)}")
+    if origin is Literal:
+        if value not in args:
+            raise ParamsError(f"params.yaml: {key} = {value!r}: allowed values are {', '.join(map(repr, args))}")
+        return value
+    if origin is list:
+        if not isinstance(value, list):
+            raise ParamsError(f"params.yaml: {key} = {value!r}: expected a list of {_describe(args[0])}")
+        return [_convert(v, args[0], f"{key}[{i}]") for i, v in enumerate(value)]
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, key)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ParamsError(f"params.yaml: {key} = {value!r}: expected true or false")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ParamsError(f"params.yaml: {key} = {value!r}: expected an integer")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+            raise ParamsError(f"params.yaml: {key} = {value!r}: expected a number")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ParamsError(f"params.yaml: {key} = {value!r}: expected a string")
+        return value
+    raise TypeError(f"unsupported params type {tp} at {key}")  # a bug in this module, not in params.yaml
+
+
+def _check_range(value: Any, meta: typing.Mapping[str, Any], key: str) -> None:
+    if value is None:
+        return
+    length = meta.get("length")
+    if length is not None and len(value) != length:
+        raise ParamsError(f"params.yaml: {key} = {value!r}: expected exactly {length} values")
+    items = value if isinstance(value, list) else [value]
+    for v in items:
+        if not isinstance(v, (int, float)):
+            continue
+        for bound, ok, word in (
+            ("ge", lambda a, b: a >= b, ">="),
+            ("gt", lambda a, b: a > b, ">"),
+            ("le", lambda a, b: a <= b, "<="),
+            ("lt", lambda a, b: a < b, "<"),
+        ):
+            limit = meta.get(bound)
+            if limit is not None and not ok(v, limit):
+                raise ParamsError(f"params.yaml: {key} = {value!r}: must be {word} {limit}")
+
+
+def _build(cls: type, raw: Any, prefix: str) -> Any:
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ParamsError(f"params.yaml: {prefix or 'top level'} = {raw!r}: expected a mapping of settings")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - set(fields))
+    if unknown:
+        where = f"section '{prefix}'" if prefix else "the top level"
+        raise ParamsError(
+            f"params.yaml: unknown key {prefix + '.' if prefix else ''}{unknown[0]} in {where}; "
+            f"allowed keys: {', '.join(sorted(fields))}"
+        )
+    values = {}
+    for name, f in fields.items():
+        key = f"{prefix}.{name}" if prefix else name
+        if name in raw:
+            value = _convert(raw[name], hints[name], key)
+        elif dataclasses.is_dataclass(hints[name]):
+            value = _build(hints[name], {}, key)
+        else:
+            continue
+        _check_range(value, f.metadata, key)
+        values[name] = value
+    return cls(**values)
+
+
+def params_from_dict(raw: dict) -> Params:
+    """Validate a params mapping (as read from YAML) into ``Params``."""
+    return _build(Params, raw, "")
+
+
+def load_params(path: Path | str = PARAMS_FILE) -> Params:
+    """Read and validate params.yaml; raises ``ParamsError`` naming the offending key."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ParamsError(f"{path}: not found (run from the project root)") from None
+    except yaml.YAMLError as exc:
+        raise ParamsError(f"{path}: not valid YAML: {exc}") from None
+    return params_from_dict(raw or {})
+
+
+def to_dict(obj: Any) -> dict:
+    """Settings back to plain data (for MLflow params and model.json)."""
+    return dataclasses.asdict(obj)

@@ -1,0 +1,34 @@
+"""Shared test fixtures. Real COCO / DeepLabCut data lives in ../shared/data (never copied into the repo)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("POSELOOP_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
+
+
+def shared_dataset(name: str) -> Path:
+    """Path of ../shared/data/<name>; skips the test with a clear message when it is absent."""
+    path = SHARED_DATA / name
+    if not path.is_dir():
+        pytest.skip(f"real test data {path} is absent (set POSELOOP_SHARED_DATA to the shared/data folder)")
+    return path
+
+
+@pytest.fixture
+def coco_mini() -> Path:
+    return shared_dataset("coco_mini")
+
+
+@pytest.fixture
+def coco_val4() -> Path:
+    return shared_dataset("coco_val4")
+
+
+@pytest.fixture
+def dlc_openfield() -> Path:
+    return shared_dataset("dlc_openfield")

@@ -1,0 +1,62 @@
+"""params.yaml validation: every bad value fails at once and names the key, the value and what is allowed."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipeline.config import ParamsError, load_params, params_from_dict
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_repository_params_load():
+    params = load_params(REPO / "params.yaml")
+    assert params.data.source == "synthetic"
+    assert params.codec.input_size == [192, 256]
+    assert isinstance(params.data.labeled, float)
+
+
+def test_defaults_fill_missing_sections():
+    params = params_from_dict({})
+    assert params.data.synthetic.num_images > 0
+    # defaults are not shared between instances
+    assert params_from_dict({}).codec.input_size is not params.codec.input_size
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ({"data": {"sourc": "synthetic"}}, ["data.sourc", "allowed keys", "source"]),
+        ({"trian": {}}, ["trian", "allowed keys"]),
+        ({"data": {"source": "kitti"}}, ["data.source", "'kitti'", "'synthetic'", "'coco'", "'deeplabcut'"]),
+        ({"data": {"labeled": 0}}, ["data.labeled", "0", "> 0"]),
+        ({"data": {"labeled": "many"}}, ["data.labeled", "'many'", "number"]),
+        ({"data": {"synthetic": {"num_images": 2.5}}}, ["data.synthetic.num_images", "2.5", "integer"]),
+        ({"data": {"synthetic": {"occluded": 1.5}}}, ["data.synthetic.occluded", "1.5", "<= 1"]),
+        ({"data": {"synthetic": {"num_images": True}}}, ["data.synthetic.num_images", "True", "integer"]),
+        ({"codec": {"input_size": [192]}}, ["codec.input_size", "[192]", "exactly 2"]),
+        ({"codec": {"dark": "yes"}}, ["codec.dark", "'yes'", "true or false"]),
+        ({"data": {"sigmas": [0.1, "x"]}}, ["data.sigmas[1]", "'x'", "number"]),
+        ({"data": "synthetic"}, ["data", "'synthetic'", "mapping"]),
+        ({"codec": {"sigma": float("nan")}}, ["codec.sigma", "nan", "number"]),
+    ],
+)
+def test_bad_values_name_key_value_and_allowed(raw, expected):
+    with pytest.raises(ParamsError) as err:
+        params_from_dict(raw)
+    message = str(err.value)
+    for part in expected:
+        assert part in message, f"{part!r} missing from: {message}"
+
+
+def test_load_params_reports_file_problems(tmp_path):
+    with pytest.raises(ParamsError, match="not found"):
+        load_params(tmp_path / "missing.yaml")
+    bad = tmp_path / "params.yaml"
+    bad.write_text("data: [unclosed\n")
+    with pytest.raises(ParamsError, match="not valid YAML"):
+        load_params(bad)
+    bad.write_text(yaml.safe_dump({"data": {"val_images": 0}}))
+    with pytest.raises(ParamsError, match=r"data\.val_images = 0: must be >= 1"):
+        load_params(bad)
