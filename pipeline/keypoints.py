@@ -26,7 +26,7 @@ COCO_SKELETON_1BASED: tuple[tuple[int, int], ...] = (
     (7, 9), (8, 10), (9, 11), (2, 3), (1, 2), (1, 3), (2, 4), (3, 5), (4, 6), (5, 7),
 )  # fmt: skip
 
-# COCO's per-keypoint OKS sigmas (cocoapi), keyed by name so a reordered or partial COCO-named schema gets the right one.
+# COCO's OKS sigmas (cocoapi), keyed by name so a reordered or partial COCO-named schema gets the right ones.
 COCO_SIGMAS: dict[str, float] = dict(
     zip(
         COCO_KEYPOINT_NAMES,
