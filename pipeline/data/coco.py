@@ -1,0 +1,783 @@
+"""Read, validate and write COCO keypoint files (DESIGN.md section 3: every annotation file is COCO keypoint JSON).
+
+Validation collects every problem instead of stopping at the first one, so a broken file is fixed in one pass.
+Each ``Problem`` names the file, the record (``image 7``, ``annotation 42``, ``category 1``, or ``annotations[3]``
+when the record has no usable id), the field and what is wrong, e.g.::
+
+    person_keypoints.json: annotation 42: field 'keypoints': length 50, expected 3*17=51
+
+Severity. Everything is an error except these warnings, which are reported and logged but do not stop a run:
+
+* ``num_keypoints`` that disagrees with the visibility flags, or is missing. COCO's own files are consistent, but
+  other tools' exports often get the count wrong while the keypoints themselves are fine. It still matters: pycocotools
+  ignores ground truth whose ``num_keypoints`` is 0, so evaluation should recount from the flags, not trust the field.
+* a missing ``area`` (pycocotools evaluation needs it; training does not).
+
+Accepted as valid: crowd annotations (``iscrowd`` 1) and people without keypoints (all zeros, ``num_keypoints`` 0),
+which is also how unlabeled pool instances are stored (an annotation always carries ``3*K`` keypoint values).
+
+Several categories: only categories that define ``keypoints`` names matter. Annotations of other categories (e.g. a
+``car`` next to ``person``) are checked for ids and box, kept in ``CocoKeypoints.other_annotations`` and written back.
+When several categories define keypoints, the caller picks one (``category=`` id or name).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import os
+import uuid
+from collections import Counter
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from PIL import Image
+
+from pipeline.keypoints import KeypointSchema
+
+log = logging.getLogger(__name__)
+
+REQUIRED_TOP_LEVEL = ("images", "annotations", "categories")
+VISIBILITY_FLAGS = (0, 1, 2)
+
+Severity = Literal["error", "warning"]
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a COCO file. ``field`` is None for problems about a whole record or the file."""
+
+    file: str
+    record: str
+    field: str | None
+    message: str
+    severity: Severity = "error"
+
+    def __str__(self) -> str:
+        where = f"{self.file}: {self.record}"
+        if self.field is not None:
+            where += f": field '{self.field}'"
+        prefix = "warning: " if self.severity == "warning" else ""
+        return f"{where}: {prefix}{self.message}"
+
+
+class CocoFormatError(ValueError):
+    """A COCO file is invalid. ``problems`` holds every problem found (warnings included); the message lists them."""
+
+    def __init__(self, problems: Sequence[Problem], summary: str | None = None) -> None:
+        self.problems = list(problems)
+        errors = self.errors
+        head = summary or f"{len(errors)} error(s) in {self.problems[0].file if self.problems else 'COCO data'}"
+        # Errors first: they are why this was raised; warnings follow so one message shows the whole picture.
+        ordered = errors + [p for p in self.problems if p.severity != "error"]
+        super().__init__("\n".join([head + ":", *(f"  {p}" for p in ordered)]))
+
+    @property
+    def errors(self) -> list[Problem]:
+        return [p for p in self.problems if p.severity == "error"]
+
+
+def _is_number(value: Any) -> bool:
+    # bool is an int subclass; a True in a box or keypoint list is a bug in whatever wrote the file. numpy scalars are
+    # accepted because stages compute with numpy / pandas (np.int64 ids); write_coco turns them into plain numbers.
+    return isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool | np.bool_)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int | np.integer) and not isinstance(value, bool | np.bool_)
+
+
+def _json_default(value: Any) -> Any:
+    """numpy values -> plain JSON values, for data built in memory by the stages."""
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.floating):
+        return float(value)
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+def _fmt(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+# ----------------------------------------------------------------------------------------------------------- validate
+
+
+class _Collector:
+    """Accumulates problems for one file."""
+
+    def __init__(self, file: str) -> None:
+        self.file = file
+        self.problems: list[Problem] = []
+
+    def add(self, record: str, fld: str | None, message: str, severity: Severity = "error") -> None:
+        self.problems.append(Problem(self.file, record, fld, message, severity))
+
+
+def _record_name(kind: str, rec: Any, index: int, plural: str) -> str:
+    """``annotation 42`` when the record has a usable id, else its JSON position ``annotations[3]``."""
+    if isinstance(rec, dict) and (_is_int(rec.get("id")) or isinstance(rec.get("id"), str)):
+        return f"{kind} {rec['id']}"
+    return f"{plural}[{index}]"
+
+
+def validate_coco(
+    data: Any,
+    path: str | os.PathLike[str] | None = None,
+    images_dir: str | os.PathLike[str] | None = None,
+    check_images: bool = False,
+) -> list[Problem]:
+    """Check a parsed COCO keypoint file; returns every problem found (empty list when clean), never raises on bad data.
+
+    ``path`` only names the file in the problems. With ``images_dir`` every image file must exist under it
+    (``images_dir / file_name``); ``check_images`` also decodes each file (catches truncated / corrupt images) and
+    compares its size with the JSON ``width`` / ``height``. ``check_images`` without ``images_dir`` is a ValueError.
+    """
+    if check_images and images_dir is None:
+        raise ValueError("check_images=True needs images_dir (the folder the images' file_name is relative to)")
+    out = _Collector(str(path) if path is not None else "<coco>")
+    if not isinstance(data, dict):
+        out.add("top level", None, f"expected a JSON object with {list(REQUIRED_TOP_LEVEL)}, got {type(data).__name__}")
+        return out.problems
+    missing = False
+    for key in REQUIRED_TOP_LEVEL:
+        if key not in data:
+            out.add("top level", key, "missing")
+            missing = True
+        elif not isinstance(data[key], list):
+            out.add("top level", key, f"expected a list, got {type(data[key]).__name__}")
+            missing = True
+    if missing:
+        return out.problems
+
+    num_kps = _check_categories(data["categories"], out)
+    image_ids = _check_images(data["images"], out)
+    _check_annotations(data["annotations"], image_ids, num_kps, set(_category_ids(data["categories"])), out)
+    if images_dir is not None:
+        _check_image_files(data["images"], Path(images_dir), check_images, out)
+    return out.problems
+
+
+def _category_ids(categories: list[Any]) -> list[int]:
+    return [c["id"] for c in categories if isinstance(c, dict) and _is_int(c.get("id"))]
+
+
+def _check_categories(categories: list[Any], out: _Collector) -> dict[int, int]:
+    """Returns category id -> number of keypoints K for the categories that define keypoints."""
+    num_kps: dict[int, int] = {}
+    seen: set[int] = set()
+    broken = False  # a category tried to define keypoints and failed: that problem is the one to report
+    for i, cat in enumerate(categories):
+        rec = _record_name("category", cat, i, "categories")
+        if not isinstance(cat, dict):
+            out.add(rec, None, f"expected an object, got {type(cat).__name__}")
+            continue
+        cid = cat.get("id")
+        if not _is_int(cid):
+            out.add(rec, "id", f"expected an integer id, got {_fmt(cid)}")
+            continue
+        if cid in seen:
+            out.add(rec, "id", "duplicate category id")
+            continue
+        seen.add(cid)
+        if "keypoints" not in cat:
+            continue  # a plain detection category (e.g. 'car' next to 'person'): allowed, has no keypoints
+        names = cat["keypoints"]
+        if not isinstance(names, list) or not names:
+            out.add(rec, "keypoints", f"expected a non-empty list of keypoint names, got {_fmt(names)}")
+            broken = True
+            continue
+        if not all(isinstance(n, str) and n for n in names):
+            out.add(rec, "keypoints", f"keypoint names must be non-empty strings, got {_fmt(names)}")
+            broken = True
+            continue
+        dupes = sorted(n for n, c in Counter(names).items() if c > 1)
+        if dupes:
+            out.add(rec, "keypoints", f"duplicate keypoint names {dupes}")
+            broken = True
+            continue
+        k = len(names)
+        skeleton = cat.get("skeleton", [])
+        if not isinstance(skeleton, list) or not all(
+            isinstance(e, list | tuple) and len(e) == 2 and all(_is_int(j) and 1 <= j <= k for j in e) for e in skeleton
+        ):
+            out.add(rec, "skeleton", f"expected pairs of 1-based keypoint indices in 1..{k}, got {_fmt(skeleton)}")
+        num_kps[cid] = k
+    if not num_kps and not broken:
+        out.add("categories", "keypoints", "no category defines 'keypoints' names: not a COCO keypoint file")
+    return num_kps
+
+
+def _check_images(images: list[Any], out: _Collector) -> set[Any]:
+    ids: set[Any] = set()
+    for i, img in enumerate(images):
+        rec = _record_name("image", img, i, "images")
+        if not isinstance(img, dict):
+            out.add(rec, None, f"expected an object, got {type(img).__name__}")
+            continue
+        iid = img.get("id")
+        if not _is_int(iid):
+            out.add(rec, "id", f"expected an integer id, got {_fmt(iid)}")
+        elif iid in ids:
+            out.add(rec, "id", "duplicate image id")
+        else:
+            ids.add(iid)
+        name = img.get("file_name")
+        if not isinstance(name, str) or not name:
+            out.add(rec, "file_name", f"expected a non-empty string, got {_fmt(name)}")
+        for key in ("width", "height"):
+            value = img.get(key)
+            if not _is_int(value) or value <= 0:
+                out.add(rec, key, f"expected a positive integer, got {_fmt(value)}")
+    return ids
+
+
+def _check_annotations(
+    annotations: list[Any], image_ids: set[Any], num_kps: dict[int, int], category_ids: set[int], out: _Collector
+) -> None:
+    ids: set[Any] = set()
+    # Problems per annotation position, so each record's problems are reported together and in file order even
+    # though the keypoint values are checked afterwards, vectorised.
+    found: dict[int, list[Problem]] = {}
+    # Keypoint lists whose structure is right, grouped by K, for the vectorised value checks.
+    by_k: dict[int, list[tuple[int, str, dict]]] = {}
+
+    for i, ann in enumerate(annotations):
+        rec = _record_name("annotation", ann, i, "annotations")
+
+        def add(fld: str | None, message: str, severity: Severity = "error", i: int = i, rec: str = rec) -> None:
+            found.setdefault(i, []).append(Problem(out.file, rec, fld, message, severity))
+
+        if not isinstance(ann, dict):
+            add(None, f"expected an object, got {type(ann).__name__}")
+            continue
+        aid = ann.get("id")
+        if not _is_int(aid):
+            add("id", f"expected an integer id, got {_fmt(aid)}")
+        elif aid in ids:
+            add("id", "duplicate annotation id")
+        else:
+            ids.add(aid)
+        if "image_id" not in ann:
+            add("image_id", "missing")
+        elif not _is_int(ann["image_id"]) or ann["image_id"] not in image_ids:  # int first: a list is unhashable
+            add("image_id", f"no image with id {_fmt(ann['image_id'])}")
+        cid = ann.get("category_id")
+        if "category_id" not in ann:
+            add("category_id", "missing")
+        elif not _is_int(cid) or cid not in category_ids:
+            add("category_id", f"no category with id {_fmt(cid)}")
+        _check_bbox(ann, add)
+        if "area" not in ann:
+            add("area", "missing (pycocotools evaluation needs it)", "warning")
+        elif not _is_number(ann["area"]) or not math.isfinite(ann["area"]) or ann["area"] < 0:
+            add("area", f"expected a finite number >= 0, got {_fmt(ann['area'])}")
+        if "iscrowd" in ann and ann["iscrowd"] not in (0, 1):
+            add("iscrowd", f"expected 0 or 1, got {_fmt(ann['iscrowd'])}")
+
+        k = num_kps.get(cid) if _is_int(cid) else None
+        if k is None:
+            continue  # not a keypoint category (or an unknown one, reported above)
+        kps = ann.get("keypoints")
+        if not isinstance(kps, list):
+            add("keypoints", f"expected a list of 3*{k}={3 * k} numbers, got {_fmt(kps)}")
+        elif len(kps) != 3 * k:
+            add("keypoints", f"length {len(kps)}, expected 3*{k}={3 * k}")
+        else:
+            by_k.setdefault(k, []).append((i, rec, ann))
+
+    for k, rows in by_k.items():
+        _check_keypoint_values(k, rows, found, out.file)
+    for i in sorted(found):
+        out.problems.extend(found[i])
+
+
+def _check_bbox(ann: dict, add: Any) -> None:
+    if "bbox" not in ann:
+        add("bbox", "missing")
+        return
+    box = ann["bbox"]
+    if not isinstance(box, list) or len(box) != 4 or not all(_is_number(v) for v in box):
+        add("bbox", f"expected [x, y, width, height] (4 numbers), got {_fmt(box)}")
+    elif not all(math.isfinite(v) for v in box):
+        add("bbox", f"not finite: {_fmt(box)}")
+    elif box[2] <= 0 or box[3] <= 0:
+        add("bbox", f"width and height must be > 0, got width {box[2]}, height {box[3]}")
+
+
+def _check_keypoint_values(
+    k: int, rows: list[tuple[int, str, dict]], found: dict[int, list[Problem]], file: str
+) -> None:
+    """Values of n keypoint lists of length 3K: numbers, finite, visibility in {0,1,2}, num_keypoints consistent.
+
+    Vectorised because a pool file can hold a million instances; Python only touches the rows that fail. The price:
+    a bool among numbers (``true`` in the JSON) passes as 0 / 1, since numpy folds it into the integer array.
+    """
+
+    def add(i: int, rec: str, fld: str, message: str, severity: Severity = "error") -> None:
+        found.setdefault(i, []).append(Problem(file, rec, fld, message, severity))
+
+    try:
+        arr = np.array([ann["keypoints"] for _, _, ann in rows])
+    except ValueError:  # ragged nesting somewhere, e.g. [[1, 2], 3, ...]
+        arr = np.empty(0, dtype=object)
+    if arr.dtype.kind not in "iuf" or arr.ndim != 2:
+        # Something non-numeric somewhere (None, str, a nested list): find those rows in Python, the rest go on.
+        ok = []
+        for i, rec, ann in rows:
+            bad = [(j, v) for j, v in enumerate(ann["keypoints"]) if not _is_number(v)]
+            if bad:
+                j, v = bad[0]
+                add(i, rec, "keypoints", f"{len(bad)} non-numeric value(s), first at index {j}: {_fmt(v)}")
+            else:
+                ok.append((i, rec, ann))
+        rows = ok
+        if not rows:
+            return
+        arr = np.array([ann["keypoints"] for _, _, ann in rows])
+    arr = arr.astype(np.float64, copy=False).reshape(len(rows), k, 3)
+    finite = np.isfinite(arr)
+    vis = arr[:, :, 2]
+    bad_vis = finite[:, :, 2] & ~np.isin(vis, VISIBILITY_FLAGS)
+    counts = ((vis > 0) & finite[:, :, 2]).sum(axis=1)
+    for pos in np.flatnonzero(~finite.all(axis=(1, 2)) | bad_vis.any(axis=1)).tolist():
+        i, rec, _ = rows[pos]
+        nonfinite = np.argwhere(~finite[pos])
+        if len(nonfinite):
+            j, c = nonfinite[0]
+            message = f"{len(nonfinite)} NaN/inf value(s), first at keypoint {j} ({'xyv'[c]}): {arr[pos, j, c]}"
+            add(i, rec, "keypoints", message)
+        bad = np.flatnonzero(bad_vis[pos])
+        if len(bad):
+            j = int(bad[0])
+            message = (
+                f"visibility must be 0, 1 or 2: {len(bad)} keypoint(s) are not, first keypoint {j}: {vis[pos, j]:g}"
+            )
+            add(i, rec, "keypoints", message)
+    for pos, (i, rec, ann) in enumerate(rows):
+        nk = ann.get("num_keypoints")
+        if nk is None:
+            add(i, rec, "num_keypoints", "missing (pycocotools evaluation needs it)", "warning")
+        elif not _is_int(nk) or nk != counts[pos]:
+            add(i, rec, "num_keypoints", f"{_fmt(nk)} but {counts[pos]} keypoint(s) have visibility > 0", "warning")
+
+
+def _check_image_files(images: list[Any], images_dir: Path, decode: bool, out: _Collector) -> None:
+    # (position, record, image, file): problems are reported in image order, whichever check found them.
+    found: list[tuple[int, Problem]] = []
+    todo: list[tuple[int, str, dict, Path]] = []
+    for i, img in enumerate(images):
+        if not isinstance(img, dict) or not isinstance(img.get("file_name"), str) or not img["file_name"]:
+            continue  # already reported
+        rec = _record_name("image", img, i, "images")
+        file = images_dir / img["file_name"]
+        if not file.is_file():
+            found.append((i, Problem(out.file, rec, "file_name", f"image file missing: {file}")))
+        elif decode:
+            todo.append((i, rec, img, file))
+    # PIL releases the GIL while decoding, so threads give a real speed-up on a few thousand images.
+    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+        results = list(pool.map(lambda t: _probe_image(t[3]), todo))
+    for (i, rec, img, file), (size, error) in zip(todo, results, strict=True):
+        if size is None:
+            found.append((i, Problem(out.file, rec, "file_name", f"cannot decode {file}: {error}")))
+            continue
+        for key, actual in zip(("width", "height"), size, strict=True):
+            if _is_int(img.get(key)) and img[key] != actual:
+                found.append((i, Problem(out.file, rec, key, f"{img[key]} in the JSON but {actual} in {file}")))
+    out.problems.extend(p for _, p in sorted(found, key=lambda t: t[0]))
+
+
+def _probe_image(path: Path) -> tuple[tuple[int, int] | None, str | None]:
+    """(width, height) of the stored pixels and None, or None and the reason the file does not decode.
+
+    A header read alone misses truncated files, so the image is decoded; for JPEG at 1/8 scale (``draft``), which
+    still reads the whole entropy-coded stream and so still catches truncation.
+    """
+    try:
+        with Image.open(path) as im:
+            size = im.size
+            im.draft("RGB", (max(1, size[0] // 8), max(1, size[1] // 8)))
+            im.load()
+        return size, None
+    except Exception as exc:  # PIL raises many types (OSError, SyntaxError, DecompressionBombError, ...)
+        return None, f"{type(exc).__name__}: {exc}"
+
+
+def load_image(path: str | os.PathLike[str]) -> np.ndarray | None:
+    """Decode an image as RGB uint8, shape (H, W, 3); on a missing, truncated or corrupt file log a warning naming
+    the file and return None, so a run reports and skips the image instead of crashing.
+
+    PIL, not OpenCV: cv2.imread applies the EXIF orientation, which would rotate the pixels away from the COCO
+    coordinates (they refer to the stored pixel grid), and it silently returns a grey-padded image for truncated JPEGs.
+    """
+    try:
+        with Image.open(path) as im:
+            im.load()
+            rgb = im.convert("RGB")
+        return np.asarray(rgb, dtype=np.uint8)
+    except Exception as exc:
+        log.warning("skipping unreadable image %s: %s: %s", path, type(exc).__name__, exc)
+        return None
+
+
+# ----------------------------------------------------------------------------------------------------------- container
+
+
+@dataclass(eq=True)
+class CocoKeypoints:
+    """A validated COCO keypoint file for one keypoint category.
+
+    ``annotations`` are the annotations of ``schema``'s category (in file order); annotations of other categories are
+    kept apart in ``other_annotations`` and written back after them. Every record dict is kept as read, unknown fields
+    included (``source``, ``correction_id``, ``model_version``, ...); ``extra`` holds the other top-level keys
+    (``info``, ``licenses``, ...). Equality compares content, not ``path`` / ``images_dir``.
+    The id lookups are cached; after changing ``images`` / ``annotations`` in place call ``reindex()``.
+    """
+
+    path: Path | None = field(compare=False)
+    images: list[dict]
+    annotations: list[dict]
+    categories: list[dict]
+    schema: KeypointSchema
+    extra: dict = field(default_factory=dict)
+    other_annotations: list[dict] = field(default_factory=list)
+    images_dir: Path | None = field(default=None, compare=False)
+    key_order: tuple[str, ...] = field(default=(), compare=False, repr=False)
+    _index: tuple[Any, ...] | None = field(default=None, init=False, compare=False, repr=False)
+
+    @classmethod
+    def from_dict(
+        cls,
+        data: Any,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        images_dir: str | os.PathLike[str] | None = None,
+        check_images: bool = False,
+        category: int | str | None = None,
+        sigmas: Sequence[float] | None = None,
+        flip_pairs: Sequence[Sequence[int]] | None = None,
+    ) -> CocoKeypoints:
+        """Validate a parsed COCO dict and wrap it; raises ``CocoFormatError`` listing every error.
+
+        The record dicts are shared with ``data`` (no copy). ``category`` (id or name) picks the keypoint category
+        when several define keypoints. ``sigmas`` / ``flip_pairs`` go to ``KeypointSchema.from_coco_category``.
+        """
+        file = str(path) if path is not None else "<coco>"
+        problems = validate_coco(data, file, images_dir=images_dir, check_images=check_images)
+        if any(p.severity == "error" for p in problems):
+            raise CocoFormatError(problems)
+        _log_warnings(problems)
+        cat = _pick_category(data["categories"], category, file, problems)
+        try:
+            schema = KeypointSchema.from_coco_category(cat, sigmas=sigmas, flip_pairs=flip_pairs)
+        except ValueError as exc:  # e.g. sigmas of the wrong length: name the file and category
+            raise CocoFormatError(
+                [*problems, Problem(file, f"category {cat['id']}", "keypoints", f"bad keypoint schema: {exc}")]
+            ) from exc
+        mine = [a for a in data["annotations"] if a["category_id"] == cat["id"]]
+        others = [a for a in data["annotations"] if a["category_id"] != cat["id"]]
+        return cls(
+            path=Path(path) if path is not None else None,
+            images=data["images"],
+            annotations=mine,
+            categories=data["categories"],
+            schema=schema,
+            extra={k: v for k, v in data.items() if k not in REQUIRED_TOP_LEVEL},
+            other_annotations=others,
+            images_dir=Path(images_dir) if images_dir is not None else None,
+            key_order=tuple(data),
+        )
+
+    # -- lookups
+
+    def reindex(self) -> None:
+        """Drop the cached id lookups (call after changing ``images`` or ``annotations`` in place)."""
+        self._index = None
+
+    def _lookup(self) -> tuple[dict[int, dict], dict[int, list[dict]]]:
+        # The cache is keyed on the lists' identity and length, which catches replacing or appending to them.
+        key = (id(self.images), len(self.images), id(self.annotations), len(self.annotations))
+        if self._index is None or self._index[0] != key:
+            by_id = {img["id"]: img for img in self.images}
+            anns: dict[int, list[dict]] = {}
+            for ann in self.annotations:
+                anns.setdefault(ann["image_id"], []).append(ann)
+            self._index = (key, by_id, anns)
+        return self._index[1], self._index[2]
+
+    def image_by_id(self, image_id: int) -> dict:
+        """The image record with this id (KeyError when there is none)."""
+        return self._lookup()[0][image_id]
+
+    def annotations_of(self, image_id: int) -> list[dict]:
+        """This image's annotations of the schema's category, in file order (empty when it has none)."""
+        return list(self._lookup()[1].get(image_id, ()))
+
+    def image_path(self, image: dict | int, images_dir: str | os.PathLike[str] | None = None) -> Path:
+        """``images_dir / file_name`` for an image record or id; ``images_dir`` defaults to the one given at read."""
+        root = images_dir if images_dir is not None else self.images_dir
+        if root is None:
+            raise ValueError("image_path needs images_dir (none was given to read_coco either)")
+        record = self.image_by_id(image) if isinstance(image, int) else image
+        return Path(root) / record["file_name"]
+
+    # -- arrays
+
+    def keypoints_array(self) -> np.ndarray:
+        """Keypoints of ``annotations`` in order, shape (N, K, 3) float64: x, y in image pixels, COCO visibility."""
+        k = self.schema.num_keypoints
+        if not self.annotations:
+            return np.zeros((0, k, 3), dtype=np.float64)
+        return np.asarray([a["keypoints"] for a in self.annotations], dtype=np.float64).reshape(-1, k, 3)
+
+    def boxes_array(self) -> np.ndarray:
+        """Boxes of ``annotations`` in order, shape (N, 4) float64, COCO [x, y, width, height] in pixels."""
+        if not self.annotations:
+            return np.zeros((0, 4), dtype=np.float64)
+        return np.asarray([a["bbox"] for a in self.annotations], dtype=np.float64)
+
+    # -- output
+
+    def to_dict(self) -> dict:
+        """The COCO dict: top-level keys in the order read (new files: extra keys, images, annotations, categories).
+
+        The record dicts are shared, not copied: deep-copy before changing them if this object must stay as it is.
+        """
+        content = {
+            **self.extra,
+            "images": self.images,
+            "annotations": [*self.annotations, *self.other_annotations],
+            "categories": self.categories,
+        }
+        order = [k for k in self.key_order if k in content]
+        order += [k for k in content if k not in order]
+        return {k: content[k] for k in order}
+
+
+def _pick_category(categories: list[dict], wanted: int | str | None, file: str, problems: list[Problem]) -> dict:
+    with_kps = [c for c in categories if c.get("keypoints")]
+
+    def fail(message: str) -> CocoFormatError:
+        return CocoFormatError([*problems, Problem(file, "categories", "keypoints", message)])
+
+    listing = ", ".join(f"{c['id']} {c.get('name')!r} ({len(c['keypoints'])} keypoints)" for c in with_kps)
+    if wanted is None:
+        if len(with_kps) > 1:
+            raise fail(f"several categories define keypoints: {listing}; pick one with category= (id or name)")
+        return with_kps[0]
+    match = [c for c in with_kps if (c["id"] == wanted if isinstance(wanted, int) else c.get("name") == wanted)]
+    if not match:
+        raise fail(f"no keypoint category {wanted!r}; categories with keypoints: {listing}")
+    if len(match) > 1:
+        raise fail(f"several keypoint categories are named {wanted!r}; pick one by id: {listing}")
+    return match[0]
+
+
+def _log_warnings(problems: Sequence[Problem], limit: int = 20) -> None:
+    warnings = [p for p in problems if p.severity == "warning"]
+    for p in warnings[:limit]:
+        log.warning("%s", p)
+    if len(warnings) > limit:
+        log.warning("... and %d more warning(s) in %s", len(warnings) - limit, warnings[0].file)
+
+
+# ------------------------------------------------------------------------------------------------------ read and write
+
+
+def load_json(path: str | os.PathLike[str]) -> Any:
+    """Parse a JSON file; invalid JSON or bad encoding raises ``CocoFormatError`` naming the file and position.
+
+    A missing or unreadable file raises the usual ``OSError`` (FileNotFoundError, PermissionError).
+    """
+    file = str(path)
+    with open(path, "rb") as f:
+        raw = f.read()
+    try:
+        # Python's json accepts NaN / Infinity literals, so validation sees them and reports them by record.
+        return json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise CocoFormatError(
+            [Problem(file, "file", None, f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}")]
+        ) from exc
+    except UnicodeDecodeError as exc:
+        raise CocoFormatError([Problem(file, "file", None, f"not UTF-8 text: {exc}")]) from exc
+
+
+def read_coco(
+    path: str | os.PathLike[str],
+    images_dir: str | os.PathLike[str] | None = None,
+    check_images: bool = False,
+    sigmas: Sequence[float] | None = None,
+    flip_pairs: Sequence[Sequence[int]] | None = None,
+    category: int | str | None = None,
+) -> CocoKeypoints:
+    """Read and validate a COCO keypoint file; raises ``CocoFormatError`` (a ValueError) listing every error.
+
+    ``images_dir``: folder that ``file_name`` is relative to; when given, every image file must exist.
+    ``check_images``: also decode each image and compare its size with the JSON (needs ``images_dir``).
+    ``sigmas`` (K,) / ``flip_pairs`` (0-based pairs) override the schema's defaults (see ``KeypointSchema``).
+    ``category``: id or name of the keypoint category, needed only when several categories define keypoints.
+    Warnings (see the module doc) are logged, not raised.
+    """
+    data = load_json(path)
+    return CocoKeypoints.from_dict(
+        data,
+        path,
+        images_dir=images_dir,
+        check_images=check_images,
+        category=category,
+        sigmas=sigmas,
+        flip_pairs=flip_pairs,
+    )
+
+
+def write_coco(
+    path: str | os.PathLike[str],
+    coco: CocoKeypoints | dict,
+    *,
+    indent: int | None = None,
+    validate: bool = True,
+) -> Path:
+    """Write a COCO keypoint file atomically and deterministically; returns the path.
+
+    The JSON goes to a temporary file in the same folder, is flushed to disk, then ``os.replace``-d over ``path``:
+    an interrupted write (exception, kill, full disk) leaves any existing file untouched. Output is a pure function of
+    the input: keys in the order given, floats written as Python's shortest round-trip repr, so read -> write -> read
+    gives equal data and rewriting unchanged data gives identical bytes (DVC sees no change). ``validate`` (default)
+    refuses data with errors before touching the disk; NaN / inf are always refused (they are not JSON).
+    """
+    path = Path(path)
+    data = coco.to_dict() if isinstance(coco, CocoKeypoints) else coco
+    if validate:
+        problems = validate_coco(data, path)
+        if any(p.severity == "error" for p in problems):
+            errors = sum(p.severity == "error" for p in problems)
+            raise CocoFormatError(problems, f"refusing to write {path}: {errors} error(s)")
+    # dumps, not dump: json.dump always takes the pure-Python encoder (about 3x slower); dumps uses the C one.
+    # Serialising first also means a TypeError (a numpy scalar, a set) fails before any file exists.
+    text = json.dumps(
+        data,
+        indent=indent,
+        separators=(",", ": ") if indent is not None else (",", ":"),
+        ensure_ascii=False,
+        allow_nan=False,
+        default=_json_default,
+    )
+    # O_EXCL on a unique name: two writers never share a temp file; the mode honours the umask like a plain open().
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
+            f.write(text)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(path.parent)
+    return path
+
+
+def _fsync_dir(folder: Path) -> None:
+    # Makes the rename itself durable; not possible on every platform / file system, and not needed for correctness.
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+# ------------------------------------------------------------------------------------------------------- summary, CLI
+
+
+def summarize(coco: CocoKeypoints) -> dict:
+    """Counts for the CLI and logs: images, instances (of the schema's category), instances with >= 1 labeled
+    keypoint, crowd instances, keypoints by visibility {0, 1, 2} over all instances, and the schema."""
+    kps = coco.keypoints_array()
+    vis = kps[:, :, 2].astype(np.int64)
+    schema = coco.schema
+    return {
+        "images": len(coco.images),
+        "images_with_instances": len({a["image_id"] for a in coco.annotations}),
+        "instances": len(coco.annotations),
+        "instances_with_keypoints": int((vis > 0).any(axis=1).sum()),
+        "crowd": sum(1 for a in coco.annotations if a.get("iscrowd", 0) == 1),
+        "other_category_instances": len(coco.other_annotations),
+        "keypoints_by_visibility": {v: int((vis == v).sum()) for v in VISIBILITY_FLAGS},
+        "category": {"id": schema.category_id, "name": schema.category_name},
+        "keypoint_names": list(schema.names),
+        "flip_pairs": [[schema.names[a], schema.names[b]] for a, b in schema.flip_pairs],
+        "skeleton_edges": len(schema.skeleton),
+        "sigma_source": schema.sigma_source,
+        "sigmas": schema.describe_sigmas(),
+    }
+
+
+def validate_command(
+    annotations: str | os.PathLike[str], images: str | os.PathLike[str] | None = None, category: int | str | None = None
+) -> int:
+    """``python -m pipeline validate ANNOTATIONS.json [--images DIR]``: print a summary and return 0 when the file is
+    valid (warnings are printed too); print every problem and return 2 when it is not.
+
+    With ``images`` every image is checked: present, decodable, size as in the JSON.
+    """
+    path = Path(annotations)
+    try:
+        data = load_json(path)
+    except CocoFormatError as exc:
+        print(exc)
+        return 2
+    except OSError as exc:
+        print(f"{path}: cannot read: {exc}")
+        return 2
+    problems = validate_coco(data, path, images_dir=images, check_images=images is not None)
+    errors = [p for p in problems if p.severity == "error"]
+    if errors:
+        print(f"{path}: INVALID, {len(errors)} error(s), {len(problems) - len(errors)} warning(s)")
+        for p in errors + [p for p in problems if p.severity != "error"]:
+            print(f"  {p}")
+        return 2
+    try:
+        # Re-validating in from_dict is cheap next to the image check, which is not repeated (no images_dir).
+        coco = CocoKeypoints.from_dict(data, path, category=category)
+    except CocoFormatError as exc:
+        print(exc)
+        return 2
+    s = summarize(coco)
+    vis = s["keypoints_by_visibility"]
+    print(f"{path}: OK" + (f" ({len(problems)} warning(s))" if problems else ""))
+    print(
+        f"  images:     {s['images']} ({s['images_with_instances']} with instances)"
+        + ("" if images is None else f", files checked in {images}")
+    )
+    print(
+        f"  instances:  {s['instances']} of category {s['category']['id']} {s['category']['name']!r}: "
+        f"{s['instances_with_keypoints']} with keypoints, {s['crowd']} crowd"
+        + (f"; {s['other_category_instances']} of other categories" if s["other_category_instances"] else "")
+    )
+    print(f"  keypoints by visibility: 0 (unlabeled) {vis[0]}, 1 (occluded) {vis[1]}, 2 (visible) {vis[2]}")
+    print(f"  schema:     {len(s['keypoint_names'])} keypoints: {', '.join(s['keypoint_names'])}")
+    print(f"  flip pairs: {', '.join(f'{a}<->{b}' for a, b in s['flip_pairs']) or 'none'}")
+    print(f"  skeleton:   {s['skeleton_edges']} edges")
+    print(f"  OKS sigmas: {s['sigma_source']}: " + ", ".join(f"{n}={v:g}" for n, v in s["sigmas"].items()))
+    for p in problems:
+        print(f"  {p}")
+    return 0

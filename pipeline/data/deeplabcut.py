@@ -1,0 +1,276 @@
+"""Convert a single-animal DeepLabCut project into COCO keypoints (DESIGN.md section 1: "DeepLabCut-style project
+converted to COCO"), so the rest of the loop only ever sees COCO.
+
+What is read: ``config.yaml`` (``bodyparts``, ``scorer``, ``skeleton``) and every
+``labeled-data/*/CollectedData_*.csv``: three header rows (scorer / bodyparts / coords), then one row per labeled frame,
+whose index is the image path relative to the project, either in one column (``labeled-data/m4s1/img0000.png``, DLC
+2.0/2.1) or split over three (``labeled-data,m4s1,img0000.png``, DLC >= 2.2). Both are handled, as are Windows
+backslashes in old paths. The ``.h5`` twin of each CSV is not read (it needs PyTables).
+
+Conversion, per CSV row: one image and one annotation.
+
+* keypoints in pixels as stored by DeepLabCut (no half-pixel shift: both DLC and our codecs put pixel centres on integer
+  coordinates); a labeled bodypart gets visibility 2, an empty / NaN cell visibility 0 at (0, 0). DLC has no
+  "occluded but labeled" flag, so visibility 1 never appears.
+* box: the labeled keypoints' extent, grown on every side by ``margin`` times its longer side, but by at least
+  ``min_pad`` pixels (so a single labeled point still gets a box), then clipped to the image. Four points on a mouse
+  (snout, ears, tail base) do not span the body, hence a margin relative to the longer side rather than per axis.
+* ``area`` = box area: there are no segmentation masks, and OKS only needs an object scale.
+* a row with no labeled bodypart at all gives an image without annotation (a valid "nothing to label here" frame).
+* width / height are read from the image file header; ``file_name`` is relative to the project folder.
+* ids: images sorted by path get ids 1..N; annotation ids equal their image's id (one animal per frame).
+
+Multi-animal projects (``multianimalproject: true``, or an ``individuals`` header row) raise ``NotImplementedError``.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+import yaml
+from PIL import Image
+
+log = logging.getLogger(__name__)
+
+
+class DeepLabCutFormatError(ValueError):
+    """A DeepLabCut project cannot be converted; the message names the file (and CSV line) at fault."""
+
+
+@dataclass(frozen=True)
+class _Row:
+    csv_path: Path
+    line: int  # 1-based line in the CSV, as an editor shows it
+    image: str  # posix path relative to the project folder
+    xy: tuple[tuple[float, float] | None, ...]  # per config bodypart; None = unlabeled
+
+
+def read_deeplabcut_project(
+    project_dir: str | os.PathLike[str],
+    margin: float = 0.1,
+    min_pad: float = 8.0,
+    category_name: str = "animal",
+) -> tuple[dict, Path]:
+    """Read a single-animal DeepLabCut project as a COCO keypoint dict; returns (coco dict, project folder), the
+    folder being what the images' ``file_name`` is relative to.
+
+    ``margin``: box padding as a fraction of the longer side of the keypoints' extent, on every side.
+    ``min_pad``: the least padding in pixels. Errors (``DeepLabCutFormatError``, a ValueError) name the file and line.
+    """
+    if margin < 0 or min_pad < 0:
+        raise ValueError(f"margin and min_pad must be >= 0, got {margin}, {min_pad}")
+    project = Path(project_dir)
+    config_path = project / "config.yaml"
+    config = _read_config(config_path)
+    bodyparts: list[str] = config["bodyparts"]
+    skeleton = _skeleton_indices(config.get("skeleton"), bodyparts, config_path)
+
+    csvs = sorted(project.glob("labeled-data/*/CollectedData_*.csv"))
+    if not csvs:
+        raise DeepLabCutFormatError(
+            f"{project}: no labeled-data/*/CollectedData_*.csv (a project with only .h5 label files is not supported)"
+        )
+    rows: dict[str, _Row] = {}
+    for csv_path in csvs:
+        for row in _read_csv(csv_path, bodyparts, project):
+            if row.image in rows:
+                first = rows[row.image]
+                raise DeepLabCutFormatError(
+                    f"{row.csv_path}: line {row.line}: image {row.image} is already labeled in "
+                    f"{first.csv_path} line {first.line}"
+                )
+            rows[row.image] = row
+
+    images: list[dict] = []
+    annotations: list[dict] = []
+    for image_id, name in enumerate(sorted(rows), start=1):
+        row = rows[name]
+        width, height = _image_size(project / name, row)
+        images.append({"id": image_id, "file_name": name, "width": width, "height": height})
+        labeled = [p for p in row.xy if p is not None]
+        if not labeled:
+            continue
+        keypoints: list[float] = []
+        for p in row.xy:
+            keypoints += [p[0], p[1], 2] if p is not None else [0, 0, 0]
+        bbox = _box(labeled, width, height, margin, min_pad, row)
+        annotations.append(
+            {
+                "id": image_id,
+                "image_id": image_id,
+                "category_id": 1,
+                "keypoints": keypoints,
+                "num_keypoints": len(labeled),
+                "bbox": bbox,
+                "area": bbox[2] * bbox[3],
+                "iscrowd": 0,
+            }
+        )
+    category = {
+        "id": 1,
+        "name": category_name,
+        "supercategory": category_name,
+        "keypoints": list(bodyparts),
+        "skeleton": [[a + 1, b + 1] for a, b in skeleton],
+    }
+    info = {
+        "description": f"DeepLabCut project {config.get('Task', project.name)!s} converted to COCO by poseloop",
+        "dlc_scorer": str(config.get("scorer", "")),
+        "dlc_csv_files": [p.relative_to(project).as_posix() for p in csvs],
+    }
+    return {"info": info, "images": images, "annotations": annotations, "categories": [category]}, project
+
+
+def _read_config(path: Path) -> dict:
+    try:
+        with open(path, encoding="utf-8") as f:
+            config = yaml.safe_load(f)
+    except FileNotFoundError:
+        raise DeepLabCutFormatError(f"{path}: missing (not a DeepLabCut project folder?)") from None
+    except yaml.YAMLError as exc:
+        raise DeepLabCutFormatError(f"{path}: invalid YAML: {exc}") from exc
+    if not isinstance(config, dict):
+        raise DeepLabCutFormatError(f"{path}: expected a mapping, got {type(config).__name__}")
+    if config.get("multianimalproject"):
+        raise NotImplementedError(
+            f"{path}: multi-animal DeepLabCut projects (multianimalproject: true) are not supported yet; "
+            "only single-animal projects convert to COCO here"
+        )
+    bodyparts = config.get("bodyparts")
+    if not isinstance(bodyparts, list) or not bodyparts or not all(isinstance(b, str) and b for b in bodyparts):
+        raise DeepLabCutFormatError(f"{path}: 'bodyparts' must be a non-empty list of names, got {bodyparts!r}")
+    if len(set(bodyparts)) != len(bodyparts):
+        raise DeepLabCutFormatError(f"{path}: 'bodyparts' has duplicates: {bodyparts}")
+    return config
+
+
+def _skeleton_indices(skeleton: object, bodyparts: list[str], path: Path) -> list[tuple[int, int]]:
+    """DLC's skeleton lists pairs of bodypart names; COCO wants index pairs (returned 0-based here)."""
+    if not skeleton:
+        return []
+    index = {name: i for i, name in enumerate(bodyparts)}
+    pairs = []
+    for edge in skeleton if isinstance(skeleton, list) else [skeleton]:
+        if not (isinstance(edge, list | tuple) and len(edge) == 2 and all(e in index for e in edge)):
+            raise DeepLabCutFormatError(f"{path}: skeleton edge {edge!r} is not a pair of bodyparts from {bodyparts}")
+        pairs.append((index[edge[0]], index[edge[1]]))
+    return pairs
+
+
+def _read_csv(path: Path, bodyparts: list[str], project: Path) -> list[_Row]:
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            table = list(csv.reader(f))
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise DeepLabCutFormatError(f"{path}: cannot read: {exc}") from exc
+    if len(table) < 3:
+        raise DeepLabCutFormatError(f"{path}: expected 3 header rows (scorer, bodyparts, coords), got {len(table)}")
+    heads = [r[0].strip() if r else "" for r in table[:4]]
+    if heads[1] == "individuals":
+        raise NotImplementedError(f"{path}: multi-animal label file (an 'individuals' header row) is not supported yet")
+    if heads[:3] != ["scorer", "bodyparts", "coords"]:
+        raise DeepLabCutFormatError(
+            f"{path}: lines 1-3 must start with scorer, bodyparts, coords; got {heads[:3]} (not a DeepLabCut CSV?)"
+        )
+    parts_row, coords_row = table[1], table[2]
+    # Index columns: 1 (DLC 2.0/2.1, one path column) or 3 (DLC >= 2.2, path split in folder / video / file). The
+    # header rows leave those extra cells empty, so the first non-empty coords cell marks where the data starts.
+    n_index = next((j for j in range(1, len(coords_row)) if coords_row[j].strip()), len(coords_row))
+    columns: dict[tuple[str, str], int] = {}
+    for j in range(n_index, len(coords_row)):
+        part, coord = parts_row[j].strip() if j < len(parts_row) else "", coords_row[j].strip()
+        if (part, coord) in columns:
+            raise DeepLabCutFormatError(f"{path}: line 2-3: column {part}/{coord} appears twice")
+        columns[(part, coord)] = j
+    csv_parts = list(dict.fromkeys(p for p, c in columns if c in ("x", "y")))
+    unknown = [p for p in csv_parts if p not in bodyparts]
+    if unknown:
+        raise DeepLabCutFormatError(f"{path}: line 2: bodyparts {unknown} are not in config.yaml bodyparts {bodyparts}")
+    for part in csv_parts:
+        if (part, "x") not in columns or (part, "y") not in columns:
+            raise DeepLabCutFormatError(f"{path}: line 3: bodypart {part!r} needs both an x and a y column")
+    absent = [p for p in bodyparts if p not in csv_parts]
+    if absent:
+        # Bodyparts added to config.yaml after labeling: DLC treats them as unlabeled too.
+        log.warning("%s: no columns for bodyparts %s; they are unlabeled (visibility 0) in every frame", path, absent)
+
+    rows = []
+    for line, cells in enumerate(table[3:], start=4):
+        if not any(c.strip() for c in cells):
+            continue  # blank line at the end
+        if len(cells) < n_index:
+            raise DeepLabCutFormatError(f"{path}: line {line}: {len(cells)} cells, expected at least {n_index}")
+        image = _image_name(cells[:n_index], path, line, project)
+        xy: list[tuple[float, float] | None] = []
+        for part in bodyparts:
+            if part not in csv_parts:
+                xy.append(None)
+                continue
+            x = _cell(cells, columns[(part, "x")], path, line, f"{part} x")
+            y = _cell(cells, columns[(part, "y")], path, line, f"{part} y")
+            if (x is None) != (y is None):
+                raise DeepLabCutFormatError(f"{path}: line {line} ({image}): {part} has only one of x, y labeled")
+            xy.append(None if x is None or y is None else (x, y))
+        rows.append(_Row(path, line, image, tuple(xy)))
+    return rows
+
+
+def _cell(cells: list[str], j: int, path: Path, line: int, what: str) -> float | None:
+    text = cells[j].strip() if j < len(cells) else ""
+    if text == "" or text.lower() == "nan":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise DeepLabCutFormatError(f"{path}: line {line}: {what}: not a number: {text!r}") from None
+    if not math.isfinite(value):
+        raise DeepLabCutFormatError(f"{path}: line {line}: {what}: not finite: {text!r}")
+    return value
+
+
+def _image_name(index_cells: list[str], path: Path, line: int, project: Path) -> str:
+    """The image path relative to the project folder, posix style."""
+    parts = [c.strip() for c in index_cells if c.strip()]
+    if not parts:
+        raise DeepLabCutFormatError(f"{path}: line {line}: empty image path")
+    # Projects labeled on Windows store backslashes in the one-column index.
+    name = PurePosixPath(*"/".join(parts).replace("\\", "/").split("/")).as_posix()
+    if (project / name).is_file():
+        return name
+    # A copied or renamed labeled-data folder: DLC itself looks for the file next to the CSV.
+    beside = path.parent / PurePosixPath(name).name
+    if beside.is_file():
+        fallback = beside.relative_to(project).as_posix()
+        log.warning("%s: line %d: %s not found; using %s next to the CSV", path, line, name, fallback)
+        return fallback
+    raise DeepLabCutFormatError(f"{path}: line {line}: image {name} not found under {project}")
+
+
+def _image_size(file: Path, row: _Row) -> tuple[int, int]:
+    try:
+        with Image.open(file) as im:
+            return im.size
+    except Exception as exc:  # PIL raises OSError, SyntaxError, DecompressionBombError, ...
+        raise DeepLabCutFormatError(
+            f"{row.csv_path}: line {row.line}: cannot read image {file}: {type(exc).__name__}: {exc}"
+        ) from exc
+
+
+def _box(
+    points: list[tuple[float, float]], width: int, height: int, margin: float, min_pad: float, row: _Row
+) -> list[float]:
+    """COCO [x, y, w, h] around the points, padded and clipped to the (width, height) image."""
+    xs, ys = [p[0] for p in points], [p[1] for p in points]
+    pad = max(min_pad, margin * max(max(xs) - min(xs), max(ys) - min(ys)))
+    x0, y0 = max(0.0, min(xs) - pad), max(0.0, min(ys) - pad)
+    x1, y1 = min(float(width), max(xs) + pad), min(float(height), max(ys) + pad)
+    if x1 <= x0 or y1 <= y0:
+        raise DeepLabCutFormatError(
+            f"{row.csv_path}: line {row.line} ({row.image}): labeled keypoints lie outside the {width}x{height} image"
+        )
+    return [x0, y0, x1 - x0, y1 - y0]

@@ -1,0 +1,180 @@
+"""Keypoint metrics: pycocotools OKS AP/AR with the schema's sigmas, PCK, per-keypoint and percentile errors.
+
+Predictions are COCO results: ``{"image_id", "category_id", "keypoints": [x, y, s] * K, "score"}``. When a prediction
+also carries ``instance_id`` (the annotation id it was made for: top-down from ground-truth boxes), the distance
+metrics use that pairing; otherwise each image's predictions are matched to its ground truth greedily by OKS.
+AP/AR always come from pycocotools' own matching, so they equal a direct ``COCOeval`` call.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import io
+import json
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+
+from pipeline.keypoints import KeypointSchema
+
+log = logging.getLogger(__name__)
+
+AP_KEYS = ("ap", "ap50", "ap75", "apm", "apl", "ar", "ar50", "ar75", "arm", "arl")
+
+
+def _coco_from_dict(data: dict) -> COCO:
+    coco = COCO()
+    coco.dataset = copy.deepcopy(data)
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco.createIndex()
+    return coco
+
+
+def coco_keypoint_ap(gt: dict, predictions: Sequence[dict], schema: KeypointSchema) -> dict[str, float]:
+    """OKS AP / AR (the ten COCO keypoint numbers) with ``schema``'s sigmas. Empty predictions give zeros."""
+    if not predictions:
+        return dict.fromkeys(AP_KEYS, 0.0)
+    coco_gt = _coco_from_dict(gt)
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco_dt = coco_gt.loadRes(copy.deepcopy(list(predictions)))
+        evaluator = COCOeval(coco_gt, coco_dt, "keypoints")
+        evaluator.params.kpt_oks_sigmas = schema.sigma_array
+        evaluator.params.catIds = [schema.category_id]
+        evaluator.evaluate()
+        evaluator.accumulate()
+        evaluator.summarize()
+    # pycocotools reports -1 where nothing qualifies (e.g. no medium people); keep -1 so that is visible.
+    return {k: float(v) for k, v in zip(AP_KEYS, evaluator.stats, strict=True)}
+
+
+def oks(pred: np.ndarray, gt: np.ndarray, area: float, sigmas: np.ndarray) -> float:
+    """Object keypoint similarity of one prediction (K, 2) to one ground truth (K, 3), as pycocotools defines it."""
+    labeled = gt[:, 2] > 0
+    if not labeled.any():
+        return 0.0
+    d2 = ((pred - gt[:, :2]) ** 2).sum(axis=1)
+    var = (2 * sigmas) ** 2
+    e = d2 / var / (area + np.spacing(1)) / 2
+    return float(np.exp(-e[labeled]).mean())
+
+
+def _pair_predictions(gt: dict, predictions: Sequence[dict], schema: KeypointSchema) -> list[tuple[dict, dict]]:
+    """(ground-truth annotation, prediction) pairs for the distance metrics."""
+    anns = [
+        a
+        for a in gt["annotations"]
+        if a.get("category_id") == schema.category_id and not a.get("iscrowd") and a.get("num_keypoints", 0) > 0
+    ]
+    by_id = {a["id"]: a for a in anns}
+    if predictions and all("instance_id" in p for p in predictions):
+        return [(by_id[p["instance_id"]], p) for p in predictions if p["instance_id"] in by_id]
+    pairs = []
+    sig = schema.sigma_array
+    preds_by_image: dict[int, list[dict]] = {}
+    for p in predictions:
+        preds_by_image.setdefault(p["image_id"], []).append(p)
+    for image_id in sorted({a["image_id"] for a in anns}):
+        gts = [a for a in anns if a["image_id"] == image_id]
+        dts = sorted(preds_by_image.get(image_id, []), key=lambda p: -p.get("score", 0.0))
+        if not dts:
+            continue
+        sim = np.array(
+            [
+                [
+                    oks(
+                        np.asarray(d["keypoints"], float).reshape(-1, 3)[:, :2],
+                        np.asarray(g["keypoints"], float).reshape(-1, 3),
+                        g["area"],
+                        sig,
+                    )
+                    for g in gts
+                ]
+                for d in dts
+            ]
+        )
+        used_g: set[int] = set()
+        for di in range(len(dts)):
+            order = [gi for gi in np.argsort(-sim[di]) if gi not in used_g]
+            if order:
+                used_g.add(order[0])
+                pairs.append((gts[order[0]], dts[di]))
+    return pairs
+
+
+def distance_metrics(
+    gt: dict, predictions: Sequence[dict], schema: KeypointSchema, pck_thresholds: Sequence[float] = (0.05, 0.1)
+) -> dict:
+    """PCK at fractions of the box size (max of width and height), per-keypoint mean error and percentiles, in px.
+
+    Every labeled ground-truth keypoint without a prediction counts as a miss for PCK.
+    """
+    pairs = _pair_predictions(gt, predictions, schema)
+    k = schema.num_keypoints
+    errors, box_sizes, labeled = [], [], []
+    for ann, pred in pairs:
+        g = np.asarray(ann["keypoints"], float).reshape(k, 3)
+        p = np.asarray(pred["keypoints"], float).reshape(k, 3)
+        errors.append(np.linalg.norm(p[:, :2] - g[:, :2], axis=1))
+        box_sizes.append(max(ann["bbox"][2], ann["bbox"][3]))
+        labeled.append(g[:, 2] > 0)
+    n_labeled_total = sum(
+        int((np.asarray(a["keypoints"]).reshape(k, 3)[:, 2] > 0).sum())
+        for a in gt["annotations"]
+        if a.get("category_id") == schema.category_id and not a.get("iscrowd")
+    )
+    out: dict = {"matched_instances": len(pairs), "labeled_keypoints": n_labeled_total}
+    if not pairs:
+        out.update({f"pck{round(t * 100):02d}": 0.0 for t in pck_thresholds})
+        out.update({"dist_p50": None, "dist_p90": None, "dist_p95": None, "nme": None, "per_keypoint_error": {}})
+        return out
+    err = np.stack(errors)  # (N, K) px
+    mask = np.stack(labeled)  # (N, K)
+    size = np.asarray(box_sizes)[:, None]  # (N, 1)
+    for t in pck_thresholds:
+        hits = ((err < t * size) & mask).sum()
+        out[f"pck{round(t * 100):02d}"] = float(hits / max(n_labeled_total, 1))
+    flat = err[mask]
+    out["dist_p50"], out["dist_p90"], out["dist_p95"] = (float(np.percentile(flat, q)) for q in (50, 90, 95))
+    out["nme"] = float((err / size)[mask].mean())  # mean error normalised by box size
+    out["per_keypoint_error"] = {
+        name: (float(err[mask[:, j], j].mean()) if mask[:, j].any() else None) for j, name in enumerate(schema.names)
+    }
+    return out
+
+
+def evaluate_keypoints(gt: dict, predictions: Sequence[dict], schema: KeypointSchema) -> dict:
+    """All metrics in one JSON-ready dict: AP/AR keys, pck05/pck10, distance percentiles, and the sigmas used."""
+    metrics = coco_keypoint_ap(gt, predictions, schema)
+    metrics.update(distance_metrics(gt, predictions, schema))
+    metrics["num_predictions"] = len(predictions)
+    metrics["sigma_source"] = schema.sigma_source
+    metrics["sigmas"] = schema.describe_sigmas()
+    log.info("OKS sigmas used (%s): %s", schema.sigma_source, schema.describe_sigmas())
+    return metrics
+
+
+def evaluate_command(gt_path: Path, predictions_path: Path, as_json: bool, sigmas: list[float] | None = None) -> int:
+    """``python -m pipeline evaluate GT.json PREDICTIONS.json [--json]``."""
+    from pipeline.data.coco import read_coco
+
+    gt = read_coco(gt_path, sigmas=sigmas)
+    predictions = json.loads(Path(predictions_path).read_text())
+    if isinstance(predictions, dict) and "annotations" in predictions:
+        predictions = [dict(a, score=a.get("score", 1.0)) for a in predictions["annotations"]]
+    metrics = evaluate_keypoints(gt.to_dict(), predictions, gt.schema)
+    if as_json:
+        print(json.dumps(metrics))
+        return 0
+    print(f"{gt_path}: {len(predictions)} predictions, OKS sigmas: {gt.schema.sigma_source}")
+    for key in (*AP_KEYS, "pck05", "pck10", "nme", "dist_p50", "dist_p90", "dist_p95"):
+        value = metrics.get(key)
+        print(f"  {key:>9}: {value:.4f}" if isinstance(value, float) else f"  {key:>9}: {value}")
+    print("  per-keypoint mean error (px):")
+    for name, value in metrics["per_keypoint_error"].items():
+        print(f"    {name:>16}: {value:.2f}" if value is not None else f"    {name:>16}: -")
+    return 0
