@@ -9,6 +9,14 @@ from pathlib import Path
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        return _dispatch(argv)
+    except (FileNotFoundError, ValueError) as exc:  # bad input: say what and where, no traceback
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _dispatch(argv: list[str] | None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pipeline", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -22,6 +30,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--sigmas", type=float, nargs="+", default=None, help="OKS sigmas for a non-COCO schema")
 
+    p = sub.add_parser("preview", help="draw the people of a COCO keypoint file onto a PNG contact sheet")
+    p.add_argument("annotations", type=Path)
+    p.add_argument("--images", type=Path, default=None, help="image folder (default: the file's folder)")
+    p.add_argument("--out", type=Path, required=True, help="PNG to write")
+    p.add_argument("--num", type=int, default=8, help="how many images (the first N with people)")
+    p.add_argument("--columns", type=int, default=4)
+
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if args.command == "validate":
@@ -32,6 +47,10 @@ def main(argv: list[str] | None = None) -> int:
         from pipeline.evaluation import evaluate_command
 
         return evaluate_command(args.gt, args.predictions, args.json, sigmas=args.sigmas)
+    if args.command == "preview":
+        from pipeline.viz import preview_command
+
+        return preview_command(args.annotations, args.images, args.out, args.num, args.columns)
     parser.error(f"unknown command {args.command}")
     return 2
 

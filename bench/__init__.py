@@ -1,0 +1,1 @@
+"""Benchmarks run by ``make bench``; each writes a dated section of docs/BENCHMARKS.md (see bench/report.py)."""

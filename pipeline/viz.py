@@ -1,0 +1,105 @@
+"""Pictures people look at: keypoint overlays and contact sheets (PNG, rendered offline with OpenCV)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from pipeline.keypoints import KeypointSchema
+
+LEFT_COLOUR = (255, 128, 0)  # RGB: left side orange
+RIGHT_COLOUR = (0, 160, 255)  # right side blue
+CENTRE_COLOUR = (0, 220, 0)
+_SHIFT = 4  # cv2 fractional bits: draw at sub-pixel positions, so overlays show where a keypoint really is
+_ONE = 1 << _SHIFT
+
+
+def _px(point: np.ndarray) -> tuple[int, int]:
+    return round(float(point[0]) * _ONE), round(float(point[1]) * _ONE)
+
+
+def _side_colours(schema: KeypointSchema) -> list[tuple[int, int, int]]:
+    left = {a for a, _ in schema.flip_pairs}
+    right = {b for _, b in schema.flip_pairs}
+    return [
+        LEFT_COLOUR if j in left else RIGHT_COLOUR if j in right else CENTRE_COLOUR for j in range(len(schema.names))
+    ]
+
+
+def draw_keypoints(
+    image: np.ndarray,
+    keypoints: np.ndarray,
+    schema: KeypointSchema,
+    boxes: Sequence[Sequence[float]] | None = None,
+    radius: int = 3,
+) -> np.ndarray:
+    """Draw people on a copy of ``image`` (H, W, 3) RGB uint8.
+
+    keypoints: (N, K, 3) with the third value a COCO visibility (0 hidden, 1 occluded: hollow, 2 visible: filled)
+    or a score in [0, 1] (drawn filled when > 0). boxes: N boxes [x, y, w, h] in pixels or None.
+    Left keypoints orange, right blue, centre green, so a left/right swap is visible at a glance.
+    """
+    canvas = np.ascontiguousarray(image.copy())
+    colours = _side_colours(schema)
+    thickness = max(1, radius // 2)
+    for n, person in enumerate(np.asarray(keypoints, dtype=np.float64).reshape(-1, schema.num_keypoints, 3)):
+        shown = person[:, 2] > 0
+        if boxes is not None:
+            x, y, w, h = boxes[n]
+            cv2.rectangle(canvas, (round(x), round(y)), (round(x + w), round(y + h)), (255, 255, 255), 1)
+        for a, b in schema.skeleton:
+            if shown[a] and shown[b]:
+                cv2.line(canvas, _px(person[a]), _px(person[b]), colours[b], thickness, cv2.LINE_AA, _SHIFT)
+        for j in np.flatnonzero(shown):
+            filled = -1 if person[j, 2] != 1 else thickness  # COCO v=1 (occluded): hollow circle
+            cv2.circle(canvas, _px(person[j]), radius * _ONE, colours[j], filled, cv2.LINE_AA, _SHIFT)
+    return canvas
+
+
+def contact_sheet(tiles: Sequence[np.ndarray], columns: int = 4, tile_size: tuple[int, int] = (256, 256)) -> np.ndarray:
+    """Tiles (each (H, W, 3) RGB) resized to ``tile_size`` (w, h) and laid out in a grid; returns (H', W', 3)."""
+    w, h = tile_size
+    rows = -(-len(tiles) // columns)
+    sheet = np.zeros((rows * h, columns * w, 3), np.uint8)
+    for i, tile in enumerate(tiles):
+        r, c = divmod(i, columns)
+        sheet[r * h : (r + 1) * h, c * w : (c + 1) * w] = cv2.resize(tile, (w, h), interpolation=cv2.INTER_AREA)
+    return sheet
+
+
+def save_png(path: Path, image: np.ndarray) -> Path:
+    """Write an RGB image as PNG (creating the folder)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not cv2.imwrite(str(path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR)):
+        raise OSError(f"could not write {path}")
+    return path
+
+
+def preview_command(annotations: Path, images: Path | None, out: Path, num: int, columns: int) -> int:
+    """``python -m pipeline preview``: the first ``num`` images with people, keypoints drawn, as one PNG."""
+    from pipeline.data.coco import load_image, read_coco
+
+    coco = read_coco(annotations)
+    root = images if images is not None else Path(annotations).parent
+    tiles = []
+    for image in coco.images:
+        people = [a for a in coco.annotations_of(image["id"]) if a.get("num_keypoints", 0) > 0]
+        if not people:
+            continue
+        pixels = load_image(coco.image_path(image, root))
+        if pixels is None:  # load_image has logged which file and why
+            continue
+        keypoints = np.asarray([a["keypoints"] for a in people], dtype=np.float64)
+        tiles.append(draw_keypoints(pixels, keypoints, coco.schema, boxes=[a["bbox"] for a in people]))
+        if len(tiles) == num:
+            break
+    if not tiles:
+        print(f"{annotations}: no image with labeled people to draw")
+        return 2
+    save_png(out, contact_sheet(tiles, columns=min(columns, len(tiles))))
+    print(f"wrote {out} ({len(tiles)} images)")
+    return 0
