@@ -6,7 +6,7 @@ import argparse
 import importlib
 import time
 
-BENCHMARKS = ("synthetic", "codec")
+BENCHMARKS = ("synthetic", "codec", "models")
 
 
 def main() -> None:

@@ -103,9 +103,29 @@ class CodecParams:
 
 
 @dataclass(frozen=True)
+class ModelParams:
+    """The network and its objective (models/). Same names as ``models.pose_model.build_model``'s arguments."""
+
+    backbone: Literal["tiny", "resnet", "hrnet"] = "tiny"
+    variant: int | None = None  # tiny: width (32); resnet: depth (18, 34, 50, 101); hrnet: width (32, 48)
+    head: Literal["heatmap", "asla"] = "heatmap"
+    sahr: bool = True  # scale-adaptive targets (heatmap head)
+    wahr: bool = True  # weight-adaptive loss (heatmap head); off: plain target-weighted MSE
+    wahr_gamma: float = _p(0.01, gt=0, le=1)
+    scale_reg_weight: float = _p(1.0, ge=0)
+    asla_k: int = _p(9, ge=1, le=100)  # positives per keypoint
+    asla_dynamic_k: bool = False
+    asla_reg: Literal["l1", "oks"] = "l1"
+    asla_top_n: int = _p(1, ge=1, le=50)  # 1: best cell; > 1: score-weighted mean of the top-n cells' vectors
+    weights: str | None = None  # local state-dict file for the backbone (never downloaded)
+    weights_prefix: str = ""  # sub-tree of the file to load, e.g. "backbone."
+
+
+@dataclass(frozen=True)
 class Params:
     data: DataParams = _p(DataParams())
     codec: CodecParams = _p(CodecParams())
+    model: ModelParams = _p(ModelParams())
 
 
 # --------------------------------------------------------------------------------------------------- loading
