@@ -77,8 +77,22 @@ class PoseModel(nn.Module):
         self.asla_k, self.asla_dynamic_k, self.asla_reg, self.asla_top_n = asla_k, asla_dynamic_k, asla_reg, asla_top_n
         self.register_buffer("sigmas", torch.tensor(schema.sigmas, dtype=torch.float32), persistent=False)
 
-    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
-        return self.head(self.backbone(images))
+    def forward(
+        self, images: torch.Tensor, feature_mix: tuple[int, torch.Tensor, float] | None = None
+    ) -> dict[str, torch.Tensor]:
+        """images (B, 3, H, W) -> head outputs.
+
+        ``feature_mix = (start, permutation, alpha)`` mixes the stem features of the slice
+        ``start : start + n`` (n = len(permutation)) as alpha * f + (1 - alpha) * f[permutation] before the rest of
+        the backbone: the feature branch of dual-branch Mixup, inside one forward call so DDP sees one pass.
+        """
+        features = self.backbone.stem(images)
+        if feature_mix is not None:
+            start, permutation, alpha = feature_mix
+            part = features[start : start + len(permutation)]
+            mixed = alpha * part + (1.0 - alpha) * part[permutation]
+            features = torch.cat([features[:start], mixed, features[start + len(permutation) :]])
+        return self.forward_from_stem(features)
 
     def forward_from_stem(self, stem_features: torch.Tensor) -> dict[str, torch.Tensor]:
         """The rest of the forward pass from ``backbone.stem`` features (mixed ones, for feature Mixup)."""

@@ -122,10 +122,72 @@ class ModelParams:
 
 
 @dataclass(frozen=True)
+class AugmentParams:
+    scale: list[float] = _p([0.75, 1.25], length=2, gt=0)
+    rotation: float = _p(30.0, ge=0, le=180)  # degrees, applied with probability 0.6
+    flip: float = _p(0.5, ge=0, le=1)  # probability of a horizontal flip (left/right keypoints swapped)
+    half_body: float = _p(0.0, ge=0, le=1)
+
+
+@dataclass(frozen=True)
+class SslParams:
+    """Semi-supervised learning on the pool (DESIGN.md §5). Each part has its own switch for ablations."""
+
+    # off: supervised only; cutout: fixed-count joint cutout; adaptive: adaptive keypoint masking;
+    # adaptive_mixup: adaptive masking + dual-branch Mixup (image and feature level).
+    mode: Literal["off", "cutout", "adaptive", "adaptive_mixup"] = "adaptive_mixup"
+    lambda_u: float = _p(1.0, ge=0)
+    lambda_m: float = _p(1.0, ge=0)
+    rampup_epochs: int = _p(5, ge=0)  # sigmoid ramp-up of lambda_u and lambda_m
+    tau: float = _p(0.5, ge=0, le=1)  # easy keypoint threshold on the normalised response
+    max_masks: int = _p(5, ge=0, le=50)  # M
+    floor: float = _p(0.1, ge=0, le=1)  # below this max response a sample gets at most one mask
+    feature_mixup: bool = True  # the second Mixup branch (mix the backbone's stem features)
+    ema_teacher: bool = False  # teacher = EMA of the student instead of the student itself
+    ema_decay: float = _p(0.999, gt=0, lt=1)
+    unlabeled_batch_size: int = _p(32, ge=1)
+    asla_min_score: float = _p(0.3, ge=0, le=1)  # ASLA pseudo keypoints below this teacher score are ignored
+
+
+@dataclass(frozen=True)
+class TrainParams:
+    epochs: int = _p(20, ge=1)
+    # An epoch is one pass over the labeled set, but at least this many steps (a 40-instance seed set would
+    # otherwise make epochs of two steps).
+    min_steps_per_epoch: int = _p(30, ge=1)
+    batch_size: int = _p(32, ge=1)  # per Ray worker
+    optimizer: Literal["adam", "adamw"] = "adamw"
+    lr: float = _p(2e-3, gt=0, le=1)
+    weight_decay: float = _p(1e-4, ge=0)
+    schedule: Literal["cosine", "step"] = "cosine"
+    step_epochs: list[int] = _p([], ge=1)  # schedule: step -> lr x 0.1 at these epochs
+    warmup_steps: int = _p(50, ge=0)
+    grad_clip: float = _p(5.0, ge=0)  # 0: off
+    ema: bool = False  # evaluate and export EMA weights
+    ema_decay: float = _p(0.999, gt=0, lt=1)
+    amp: Literal["auto", "off", "bf16", "fp16"] = "auto"  # auto: bf16 on CUDA, off on the CPU
+    channels_last: bool = True
+    flip_test: bool = False  # validation with flip test
+    warm_start: Literal["scratch", "previous"] = "scratch"  # previous: start from artifacts/model if present
+    seed: int = _p(0, ge=0)
+    augment: AugmentParams = _p(AugmentParams())
+    ssl: SslParams = _p(SslParams())
+    # Ray Train (DESIGN.md §9). RAY_ADDRESS set: the cluster; unset: a local Ray inside the stage.
+    num_workers: int = _p(1, ge=1)
+    use_gpu: bool | Literal["auto"] = "auto"
+    cpus_per_worker: float = _p(1.0, gt=0)
+    gpus_per_worker: float = _p(1.0, gt=0)
+    threads_per_worker: int = _p(1, ge=1)  # torch threads in each worker (two workers on two cores: 1 each)
+    loader_workers: int = _p(0, ge=0)  # DataLoader processes per Ray worker
+    max_failures: int = _p(2, ge=0)  # a dead worker is replaced and training resumes from the last checkpoint
+
+
+@dataclass(frozen=True)
 class Params:
     data: DataParams = _p(DataParams())
     codec: CodecParams = _p(CodecParams())
     model: ModelParams = _p(ModelParams())
+    train: TrainParams = _p(TrainParams())
 
 
 # --------------------------------------------------------------------------------------------------- loading

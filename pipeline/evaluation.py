@@ -8,12 +8,13 @@ AP/AR always come from pycocotools' own matching, so they equal a direct ``COCOe
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import copy
 import io
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -30,9 +31,21 @@ AP_KEYS = ("ap", "ap50", "ap75", "apm", "apl", "ar", "ar50", "ar75", "arm", "arl
 def _coco_from_dict(data: dict) -> COCO:
     coco = COCO()
     coco.dataset = copy.deepcopy(data)
-    with contextlib.redirect_stdout(io.StringIO()):
+    with _quiet():
         coco.createIndex()
     return coco
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """Silence pycocotools' prints. Redirecting stdout is not enough inside Ray workers, whose print is patched."""
+    real_print = builtins.print
+    builtins.print = lambda *args, **kwargs: None
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
+    finally:
+        builtins.print = real_print
 
 
 def coco_keypoint_ap(gt: dict, predictions: Sequence[dict], schema: KeypointSchema) -> dict[str, float]:
@@ -40,7 +53,7 @@ def coco_keypoint_ap(gt: dict, predictions: Sequence[dict], schema: KeypointSche
     if not predictions:
         return dict.fromkeys(AP_KEYS, 0.0)
     coco_gt = _coco_from_dict(gt)
-    with contextlib.redirect_stdout(io.StringIO()):
+    with _quiet():
         coco_dt = coco_gt.loadRes(copy.deepcopy(list(predictions)))
         evaluator = COCOeval(coco_gt, coco_dt, "keypoints")
         evaluator.params.kpt_oks_sigmas = schema.sigma_array

@@ -1,0 +1,64 @@
+"""A trained model on disk: ``model.pt`` (state dict) + ``model.json`` (everything needed to rebuild it).
+
+We store the state dict and our own description instead of ``mlflow.pytorch.log_model``: MLflow 3.17 would freeze a
+torch.export graph at one batch size (DESIGN.md §11), and a plain state dict loads with ``weights_only=True``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from models.pose_model import PoseModel
+from pipeline.config import params_from_dict
+from pipeline.keypoints import KeypointSchema
+
+WEIGHTS_FILE = "model.pt"
+DESCRIPTION_FILE = "model.json"
+
+
+def save_model(out_dir: Path, weights: dict[str, torch.Tensor], params_raw: dict, schema: KeypointSchema,
+               metrics: dict, extra: dict | None = None) -> Path:  # fmt: skip
+    """Write model.pt and model.json (schema, input size, backbone, head, the params it was trained with, metrics)."""
+    from pipeline.training import build_codec
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    params = params_from_dict(params_raw)
+    codec = build_codec(params)
+    torch.save(weights, out_dir / WEIGHTS_FILE)
+    description = {
+        "schema": schema.to_json(),
+        "input_size": list(codec.input_size),
+        "heatmap_size": list(codec.heatmap_size),
+        "sigma": codec.sigma,
+        "backbone": params.model.backbone,
+        "variant": params.model.variant,
+        "head": params.model.head,
+        "params": {k: params_raw.get(k) for k in ("codec", "model", "train")},
+        "metrics": metrics,
+        **(extra or {}),
+    }
+    (out_dir / DESCRIPTION_FILE).write_text(json.dumps(description, indent=1, sort_keys=True) + "\n")
+    return out_dir
+
+
+def load_model(model_dir: Path, device: str | torch.device = "cpu") -> PoseModel:
+    """Rebuild the network from model.json and load model.pt (eval mode)."""
+    from pipeline.training import build_codec, model_from_params
+
+    model_dir = Path(model_dir)
+    description_path = model_dir / DESCRIPTION_FILE
+    if not description_path.is_file():
+        raise FileNotFoundError(f"{description_path}: no model description (train a model first)")
+    description = json.loads(description_path.read_text())
+    params_raw = dict(description["params"])
+    params_raw["model"] = {**params_raw["model"], "weights": None}  # the trained weights replace any init weights
+    params = params_from_dict(params_raw)
+    schema = KeypointSchema.from_json(description["schema"])
+    model = model_from_params(params, build_codec(params), schema)
+    state = torch.load(model_dir / WEIGHTS_FILE, map_location="cpu", weights_only=True)
+    model.load_state_dict(state)
+    return model.to(device).eval()

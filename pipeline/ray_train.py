@@ -1,0 +1,124 @@
+"""Ray Train wiring: the per-worker loop of pipeline/training.py on a TorchTrainer, locally or on a cluster.
+
+``RAY_ADDRESS`` unset: a local Ray starts and stops inside the stage. Set: the same code runs on that cluster.
+A run is named from its inputs (labels, pool, params); running the stage again after an interruption finds the run
+under ``storage_path`` and resumes from its last checkpoint, while a new round (new labels) gets a new run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from pipeline.config import Params
+
+log = logging.getLogger(__name__)
+
+# Quiet, fast local Ray (DESIGN.md §11): no usage stats, no auth, short health checks.
+LOCAL_RAY_ENV = {
+    "RAY_USAGE_STATS_ENABLED": "0",
+    "RAY_AUTH_MODE": "disabled",
+    "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0",
+    "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2",
+    "RAY_DEDUP_LOGS": "0",
+}
+
+
+@contextmanager
+def ray_session(num_cpus: int | None = None, log_to_driver: bool = True) -> Iterator[None]:
+    """Connect to RAY_ADDRESS, or start a local Ray for the duration of the block (reuse one already running)."""
+    import ray
+
+    for key, value in LOCAL_RAY_ENV.items():
+        os.environ.setdefault(key, value)
+    if ray.is_initialized():
+        yield
+        return
+    address = os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, log_to_driver=log_to_driver)
+    else:
+        ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=log_to_driver)
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+def resolve_use_gpu(setting: bool | str) -> bool:
+    """``auto``: use GPUs when the Ray cluster has any."""
+    if setting != "auto":
+        return bool(setting)
+    import ray
+
+    return ray.cluster_resources().get("GPU", 0) > 0
+
+
+def file_md5(path: Path) -> str:
+    digest = hashlib.md5()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def run_name(params_raw: dict, paths: dict[str, str], init_weights: str | None) -> str:
+    """A name that changes with the training inputs and nothing else."""
+    digest = hashlib.sha256()
+    for key in sorted(paths):
+        path = Path(paths[key])
+        digest.update(f"{key}={file_md5(path) if path.is_file() else paths[key]};".encode())
+    relevant = {k: params_raw.get(k) for k in ("codec", "model", "train")}
+    relevant["data"] = {k: params_raw.get("data", {}).get(k) for k in ("sigmas", "flip_pairs")}
+    digest.update(json.dumps(relevant, sort_keys=True).encode())
+    digest.update(f"init={file_md5(Path(init_weights)) if init_weights else None}".encode())
+    return f"train-{digest.hexdigest()[:12]}"
+
+
+def fit(
+    params: Params,
+    params_raw: dict,
+    paths: dict[str, str],
+    storage_path: Path,
+    *,
+    init_weights: str | None = None,
+    name: str | None = None,
+    progress: bool = True,
+):
+    """Run (or resume) training on Ray Train; returns the ``ray.train.Result``. Call inside ``ray_session``."""
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    from pipeline.training import train_worker
+
+    cfg = params.train
+    use_gpu = resolve_use_gpu(cfg.use_gpu)
+    resources = {"CPU": cfg.cpus_per_worker}
+    if use_gpu:
+        resources["GPU"] = cfg.gpus_per_worker
+    absolute = {k: str(Path(v).resolve()) for k, v in paths.items()}  # workers may start in another directory
+    trainer = TorchTrainer(
+        train_worker,
+        train_loop_config={
+            "params": params_raw,
+            "paths": absolute,
+            "init_weights": str(Path(init_weights).resolve()) if init_weights else None,
+            "use_gpu": use_gpu,
+            "progress": progress,
+        },
+        scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=use_gpu, resources_per_worker=resources),
+        torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
+        run_config=RunConfig(
+            name=name or run_name(params_raw, paths, init_weights),
+            storage_path=str(Path(storage_path).resolve()),
+            checkpoint_config=CheckpointConfig(num_to_keep=2),
+            failure_config=FailureConfig(max_failures=cfg.max_failures),
+        ),
+    )
+    log.info("Ray Train: %d worker(s), GPU %s, storage %s", cfg.num_workers, use_gpu, storage_path)
+    return trainer.fit()

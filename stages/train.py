@@ -1,0 +1,70 @@
+"""DVC stage `train`: labels + pool + params.train -> artifacts/model/, metrics/train.json, plots/train_curve.csv.
+
+Training runs on Ray Train (pipeline/ray_train.py): a local Ray when RAY_ADDRESS is unset, the cluster when set.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+from pathlib import Path
+
+import torch
+import yaml
+
+from pipeline.config import load_params
+from pipeline.data.coco import read_coco
+from pipeline.model_store import WEIGHTS_FILE, save_model
+from pipeline.ray_train import fit, ray_session
+from pipeline.training import BEST_FILE
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--labels", type=Path, required=True, help="COCO file of human labels")
+    parser.add_argument("--pool", type=Path, required=True, help="COCO file of unlabeled instances (SSL)")
+    parser.add_argument("--val", type=Path, required=True)
+    parser.add_argument("--images-root", type=Path, required=True, help="folder the file_names are relative to")
+    parser.add_argument("--out", type=Path, default=Path("artifacts/model"))
+    parser.add_argument("--ray-storage", type=Path, default=Path("artifacts/ray"))
+    parser.add_argument("--metrics", type=Path, default=Path("metrics/train.json"))
+    parser.add_argument("--curve", type=Path, default=Path("plots/train_curve.csv"))
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+
+    params = load_params(args.params)
+    params_raw = yaml.safe_load(args.params.read_text())
+    previous = args.out / WEIGHTS_FILE
+    init_weights = str(previous) if params.train.warm_start == "previous" and previous.is_file() else None
+    paths = {"labels": str(args.labels), "pool": str(args.pool), "val": str(args.val),
+             "images_root": str(args.images_root)}  # fmt: skip
+    with ray_session():
+        result = fit(params, params_raw, paths, args.ray_storage, init_weights=init_weights)
+    if result.checkpoint is None:
+        raise SystemExit(f"training produced no checkpoint: {result.error}")
+    with result.checkpoint.as_directory() as ckpt:
+        weights = torch.load(Path(ckpt) / BEST_FILE, map_location="cpu", weights_only=True)
+        history = json.loads((Path(ckpt) / "history.json").read_text())
+
+    best = max(history, key=lambda h: h.get("val_ap", -1.0))
+    labels = read_coco(args.labels, sigmas=params.data.sigmas, flip_pairs=params.data.flip_pairs)
+    final = {"best_epoch": best["epoch"], "epochs": len(history)}
+    final.update({k: v for k, v in best.items() if k.startswith("val_")})
+    extra = {"labeled_instances": len(labels.annotations), "warm_start": init_weights}
+    save_model(args.out, weights, params_raw, labels.schema, final, extra=extra)
+    args.metrics.parent.mkdir(parents=True, exist_ok=True)
+    args.metrics.write_text(json.dumps(final, indent=1, sort_keys=True) + "\n")
+    args.curve.parent.mkdir(parents=True, exist_ok=True)
+    columns = sorted({k for h in history for k in h})
+    with open(args.curve, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(history)
+    print(json.dumps({"model": str(args.out), **final}))
+
+
+if __name__ == "__main__":
+    main()

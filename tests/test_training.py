@@ -1,0 +1,175 @@
+"""Training for real: Ray Train with 2 CPU workers, a SIGKILLed worker, an interrupted and resumed stage, SSL steps.
+
+The stage runs as a subprocess (``python -m stages.train``), exactly as `dvc repro` runs it, each with its own local
+Ray. Small crops (96x128) and few steps keep this within CI's budget.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from pipeline.config import params_from_dict
+from pipeline.data.prepare import prepare
+from pipeline.model_store import load_model
+from pipeline.training import Session, load_data, model_from_params, ssl_step_inputs, train_worker, validate
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _params(tmp: Path, **train) -> dict:
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    raw["data"].update(labeled=0.3, val_images=6, test_images=2, seed=1)
+    raw["data"]["synthetic"].update(num_images=60, rare_pose=0, occluded=0, small=0, low_contrast=0, crowded=0,
+                                    truncated=0, blur=0)  # fmt: skip
+    raw["codec"]["input_size"] = [96, 128]
+    raw["model"]["variant"] = 24
+    settings = {"epochs": 3, "min_steps_per_epoch": 20, "batch_size": 16, "lr": 0.003, "warmup_steps": 10,
+                "num_workers": 2, "cpus_per_worker": 1.0}  # fmt: skip
+    raw["train"].update({**settings, **train})
+    raw["train"]["ssl"].update(mode="off", unlabeled_batch_size=8)
+    return raw
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("project")
+    prepare(params_from_dict(_params(root)).data, root / "data" / "prepared")
+    return root
+
+
+def _write_params(project: Path, raw: dict) -> Path:
+    path = project / f"params-{time.monotonic_ns()}.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def _stage(project: Path, params_file: Path, out: str = "model") -> subprocess.Popen:
+    prepared = project / "data" / "prepared"
+    cmd = [sys.executable, "-m", "stages.train", "--labels", str(prepared / "labeled.json"), "--pool",
+           str(prepared / "pool.json"), "--val", str(prepared / "val.json"), "--images-root", str(prepared),
+           "--out", str(project / out), "--ray-storage", str(project / "ray"), "--params", str(params_file),
+           "--metrics", str(project / f"{out}-metrics.json"), "--curve", str(project / f"{out}-curve.csv")]  # fmt: skip
+    env = dict(os.environ, PYTHONPATH=str(REPO), RAY_ADDRESS="")
+    env.pop("RAY_ADDRESS")
+    return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)  # fmt: skip
+
+
+def _finish(proc: subprocess.Popen, timeout: float = 420) -> str:
+    out, _ = proc.communicate(timeout=timeout)
+    assert proc.returncode == 0, out[-4000:]
+    return out
+
+
+def _untrained_metrics(project: Path, raw: dict) -> dict:
+    params = params_from_dict(raw)
+    prepared = project / "data" / "prepared"
+    data = load_data(params, {"labels": str(prepared / "labeled.json"), "val": str(prepared / "val.json"),
+                              "images_root": str(prepared)})  # fmt: skip
+    torch.manual_seed(0)
+    return validate(model_from_params(params, data.codec, data.schema).eval(), data, flip_test=False)
+
+
+@pytest.mark.slow
+def test_two_worker_ray_training_beats_the_untrained_model(prepared):
+    raw = _params(prepared, epochs=10)
+    _finish(_stage(prepared, _write_params(prepared, raw), out="model2w"))
+    metrics = json.loads((prepared / "model2w-metrics.json").read_text())
+    untrained = _untrained_metrics(prepared, raw)
+    print(f"trained val AP {metrics['val_ap']:.3f} PCK@0.1 {metrics['val_pck10']:.3f}; untrained AP "
+          f"{untrained['ap']:.3f} PCK@0.1 {untrained['pck10']:.3f}")  # fmt: skip
+    assert metrics["val_ap"] > untrained["ap"] and metrics["val_pck10"] > untrained["pck10"] + 0.1
+    model = load_model(prepared / "model2w")
+    description = json.loads((prepared / "model2w" / "model.json").read_text())
+    assert description["input_size"] == [96, 128] and description["schema"]["names"][0] == "nose"
+    assert description["params"]["train"]["num_workers"] == 2
+    assert sum(p.numel() for p in model.parameters()) > 0
+    curve = (prepared / "model2w-curve.csv").read_text().splitlines()
+    assert len(curve) == 1 + 10 and "val_ap" in curve[0]
+
+
+def _checkpoints(project: Path) -> list[Path]:
+    return sorted((project / "ray").glob("train-*/checkpoint_*"))
+
+
+def _wait_for_checkpoints(proc: subprocess.Popen, project: Path, count: int, timeout: float = 300) -> None:
+    start = time.monotonic()
+    while len(_checkpoints(project)) < count:
+        assert proc.poll() is None, f"training ended before {count} checkpoint(s): {proc.stdout.read()[-3000:]}"
+        assert time.monotonic() - start < timeout, "no checkpoint in time"
+        time.sleep(0.5)
+
+
+def _train_worker_pids() -> list[int]:
+    found = subprocess.run(["pgrep", "-f", "RayTrainWorker"], capture_output=True, text=True).stdout.split()
+    return [int(p) for p in found]
+
+
+@pytest.mark.slow
+def test_a_killed_worker_is_replaced_and_training_finishes(prepared):
+    raw = _params(prepared, epochs=4, max_failures=2, seed=5)
+    proc = _stage(prepared, _write_params(prepared, raw), out="model_kill")
+    before = len(_checkpoints(prepared))
+    _wait_for_checkpoints(proc, prepared, before + 1)
+    pids = _train_worker_pids()
+    assert pids, "no Ray Train worker process found"
+    os.kill(pids[-1], signal.SIGKILL)
+    out = _finish(proc)
+    assert (prepared / "model_kill" / "model.pt").is_file()
+    metrics = json.loads((prepared / "model_kill-metrics.json").read_text())
+    assert metrics["epochs"] == 4
+    assert re.search(r"resumed from .* at epoch [1-9]", out), "the replaced worker group did not resume"
+
+
+@pytest.mark.slow
+def test_an_interrupted_stage_resumes_from_its_last_checkpoint(prepared):
+    raw = _params(prepared, epochs=5, seed=9, num_workers=1)
+    params_file = _write_params(prepared, raw)
+    proc = _stage(prepared, params_file, out="model_resume")
+    before = len(_checkpoints(prepared))
+    _wait_for_checkpoints(proc, prepared, before + 2)
+    os.killpg(proc.pid, signal.SIGKILL)  # the stage and its local Ray, like a Ctrl-C'd or preempted job
+    proc.wait()
+    out = _finish(_stage(prepared, params_file, out="model_resume"))
+    epochs_run = [int(m) for m in re.findall(r"epoch (\d+)/5: loss", out)]
+    assert epochs_run and min(epochs_run) >= 3, f"restarted from scratch: epochs {sorted(set(epochs_run))}"
+    assert json.loads((prepared / "model_resume-metrics.json").read_text())["epochs"] == 5
+    curve = (prepared / "model_resume-curve.csv").read_text().splitlines()
+    assert len(curve) == 1 + 5
+
+
+@pytest.mark.parametrize("head", ["heatmap", "asla"])
+@pytest.mark.parametrize("mode", ["cutout", "adaptive", "adaptive_mixup"])
+def test_an_ssl_step_runs_for_both_heads(prepared, tmp_path, head, mode):
+    """Plain-process training (the same loop Ray runs) with each SSL mode and both heads: losses are finite."""
+    raw = _params(prepared, epochs=1, min_steps_per_epoch=2, batch_size=4, num_workers=1)
+    raw["model"]["head"] = head
+    raw["train"]["ssl"].update(mode=mode, unlabeled_batch_size=4)
+    prepared_dir = prepared / "data" / "prepared"
+    paths = {"labels": str(prepared_dir / "labeled.json"), "pool": str(prepared_dir / "pool.json"),
+             "val": str(prepared_dir / "val.json"), "images_root": str(prepared_dir)}  # fmt: skip
+    train_worker({"params": raw, "paths": paths, "local_checkpoint_dir": str(tmp_path), "progress": False})
+    history = json.loads((tmp_path / "latest" / "history.json").read_text())
+    last = history[-1]
+    assert np.isfinite(last["loss_total"]) and np.isfinite(last["loss_unsup"])
+    assert ("loss_mixup" in last) == (mode == "adaptive_mixup")
+    # the teacher's targets and the strong view have the batch's shape
+    params = params_from_dict(raw)
+    data = load_data(params, paths)
+    model = model_from_params(params, data.codec, data.schema)
+    batch = torch.utils.data.default_collate([data.unlabeled[i] for i in range(4)])
+    ssl_in = ssl_step_inputs(model, model, batch, params, np.random.default_rng(0), torch.Generator().manual_seed(0))
+    assert ssl_in["strong"].shape == batch["image"].shape
+    assert Session(str(tmp_path)).world_size == 1
