@@ -145,13 +145,13 @@ class SslParams:
     feature_mixup: bool = True  # the second Mixup branch (mix the backbone's stem features)
     ema_teacher: bool = False  # teacher = EMA of the student instead of the student itself
     ema_decay: float = _p(0.999, gt=0, lt=1)
-    unlabeled_batch_size: int = _p(32, ge=1)
+    unlabeled_batch_size: int = _p(16, ge=1)
     asla_min_score: float = _p(0.3, ge=0, le=1)  # ASLA pseudo keypoints below this teacher score are ignored
 
 
 @dataclass(frozen=True)
 class TrainParams:
-    epochs: int = _p(20, ge=1)
+    epochs: int = _p(10, ge=1)
     # An epoch is one pass over the labeled set, but at least this many steps (a 40-instance seed set would
     # otherwise make epochs of two steps).
     min_steps_per_epoch: int = _p(30, ge=1)
@@ -177,7 +177,7 @@ class TrainParams:
     use_gpu: bool | Literal["auto"] = "auto"
     cpus_per_worker: float = _p(1.0, gt=0)
     gpus_per_worker: float = _p(1.0, gt=0)
-    threads_per_worker: int = _p(1, ge=1)  # torch threads in each worker (two workers on two cores: 1 each)
+    threads_per_worker: int = _p(2, ge=1)  # torch threads in each worker (two workers on two cores: 1 each)
     loader_workers: int = _p(0, ge=0)  # DataLoader processes per Ray worker
     max_failures: int = _p(2, ge=0)  # a dead worker is replaced and training resumes from the last checkpoint
 

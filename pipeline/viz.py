@@ -103,3 +103,57 @@ def preview_command(annotations: Path, images: Path | None, out: Path, num: int,
     save_png(out, contact_sheet(tiles, columns=min(columns, len(tiles))))
     print(f"wrote {out} ({len(tiles)} images)")
     return 0
+
+
+def prediction_sheet(
+    image_paths: Sequence[Path],
+    boxes: np.ndarray,
+    keypoints: np.ndarray,
+    scores: np.ndarray,
+    schema: KeypointSchema,
+    columns: int = 4,
+    min_score: float = 0.2,
+) -> np.ndarray:
+    """One tile per instance: the person's region (box x 1.5) with the predicted keypoints drawn.
+
+    boxes (N, 4) xywh image px; keypoints (N, K, 2) image px; scores (N, K): keypoints below ``min_score`` are not
+    drawn. Unreadable images are skipped.
+    """
+    from pipeline.data.coco import load_image
+
+    tiles = []
+    for path, box, kp, sc in zip(image_paths, boxes, keypoints, scores, strict=True):
+        image = load_image(path)
+        if image is None:
+            continue
+        x, y, w, h = box
+        side = 1.5 * max(w, h)
+        x0, y0 = int(max(0, x + w / 2 - side / 2)), int(max(0, y + h / 2 - side / 2))
+        x1, y1 = int(min(image.shape[1], x0 + side)), int(min(image.shape[0], y0 + side))
+        shown = np.concatenate([kp - [x0, y0], np.where(sc >= min_score, 2.0, 0.0)[:, None]], axis=1)
+        tiles.append(draw_keypoints(image[y0:y1, x0:x1], shown[None], schema, radius=2))
+    if not tiles:
+        return np.zeros((64, 64, 3), np.uint8)
+    return contact_sheet(tiles, columns=min(columns, len(tiles)), tile_size=(192, 192))
+
+
+def learning_curve(history: Sequence[dict], path: Path) -> Path:
+    """Training loss and val AP per epoch, as a PNG (rendered offline with matplotlib)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [h["epoch"] + 1 for h in history]
+    fig, loss_ax = plt.subplots(figsize=(6, 3.5), dpi=100)
+    loss_ax.plot(epochs, [h["loss_total"] for h in history], color="tab:blue", label="training loss")
+    loss_ax.set_xlabel("epoch")
+    loss_ax.set_ylabel("training loss", color="tab:blue")
+    ap_ax = loss_ax.twinx()
+    ap_ax.plot(epochs, [h.get("val_ap", np.nan) for h in history], color="tab:orange", marker="o", label="val AP")
+    ap_ax.set_ylabel("val OKS AP", color="tab:orange")
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return Path(path)

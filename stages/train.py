@@ -11,14 +11,19 @@ import json
 import logging
 from pathlib import Path
 
+import numpy as np
 import torch
 import yaml
 
-from pipeline.config import load_params
+from pipeline.config import Params, load_params
 from pipeline.data.coco import read_coco
-from pipeline.model_store import WEIGHTS_FILE, save_model
+from pipeline.data.dataset import TopDownDataset, instances_from_coco
+from pipeline.inference import predict
+from pipeline.model_store import WEIGHTS_FILE, load_model, save_model
 from pipeline.ray_train import fit, ray_session
+from pipeline.tracking import log_training, stage_run
 from pipeline.training import BEST_FILE
+from pipeline.viz import learning_curve, prediction_sheet, save_png
 
 
 def main() -> None:
@@ -63,7 +68,23 @@ def main() -> None:
         writer = csv.DictWriter(f, fieldnames=columns)
         writer.writeheader()
         writer.writerows(history)
+    pictures = [learning_curve(history, args.curve.with_suffix(".png")), _val_predictions(args, params)]
+    with stage_run("train", tags={"labeled_instances": str(extra["labeled_instances"])}):
+        log_training(history, params_raw, args.out, pictures)
     print(json.dumps({"model": str(args.out), **final}))
+
+
+def _val_predictions(args: argparse.Namespace, params: Params, count: int = 8) -> Path:
+    """A picture of the trained model's predictions on the first val instances (for people, and MLflow)."""
+    model = load_model(args.out)
+    val = read_coco(args.val, sigmas=params.data.sigmas, flip_pairs=params.data.flip_pairs)
+    records = instances_from_coco(val.images, val.annotations, args.images_root, model.schema.num_keypoints)[:count]
+    dataset = TopDownDataset(records, model.schema, model.codec, input_size=model.codec.input_size,
+                             padding=params.codec.box_padding)  # fmt: skip
+    pred = predict(model, dataset)
+    sheet = prediction_sheet([r.image_path for r in records], np.array([r.bbox for r in records]), pred.keypoints,
+                             pred.scores, model.schema)  # fmt: skip
+    return save_png(args.curve.parent / "val_predictions.png", sheet)
 
 
 if __name__ == "__main__":

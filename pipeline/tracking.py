@@ -1,0 +1,72 @@
+"""MLflow tracking: one run per stage execution, grouped by round (DESIGN.md §8).
+
+The tracking URI is ``MLFLOW_TRACKING_URI`` or ``sqlite:///mlflow.db`` in the project (the registry works on it).
+Only the stage's driver process logs: Ray workers report to the driver, so a cluster's workers never need to reach
+the tracking store, and nothing is logged twice.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+EXPERIMENT = "poseloop"
+
+
+def tracking_uri() -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+
+
+def _flatten(prefix: str, value: object, out: dict[str, object]) -> None:
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _flatten(f"{prefix}.{k}" if prefix else str(k), v, out)
+    else:
+        out[prefix] = value
+
+
+def flat_params(params_raw: dict, sections: tuple[str, ...]) -> dict[str, object]:
+    """{"train.ssl.mode": ..., ...} for MLflow params (which are flat strings)."""
+    out: dict[str, object] = {}
+    for section in sections:
+        _flatten(section, params_raw.get(section), out)
+    return out
+
+
+@contextmanager
+def stage_run(stage: str, tags: dict[str, str] | None = None) -> Iterator[object]:
+    """An MLflow run for one stage execution, tagged with the stage and the git commit."""
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri())
+    mlflow.set_experiment(EXPERIMENT)
+    with mlflow.start_run(run_name=stage, tags={"stage": stage, "git_commit": git_commit(), **(tags or {})}) as run:
+        yield run
+
+
+def log_training(history: list[dict], params_raw: dict, model_dir: Path, images: list[Path]) -> None:
+    """Params, per-epoch losses and val metrics, final metrics, the model files and pictures, in the active run."""
+    import mlflow
+
+    mlflow.log_params({k: str(v)[:500] for k, v in flat_params(params_raw, ("codec", "model", "train")).items()})
+    for entry in history:
+        step = int(entry["epoch"])
+        mlflow.log_metrics({k: float(v) for k, v in entry.items() if isinstance(v, (int, float)) and k != "epoch"},
+                           step=step)  # fmt: skip
+    mlflow.log_artifacts(str(model_dir), artifact_path="model")
+    for image in images:
+        if Path(image).is_file():
+            mlflow.log_artifact(str(image), artifact_path="plots")
