@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("POSELOOP_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
@@ -32,3 +33,13 @@ def coco_val4() -> Path:
 @pytest.fixture
 def dlc_openfield() -> Path:
     return shared_dataset("dlc_openfield")
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Run small-tensor tests on one torch thread: on 2 shared cores, thread hand-offs made tiny convolutions up to
+    100x slower (measured: an HRNet test forward went from 0.05 s to 30 s while another job ran)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

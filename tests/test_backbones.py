@@ -10,18 +10,10 @@ from models.backbones import BACKBONES, Backbone, build_backbone
 from models.summary import count_flops, count_macs, count_parameters, main, with_head
 from models.weights import WeightsError, load_state_dict_file, read_state_dict
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 ALL = [("tiny", 32), ("resnet", 18), ("resnet", 50), ("hrnet", 32), ("hrnet", 48)]
 SMALL = [("tiny", 32), ("resnet", 18), ("hrnet", 32)]
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # These inputs are tiny: a second intra-op thread gains nothing, and on a shared 2-core machine every parallel
-    # region waits for a descheduled thread (measured: the HRNet forward pass went from 0.05 s to 30 s).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _first_conv(module: nn.Module) -> nn.Conv2d:

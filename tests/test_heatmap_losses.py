@@ -21,17 +21,9 @@ from models.losses import (
 )
 from pipeline.codec import HeatmapCodec
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 GAMMA = 0.01
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: threads only add overhead, and on a busy 2-core machine OpenMP spin-waits make each conv ~100x
-    slower (measured 0.05 ms -> 15-60 ms)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 # A (1, 2, 3, 3) case: keypoint 0 with a partial support (zeros around), keypoint 1 fully supported.

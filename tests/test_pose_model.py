@@ -11,15 +11,9 @@ from models.weights import WeightsError
 from pipeline.codec import HeatmapCodec
 from pipeline.keypoints import KeypointSchema
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 INPUT = (96, 128)  # small crops keep this fast; geometry is the same at 192x256
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _model(head: str, schema: KeypointSchema, **kw):

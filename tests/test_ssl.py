@@ -26,6 +26,8 @@ from pipeline.ssl import (
     sample_mixup_alpha,
 )
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 M = 5
 TAU = 0.5
 FLOOR = 0.1
@@ -37,14 +39,6 @@ JITTER = 0.5  # apply_box_masks' default: the centre moves by up to JITTER x hal
 REACH = HIGH + math.floor(JITTER * HIGH + 0.5)
 # 12 keypoints 66 px apart: the (2 * REACH + 1)-px windows around them are disjoint.
 GRID = [(x, y) for y in (30, 96, 162, 228) for x in (30, 96, 162)]
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 def _round_half_up(m: int, easy: int, k: int) -> int:
