@@ -112,7 +112,7 @@ def test_deeplabcut_source_four_keypoints(tmp_path, dlc_openfield):
 
 
 def _copy_project(dest: Path) -> None:
-    for name in ("pipeline", "stages", "dvc.yaml", "pyproject.toml", ".dvcignore"):
+    for name in ("pipeline", "models", "stages", "dvc.yaml", "pyproject.toml", ".dvcignore"):
         src = REPO / name
         if src.is_dir():
             shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
@@ -140,9 +140,9 @@ def test_dvc_repro_runs_prepare(tmp_path):
     run("git", "init", "-q")
     run(dvc, "init", "-q")
     run(dvc, "config", "core.analytics", "false")
-    first = run(dvc, "repro")
+    first = run(dvc, "repro", "prepare")
     assert "Running stage 'prepare'" in first
     assert (project / "dvc.lock").exists()
     _check_contracts(project / "data" / "prepared")
-    second = run(dvc, "repro")
+    second = run(dvc, "repro", "prepare")
     assert "Running stage" not in second and "didn't change" in second
