@@ -158,18 +158,13 @@ def build_model(
     head: HeadType,
     codec: HeatmapCodec,
     schema: KeypointSchema,
-    sahr: bool = True,
-    wahr: bool = True,
-    wahr_gamma: float = 0.01,
-    scale_reg_weight: float = 1.0,
-    asla_k: int = 9,
-    asla_dynamic_k: bool = False,
-    asla_reg: Literal["l1", "oks"] = "l1",
-    asla_top_n: int = 1,
     weights: str | None = None,
     weights_prefix: str = "",
+    **objective: object,
 ) -> PoseModel:
     """A PoseModel from the ``model`` section of params.yaml (same names) plus the codec and schema.
+
+    ``objective``: the keyword settings of ``PoseModel`` (sahr, wahr, wahr_gamma, ..., asla_top_n).
 
     ``weights``: a local backbone state dict (ImageNet or an earlier model's ``backbone.`` sub-tree with
     ``weights_prefix``), loaded non-strictly: the head and the deconvolutions may be missing from it, but every
@@ -180,13 +175,11 @@ def build_model(
         load_state_dict_file(net, weights, prefix=weights_prefix, strict=False, rename=net.reference_prefixes)
     k = schema.num_keypoints
     if head == "heatmap":
-        head_module: nn.Module = HeatmapHead(net.out_channels, k, sahr=sahr)
+        head_module: nn.Module = HeatmapHead(net.out_channels, k, sahr=bool(objective.get("sahr", True)))
     elif head == "asla":
         head_module = AslaHead(net.out_channels, k)
     else:
         raise ValueError(f"model.head = {head!r}: allowed values are 'heatmap', 'asla'")
-    return PoseModel(
-        net, head_module, head, codec, schema,
-        sahr=sahr and head == "heatmap", wahr=wahr, wahr_gamma=wahr_gamma, scale_reg_weight=scale_reg_weight,
-        asla_k=asla_k, asla_dynamic_k=asla_dynamic_k, asla_reg=asla_reg, asla_top_n=asla_top_n,
-    )  # fmt: skip
+    if head != "heatmap":
+        objective["sahr"] = False  # the scale map exists only on the heatmap head
+    return PoseModel(net, head_module, head, codec, schema, **objective)  # type: ignore[arg-type]

@@ -22,6 +22,7 @@ continues from the last epoch instead of starting over.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import logging
 import math
@@ -324,13 +325,8 @@ def validate(model: PoseModel, data: Data, flip_test: bool) -> dict:
 
 
 def model_from_params(params: Params, codec: HeatmapCodec, schema: KeypointSchema) -> PoseModel:
-    m = params.model
-    return build_model(
-        backbone=m.backbone, variant=m.variant, head=m.head, codec=codec, schema=schema, sahr=m.sahr, wahr=m.wahr,
-        wahr_gamma=m.wahr_gamma, scale_reg_weight=m.scale_reg_weight, asla_k=m.asla_k,
-        asla_dynamic_k=m.asla_dynamic_k, asla_reg=m.asla_reg, asla_top_n=m.asla_top_n, weights=m.weights,
-        weights_prefix=m.weights_prefix,
-    )  # fmt: skip
+    # ModelParams and build_model share their names (pipeline/config.py), so the section passes through as it is.
+    return build_model(codec=codec, schema=schema, **dataclasses.asdict(params.model))
 
 
 # --------------------------------------------------------------------------------------------------- the loop
