@@ -6,7 +6,7 @@ import argparse
 import importlib
 import time
 
-BENCHMARKS = ("synthetic", "codec", "models", "training", "ssl_gain")
+BENCHMARKS = ("synthetic", "codec", "models", "training", "ssl_gain", "inference", "selection", "signals")
 
 
 def main() -> None:

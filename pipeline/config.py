@@ -169,6 +169,7 @@ class TrainParams:
     channels_last: bool = True
     flip_test: bool = False  # validation with flip test
     warm_start: Literal["scratch", "previous"] = "scratch"  # previous: start from artifacts/model if present
+    pseudo_labels: bool = False  # also train on the last round's confident pseudo-labels (pseudolabel stage)
     seed: int = _p(0, ge=0)
     augment: AugmentParams = _p(AugmentParams())
     ssl: SslParams = _p(SslParams())
@@ -183,11 +184,56 @@ class TrainParams:
 
 
 @dataclass(frozen=True)
+class PseudolabelParams:
+    """The teacher over the pool on Ray Data (pipeline/inference.py, stages/pseudolabel.py)."""
+
+    teacher: Literal["latest", "champion"] = "latest"  # latest: this round's model; champion: the registry alias
+    batch_size: int = _p(64, ge=1)  # instances per predictor call
+    actors: int = _p(1, ge=1)  # predictor actors (each loads the model once)
+    cpus_per_actor: float = _p(0.5, gt=0)  # a Ray reservation: leave room for the crop tasks (DESIGN.md §11)
+    gpus_per_actor: float = _p(1.0, ge=0)  # used when use_gpu
+    use_gpu: bool | Literal["auto"] = "auto"
+    threads_per_actor: int = _p(2, ge=1)  # torch threads in each actor
+    flip_test: bool = True  # also gives flip_disagreement
+    tau: float = _p(0.5, ge=0, le=1)  # easy-keypoint threshold of the adaptive-mask difficulty
+    pseudo_min_score: float = _p(0.6, ge=0, le=1)  # confident pseudo-label: every counted keypoint's score >= this
+    pseudo_min_keypoints: int = _p(8, ge=1)  # ... with at least this many keypoints above pseudo_min_score
+    pseudo_max_flip: float = _p(0.05, ge=0)  # ... and flip disagreement <= this (box units; ignored without flip)
+
+
+@dataclass(frozen=True)
+class SelectWeights:
+    """Weights of the rank-normalised scores in the combined uncertainty (missing scores are left out)."""
+
+    response: float = _p(1.0, ge=0)  # low mean heatmap peak = uncertain
+    min_response: float = _p(0.0, ge=0)  # low weakest keypoint = uncertain
+    sahr_sigma: float = _p(1.0, ge=0)  # wide effective SAHR sigma = ambiguous
+    difficulty: float = _p(1.0, ge=0)  # adaptive-mask difficulty (share of hard keypoints)
+    flip_disagreement: float = _p(1.0, ge=0)  # plain and flipped predictions disagree
+
+
+@dataclass(frozen=True)
+class SelectParams:
+    """Which pool instances go to the annotators (pipeline/scoring.py, stages/select.py)."""
+
+    policy: Literal["uncertainty", "random", "response", "min_response", "sahr_sigma", "difficulty",
+                    "flip_disagreement"] = "uncertainty"  # fmt: skip
+    budget: int = _p(20, ge=1)  # instances per round
+    weights: SelectWeights = _p(SelectWeights())
+    per_image: int = _p(0, ge=0)  # at most this many instances of one image (0: no cap)
+    diversity: bool = False  # k-center greedy on a pose embedding among the most uncertain candidates
+    diversity_candidates: float = _p(4.0, ge=1)  # ... candidates = this x budget
+    seed: int = _p(0, ge=0)  # the random policy's seed
+
+
+@dataclass(frozen=True)
 class Params:
     data: DataParams = _p(DataParams())
     codec: CodecParams = _p(CodecParams())
     model: ModelParams = _p(ModelParams())
     train: TrainParams = _p(TrainParams())
+    pseudolabel: PseudolabelParams = _p(PseudolabelParams())
+    select: SelectParams = _p(SelectParams())
 
 
 # --------------------------------------------------------------------------------------------------- loading

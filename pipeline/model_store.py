@@ -62,3 +62,16 @@ def load_model(model_dir: Path, device: str | torch.device = "cpu") -> PoseModel
     state = torch.load(model_dir / WEIGHTS_FILE, map_location="cpu", weights_only=True)
     model.load_state_dict(state)
     return model.to(device).eval()
+
+
+def model_version(model_dir: Path, registry_file: Path | None = None) -> str:
+    """The string that names a model in Label Studio and in pseudo-labels: the MLflow ``name/version`` from the
+    register stage's ``registry_file`` when it describes these weights, else ``local/<md5 of model.pt, 8 hex>``."""
+    from pipeline.ray_train import file_md5
+
+    digest = file_md5(Path(model_dir) / WEIGHTS_FILE)
+    if registry_file is not None and Path(registry_file).is_file():
+        registry = json.loads(Path(registry_file).read_text())
+        if registry.get("weights_md5") == digest and registry.get("model_version"):
+            return str(registry["model_version"])
+    return f"local/{digest[:8]}"

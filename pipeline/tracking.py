@@ -70,3 +70,27 @@ def log_training(history: list[dict], params_raw: dict, model_dir: Path, images:
     for image in images:
         if Path(image).is_file():
             mlflow.log_artifact(str(image), artifact_path="plots")
+
+
+REGISTERED_MODEL = "poseloop-pose"
+
+
+def download_model_alias(alias: str, dest: Path, name: str = REGISTERED_MODEL) -> tuple[Path, str]:
+    """The model files of the registered version behind ``alias`` -> (local folder, "name/version").
+
+    Raises ValueError naming the alias and the store when there is none (e.g. nothing promoted yet).
+    """
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    client = mlflow.MlflowClient(tracking_uri=tracking_uri())
+    try:
+        version = client.get_model_version_by_alias(name, alias)
+    except MlflowException as exc:
+        raise ValueError(f"no model version of {name!r} has the alias {alias!r} in {tracking_uri()} "
+                         f"(promote one with `python -m pipeline promote`): {exc.message}") from None  # fmt: skip
+    Path(dest).mkdir(parents=True, exist_ok=True)
+    local = mlflow.artifacts.download_artifacts(artifact_uri=version.source, dst_path=str(dest),
+                                                tracking_uri=tracking_uri())  # fmt: skip
+    return Path(local), f"{name}/{version.version}"

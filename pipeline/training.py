@@ -132,7 +132,8 @@ def build_codec(params: Params) -> HeatmapCodec:
 
 
 def load_data(params: Params, paths: dict[str, str]) -> Data:
-    """Datasets from the stage's files: ``labels`` (COCO, human labels), ``pool``, ``val``, ``images_root``."""
+    """Datasets from the stage's files: ``labels`` (COCO, human labels), ``pool``, ``val``, ``images_root``, and
+    ``pseudo`` (confident pseudo-labels, used when ``train.pseudo_labels``)."""
     root = Path(paths["images_root"])
     labeled = read_coco(paths["labels"], sigmas=params.data.sigmas, flip_pairs=params.data.flip_pairs)
     schema = labeled.schema
@@ -159,6 +160,15 @@ def load_data(params: Params, paths: dict[str, str]) -> Data:
     labeled_records = instances_from_coco(labeled.images, labeled.annotations, root, k)
     if not labeled_records:
         raise ValueError(f"{paths['labels']}: no labeled person to train on")
+    if params.train.pseudo_labels and paths.get("pseudo") and Path(paths["pseudo"]).is_file():
+        # confident teacher predictions of the last round; a human label of the same instance always wins
+        pseudo = read_coco(paths["pseudo"], sigmas=params.data.sigmas, flip_pairs=params.data.flip_pairs)
+        human = {r.instance_id for r in labeled_records}
+        extra = [
+            r for r in instances_from_coco(pseudo.images, pseudo.annotations, root, k) if r.instance_id not in human
+        ]
+        log.info("training on %d human + %d pseudo labels", len(labeled_records), len(extra))
+        labeled_records += extra
     unlabeled = None
     if params.train.ssl.mode != "off" and paths.get("pool"):
         pool = read_coco(paths["pool"], sigmas=params.data.sigmas, flip_pairs=params.data.flip_pairs)

@@ -157,3 +157,31 @@ def learning_curve(history: Sequence[dict], path: Path) -> Path:
     fig.savefig(path)
     plt.close(fig)
     return Path(path)
+
+
+def score_histograms(signals: dict[str, np.ndarray], selected: np.ndarray, path: Path, bins: int = 30) -> Path:
+    """One histogram per selection signal, selected instances against the rest (densities), as a PNG.
+
+    signals: {name: (N,) values, NaN = absent}; selected: (N,) bool. Signals absent everywhere are left out.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    shown = {k: v for k, v in signals.items() if np.isfinite(v).any()}
+    fig, axes = plt.subplots(1, max(len(shown), 1), figsize=(3.2 * max(len(shown), 1), 2.8), dpi=100, squeeze=False)
+    for ax, (name, values) in zip(axes[0], shown.items(), strict=False):
+        finite = np.isfinite(values)
+        edges = np.histogram_bin_edges(values[finite], bins=bins)
+        ax.hist(values[finite & ~selected], bins=edges, density=True, alpha=0.6, color="tab:gray", label="not selected")
+        if (finite & selected).any():
+            ax.hist(values[finite & selected], bins=edges, density=True, alpha=0.7, color="tab:red", label="selected")
+        ax.set_title(name, fontsize=9)
+        ax.tick_params(labelsize=7)
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return Path(path)

@@ -36,6 +36,12 @@ def main() -> None:
     parser.add_argument("--ray-storage", type=Path, default=Path("artifacts/ray"))
     parser.add_argument("--metrics", type=Path, default=Path("metrics/train.json"))
     parser.add_argument("--curve", type=Path, default=Path("plots/train_curve.csv"))
+    parser.add_argument(
+        "--pseudo",
+        type=Path,
+        default=Path("artifacts/pseudo_labels.json"),
+        help="the last round's confident pseudo-labels (read when train.pseudo_labels is true)",
+    )
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -45,7 +51,7 @@ def main() -> None:
     previous = args.out / WEIGHTS_FILE
     init_weights = str(previous) if params.train.warm_start == "previous" and previous.is_file() else None
     paths = {"labels": str(args.labels), "pool": str(args.pool), "val": str(args.val),
-             "images_root": str(args.images_root)}  # fmt: skip
+             "images_root": str(args.images_root), "pseudo": str(args.pseudo)}  # fmt: skip
     with ray_session():
         result = fit(params, params_raw, paths, args.ray_storage, init_weights=init_weights)
     if result.checkpoint is None:

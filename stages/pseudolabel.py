@@ -1,0 +1,73 @@
+"""DVC stage `pseudolabel`: the teacher over pool.json on Ray Data -> artifacts/pool_predictions.parquet (one row per
+instance: keypoints in image px, per-keypoint scores and the selection signals) and artifacts/pseudo_labels.json (the
+confident predictions as COCO, ``source: pseudo``).
+
+The teacher is this round's model (``pseudolabel.teacher: latest``) or the registry's champion (``champion``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from pipeline.config import load_params
+from pipeline.data.coco import read_coco, write_coco
+from pipeline.inference import predict_pool
+from pipeline.model_store import model_version
+from pipeline.ray_train import ray_session, resolve_use_gpu
+from pipeline.scoring import SIGNALS, confident_rows, list_column, pseudo_label_coco, read_scores
+from pipeline.tracking import download_model_alias, stage_run
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--model", type=Path, default=Path("artifacts/model"), help="this round's model (latest)")
+    parser.add_argument("--pool", type=Path, default=Path("data/prepared/pool.json"))
+    parser.add_argument("--images-root", type=Path, default=Path("data/prepared"))
+    parser.add_argument("--out", type=Path, default=Path("artifacts/pool_predictions.parquet"))
+    parser.add_argument("--pseudo-labels", type=Path, default=Path("artifacts/pseudo_labels.json"))
+    parser.add_argument("--registry", type=Path, default=Path("artifacts/registry.json"))
+    parser.add_argument("--metrics", type=Path, default=Path("metrics/pseudolabel.json"))
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
+    args = parser.parse_args()
+    cfg = load_params(args.params).pseudolabel
+
+    if cfg.teacher == "champion":
+        model_dir, version = download_model_alias("champion", Path("artifacts/teacher"))
+    else:
+        model_dir, version = args.model, model_version(args.model, args.registry)
+    pool = read_coco(args.pool)
+    started = time.perf_counter()
+    with ray_session():
+        use_gpu = resolve_use_gpu(cfg.use_gpu)
+        run = predict_pool(model_dir, pool.to_dict(), args.images_root, args.out, batch_size=cfg.batch_size,
+                            actors=cfg.actors, cpus_per_actor=cfg.cpus_per_actor,
+                            gpus_per_actor=cfg.gpus_per_actor if use_gpu else 0.0,
+                            threads_per_actor=cfg.threads_per_actor, flip_test=cfg.flip_test, tau=cfg.tau)  # fmt: skip
+    seconds = time.perf_counter() - started
+
+    scores, table = read_scores(args.out)
+    confident = confident_rows(scores, list_column(table, "scores"), min_score=cfg.pseudo_min_score,
+                               min_keypoints=cfg.pseudo_min_keypoints, max_flip=cfg.pseudo_max_flip)  # fmt: skip
+    pseudo = pseudo_label_coco(pool.to_dict(), table, confident.nonzero()[0], min_score=cfg.pseudo_min_score,
+                               model_version=version)  # fmt: skip
+    write_coco(args.pseudo_labels, pseudo)
+    rows = run.rows
+    metrics = {"instances": rows, "seconds": round(seconds, 2), "instances_per_s": round(rows / seconds, 2),
+               "startup_seconds": round(run.first_batch_seconds, 2),
+               "teacher": cfg.teacher, "model_version": version, "confident_pseudo_labels": int(confident.sum()),
+               "unreadable": int((~scores["image_readable"]).sum())}  # fmt: skip
+    metrics.update({f"mean_{s}": round(float(scores[s].mean()), 5) for s in SIGNALS if scores[s].notna().any()})
+    args.metrics.parent.mkdir(parents=True, exist_ok=True)
+    args.metrics.write_text(json.dumps(metrics, indent=1, sort_keys=True) + "\n")
+    with stage_run("pseudolabel", tags={"model_version": version}):
+        import mlflow
+
+        mlflow.log_metrics({k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))})
+    print(json.dumps(metrics))
+
+
+if __name__ == "__main__":
+    main()

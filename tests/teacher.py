@@ -1,0 +1,62 @@
+"""A small synthetic project and a teacher trained on it in one plain process (no Ray), shared by the tests of the
+stages downstream of training (pseudolabel, select, export, the loop)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import yaml
+
+from pipeline.config import params_from_dict
+from pipeline.data.coco import read_coco
+from pipeline.data.prepare import prepare
+from pipeline.model_store import save_model
+from pipeline.training import BEST_FILE, train_worker
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def small_params(**train: object) -> dict:
+    """params.yaml made CPU-test sized: 80 synthetic images (with the default share of hard cases), 96x128 crops."""
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    raw["data"].update(labeled=0.3, val_images=6, test_images=2, seed=3)
+    raw["data"]["synthetic"].update(num_images=80)
+    raw["codec"]["input_size"] = [96, 128]
+    raw["model"]["variant"] = 24
+    raw["train"].update({"epochs": 4, "min_steps_per_epoch": 45, "batch_size": 16, "lr": 0.003, "warmup_steps": 10,
+                         "num_workers": 1, "threads_per_worker": 2, **train})  # fmt: skip
+    raw["train"]["ssl"]["mode"] = "off"
+    raw["pseudolabel"] = {**raw.get("pseudolabel", {}), "batch_size": 32, "threads_per_actor": 2}
+    return raw
+
+
+def make_project(root: Path, raw: dict) -> Path:
+    """Write params.yaml and prepare the data under ``root``; returns root."""
+    (root / "params.yaml").write_text(yaml.safe_dump(raw))
+    prepare(params_from_dict(raw).data, root / "data" / "prepared")
+    return root
+
+
+def train_teacher(project: Path, raw: dict, out: Path) -> Path:
+    """Train on the seed labels in this process and save the best weights as a model folder."""
+    prepared = project / "data" / "prepared"
+    paths = {"labels": str(prepared / "labeled.json"), "val": str(prepared / "val.json"),
+             "images_root": str(prepared)}  # fmt: skip
+    checkpoints = out.parent / f"{out.name}-checkpoints"
+    train_worker({"params": raw, "paths": paths, "local_checkpoint_dir": str(checkpoints), "progress": False})
+    weights = torch.load(checkpoints / "latest" / BEST_FILE, map_location="cpu", weights_only=True)
+    schema = read_coco(prepared / "labeled.json").schema
+    return save_model(out, weights, raw, schema, {})
+
+
+def untrained_teacher(project: Path, raw: dict, out: Path, head: str = "heatmap") -> Path:
+    """A randomly initialised model folder (the baseline a trained teacher must beat)."""
+    from pipeline.training import build_codec, model_from_params
+
+    raw = {**raw, "model": {**raw["model"], "head": head}}
+    params = params_from_dict(raw)
+    schema = read_coco(project / "data" / "prepared" / "labeled.json").schema
+    torch.manual_seed(0)
+    model = model_from_params(params, build_codec(params), schema)
+    return save_model(out, model.state_dict(), raw, schema, {})

@@ -1,0 +1,169 @@
+"""The teacher over the pool on real Ray Data: image-pixel predictions, their quality against oracle.json, the
+selection signals, and the pseudolabel / select stages as DVC runs them."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+import torch
+import yaml
+
+from pipeline.config import params_from_dict
+from pipeline.data.coco import read_coco
+from pipeline.data.dataset import TopDownDataset, instances_from_coco
+from pipeline.evaluation import evaluate_keypoints, oks
+from pipeline.inference import pool_predictions_to_coco_results, predict, predict_pool
+from pipeline.model_store import load_model
+from pipeline.ray_train import ray_session
+from pipeline.scoring import combined_uncertainty, read_scores
+from pipeline.training import load_data
+from tests.teacher import REPO, make_project, small_params, train_teacher, untrained_teacher
+
+pytestmark = pytest.mark.slow
+WEIGHTS = {"response": 1.0, "min_response": 0.0, "sahr_sigma": 1.0, "difficulty": 1.0, "flip_disagreement": 1.0}
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> Path:
+    raw = small_params()
+    root = make_project(tmp_path_factory.mktemp("pseudolabel"), raw)
+    train_teacher(root, raw, root / "artifacts" / "model")
+    untrained_teacher(root, raw, root / "untrained")
+    return root
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    with ray_session(num_cpus=2, log_to_driver=False):
+        yield
+
+
+def _run_pool(project: Path, model: Path, out: Path, **kwargs) -> tuple[pd.DataFrame, object]:
+    prepared = project / "data" / "prepared"
+    pool = json.loads((prepared / "pool.json").read_text())
+    run = predict_pool(model, pool, prepared, out, batch_size=32, threads_per_actor=2, **kwargs)
+    assert run.rows == len(pool["annotations"])
+    return read_scores(out)
+
+
+def test_stages_write_predictions_pseudo_labels_and_a_selection_without_excluded_instances(project):
+    # first in the file: the stage starts its own Ray, before the module's shared one exists
+    prepared = project / "data" / "prepared"
+    pool_ids = [a["id"] for a in json.loads((prepared / "pool.json").read_text())["annotations"]]
+    pending = project / "pending.json"
+    pending.write_text(json.dumps({"pending": pool_ids[:10]}))
+    env = dict(os.environ, PYTHONPATH=str(REPO), MLFLOW_TRACKING_URI=f"sqlite:///{project / 'mlflow.db'}")
+    env.pop("RAY_ADDRESS", None)
+    common = ["--params", str(project / "params.yaml")]
+    subprocess.run([sys.executable, "-m", "stages.pseudolabel", "--model", str(project / "artifacts" / "model"),
+                    "--pool", str(prepared / "pool.json"), "--images-root", str(prepared),
+                    "--out", str(project / "pp.parquet"), "--pseudo-labels", str(project / "pseudo.json"),
+                    "--metrics", str(project / "pl.json"), *common], cwd=REPO, env=env, check=True,
+                   capture_output=True, timeout=600)  # fmt: skip
+    metrics = json.loads((project / "pl.json").read_text())
+    assert metrics["instances"] == len(pool_ids) and metrics["model_version"].startswith("local/")
+    pseudo = read_coco(project / "pseudo.json")  # a valid COCO file training can read
+    assert len(pseudo.annotations) == metrics["confident_pseudo_labels"]
+    assert all(a["source"] == "pseudo" for a in pseudo.annotations)
+
+    out = subprocess.run([sys.executable, "-m", "stages.select", "--predictions", str(project / "pp.parquet"),
+                          "--labeled", str(prepared / "labeled.json"), "--corrections", str(project / "none"),
+                          "--pending", str(pending), "--out", str(project / "sel.parquet"),
+                          "--metrics", str(project / "sel.json"), "--plot", str(project / "sel.png"), *common],
+                         cwd=REPO, env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    selection = pq.read_table(project / "sel.parquet").to_pandas()
+    budget = params_from_dict(yaml.safe_load((project / "params.yaml").read_text())).select.budget
+    assert len(selection) == budget and selection["rank"].tolist() == list(range(budget))
+    assert not set(selection["instance_id"]) & set(pool_ids[:10])
+    assert selection["uncertainty"].is_monotonic_decreasing
+    assert json.loads((project / "sel.json").read_text())["excluded_pending"] == 10
+    assert (project / "sel.png").stat().st_size > 5000
+
+
+def test_ray_data_predictions_are_image_pixels_and_beat_an_untrained_teacher(project, ray_local, tmp_path):
+    prepared = project / "data" / "prepared"
+    oracle = read_coco(prepared / "oracle.json")
+    scores, table = _run_pool(project, project / "artifacts" / "model", tmp_path / "trained.parquet")
+    _, untrained_table = _run_pool(project, project / "untrained", tmp_path / "untrained.parquet")
+    category = oracle.schema.category_id
+    trained = evaluate_keypoints(oracle.to_dict(), pool_predictions_to_coco_results(table, category), oracle.schema)
+    baseline = evaluate_keypoints(oracle.to_dict(), pool_predictions_to_coco_results(untrained_table, category),
+                                  oracle.schema)  # fmt: skip
+    print(f"pool AP trained {trained['ap']:.3f} (PCK@0.1 {trained['pck10']:.3f}) vs untrained {baseline['ap']:.3f} "
+          f"(PCK@0.1 {baseline['pck10']:.3f})")  # fmt: skip
+    assert trained["ap"] > baseline["ap"] + 0.005 and trained["pck10"] > baseline["pck10"] + 0.2
+    # rows in pool order, every instance once, signals present for the heatmap head with flip test
+    assert scores["image_id"].is_monotonic_increasing and scores["instance_id"].is_unique
+    assert scores[["response", "min_response", "sahr_sigma", "difficulty", "flip_disagreement"]].notna().all().all()
+
+    # the Ray Data path gives the same image-pixel keypoints as the in-process path of training's validation
+    model = load_model(project / "artifacts" / "model")
+    raw = yaml.safe_load((project / "params.yaml").read_text())
+    params = params_from_dict(raw)
+    pool = read_coco(prepared / "pool.json")
+    records = instances_from_coco(pool.images, pool.annotations, prepared, 17, require_keypoints=False)
+    data = load_data(params, {"labels": str(prepared / "labeled.json"), "val": str(prepared / "val.json"),
+                              "images_root": str(prepared)})  # fmt: skip
+    dataset = TopDownDataset(records, data.schema, data.codec, padding=params.codec.box_padding)
+    direct = predict(model, dataset, batch_size=32, flip_test=True)
+    ray_kp = {r["instance_id"]: np.asarray(r["keypoints"]).reshape(-1, 3)[:, :2]
+              for r in pool_predictions_to_coco_results(table, category)}  # fmt: skip
+    diff = max(np.abs(ray_kp[int(i)] - kp).max() for i, kp in zip(direct.instance_id, direct.keypoints, strict=True))
+    assert diff < 0.01, diff
+
+
+def test_combined_uncertainty_correlates_with_the_true_error(project, ray_local, tmp_path):
+    prepared = project / "data" / "prepared"
+    oracle = read_coco(prepared / "oracle.json")
+    scores, table = _run_pool(project, project / "artifacts" / "model", tmp_path / "trained.parquet")
+    truth = {a["id"]: a for a in oracle.annotations}
+    results = {r["instance_id"]: r for r in pool_predictions_to_coco_results(table, oracle.schema.category_id)}
+    error = []
+    for iid in scores["instance_id"]:
+        gt = truth[int(iid)]
+        gt_kp = np.asarray(gt["keypoints"], float).reshape(-1, 3)
+        pred = np.asarray(results[int(iid)]["keypoints"]).reshape(-1, 3)[:, :2]
+        error.append(1.0 - oks(pred, gt_kp, gt["area"], oracle.schema.sigma_array) if gt_kp[:, 2].any() else np.nan)
+    frame = pd.DataFrame({"uncertainty": combined_uncertainty(scores, WEIGHTS), "error": error}).dropna()
+    rho = frame["uncertainty"].corr(frame["error"], method="spearman")
+    print(f"Spearman rho(combined uncertainty, 1 - OKS) = {rho:.3f} over {len(frame)} pool instances")
+    assert rho > 0.1
+
+
+def test_asla_teacher_rows_have_null_sahr_and_selection_adapts(project, ray_local, tmp_path):
+    raw = yaml.safe_load((project / "params.yaml").read_text())
+    model = untrained_teacher(project, raw, tmp_path / "asla", head="asla")
+    scores, _ = _run_pool(project, model, tmp_path / "asla.parquet", flip_test=False)
+    assert scores["sahr_sigma"].isna().all() and scores["flip_disagreement"].isna().all()
+    assert scores["response"].notna().all() and scores["difficulty"].between(0, 1).all()
+    assert pq.read_schema(tmp_path / "asla.parquet").field("sahr_sigma").nullable
+    u = combined_uncertainty(scores, WEIGHTS)
+    assert np.isfinite(u).all()
+
+
+def test_training_reads_confident_pseudo_labels_only_when_asked(project, tmp_path):
+    prepared = project / "data" / "prepared"
+    pool = json.loads((prepared / "pool.json").read_text())
+    labeled = json.loads((prepared / "labeled.json").read_text())
+    ann = {**pool["annotations"][0], "keypoints": [50.0, 60.0, 2.0] * 17, "num_keypoints": 17, "source": "pseudo"}
+    human_twin = {**labeled["annotations"][0], "source": "pseudo"}  # a pseudo label of a human-labeled instance
+    images = pool["images"] + [im for im in labeled["images"] if im["id"] == human_twin["image_id"]]
+    (tmp_path / "pseudo.json").write_text(json.dumps({**pool, "images": images, "annotations": [ann, human_twin]}))
+    raw = yaml.safe_load((project / "params.yaml").read_text())
+    paths = {"labels": str(prepared / "labeled.json"), "val": str(prepared / "val.json"),
+             "images_root": str(prepared), "pseudo": str(tmp_path / "pseudo.json")}  # fmt: skip
+    torch.set_num_threads(1)
+    base = len(load_data(params_from_dict(raw), paths).labeled)
+    raw["train"]["pseudo_labels"] = True
+    with_pseudo = load_data(params_from_dict(raw), paths).labeled
+    assert len(with_pseudo) == base + 1  # the human label of the twin wins
+    assert with_pseudo.records[-1].instance_id == ann["id"]
