@@ -207,8 +207,8 @@ class SelectWeights:
 
     response: float = _p(1.0, ge=0)  # low mean heatmap peak = uncertain
     min_response: float = _p(0.0, ge=0)  # low weakest keypoint = uncertain
-    sahr_sigma: float = _p(1.0, ge=0)  # wide effective SAHR sigma = ambiguous
-    difficulty: float = _p(1.0, ge=0)  # adaptive-mask difficulty (share of hard keypoints)
+    sahr_sigma: float = _p(0.0, ge=0)  # wide effective SAHR sigma = ambiguous
+    difficulty: float = _p(0.0, ge=0)  # adaptive-mask difficulty (share of hard keypoints)
     flip_disagreement: float = _p(1.0, ge=0)  # plain and flipped predictions disagree
 
 
