@@ -227,6 +227,16 @@ class SelectParams:
 
 
 @dataclass(frozen=True)
+class RegisterParams:
+    """The MLflow model registry (pipeline/registry.py, stages/register.py)."""
+
+    model_name: str = "poseloop-pose"  # the registered model every round adds a version to
+    auto_promote: bool = False  # move `champion` without review when the AP gain exceeds promote_margin
+    promote_margin: float = _p(0.01, ge=0)  # val AP gain over the champion needed for automatic promotion
+    review_examples: int = _p(8, ge=0, le=64)  # worst val instances drawn in the review report
+
+
+@dataclass(frozen=True)
 class Params:
     data: DataParams = _p(DataParams())
     codec: CodecParams = _p(CodecParams())
@@ -234,6 +244,7 @@ class Params:
     train: TrainParams = _p(TrainParams())
     pseudolabel: PseudolabelParams = _p(PseudolabelParams())
     select: SelectParams = _p(SelectParams())
+    register: RegisterParams = _p(RegisterParams())
 
 
 # --------------------------------------------------------------------------------------------------- loading

@@ -72,7 +72,7 @@ def log_training(history: list[dict], params_raw: dict, model_dir: Path, images:
             mlflow.log_artifact(str(image), artifact_path="plots")
 
 
-REGISTERED_MODEL = "poseloop-pose"
+REGISTERED_MODEL = "poseloop-pose"  # params.register.model_name default
 
 
 def download_model_alias(alias: str, dest: Path, name: str = REGISTERED_MODEL) -> tuple[Path, str]:
