@@ -227,6 +227,17 @@ class SelectParams:
 
 
 @dataclass(frozen=True)
+class ExportParams:
+    """The Label Studio hand-off (stages/export.py, stages/pull.py). URL and API key come only from the environment
+    (LABEL_STUDIO_URL, LABEL_STUDIO_API_KEY): never from here."""
+
+    project_title: str = "poseloop"  # the project is created or reused by this title
+    document_root: str = "data"  # the server's LOCAL_FILES_DOCUMENT_ROOT (project-relative); images lie below it
+    batch_size: int = _p(500, ge=1)  # tasks per import call
+    min_score: float = _p(0.0, ge=0, le=1)  # keypoints scoring below this are not pre-placed for the annotator
+
+
+@dataclass(frozen=True)
 class RegisterParams:
     """The MLflow model registry (pipeline/registry.py, stages/register.py)."""
 
@@ -244,6 +255,7 @@ class Params:
     train: TrainParams = _p(TrainParams())
     pseudolabel: PseudolabelParams = _p(PseudolabelParams())
     select: SelectParams = _p(SelectParams())
+    export: ExportParams = _p(ExportParams())
     register: RegisterParams = _p(RegisterParams())
 
 

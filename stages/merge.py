@@ -30,12 +30,17 @@ def main() -> None:
     pool = read_coco(args.pool).to_dict()
     corrections, skips = read_store(args.corrections)
     train, report = merge(seed, pool, corrections, skips)
+    # the round a model trained on this file belongs to: round 1 has the seed labels only, and every pull that
+    # brought something new starts the next one
+    report["round"] = 1 + (len(list(args.corrections.glob("*.json"))) if args.corrections.is_dir() else 0)
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
     write_coco(args.out, train)
     args.report.parent.mkdir(parents=True, exist_ok=True)
     args.report.write_text(json.dumps(report, indent=1, sort_keys=True) + "\n")
-    summary = {k: report[k] for k in ("labeled_total", "seed", "human_instances", "conflicts", "removed_no_person")}
+    summary = {
+        k: report[k] for k in ("round", "labeled_total", "seed", "human_instances", "conflicts", "removed_no_person")
+    }
     print(json.dumps({"train": str(args.out), **summary, "unknown_instances": len(report["unknown_instances"])}))
 
 

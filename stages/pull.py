@@ -1,0 +1,77 @@
+"""DVC stage `pull` (always runs): what annotators did -> data/corrections/ (append-only) and
+data/labelstudio/pending.json.
+
+Sources: the Label Studio project (when LABEL_STUDIO_URL is set) and Label Studio JSON exports dropped into
+data/inbox/. Completed annotations become corrections (pixels, with provenance), skipped / cancelled tasks are
+recorded so they are not sent again, bad records are reported by task and annotation id while the rest is imported.
+A new corrections file is written only when something is new, so with nothing new both outputs are byte-identical and
+DVC skips every stage downstream. Nothing already stored is ever rewritten or deleted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from pipeline.config import load_params
+from pipeline.corrections import Problem, read_store, write_pull
+from pipeline.data.coco import read_coco
+from pipeline.labelstudio.client import ENV_URL, LabelStudioError, connect, fetch_annotations
+from pipeline.labelstudio.convert import parse_export_file
+from pipeline.labelstudio.oracle import find_project
+
+
+def report(problems: list[Problem], source: str) -> None:
+    for p in problems:
+        print(f"pull ({source}): task {p.task_id} annotation {p.annotation_id}: {p.message}", file=sys.stderr)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--corrections", type=Path, default=Path("data/corrections"))
+    parser.add_argument("--pending", type=Path, default=Path("data/labelstudio/pending.json"))
+    parser.add_argument("--inbox", type=Path, default=Path("data/inbox"))
+    parser.add_argument("--export", type=Path, default=Path("artifacts/export.json"), help="what export sent")
+    parser.add_argument("--pool", type=Path, default=Path("data/prepared/pool.json"))
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
+    args = parser.parse_args()
+    cfg = load_params(args.params).export
+    schema = read_coco(args.pool).schema
+    args.corrections.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    pending: list[int] | None = None
+
+    if os.environ.get(ENV_URL):
+        ls = connect()
+        try:
+            project = find_project(ls, cfg.project_title)
+        except LabelStudioError:
+            project = None  # nothing exported yet (round 1)
+        if project is not None:
+            corrections, skips, problems, pending = fetch_annotations(ls, project, schema)
+            report(problems, "labelstudio")
+            path = write_pull(args.corrections, corrections, skips, problems, "labelstudio")
+            written += [path] if path else []
+    for export_file in sorted(args.inbox.glob("*.json")) if args.inbox.is_dir() else []:
+        corrections, skips, problems = parse_export_file(export_file, schema)
+        report(problems, export_file.name)
+        path = write_pull(args.corrections, corrections, skips, problems, f"inbox:{export_file.name}")
+        written += [path] if path else []
+
+    if pending is None:  # file hand-off: what was exported and is neither corrected nor skipped yet
+        exported = json.loads(args.export.read_text())["tasks"] if args.export.is_file() else {}
+        done, skipped = read_store(args.corrections)
+        finished = {c.instance_id for c in done} | {s.instance_id for s in skipped}
+        pending = [int(i) for i in exported if int(i) not in finished]
+    args.pending.parent.mkdir(parents=True, exist_ok=True)
+    content = json.dumps({"pending": sorted(pending)}, indent=1) + "\n"
+    if not args.pending.is_file() or args.pending.read_text() != content:
+        args.pending.write_text(content)
+    print(json.dumps({"new_files": [p.name for p in written], "pending": len(pending)}))
+
+
+if __name__ == "__main__":
+    main()
