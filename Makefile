@@ -11,7 +11,7 @@ export RAY_AUTH_MODE := disabled
 export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := 1
 
-.PHONY: setup run test bench lint clean
+.PHONY: setup run demo test bench lint clean
 
 setup: $(STAMP)
 	@:
@@ -25,6 +25,10 @@ $(STAMP): pyproject.toml
 
 run: setup
 	$(BIN)/dvc repro
+
+# round 1 -> simulated annotation in a real local Label Studio -> round 2, then the status table
+demo: setup
+	$(BIN)/python -m pipeline.demo
 
 test: setup
 	$(BIN)/python -m pytest -q

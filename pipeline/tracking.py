@@ -3,11 +3,17 @@
 The tracking URI is ``MLFLOW_TRACKING_URI`` or ``sqlite:///mlflow.db`` in the project (the registry works on it).
 Only the stage's driver process logs: Ray workers report to the driver, so a cluster's workers never need to reach
 the tracking store, and nothing is logged twice.
+
+Artifacts of a local sqlite store go to ``mlruns/`` beside the database file (``experiment_id``). MLflow's own default
+is ``./mlruns`` of whatever folder the process that first creates the experiment runs in, so a test's temporary
+database run from the repository would leave its artifacts in the repository's ``mlruns/``. For the project's own
+``mlflow.db`` the two are the same folder.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,8 +23,42 @@ DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 EXPERIMENT = "poseloop"
 
 
-def tracking_uri() -> str:
-    return os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+def tracking_uri(project_root: Path | None = None) -> str:
+    """``MLFLOW_TRACKING_URI``, else the project's sqlite file (relative to the working directory, or in
+    ``project_root`` when given, for commands that look at a project from elsewhere)."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI")
+    if uri:
+        return uri
+    if project_root is not None:
+        return f"sqlite:///{(Path(project_root) / 'mlflow.db').resolve()}"
+    return DEFAULT_TRACKING_URI
+
+
+def local_sqlite_file(uri: str) -> Path | None:
+    """The database file of a ``sqlite:///`` URI (absolute or relative to the working directory), else None."""
+    prefix = "sqlite:///"
+    if not uri.startswith(prefix) or uri[len(prefix) :].startswith(":memory:"):
+        return None
+    return Path(uri[len(prefix) :]).resolve()
+
+
+def experiment_id(client: object, name: str = EXPERIMENT) -> str:
+    """The id of experiment ``name``, created on first use; a local sqlite store keeps its artifacts beside the
+    database file (see the module doc). ``client`` is an ``mlflow.MlflowClient``."""
+    from mlflow.exceptions import MlflowException
+
+    found = client.get_experiment_by_name(name)
+    if found is not None:
+        return found.experiment_id
+    db_file = local_sqlite_file(client.tracking_uri)
+    location = (db_file.parent / "mlruns").as_uri() if db_file is not None else None
+    try:
+        return client.create_experiment(name, artifact_location=location)
+    except MlflowException:  # created meanwhile by another stage process
+        found = client.get_experiment_by_name(name)
+        if found is None:
+            raise
+        return found.experiment_id
 
 
 def git_commit() -> str:
@@ -51,8 +91,9 @@ def stage_run(stage: str, tags: dict[str, str] | None = None) -> Iterator[object
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     import mlflow
 
-    mlflow.set_tracking_uri(tracking_uri())
-    mlflow.set_experiment(EXPERIMENT)
+    uri = tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_experiment(experiment_id=experiment_id(mlflow.MlflowClient(tracking_uri=uri)))
     with mlflow.start_run(run_name=stage, tags={"stage": stage, "git_commit": git_commit(), **(tags or {})}) as run:
         yield run
 
@@ -70,6 +111,28 @@ def log_training(history: list[dict], params_raw: dict, model_dir: Path, images:
     for image in images:
         if Path(image).is_file():
             mlflow.log_artifact(str(image), artifact_path="plots")
+
+
+_METRIC_UNSAFE = re.compile(r"[^A-Za-z0-9_.\- /]")  # MLflow metric names: letters, digits, _ - . space /
+
+
+def flat_eval_metrics(eval_metrics: dict) -> dict[str, float]:
+    """metrics/eval.json ({"val": {...}, "test": {...} | None}) -> flat MLflow metrics: ``val_ap``, ``test_pck10``,
+    ``val_error.<keypoint>``, ... Non-numbers (sigma source, missing errors, an empty test split) are left out.
+
+    Keypoint names come from the data set; characters MLflow refuses in a metric name become ``_``.
+    """
+    out: dict[str, float] = {}
+    for split, metrics in eval_metrics.items():
+        if not isinstance(metrics, dict):
+            continue
+        for key, value in metrics.items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                out[f"{split}_{key}"] = float(value)
+        for name, value in (metrics.get("per_keypoint_error") or {}).items():
+            if isinstance(value, (int, float)):
+                out[f"{split}_error.{_METRIC_UNSAFE.sub('_', str(name))}"] = float(value)
+    return out
 
 
 REGISTERED_MODEL = "poseloop-pose"  # params.register.model_name default

@@ -1,0 +1,121 @@
+"""``python -m pipeline status``: where the loop stands, from the project's files and the model registry.
+
+Read-only: nothing is created (a missing file counts as empty; a missing local MLflow database as an empty registry).
+Sources: round (``registry.round_number``: merge report, else the corrections store), labeled instances
+(data/train.json, before the first merge data/prepared/labeled.json), pool size (data/prepared/pool.json), tasks
+pending in Label Studio (data/labelstudio/pending.json: ``{"pending": [instance ids]}``), corrected and skipped
+instances (the corrections store), champion and challenger (the registry: version, round, val AP, labeled count).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from pipeline.tracking import REGISTERED_MODEL, tracking_uri
+
+
+def _count_annotations(path: Path) -> int | None:
+    if not path.is_file():
+        return None
+    # a plain count: status must stay quick on a large pool, so no validation (the stages validate)
+    return len(json.loads(path.read_text()).get("annotations", []))
+
+
+def label_studio_state() -> dict | None:
+    """HOOK (Label Studio part of the status, to be filled in): a dict of what the server says (e.g. project,
+    tasks, completed, the project's model_version), shown as ``label studio: key value, ...``.
+
+    Returns None when ``LABEL_STUDIO_URL`` is unset; until it is filled in, also when it is set.
+    """
+    if not os.environ.get("LABEL_STUDIO_URL"):
+        return None
+    return None  # HOOK: ask the server here (pipeline.labelstudio.client); never print LABEL_STUDIO_API_KEY
+
+
+def status_dict(project_root: Path = Path(".")) -> dict:
+    """The status as data: round, labeled, labeled_file, pool, pending, corrected, corrections, skipped, registry
+    (``registry.registry_summary``, or ``{"error": ...}`` when the store cannot be read), label_studio."""
+    from pipeline.corrections import read_store
+    from pipeline.registry import registry_summary, round_number
+
+    root = Path(project_root)
+    data = root / "data"
+    labeled_file = data / "train.json" if (data / "train.json").is_file() else data / "prepared" / "labeled.json"
+    pending_file = data / "labelstudio" / "pending.json"
+    pending = json.loads(pending_file.read_text()).get("pending", []) if pending_file.is_file() else []
+    corrections, skips = read_store(data / "corrections")
+    params_file = root / "params.yaml"
+    if params_file.is_file():
+        from pipeline.config import load_params
+
+        name = load_params(params_file).register.model_name
+    else:
+        name = REGISTERED_MODEL
+    uri = tracking_uri(root)
+    try:
+        registry = registry_summary(name, uri=uri)
+    except Exception as exc:  # an unreachable tracking server must not hide the rest of the status
+        registry = {"name": name, "tracking_uri": uri, "error": f"{type(exc).__name__}: {exc}"}
+    return {
+        "project": str(root.resolve()),
+        "round": round_number(data / "merge_report.json", data / "corrections"),
+        "labeled": _count_annotations(labeled_file),
+        "labeled_file": str(labeled_file.relative_to(root)),
+        "pool": _count_annotations(data / "prepared" / "pool.json"),
+        "pending": len(pending),
+        "corrected": len({c.instance_id for c in corrections}),
+        "corrections": len(corrections),
+        "skipped": len({s.instance_id for s in skips}),
+        "registry": registry,
+        "label_studio": label_studio_state(),
+    }
+
+
+def _model_line(info: dict | None) -> str:
+    if info is None:
+        return "none"
+    ap = f"{info['ap']:.4f}" if info.get("ap") is not None else "-"
+    labeled = info.get("labeled_instances")
+    return (f"v{info['version']} ({info['model_version']}), round {info.get('round') or '-'}, val AP {ap}, "
+            f"{labeled if labeled is not None else '-'} labeled")  # fmt: skip
+
+
+def status_table(project_root: Path = Path("."), status: dict | None = None) -> str:
+    """The status as aligned text lines (``status``: a ``status_dict`` result, computed when None)."""
+    s = status if status is not None else status_dict(project_root)
+    registry = s["registry"]
+
+    def count(value: int | None, what: str) -> str:
+        return f"{value} {what}" if value is not None else "- (file not there yet)"
+
+    rows = [
+        ("round", str(s["round"])),
+        ("labeled", f"{count(s['labeled'], 'instances')} [{s['labeled_file']}]"),
+        ("pool", count(s["pool"], "instances")),
+        ("pending", f"{s['pending']} tasks in Label Studio"),
+        ("corrected", f"{s['corrected']} instances ({s['corrections']} corrections)"),
+        ("skipped", f"{s['skipped']} instances"),
+    ]
+    if "error" in registry:
+        rows.append(("registry", f"unavailable: {registry['error']}"))
+    else:
+        rows.append(("champion", _model_line(registry["champion"])))
+        rows.append(("challenger", _model_line(registry["challenger"])))
+        rows.append(("registry", f"{registry['name']}, {registry['versions']} versions [{registry['tracking_uri']}]"))
+    ls = s["label_studio"]
+    if ls is None:
+        unset = not os.environ.get("LABEL_STUDIO_URL")
+        rows.append(("label studio", "not connected (LABEL_STUDIO_URL unset)" if unset else "no state read"))
+    else:
+        rows.append(("label studio", ", ".join(f"{k} {v}" for k, v in ls.items())))
+    width = max(len(key) for key, _ in rows)
+    return "\n".join([f"poseloop status: {s['project']}", *(f"  {key:<{width}}  {value}" for key, value in rows)])
+
+
+def status_command(project_root: Path = Path("."), as_json: bool = False) -> int:
+    """``python -m pipeline status [--project DIR] [--json]``."""
+    status = status_dict(project_root)
+    print(json.dumps(status, indent=1) if as_json else status_table(project_root, status))
+    return 0

@@ -1,0 +1,291 @@
+"""The MLflow model registry on a real sqlite store: versions, tags, the challenger / champion aliases, review reports,
+promotion, the champion's download, the status summary, and the evaluate / register stages as DVC runs them."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import mlflow
+import pytest
+import yaml
+
+from pipeline import registry
+from pipeline.config import params_from_dict
+from pipeline.corrections import Correction, Skip, write_pull
+from pipeline.model_store import load_model, model_version
+from pipeline.ray_train import file_md5
+from pipeline.registry import promote, register_version, registry_summary
+from pipeline.status import status_dict, status_table
+from pipeline.tracking import download_model_alias
+from pipeline.training import load_data, validate
+from tests.teacher import REPO, make_project, small_params, untrained_teacher
+
+NAME = "poseloop-pose"
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> Path:
+    raw = small_params()
+    root = make_project(tmp_path_factory.mktemp("registry"), raw)
+    untrained_teacher(root, raw, root / "artifacts" / "model")
+    return root
+
+
+@pytest.fixture
+def store(tmp_path, monkeypatch) -> Path:
+    """A fresh sqlite MLflow store for this test; the working directory is tmp_path, so nothing lands in the repo."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def _eval(ap: float, error: float = 10.0) -> dict:
+    """A metrics/eval.json as the evaluate stage writes it (test split empty)."""
+    val = {"ap": ap, "ap50": ap + 0.2, "ap75": ap - 0.1, "apm": ap, "apl": -1.0, "ar": ap + 0.05, "pck05": 0.4,
+           "pck10": 0.6, "instances": 10, "sigma_source": "coco",
+           "per_keypoint_error": {"nose": error, "left_eye": error + 1.0, "right_eye": None}}  # fmt: skip
+    return {"val": val, "test": None}
+
+
+def _register(project: Path, store: Path, ap: float, *, round: int = 1, auto: bool = False, margin: float = 0.01,
+              worst: Path | None = None) -> registry.RegisteredVersion:  # fmt: skip
+    return register_version(project / "artifacts" / "model", _eval(ap, error=20.0 - 10 * ap), name=NAME, round=round,
+                            labeled_instances=40 + round, train_md5="0" * 32, data_hash="d" * 32,
+                            auto_promote=auto, promote_margin=margin, review_dir=store / f"review-{round}",
+                            worst_examples=worst)  # fmt: skip
+
+
+def _client() -> mlflow.MlflowClient:
+    return mlflow.MlflowClient(tracking_uri=os.environ["MLFLOW_TRACKING_URI"])
+
+
+def test_second_version_is_challenger_until_promoted(project, store):
+    picture = store / "worst.png"
+    picture.write_bytes(b"\x89PNG not really")
+    first = _register(project, store, 0.30, round=1)
+    # a fresh registry: the first model is champion and challenger
+    assert (first.version, first.champion_version, first.challenger_version, first.promoted) == (1, 1, 1, True)
+    second = _register(project, store, 0.50, round=2, worst=picture)
+    assert (second.version, second.champion_version, second.challenger_version) == (2, 1, 2)
+    assert not second.promoted and second.previous_champion == 1 and "auto_promote is off" in second.promotion_reason
+
+    client = _client()
+    assert client.get_registered_model(NAME).aliases == {"champion": 1, "challenger": 2}
+    mv = client.get_model_version(NAME, "2")
+    assert mv.tags["round"] == "2" and float(mv.tags["ap"]) == pytest.approx(0.5)
+    assert mv.tags["labeled_instances"] == "42" and mv.tags["train_md5"] == "0" * 32
+    assert mv.tags["model_version"] == f"{NAME}/2" == second.model_version
+    assert mv.tags["weights_md5"] == file_md5(project / "artifacts" / "model" / "model.pt")
+    run = client.get_run(second.run_id)
+    assert run.data.tags["stage"] == "register" and run.data.tags["round"] == "2" and "git_commit" in run.data.tags
+    assert run.data.tags["data_hash"] == "d" * 32 and run.data.metrics["val_ap"] == pytest.approx(0.5)
+    assert run.data.metrics["val_error.nose"] == pytest.approx(15.0)
+
+    # the review report: files, run artifacts and description, with the champion's numbers beside this version's
+    review = (store / "review-2" / "review.md").read_text()
+    assert "| AP | 0.5000 | 0.3000 | +0.2000 |" in review
+    assert "| nose | 15.00 | 17.00 | -2.00 |" in review and "| right_eye | - | - | - |" in review
+    assert "promote --version 2" in review
+    assert (store / "review-2" / "worst_examples.png").read_bytes() == picture.read_bytes()
+    logged = {a.path for a in client.list_artifacts(second.run_id, "review")}
+    assert {"review/review.md", "review/eval.json", "review/worst_examples.png"} <= logged
+    assert {a.path for a in client.list_artifacts(second.run_id, "model")} == {"model/model.pt", "model/model.json"}
+    assert mv.description == review
+    assert not (store / "review-1" / "worst_examples.png").exists()  # none given: none claimed
+
+    summary = registry_summary(NAME)
+    assert summary["versions"] == 2
+    champion = summary["champion"]
+    assert champion == {"version": 1, "round": 1, "ap": 0.3, "labeled_instances": 41, "model_version": f"{NAME}/1",
+                        "promoted_at": champion["promoted_at"]}  # fmt: skip
+    assert champion["promoted_at"].endswith("Z")
+    assert summary["challenger"]["version"] == 2 and summary["challenger"]["ap"] == pytest.approx(0.5)
+
+    assert promote(NAME, None) == (1, 2)  # None: the challenger
+    assert client.get_registered_model(NAME).aliases == {"champion": 2, "challenger": 2}
+    tags = client.get_model_version(NAME, "2").tags
+    assert tags["promoted_at"].endswith("Z") and tags["promoted_by"] == "promote" and tags["promoted_from"] == "1"
+    with pytest.raises(ValueError, match=r"no version 7 .*versions: 1, 2"):
+        promote(NAME, 7)
+    with pytest.raises(ValueError, match="no registered model 'other-model'"):
+        promote("other-model", 1)
+    assert promote(NAME, 1) == (2, 1)  # back to an older version by number
+    assert registry_summary(NAME)["champion"]["version"] == 1
+
+
+def test_auto_promote_moves_the_champion_only_when_the_gain_exceeds_the_margin(project, store):
+    assert _register(project, store, 0.30, round=1, auto=True, margin=0.05).promoted  # first: always
+    small = _register(project, store, 0.34, round=2, auto=True, margin=0.05)
+    assert not small.promoted and small.champion_version == 1 and "<= margin 0.05" in small.promotion_reason
+    large = _register(project, store, 0.36, round=3, auto=True, margin=0.05)
+    assert large.promoted and large.champion_version == 3 and large.previous_champion == 1
+    # the margin is measured against the champion (0.30), not the last challenger (0.34)
+    assert "+0.0600 > margin 0.05" in large.promotion_reason
+    assert _client().get_registered_model(NAME).aliases == {"champion": 3, "challenger": 3}
+    assert _client().get_model_version(NAME, "3").tags["promoted_by"] == "register"
+    # without auto_promote a large gain still waits for review
+    assert not _register(project, store, 0.9, round=4).promoted
+
+
+def test_champion_downloads_as_a_loadable_model_named_by_its_version(project, store, tmp_path):
+    result = _register(project, store, 0.25)
+    folder, version = download_model_alias("champion", tmp_path / "teacher")
+    assert version == f"{NAME}/1"
+    model = load_model(folder)
+    assert model.schema.num_keypoints == 17
+    registry_file = tmp_path / "registry.json"
+    registry_file.write_text(json.dumps(result.registry_json(), sort_keys=True))
+    assert model_version(folder, registry_file) == version  # the downloaded weights are the registered ones
+    with pytest.raises(ValueError, match="alias 'champion'"):
+        download_model_alias("champion", tmp_path / "x", name="never-registered")
+
+
+def test_round_number_data_hash_and_description_limit(tmp_path):
+    report, store_dir = tmp_path / "merge_report.json", tmp_path / "corrections"
+    assert registry.round_number(report, store_dir) == 1  # nothing yet: round 1
+    store_dir.mkdir()
+    for name in ("20260101T000000Z-000000000001.json", "20260102T000000Z-000000000002.json", ".partial.json"):
+        (store_dir / name).write_text("{}")
+    assert registry.round_number(report, store_dir) == 3  # two pulls; a hidden file is a write in progress
+    report.write_text(json.dumps({"round": 7, "seed": 3}))
+    assert registry.round_number(report, store_dir) == 7
+
+    a, b = tmp_path / "pool.json", tmp_path / "train.json"
+    a.write_text("pool")
+    b.write_text("train")
+    first = registry.data_hash([a, b])
+    assert len(first) == 32 and registry.data_hash([a, b]) == first
+    b.write_text("train2")
+    assert registry.data_hash([a, b]) != first
+
+    long = "x" * 6000
+    cut = registry._truncate(long)
+    assert len(cut) == registry.DESCRIPTION_LIMIT and cut.rstrip().endswith("review/review.md)")
+    assert registry._truncate("short") == "short"
+
+
+def test_status_reports_counts_and_the_registry(project, store):
+    root = store / "proj"
+    (root / "data" / "prepared").mkdir(parents=True)
+    prepared = project / "data" / "prepared"
+    for name in ("labeled.json", "pool.json"):
+        (root / "data" / "prepared" / name).write_bytes((prepared / name).read_bytes())
+    (root / "params.yaml").write_bytes((project / "params.yaml").read_bytes())
+    empty = status_dict(root)
+    assert empty["registry"]["champion"] is None and empty["round"] == 1 and empty["label_studio"] is None
+    pool = json.loads((prepared / "pool.json").read_text())["annotations"]
+    (root / "data" / "labelstudio").mkdir(parents=True)
+    (root / "data" / "labelstudio" / "pending.json").write_text(json.dumps({"pending": [a["id"] for a in pool[:5]]}))
+    k = 17
+    corrections = [Correction(instance_id=a["id"], image_id=a["image_id"], bbox=tuple(a["bbox"]),
+                              keypoints=(10.0, 10.0, 2) * k, task_id=i, annotation_id=i, annotator="a",
+                              completed_at="2026-01-01T00:00:00Z", model_version=f"{NAME}/1")
+                   for i, a in enumerate(pool[5:8])]  # fmt: skip
+    skips = [Skip(instance_id=pool[9]["id"], task_id=99, annotation_id=None, annotator="a",
+                  at="2026-01-01T00:00:00Z", reason="skipped")]  # fmt: skip
+    write_pull(root / "data" / "corrections", corrections, skips, [], source="labelstudio")
+    _register(project, store, 0.4, round=1)
+    _register(project, store, 0.45, round=2)
+
+    status = status_dict(root)
+    labeled = len(json.loads((prepared / "labeled.json").read_text())["annotations"])
+    assert (status["round"], status["labeled"], status["pool"]) == (2, labeled, len(pool))
+    assert (status["pending"], status["corrected"], status["skipped"]) == (5, 3, 1)
+    assert status["registry"]["champion"]["version"] == 1 and status["registry"]["challenger"]["version"] == 2
+    table = status_table(root, status)
+    assert f"v1 ({NAME}/1), round 1, val AP 0.4000, 41 labeled" in table
+    assert f"v2 ({NAME}/2), round 2, val AP 0.4500, 42 labeled" in table
+    assert "LABEL_STUDIO_URL unset" in table
+
+
+def _stage(module: str, args: list[str], cwd: Path, store: Path) -> dict:
+    env = dict(os.environ, PYTHONPATH=str(REPO), MLFLOW_TRACKING_URI=f"sqlite:///{store / 'mlflow.db'}",
+               MLFLOW_DISABLE_TELEMETRY="true")  # fmt: skip
+    out = subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, env=env, capture_output=True, text=True,
+                         timeout=300)  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.slow
+def test_evaluate_and_register_stages(project, tmp_path):
+    prepared = project / "data" / "prepared"
+    model_dir = project / "artifacts" / "model"
+    params_file = project / "params.yaml"
+    _stage("stages.evaluate", ["--model", str(model_dir), "--val", str(prepared / "val.json"),
+                               "--test", str(prepared / "test.json"), "--images-root", str(prepared),
+                               "--metrics", str(tmp_path / "metrics" / "eval.json"),
+                               "--plots-dir", str(tmp_path / "plots"), "--params", str(params_file)],
+           tmp_path, tmp_path)  # fmt: skip
+    metrics = json.loads((tmp_path / "metrics" / "eval.json").read_text())
+    assert set(metrics) == {"val", "test"} and metrics["test"]["instances"] > 0
+    raw = yaml.safe_load(params_file.read_text())
+    params = params_from_dict(raw)
+    # the stage's val numbers are training's validation numbers for the same weights
+    data = load_data(params, {"labels": str(prepared / "labeled.json"), "val": str(prepared / "val.json"),
+                              "images_root": str(prepared)})  # fmt: skip
+    expected = validate(load_model(model_dir), data, flip_test=params.train.flip_test)
+    assert metrics["val"]["ap"] == pytest.approx(expected["ap"]) and metrics["val"]["pck10"] == expected["pck10"]
+    with open(tmp_path / "plots" / "eval_per_keypoint.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["keypoint"] for r in rows] == list(data.schema.names) and float(rows[0]["val_error"]) > 0
+    with open(tmp_path / "plots" / "eval_worst.csv") as f:
+        worst = list(csv.DictReader(f))
+    assert len(worst) == min(params.register.review_examples, metrics["val"]["instances"])
+    assert [float(r["oks"]) for r in worst] == sorted(float(r["oks"]) for r in worst)
+    assert (tmp_path / "plots" / "eval_worst.png").stat().st_size > 5000
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("poseloop").experiment_id
+    runs = client.search_runs([experiment], filter_string="tags.stage = 'evaluate'")
+    assert len(runs) == 1 and runs[0].data.metrics["val_ap"] == pytest.approx(metrics["val"]["ap"])
+
+    train = tmp_path / "train.json"
+    train.write_bytes((prepared / "labeled.json").read_bytes())
+    registry_file = tmp_path / "artifacts" / "registry.json"
+    args = ["--model", str(model_dir), "--eval", str(tmp_path / "metrics" / "eval.json"), "--train", str(train),
+            "--pool", str(prepared / "pool.json"), "--merge-report", str(tmp_path / "none.json"),
+            "--corrections", str(tmp_path / "corrections"), "--out", str(registry_file),
+            "--review-dir", str(tmp_path / "review"), "--plots-dir", str(tmp_path / "plots"),
+            "--params", str(params_file)]  # fmt: skip
+    printed = _stage("stages.register", args, tmp_path, tmp_path)
+    first = json.loads(registry_file.read_text())
+    assert list(first) == sorted(first) and printed["version"] == first["version"] == 1
+    assert first["model_version"] == f"{NAME}/1" and first["promoted"] and first["champion_version"] == 1
+    assert model_version(model_dir, registry_file) == f"{NAME}/1"
+    review = (tmp_path / "review" / "review.md").read_text()
+    assert "## Worst val examples" in review and f"| 0 | {worst[0]['instance_id']} |" in review
+    picture = (tmp_path / "plots" / "eval_worst.png").read_bytes()
+    assert (tmp_path / "review" / "worst_examples.png").read_bytes() == picture
+
+    _stage("stages.register", args, tmp_path, tmp_path)  # the next round's version waits for review
+    second = json.loads(registry_file.read_text())
+    assert (second["version"], second["champion_version"], second["challenger_version"]) == (2, 1, 2)
+    assert not second["promoted"] and model_version(model_dir, registry_file) == f"{NAME}/2"
+    labeled = len(json.loads(train.read_text())["annotations"])
+    tags = client.get_model_version(NAME, "2").tags
+    assert tags["labeled_instances"] == str(labeled) and tags["train_md5"] == file_md5(train)
+    assert not (REPO / "mlruns" / first["run_id"]).exists()  # artifacts stay beside the test's database
+
+
+def test_evaluate_with_an_empty_test_split_writes_null(project, store, monkeypatch):
+    from stages import evaluate
+
+    prepared = project / "data" / "prepared"
+    empty = json.loads((prepared / "test.json").read_text())
+    empty.update(images=[], annotations=[])
+    (store / "test.json").write_text(json.dumps(empty))
+    argv = ["evaluate", "--model", str(project / "artifacts" / "model"), "--val", str(prepared / "val.json"),
+            "--test", str(store / "test.json"), "--images-root", str(prepared), "--metrics", str(store / "eval.json"),
+            "--plots-dir", str(store / "plots"), "--params", str(project / "params.yaml")]  # fmt: skip
+    monkeypatch.setattr(sys, "argv", argv)
+    evaluate.main()
+    metrics = json.loads((store / "eval.json").read_text())
+    assert metrics["test"] is None and 0 <= metrics["val"]["ap"] <= 1 and metrics["val"]["instances"] > 0
+    with open(store / "plots" / "eval_per_keypoint.csv") as f:
+        assert {r["test_error"] for r in csv.DictReader(f)} == {""}
