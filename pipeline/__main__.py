@@ -37,6 +37,29 @@ def _dispatch(argv: list[str] | None) -> int:
     p.add_argument("--num", type=int, default=8, help="how many images (the first N with people)")
     p.add_argument("--columns", type=int, default=4)
 
+    p = sub.add_parser("labelstudio", help="a local Label Studio server and the simulated annotator")
+    ls_sub = p.add_subparsers(dest="ls_command", required=True)
+    q = ls_sub.add_parser("serve", help="run a local Label Studio until Ctrl-C; prints the two export lines")
+    q.add_argument("--port", type=int, default=8080)
+    q.add_argument("--data-dir", type=Path, default=Path(".labelstudio"), help="database, log, credentials")
+    q.add_argument("--document-root", type=Path, default=Path("data"), help="folder served as local files")
+    q = ls_sub.add_parser("simulate", help="complete the pending tasks of a project from the hidden truth")
+    q.add_argument("--oracle", type=Path, default=Path("data/prepared/oracle.json"))
+    q.add_argument("--project", default="poseloop", help="project title")
+    q.add_argument("--noise", type=float, default=0.0, help="Gaussian noise on every keypoint, pixels (sigma)")
+    q.add_argument("--miss-rate", type=float, default=0.0, help="probability of skipping a task")
+    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--delay", type=float, default=0.0, help="seconds between tasks")
+
+    p = sub.add_parser("promote", help="move the registry's champion alias to a version (default: the challenger)")
+    p.add_argument("--version", type=int, default=None, help="model version number (default: the challenger)")
+    p.add_argument("--name", default=None, help="registered model (default: params.register.model_name)")
+    p.add_argument("--params", type=Path, default=Path("params.yaml"))
+
+    p = sub.add_parser("status", help="round, label counts, Label Studio queue, champion and challenger")
+    p.add_argument("--project", type=Path, default=Path("."), help="project root")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if args.command == "validate":
@@ -51,6 +74,22 @@ def _dispatch(argv: list[str] | None) -> int:
         from pipeline.viz import preview_command
 
         return preview_command(args.annotations, args.images, args.out, args.num, args.columns)
+    if args.command == "labelstudio" and args.ls_command == "serve":
+        from pipeline.labelstudio.server import serve_command
+
+        return serve_command(args.port, args.data_dir, args.document_root)
+    if args.command == "labelstudio" and args.ls_command == "simulate":
+        from pipeline.labelstudio.oracle import simulate_command
+
+        return simulate_command(args.oracle, args.project, args.noise, args.miss_rate, args.seed, args.delay)
+    if args.command == "promote":
+        from pipeline.registry import promote_command
+
+        return promote_command(args.name, args.version, args.params)
+    if args.command == "status":
+        from pipeline.status import status_command
+
+        return status_command(args.project, as_json=args.json)
     parser.error(f"unknown command {args.command}")
     return 2
 

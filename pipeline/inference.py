@@ -268,7 +268,7 @@ class TeacherPredictor:
             "image": normalize_crops(batch["crop"]),
             "matrix": torch.from_numpy(np.ascontiguousarray(batch["matrix"])),
             "flipped": torch.zeros(count, dtype=torch.bool),
-            "instance_id": torch.from_numpy(np.asarray(batch["instance_id"], np.int64)),
+            "instance_id": torch.from_numpy(np.array(batch["instance_id"], np.int64)),  # a writable copy
             "bbox": torch.from_numpy(np.stack(batch["bbox"]).astype(np.float32)),
         }
         pred = predict_batch(self.model, torch_batch, flip_test=self.flip_test)

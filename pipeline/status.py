@@ -23,15 +23,27 @@ def _count_annotations(path: Path) -> int | None:
     return len(json.loads(path.read_text()).get("annotations", []))
 
 
-def label_studio_state() -> dict | None:
-    """HOOK (Label Studio part of the status, to be filled in): a dict of what the server says (e.g. project,
-    tasks, completed, the project's model_version), shown as ``label studio: key value, ...``.
-
-    Returns None when ``LABEL_STUDIO_URL`` is unset; until it is filled in, also when it is set.
-    """
+def label_studio_state(project_title: str = "poseloop") -> dict | None:
+    """What the configured Label Studio server says about the project: tasks, completed, skipped, waiting, and the
+    model_version annotators see. None when ``LABEL_STUDIO_URL`` is unset; {"error": ...} when the server cannot be
+    asked (the message never carries the API key: client errors are built without it)."""
     if not os.environ.get("LABEL_STUDIO_URL"):
         return None
-    return None  # HOOK: ask the server here (pipeline.labelstudio.client); never print LABEL_STUDIO_API_KEY
+    from pipeline.labelstudio.client import LabelStudioError, connect, task_index
+    from pipeline.labelstudio.oracle import find_project
+
+    try:
+        ls = connect(attempts=2)
+        project_id = find_project(ls, project_title)
+        tasks = task_index(ls, project_id).values()
+        project = ls.projects.get(id=project_id)
+    except LabelStudioError as exc:
+        return {"error": str(exc)}
+    done = sum(1 for t in tasks if t["total_annotations"] > 0)
+    skipped = sum(1 for t in tasks if t["total_annotations"] == 0 and t["cancelled_annotations"] > 0)
+    return {"project": f"{project_title} (id {project_id})", "tasks": len(tasks), "completed": done,
+            "skipped": skipped, "waiting": len(tasks) - done - skipped,
+            "model_version": getattr(project, "model_version", None) or "-"}  # fmt: skip
 
 
 def status_dict(project_root: Path = Path(".")) -> dict:
@@ -47,12 +59,12 @@ def status_dict(project_root: Path = Path(".")) -> dict:
     pending = json.loads(pending_file.read_text()).get("pending", []) if pending_file.is_file() else []
     corrections, skips = read_store(data / "corrections")
     params_file = root / "params.yaml"
+    name, project_title = REGISTERED_MODEL, "poseloop"
     if params_file.is_file():
         from pipeline.config import load_params
 
-        name = load_params(params_file).register.model_name
-    else:
-        name = REGISTERED_MODEL
+        params = load_params(params_file)
+        name, project_title = params.register.model_name, params.export.project_title
     uri = tracking_uri(root)
     try:
         registry = registry_summary(name, uri=uri)
@@ -69,7 +81,7 @@ def status_dict(project_root: Path = Path(".")) -> dict:
         "corrections": len(corrections),
         "skipped": len({s.instance_id for s in skips}),
         "registry": registry,
-        "label_studio": label_studio_state(),
+        "label_studio": label_studio_state(project_title),
     }
 
 
