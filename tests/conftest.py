@@ -43,3 +43,25 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def labelstudio(tmp_path_factory):
+    """One real Label Studio server for the whole session (first start ~30 s), in a tmp folder, on a free port.
+
+    Yields ``tests.labelstudio_server.SessionServer`` (``server``, ``url``, ``token``, ``document_root``,
+    ``image_root``). Skips, loudly, when label-studio cannot be imported. Tests share it: use your own project title.
+    """
+    from tests.labelstudio_server import start_session_server
+
+    session = start_session_server(tmp_path_factory.mktemp("labelstudio"))
+    yield session
+    session.server.stop()
+
+
+@pytest.fixture
+def labelstudio_env(labelstudio, monkeypatch):
+    """The session server with LABEL_STUDIO_URL / LABEL_STUDIO_API_KEY set for this test (what connect() reads)."""
+    monkeypatch.setenv("LABEL_STUDIO_URL", labelstudio.url)
+    monkeypatch.setenv("LABEL_STUDIO_API_KEY", labelstudio.token)
+    return labelstudio

@@ -1,0 +1,78 @@
+"""The Label Studio labeling config generated from a keypoint schema (DESIGN.md §7).
+
+One task shows one person instance: an ``Image``, a ``RectangleLabels`` box with the single label ``person``, a
+``KeyPointLabels`` control with one label per keypoint name (``model_index`` = the 0-based keypoint index, which Label
+Studio's own COCO export needs) and a per-region ``Choices`` with the single choice ``occluded``. A keypoint placed
+without the choice is COCO visibility 2, with it visibility 1; an absent keypoint is 0.
+
+The control names below are the contract between this config, ``pipeline.labelstudio.convert`` (which reads and writes
+results by ``from_name``) and projects created by an earlier round: renaming one orphans every existing project.
+"""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from xml.sax.saxutils import quoteattr
+
+from pipeline.keypoints import KeypointSchema
+
+IMAGE_NAME = "image"  # the Image object tag; tasks carry the image URL in data["image"]
+BOX_NAME = "box"  # RectangleLabels control
+KEYPOINT_NAME = "kp"  # KeyPointLabels control
+OCCLUDED_NAME = "occluded"  # per-region Choices control
+PERSON_LABEL = "person"
+OCCLUDED_CHOICE = "occluded"
+
+# Left / right / centre keypoints in three colours, so a left-right swap is visible at a glance.
+_LEFT_COLOUR, _RIGHT_COLOUR, _CENTRE_COLOUR = "#1f77b4", "#d62728", "#2ca02c"
+
+
+def _colour(name: str) -> str:
+    low = name.lower()
+    if low.startswith(("left", "l_")):
+        return _LEFT_COLOUR
+    if low.startswith(("right", "r_")):
+        return _RIGHT_COLOUR
+    return _CENTRE_COLOUR
+
+
+def labeling_config(schema: KeypointSchema) -> str:
+    """The labeling config XML for ``schema`` (K keypoint labels, ``model_index`` 0..K-1 in schema order).
+
+    ``maxUsages="1"`` on every label: one person box and each keypoint at most once per task, so the UI itself refuses
+    the duplicates that pull would otherwise have to reject. The box cannot rotate (COCO boxes are axis-aligned).
+    The ``occluded`` choice is shown only while a keypoint region is selected (``whenTagName``).
+    """
+    labels = "\n".join(
+        f'    <Label value={quoteattr(name)} model_index={quoteattr(str(i))} maxUsages="1"'
+        f" background={quoteattr(_colour(name))}/>"
+        for i, name in enumerate(schema.names)
+    )
+    return f"""<View>
+  <Image name="{IMAGE_NAME}" value="${IMAGE_NAME}" zoom="true" zoomControl="true"/>
+  <RectangleLabels name="{BOX_NAME}" toName="{IMAGE_NAME}" canRotate="false" strokeWidth="2">
+    <Label value="{PERSON_LABEL}" maxUsages="1" background="#ff7f0e"/>
+  </RectangleLabels>
+  <KeyPointLabels name="{KEYPOINT_NAME}" toName="{IMAGE_NAME}" strokeWidth="1" opacity="0.9">
+{labels}
+  </KeyPointLabels>
+  <Choices name="{OCCLUDED_NAME}" toName="{IMAGE_NAME}" perRegion="true" choice="multiple" showInline="true"
+           visibleWhen="region-selected" whenTagName="{KEYPOINT_NAME}">
+    <Choice value="{OCCLUDED_CHOICE}"/>
+  </Choices>
+</View>
+"""
+
+
+def keypoint_labels(label_config: str) -> list[str]:
+    """The keypoint names of a labeling config's ``KeyPointLabels`` control, ordered by ``model_index``.
+
+    Used to check that a project found by title was made for the same schema. Raises ValueError when the config has
+    no ``KeyPointLabels`` named ``kp`` (a project poseloop did not create).
+    """
+    root = ET.fromstring(label_config)
+    control = next((e for e in root.iter("KeyPointLabels") if e.get("name") == KEYPOINT_NAME), None)
+    if control is None:
+        raise ValueError(f"the labeling config has no <KeyPointLabels name={KEYPOINT_NAME!r}>")
+    labels = [(int(e.get("model_index", i)), e.get("value", "")) for i, e in enumerate(control.iter("Label"))]
+    return [name for _, name in sorted(labels)]

@@ -1,0 +1,630 @@
+"""Person instances <-> Label Studio tasks, and annotations -> corrections. Pure functions, no network.
+
+Coordinates. poseloop keypoints are image pixels with integer pixel centres (pixel ``i`` covers ``[i - 0.5, i + 0.5)``,
+see ``pipeline.data.transforms``); the image spans ``[-0.5, W - 0.5]``. Label Studio stores region positions in
+percent of the original image, 0 % being the image's left / top edge and 100 % its right / bottom edge. So::
+
+    percent = (x + 0.5) * 100 / W          x = percent * W / 100 - 0.5
+
+for keypoints and for a box's top-left corner (one affine map for every point); box widths and heights are lengths,
+``w * 100 / W``. Percentages are never rounded (Label Studio keeps the floats as sent; its own COCO export rounds to
+whole pixels and loses visibility 1, which is why we never use it); pixels read back are rounded to 1e-6 px, so
+px -> percent -> px agrees to 1e-6 px.
+
+Task (``instance_to_task``)::
+
+    {"data": {"image": "/data/local-files/?d=<path relative to the document root>", "instance_id": 7, "image_id": 3,
+              "bbox": [x, y, w, h]},
+     "predictions": [{"model_version": "poseloop-pose/3", "score": <uncertainty>, "result": [
+         {"id": "box", "type": "rectanglelabels", "from_name": "box", ..., "value": {"x", "y", "width", "height",
+          "rotation": 0, "rectanglelabels": ["person"]}},
+         {"id": "kp0", "parentID": "box", "type": "keypointlabels", "from_name": "kp", "score": 0.93, ...,
+          "value": {"x", "y", "width": <point size %>, "keypointlabels": ["nose"]}},
+         {"id": "kp3", "type": "choices", "from_name": "occluded",
+          "value": {"x", "y", "width", "choices": ["occluded"]}}
+     ]}]}
+
+``parentID`` nests the keypoints under their box in Label Studio's region list (the frontend of 1.23 reads and writes
+it); every item carries ``original_width`` / ``original_height`` / ``image_rotation``. A per-region choice shares the
+id of its keypoint region, as the frontend writes it.
+
+Annotation -> record (``annotation_to_correction``): a placed keypoint is v=2, a placed keypoint with the ``occluded``
+choice v=1, a keypoint not placed v=0 with x = y = 0. The box is the annotation's rectangle, or the task's box when
+the annotator deleted the rectangle but placed keypoints. A submitted annotation with no region at all means "no
+person here" (Skip reason ``no_person``). ``was_cancelled`` is Label Studio's skip flag (the UI's Skip button posts the
+current regions with ``was_cancelled: true``, so the result may be non-empty): Skip reason ``skipped``. Label Studio
+1.23 has no separate "cancel", so ``cancelled`` is never produced here (the contract keeps it for other tools).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path, PurePath
+from typing import Any
+from urllib.parse import quote
+
+import numpy as np
+
+from pipeline.corrections import Correction, Problem, Skip
+from pipeline.keypoints import KeypointSchema
+from pipeline.labelstudio.config import (
+    BOX_NAME,
+    IMAGE_NAME,
+    KEYPOINT_NAME,
+    OCCLUDED_CHOICE,
+    OCCLUDED_NAME,
+    PERSON_LABEL,
+)
+
+log = logging.getLogger(__name__)
+
+LOCAL_FILES_PREFIX = "/data/local-files/?d="
+BOX_REGION_ID = "box"
+POINT_SIZE_PX = 3.0  # drawn keypoint size; Label Studio stores it as value.width in percent of the image width
+# Percent coordinates a hair outside [0, 100] are float noise from the frontend, not an annotator's mistake.
+_PERCENT_TOLERANCE = 1e-6
+_NOT_OURS = "the task has no integer data.instance_id (it was not exported by poseloop)"
+
+
+# ------------------------------------------------------------------------------------------------------ coordinates
+
+
+def px_to_percent(value: float | np.ndarray, size: float) -> float | np.ndarray:
+    """Image pixel coordinate (integer = pixel centre) -> Label Studio percent of ``size`` (width or height)."""
+    return (value + 0.5) * 100.0 / size
+
+
+def percent_to_px(value: float | np.ndarray, size: float) -> float | np.ndarray:
+    """Label Studio percent of ``size`` -> image pixel coordinate (integer = pixel centre); inverse of px_to_percent."""
+    return value * size / 100.0 - 0.5
+
+
+def image_url(relative_path: str | PurePath) -> str:
+    """The URL Label Studio serves a local file under: ``/data/local-files/?d=<path relative to the document root>``.
+
+    The path is POSIX and percent-quoted (a space or ``&`` in a file name would otherwise end the parameter).
+    """
+    rel = PurePath(relative_path).as_posix()
+    if rel.startswith("/") or rel.startswith("../") or "/../" in rel:
+        raise ValueError(f"image path must be relative to the document root and inside it, got {rel!r}")
+    return LOCAL_FILES_PREFIX + quote(rel, safe="/")
+
+
+# ------------------------------------------------------------------------------------------------- building results
+
+
+def _region_base(region_id: str, from_name: str, kind: str, width: int, height: int) -> dict:
+    return {
+        "id": region_id,
+        "from_name": from_name,
+        "to_name": IMAGE_NAME,
+        "type": kind,
+        "original_width": int(width),
+        "original_height": int(height),
+        "image_rotation": 0,
+    }
+
+
+def box_region(bbox: Sequence[float], width: int, height: int, region_id: str = BOX_REGION_ID) -> dict:
+    """A ``person`` rectangle result item for a box ``(x, y, w, h)`` in image pixels, clipped to the image.
+
+    Clipped because the server validates prediction geometry against [0, 100] % and, in ``import_predictions``,
+    silently drops a prediction that fails (1.23.2: only its log says so).
+    """
+    x, y, w, h = (float(v) for v in bbox)
+    x0, x1 = (min(max(v, -0.5), width - 0.5) for v in (x, x + w))
+    y0, y1 = (min(max(v, -0.5), height - 0.5) for v in (y, y + h))
+    item = _region_base(region_id, BOX_NAME, "rectanglelabels", width, height)
+    item["value"] = {
+        "x": px_to_percent(x0, width),
+        "y": px_to_percent(y0, height),
+        "width": (x1 - x0) * 100.0 / width,
+        "height": (y1 - y0) * 100.0 / height,
+        "rotation": 0,
+        "rectanglelabels": [PERSON_LABEL],
+    }
+    return item
+
+
+def keypoint_regions(
+    xy: np.ndarray,
+    visibility: np.ndarray,
+    width: int,
+    height: int,
+    schema: KeypointSchema,
+    scores: np.ndarray | None = None,
+    parent_id: str | None = BOX_REGION_ID,
+) -> list[dict]:
+    """Result items for the keypoints of one instance.
+
+    ``xy`` (K, 2) image pixels, ``visibility`` (K,) COCO flags: 0 -> no item, 1 -> keypoint + ``occluded`` choice,
+    2 -> keypoint. ``scores`` (K,) per-point confidence (written as the item's ``score``), or None. Points outside the
+    image are clipped onto its border so the annotator sees (and fixes) them instead of Label Studio hiding them.
+    """
+    items: list[dict] = []
+    point_width = POINT_SIZE_PX * 100.0 / width
+    for j, name in enumerate(schema.names):
+        v = int(visibility[j])
+        if v <= 0:
+            continue
+        px = min(max(float(xy[j, 0]), -0.5), width - 0.5)
+        py = min(max(float(xy[j, 1]), -0.5), height - 0.5)
+        geometry = {"x": px_to_percent(px, width), "y": px_to_percent(py, height), "width": point_width}
+        region_id = f"kp{j}"
+        item = _region_base(region_id, KEYPOINT_NAME, "keypointlabels", width, height)
+        if parent_id is not None:
+            item["parentID"] = parent_id
+        item["value"] = {**geometry, "keypointlabels": [name]}
+        if scores is not None and math.isfinite(float(scores[j])):
+            item["score"] = float(scores[j])
+        items.append(item)
+        if v == 1:
+            choice = _region_base(region_id, OCCLUDED_NAME, "choices", width, height)
+            choice["value"] = {**geometry, "choices": [OCCLUDED_CHOICE]}
+            items.append(choice)
+    return items
+
+
+def _keypoint_arrays(keypoints: Any, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """(xy (K, 2), visibility (K,)) from a flat 3K COCO list, a flat 2K list, (K, 2) or (K, 3), or None.
+
+    Without flags, a finite point is visible (2) and a NaN point is absent (0).
+    """
+    if keypoints is None:
+        return np.zeros((k, 2)), np.zeros(k, dtype=np.int64)
+    arr = np.asarray(keypoints, dtype=np.float64).reshape(-1)
+    if arr.size == 3 * k:
+        arr = arr.reshape(k, 3)
+        vis = np.where(np.isfinite(arr[:, 2]), arr[:, 2], 0).astype(np.int64)
+        xy = arr[:, :2]
+    elif arr.size == 2 * k:
+        xy = arr.reshape(k, 2)
+        vis = np.full(k, 2, dtype=np.int64)
+    else:
+        raise ValueError(f"keypoints: expected 2*{k} (x, y) or 3*{k} (x, y, v) values, got {arr.size}")
+    vis[~np.isfinite(xy).all(axis=1)] = 0
+    return np.nan_to_num(xy), vis
+
+
+def instance_to_task(
+    *,
+    instance_id: int,
+    image_id: int,
+    image_path: str | PurePath,
+    width: int,
+    height: int,
+    bbox: Sequence[float],
+    keypoints: Any,
+    schema: KeypointSchema,
+    model_version: str,
+    uncertainty: float,
+    scores: Sequence[float] | np.ndarray | None = None,
+    min_score: float = 0.0,
+) -> dict:
+    """One Label Studio task (one person instance) with its prediction; format in the module docstring.
+
+    Args:
+        image_path: the image file relative to Label Studio's document root (``LOCAL_FILES_DOCUMENT_ROOT``), e.g.
+            ``prepared/images/000001.jpg`` when the document root is ``data/``.
+        width, height: the image size in pixels (pool.json's ``images``).
+        bbox: the person box ``(x, y, w, h)`` in image pixels.
+        keypoints: predicted keypoints in image pixels: a flat ``2K`` list (selection.parquet's column), ``(K, 2)``,
+            or COCO ``3K`` with flags (v=0 -> not pre-placed, v=1 -> pre-placed as occluded). NaN = no prediction.
+            None: the task gets the box only.
+        scores: ``(K,)`` per-keypoint confidence in [0, 1], written as each keypoint's ``score``.
+        min_score: keypoints scoring below it are not pre-placed (0 pre-places every predicted keypoint).
+        uncertainty: the task score (selection's ``uncertainty``, higher = more uncertain).
+        model_version: the MLflow ``name/version`` that produced the prediction.
+    """
+    k = schema.num_keypoints
+    xy, vis = _keypoint_arrays(keypoints, k)
+    score_arr = None
+    if scores is not None:
+        score_arr = np.asarray(scores, dtype=np.float64).reshape(-1)
+        if score_arr.size != k:
+            raise ValueError(f"instance {instance_id}: {score_arr.size} scores for {k} keypoints")
+        vis[np.isfinite(score_arr) & (score_arr < min_score)] = 0
+    if width <= 0 or height <= 0:
+        raise ValueError(f"instance {instance_id}: image size {width}x{height} must be positive")
+    box = [float(v) for v in bbox]
+    if len(box) != 4:
+        raise ValueError(f"instance {instance_id}: bbox needs 4 numbers (x, y, w, h), got {box}")
+    result = [box_region(box, width, height)]
+    result += keypoint_regions(xy, vis, width, height, schema, score_arr)
+    return {
+        "data": {
+            IMAGE_NAME: image_url(image_path),
+            "instance_id": int(instance_id),
+            "image_id": int(image_id),
+            "bbox": box,
+        },
+        "predictions": [{"model_version": str(model_version), "score": float(uncertainty), "result": result}],
+    }
+
+
+# ------------------------------------------------------------------------------------------ annotations -> records
+
+
+class AnnotationError(ValueError):
+    """An annotation that cannot become a correction; ``problem`` names its task and annotation."""
+
+    def __init__(self, problem: Problem) -> None:
+        super().__init__(problem.message)
+        self.problem = problem
+
+
+def _utc(text: Any) -> str | None:
+    """An ISO-8601 time from Label Studio -> ``YYYY-MM-DDTHH:MM:SS[.ffffff]Z``; None when absent or unparseable."""
+    if not isinstance(text, str) or not text:
+        return None
+    try:
+        t = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    t = t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
+    return t.isoformat().replace("+00:00", "Z")
+
+
+def _annotator(completed_by: Any, annotators: Mapping[int, str] | None) -> str | None:
+    """The annotator's email: ``completed_by`` is a user id (API, JSON export) or a user object (some exports)."""
+    if isinstance(completed_by, dict):
+        return completed_by.get("email") or completed_by.get("username") or _annotator(completed_by.get("id"), None)
+    if isinstance(completed_by, int) and not isinstance(completed_by, bool):
+        if annotators is not None and completed_by in annotators:
+            return annotators[completed_by]
+        return f"user {completed_by}"
+    return None
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+def _task_int(data: Mapping[str, Any], key: str) -> int | None:
+    value = data.get(key)
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def annotation_model_version(task: Mapping[str, Any], annotation: Mapping[str, Any]) -> str | None:
+    """The model_version of the prediction the annotator started from, as far as the task tells.
+
+    The annotation's embedded ``prediction`` object (Label Studio's JSON export embeds the parent prediction there,
+    while it lists the task's predictions by id only); else the prediction named by ``parent_prediction`` when the
+    task lists predictions as objects (API, snapshot export); else the only model_version among them; else the only
+    one in the task's ``predictions_model_versions`` column (Data Manager listing). None when it cannot be told.
+    """
+    embedded = annotation.get("prediction")
+    if isinstance(embedded, dict) and isinstance(embedded.get("model_version"), str):
+        return embedded["model_version"]
+    predictions = [p for p in task.get("predictions") or () if isinstance(p, dict)]
+    parent = annotation.get("parent_prediction")
+    for p in predictions:
+        if parent is not None and p.get("id") == parent and isinstance(p.get("model_version"), str):
+            return p["model_version"]
+    versions = {p.get("model_version") for p in predictions if isinstance(p.get("model_version"), str)}
+    if not versions:
+        versions = set(parse_model_versions(task.get("predictions_model_versions")))
+    return versions.pop() if len(versions) == 1 else None
+
+
+def parse_model_versions(column: Any) -> list[str]:
+    """The Data Manager's ``predictions_model_versions`` string -> the distinct versions (sorted).
+
+    Label Studio 1.23 joins the versions with ``,`` on SQLite and ``, `` on PostgreSQL and cuts the string at 500
+    characters, so a model version must not contain a comma (``client.export_tasks`` refuses one).
+    """
+    if not isinstance(column, str) or not column.strip():
+        return []
+    return sorted({part.strip() for part in column.split(",") if part.strip()})
+
+
+def _px(value: float) -> float:
+    """Pixels read back from percent, rounded to 1e-6 px: the float noise of the division (2.0000000000000004) would
+    otherwise reach the corrections store, while 1e-6 px is far below any annotator's precision."""
+    return round(float(value), 6)
+
+
+@dataclass
+class _Regions:
+    """The regions of one annotation, after validation."""
+
+    boxes: list[tuple[float, float, float, float]] = field(default_factory=list)
+    points: dict[str, tuple[str, float, float]] = field(default_factory=dict)  # region id -> (label, x px, y px)
+    occluded_ids: set[str] = field(default_factory=set)
+    issues: list[str] = field(default_factory=list)
+
+
+def _original_size(item: Mapping[str, Any], what: str, issues: list[str]) -> tuple[float, float] | None:
+    w, h = _number(item.get("original_width")), _number(item.get("original_height"))
+    if w is None or h is None or w <= 0 or h <= 0:
+        issues.append(f"{what}: missing original_width / original_height (cannot convert percent to pixels)")
+        return None
+    return w, h
+
+
+def _read_regions(result: Any, names: set[str]) -> _Regions:
+    out = _Regions()
+    if not isinstance(result, list):
+        out.issues.append(f"result is not a list ({type(result).__name__})")
+        return out
+    choices: list[tuple[str, list[Any]]] = []
+    for i, item in enumerate(result):
+        if not isinstance(item, dict):
+            out.issues.append(f"result[{i}] is not an object")
+            continue
+        kind, from_name = item.get("type"), item.get("from_name")
+        rid = str(item.get("id", f"result[{i}]"))
+        value = item.get("value") if isinstance(item.get("value"), dict) else {}
+        if kind == "relation":
+            continue  # a drawn relation arrow between regions: carries no geometry we use
+        if kind == "keypointlabels" and from_name == KEYPOINT_NAME:
+            labels = value.get("keypointlabels")
+            if not isinstance(labels, list) or len(labels) != 1:
+                out.issues.append(f"keypoint region {rid} has labels {labels!r}, expected exactly one")
+                continue
+            label = labels[0]
+            if label not in names:
+                out.issues.append(f"unknown label {label!r} (region {rid})")
+                continue
+            size = _original_size(item, f"keypoint {label!r} (region {rid})", out.issues)
+            px, py = _number(value.get("x")), _number(value.get("y"))
+            if px is None or py is None:
+                out.issues.append(f"keypoint {label!r} (region {rid}): x / y are not finite numbers")
+                continue
+            if size is None:
+                continue
+            if not (-_PERCENT_TOLERANCE <= px <= 100 + _PERCENT_TOLERANCE) or not (
+                -_PERCENT_TOLERANCE <= py <= 100 + _PERCENT_TOLERANCE
+            ):
+                out.issues.append(f"keypoint {label!r} (region {rid}) at x={px:g}%, y={py:g}% is outside the image")
+                continue
+            px, py = min(max(px, 0.0), 100.0), min(max(py, 0.0), 100.0)
+            out.points[rid] = (label, _px(percent_to_px(px, size[0])), _px(percent_to_px(py, size[1])))
+        elif kind == "rectanglelabels" and from_name == BOX_NAME:
+            labels = value.get("rectanglelabels")
+            if labels != [PERSON_LABEL]:
+                out.issues.append(f"box region {rid} has labels {labels!r}, expected [{PERSON_LABEL!r}]")
+                continue
+            size = _original_size(item, f"box (region {rid})", out.issues)
+            geometry = [_number(value.get(key)) for key in ("x", "y", "width", "height")]
+            if any(g is None for g in geometry):
+                out.issues.append(f"box (region {rid}): x / y / width / height are not finite numbers")
+                continue
+            if _number(value.get("rotation")) not in (None, 0.0):
+                out.issues.append(f"box (region {rid}) is rotated by {value.get('rotation')} degrees")
+                continue
+            if size is None:
+                continue
+            bx, by, bw, bh = (float(g) for g in geometry)  # type: ignore[arg-type]  # None excluded above
+            if bw <= 0 or bh <= 0:
+                out.issues.append(f"box (region {rid}) has width {bw:g}% and height {bh:g}%")
+                continue
+            w, h = size
+            box = (_px(percent_to_px(bx, w)), _px(percent_to_px(by, h)), _px(bw * w / 100.0), _px(bh * h / 100.0))
+            out.boxes.append(box)
+        elif kind == "choices" and from_name == OCCLUDED_NAME:
+            picked = value.get("choices")
+            choices.append((rid, picked if isinstance(picked, list) else [picked]))
+        else:
+            out.issues.append(f"unknown control {from_name!r} of type {kind!r} (region {rid})")
+    for rid, picked in choices:
+        unknown = [c for c in picked if c != OCCLUDED_CHOICE]
+        if unknown:
+            out.issues.append(f"unknown choice {unknown[0]!r} (region {rid})")
+        elif rid in out.points:
+            if picked:
+                out.occluded_ids.add(rid)
+        elif rid not in _box_ids(result):  # an 'occluded' choice on the box means nothing for COCO: ignored
+            out.issues.append(f"'occluded' choice for region {rid}, which is not a keypoint of this annotation")
+    counts = Counter(label for label, _, _ in out.points.values())
+    for label, n in sorted(counts.items()):
+        if n > 1:
+            out.issues.append(f"label {label!r} placed {n} times")
+    if len(out.boxes) > 1:
+        out.issues.append(f"{len(out.boxes)} person boxes, expected one")
+    return out
+
+
+def _box_ids(result: list[Any]) -> set[str]:
+    return {
+        str(item.get("id"))
+        for item in result
+        if isinstance(item, dict) and item.get("type") == "rectanglelabels" and item.get("from_name") == BOX_NAME
+    }
+
+
+def annotation_to_correction(
+    task: Mapping[str, Any],
+    annotation: Mapping[str, Any],
+    schema: KeypointSchema,
+    *,
+    annotators: Mapping[int, str] | None = None,
+    model_version: str | None = None,
+) -> Correction | Skip:
+    """One Label Studio annotation of one of our tasks -> a Correction, or a Skip (skipped / no person).
+
+    ``task`` and ``annotation`` are plain dicts as the API or a JSON export gives them (task: ``id``, ``data`` with
+    ``instance_id`` / ``image_id`` / ``bbox``, optionally ``predictions``; annotation: ``id``, ``result``,
+    ``was_cancelled``, ``completed_by``, ``created_at`` / ``updated_at``, optionally ``parent_prediction``).
+    ``annotators`` maps user ids to emails; ``model_version`` overrides ``annotation_model_version``.
+    ``completed_at`` / ``at`` is the annotation's ``updated_at`` (the version read), else ``created_at``.
+
+    Raises AnnotationError, whose ``problem`` lists every issue found (unknown label or control, point outside the
+    image, missing original size, duplicate label, several boxes, a task without ``instance_id``), each message
+    starting with ``task <id>, annotation <id>:``.
+    """
+    task_id = _task_int(task, "id")
+    annotation_id = _task_int(annotation, "id")
+    data = task.get("data") if isinstance(task.get("data"), dict) else {}
+    issues: list[str] = []
+
+    def fail(found: list[str]) -> AnnotationError:
+        message = f"task {task_id}, annotation {annotation_id}: " + "; ".join(found)
+        return AnnotationError(Problem(task_id=task_id, annotation_id=annotation_id, message=message))
+
+    instance_id = _task_int(data, "instance_id")
+    if instance_id is None:
+        raise fail([_NOT_OURS])
+    annotator = _annotator(annotation.get("completed_by"), annotators)
+    when = _utc(annotation.get("updated_at")) or _utc(annotation.get("created_at"))
+    if when is None:
+        raise fail(["no valid updated_at / created_at time"])
+
+    if annotation.get("was_cancelled"):
+        return Skip(instance_id, task_id, annotation_id, annotator, when, "skipped")
+
+    regions = _read_regions(annotation.get("result"), set(schema.names))
+    issues.extend(regions.issues)
+    if issues:
+        raise fail(issues)
+    if not regions.boxes and not regions.points:
+        return Skip(instance_id, task_id, annotation_id, annotator, when, "no_person")
+
+    image_id = _task_int(data, "image_id")
+    if image_id is None:
+        issues.append("the task has no integer data.image_id")
+    if regions.boxes:
+        bbox = regions.boxes[0]
+    else:
+        task_box = data.get("bbox")
+        numbers = [_number(v) for v in task_box] if isinstance(task_box, list) and len(task_box) == 4 else []
+        if len(numbers) != 4 or any(v is None for v in numbers):
+            issues.append("no person box in the annotation and no valid data.bbox in the task")
+            bbox = (0.0, 0.0, 0.0, 0.0)
+        else:
+            bbox = tuple(float(v) for v in numbers)  # type: ignore[assignment]  # None excluded above
+    if issues:
+        raise fail(issues)
+
+    index = {name: j for j, name in enumerate(schema.names)}
+    keypoints = [0.0] * (3 * schema.num_keypoints)
+    for rid, (label, x, y) in regions.points.items():
+        j = index[label]
+        keypoints[3 * j : 3 * j + 3] = [x, y, 1 if rid in regions.occluded_ids else 2]
+    return Correction(
+        instance_id=instance_id,
+        image_id=image_id,  # type: ignore[arg-type]  # None reported above
+        bbox=bbox,
+        keypoints=tuple(keypoints),
+        task_id=task_id,
+        annotation_id=annotation_id,
+        annotator=annotator,
+        completed_at=when,
+        model_version=model_version if model_version is not None else annotation_model_version(task, annotation),
+    )
+
+
+def convert_annotation(
+    task: Mapping[str, Any],
+    annotation: Mapping[str, Any],
+    schema: KeypointSchema,
+    *,
+    annotators: Mapping[int, str] | None = None,
+    model_version: str | None = None,
+) -> Correction | Skip | Problem:
+    """``annotation_to_correction`` that returns the Problem instead of raising it."""
+    try:
+        return annotation_to_correction(task, annotation, schema, annotators=annotators, model_version=model_version)
+    except AnnotationError as exc:
+        return exc.problem
+
+
+@dataclass
+class TaskRecords:
+    """What a set of tasks holds: corrections, skips and problems (each sorted), and the pending instance ids."""
+
+    corrections: list[Correction] = field(default_factory=list)
+    skips: list[Skip] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+    pending: list[int] = field(default_factory=list)
+
+
+def collect_task_records(
+    tasks: Iterable[Mapping[str, Any]],
+    schema: KeypointSchema,
+    *,
+    annotators: Mapping[int, str] | None = None,
+    model_version_of: Callable[[Mapping[str, Any], Mapping[str, Any]], str | None] | None = None,
+) -> TaskRecords:
+    """Turn tasks with their ``annotations`` (API dicts or a JSON export) into records.
+
+    Per task: the completed annotations (``was_cancelled`` false) ordered by id; the first is converted, every later
+    one is a Problem ("a second completed annotation", the first is kept). No completed annotation but a skipped one:
+    one Skip. Neither: the instance is pending. A task whose first completed annotation is a Problem stays pending too
+    (the annotator has to fix it in Label Studio). Annotations of a task without ``data.instance_id`` (not exported by
+    poseloop) are Problems; such tasks without annotations are ignored. ``model_version_of(task, annotation)``
+    resolves the model version (default ``annotation_model_version``).
+    """
+    out = TaskRecords()
+    resolve = model_version_of or annotation_model_version
+    pending: set[int] = set()
+    for task in tasks:
+        annotations = [a for a in task.get("annotations") or () if isinstance(a, dict)]
+        annotations.sort(key=lambda a: (a.get("id") is None, a.get("id") or 0))
+        data = task.get("data") if isinstance(task.get("data"), dict) else {}
+        instance_id = _task_int(data, "instance_id")
+        if instance_id is None:
+            for a in annotations:
+                message = f"task {task.get('id')}, annotation {a.get('id')}: {_NOT_OURS}"
+                out.problems.append(
+                    Problem(task_id=_task_int(task, "id"), annotation_id=_task_int(a, "id"), message=message)
+                )
+            continue
+        completed = [a for a in annotations if not a.get("was_cancelled")]
+        cancelled = [a for a in annotations if a.get("was_cancelled")]
+        if completed:
+            first = completed[0]
+            record = convert_annotation(task, first, schema, annotators=annotators, model_version=resolve(task, first))
+            _add(out, record)
+            if isinstance(record, Problem):
+                pending.add(instance_id)
+            for later in completed[1:]:
+                message = (
+                    f"task {task.get('id')}, annotation {later.get('id')}: a second completed annotation of instance "
+                    f"{instance_id}; annotation {first.get('id')} is the one pulled"
+                )
+                out.problems.append(
+                    Problem(task_id=_task_int(task, "id"), annotation_id=_task_int(later, "id"), message=message)
+                )
+        elif cancelled:
+            _add(out, convert_annotation(task, cancelled[0], schema, annotators=annotators))
+        else:
+            pending.add(instance_id)
+    out.corrections.sort(key=lambda c: (c.instance_id, c.task_id or 0, c.annotation_id or 0))
+    out.skips.sort(key=lambda s: (s.instance_id, s.task_id or 0, s.annotation_id or 0))
+    out.problems.sort(key=lambda p: (p.task_id or 0, p.annotation_id or 0, p.message))
+    out.pending = sorted(pending)
+    return out
+
+
+def _add(out: TaskRecords, record: Correction | Skip | Problem) -> None:
+    if isinstance(record, Correction):
+        out.corrections.append(record)
+    elif isinstance(record, Skip):
+        out.skips.append(record)
+    else:
+        out.problems.append(record)
+
+
+def parse_export_file(path: str | Path, schema: KeypointSchema) -> tuple[list[Correction], list[Skip], list[Problem]]:
+    """Records of a Label Studio JSON export (``[{"id", "data", "annotations": [...], "predictions": [...]}, ...]``),
+    e.g. a file dropped into ``data/inbox/``. Same rules as ``collect_task_records``; the annotator is the user object's
+    email when the export has one, else ``user <id>``. Raises ValueError when the file is not such a list.
+    """
+    path = Path(path)
+    try:
+        tasks = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{path}: not a Label Studio JSON export: {exc}") from exc
+    if not isinstance(tasks, list) or not all(isinstance(t, dict) for t in tasks):
+        raise ValueError(f"{path}: not a Label Studio JSON export (expected a list of task objects)")
+    records = collect_task_records(tasks, schema)
+    return records.corrections, records.skips, records.problems
