@@ -29,8 +29,7 @@ def label_studio_state(project_title: str = "poseloop") -> dict | None:
     asked (the message never carries the API key: client errors are built without it)."""
     if not os.environ.get("LABEL_STUDIO_URL"):
         return None
-    from pipeline.labelstudio.client import LabelStudioError, connect, task_index
-    from pipeline.labelstudio.oracle import find_project
+    from pipeline.labelstudio.client import LabelStudioError, connect, find_project, task_index
 
     try:
         ls = connect(attempts=2)

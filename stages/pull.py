@@ -19,9 +19,8 @@ from pathlib import Path
 from pipeline.config import load_params
 from pipeline.corrections import Problem, read_store, write_pull
 from pipeline.data.coco import read_coco
-from pipeline.labelstudio.client import ENV_URL, LabelStudioError, connect, fetch_annotations
+from pipeline.labelstudio.client import ENV_URL, LabelStudioError, connect, fetch_annotations, find_project
 from pipeline.labelstudio.convert import parse_export_file
-from pipeline.labelstudio.oracle import find_project
 
 
 def report(problems: list[Problem], source: str) -> None:

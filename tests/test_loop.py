@@ -111,8 +111,8 @@ def test_two_rounds_with_simulated_annotation_then_a_noop_then_promote(loop):
     version = client.get_model_version(MODEL, "2")
     assert version.tags["round"] == "2" and version.tags["model_version"] == f"{MODEL}/2"
     assert int(version.tags["labeled_instances"]) == seed + BUDGET
-    assert client.get_model_version_by_alias(MODEL, "challenger").version == "2"
-    assert client.get_model_version_by_alias(MODEL, "champion").version == "1"  # promotion waits for review
+    assert int(client.get_model_version_by_alias(MODEL, "challenger").version) == 2
+    assert int(client.get_model_version_by_alias(MODEL, "champion").version) == 1  # promotion waits for review
     tasks = _tasks(server)
     instance_ids = [t["data"]["instance_id"] for t in tasks]
     assert len(tasks) == 2 * BUDGET and len(set(instance_ids)) == 2 * BUDGET  # nothing duplicated
@@ -138,7 +138,7 @@ def test_two_rounds_with_simulated_annotation_then_a_noop_then_promote(loop):
     _run(project, env, "dvc", "repro", "--single-item", "pseudolabel")
     assert _json(project / "metrics" / "pseudolabel.json")["model_version"] == f"{MODEL}/1"
     _run(project, env, sys.executable, "-m", "pipeline", "promote")
-    assert client.get_model_version_by_alias(MODEL, "champion").version == "2"
+    assert int(client.get_model_version_by_alias(MODEL, "champion").version) == 2
     _run(project, env, "dvc", "repro", "--single-item", "--force", "pseudolabel")
     assert _json(project / "metrics" / "pseudolabel.json")["model_version"] == f"{MODEL}/2"
     status = _run(project, env, sys.executable, "-m", "pipeline", "status")
