@@ -211,6 +211,19 @@ def register_version(
     _ensure_registered_model(client, name)
     before = _aliases(client, name) or {}
     champion = before.get(CHAMPION)
+    existing = client.search_model_versions(f"name = '{name}' and tags.weights_md5 = '{weights_md5}'")
+    if existing:
+        # the same weights again (e.g. only a downstream stage's definition changed): one model, one version
+        mv = min(existing, key=lambda v: int(v.version))
+        version = int(mv.version)
+        challenger = before.get(CHALLENGER)
+        return RegisteredVersion(name=name, version=version, model_version=f"{name}/{version}", run_id=mv.run_id,
+                                 weights_md5=weights_md5, round=int(mv.tags.get("round", round)), ap=ap,
+                                 champion_version=int(champion) if champion is not None else version,
+                                 challenger_version=int(challenger) if challenger is not None else version,
+                                 previous_champion=champion, promoted=False,
+                                 promotion_reason=f"these weights are already version {version}: not registered again",
+                                 review_dir=review_dir)  # fmt: skip
     champion_mv = client.get_model_version(name, str(champion)) if champion is not None else None
     champion_ap = _float_tag(champion_mv.tags, "ap") if champion_mv is not None else None
     champion_eval = _run_eval_metrics(champion_mv.run_id, uri) if champion_mv is not None else None

@@ -185,3 +185,32 @@ def score_histograms(signals: dict[str, np.ndarray], selected: np.ndarray, path:
     fig.savefig(path)
     plt.close(fig)
     return Path(path)
+
+
+def rounds_curve(rows: Sequence[dict], path: Path) -> Path:
+    """Val AP (and PCK@0.1) against labeled instances, one point per round, as a PNG. rows: dicts with round,
+    labeled_instances, val_ap, val_pck10 (strings from a CSV are fine)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    def num(value: object) -> float:
+        return float(value) if value not in (None, "") else np.nan
+
+    labeled = [num(r["labeled_instances"]) for r in rows]
+    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
+    ax.plot(labeled, [num(r["val_ap"]) for r in rows], marker="o", color="tab:orange", label="val OKS AP")
+    pck = ax.twinx()
+    pck.plot(labeled, [num(r.get("val_pck10")) for r in rows], marker="s", color="tab:blue", alpha=0.6,
+             label="val PCK@0.1")  # fmt: skip
+    for r, x in zip(rows, labeled, strict=True):
+        ax.annotate(f"round {r['round']}", (x, num(r["val_ap"])), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    ax.set_xlabel("labeled instances")
+    ax.set_ylabel("val OKS AP", color="tab:orange")
+    pck.set_ylabel("val PCK@0.1", color="tab:blue")
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return Path(path)

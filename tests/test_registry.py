@@ -6,12 +6,14 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import mlflow
 import pytest
+import torch
 import yaml
 
 from pipeline import registry
@@ -53,9 +55,20 @@ def _eval(ap: float, error: float = 10.0) -> dict:
     return {"val": val, "test": None}
 
 
+def _distinct_model(project: Path, store: Path) -> Path:
+    """A copy of the project's model with weights of its own (the registry keeps one version per weights)."""
+    target = store / f"model-{len(list(store.glob('model-*')))}"
+    shutil.copytree(project / "artifacts" / "model", target)
+    weights = torch.load(target / "model.pt", weights_only=True)
+    first = next(k for k, v in weights.items() if v.is_floating_point())
+    weights[first] = weights[first] + 1e-3 * (1 + len(list(store.glob("model-*"))))
+    torch.save(weights, target / "model.pt")
+    return target
+
+
 def _register(project: Path, store: Path, ap: float, *, round: int = 1, auto: bool = False, margin: float = 0.01,
               worst: Path | None = None) -> registry.RegisteredVersion:  # fmt: skip
-    return register_version(project / "artifacts" / "model", _eval(ap, error=20.0 - 10 * ap), name=NAME, round=round,
+    return register_version(_distinct_model(project, store), _eval(ap, error=20.0 - 10 * ap), name=NAME, round=round,
                             labeled_instances=40 + round, train_md5="0" * 32, data_hash="d" * 32,
                             auto_promote=auto, promote_margin=margin, review_dir=store / f"review-{round}",
                             worst_examples=worst)  # fmt: skip
@@ -81,7 +94,7 @@ def test_second_version_is_challenger_until_promoted(project, store):
     assert mv.tags["round"] == "2" and float(mv.tags["ap"]) == pytest.approx(0.5)
     assert mv.tags["labeled_instances"] == "42" and mv.tags["train_md5"] == "0" * 32
     assert mv.tags["model_version"] == f"{NAME}/2" == second.model_version
-    assert mv.tags["weights_md5"] == file_md5(project / "artifacts" / "model" / "model.pt")
+    assert mv.tags["weights_md5"] == second.weights_md5 == file_md5(store / "model-1" / "model.pt")
     run = client.get_run(second.run_id)
     assert run.data.tags["stage"] == "register" and run.data.tags["round"] == "2" and "git_commit" in run.data.tags
     assert run.data.tags["data_hash"] == "d" * 32 and run.data.metrics["val_ap"] == pytest.approx(0.5)
@@ -263,7 +276,17 @@ def test_evaluate_and_register_stages(project, tmp_path):
     picture = (tmp_path / "plots" / "eval_worst.png").read_bytes()
     assert (tmp_path / "review" / "worst_examples.png").read_bytes() == picture
 
+    _stage("stages.register", args, tmp_path, tmp_path)  # the same weights again: no second version
+    assert json.loads(registry_file.read_text())["version"] == 1
+    assert len(client.search_model_versions(f"name = '{NAME}'")) == 1
+    weights = torch.load(model_dir / "model.pt", weights_only=True)
+    retrained = {k: (v + 1e-3 if v.is_floating_point() else v) for k, v in weights.items()}
+    torch.save(retrained, tmp_path / "model.pt")
+    shutil.copytree(model_dir, tmp_path / "model2")
+    shutil.copyfile(tmp_path / "model.pt", tmp_path / "model2" / "model.pt")
+    args[1] = str(tmp_path / "model2")
     _stage("stages.register", args, tmp_path, tmp_path)  # the next round's version waits for review
+    model_dir = tmp_path / "model2"
     second = json.loads(registry_file.read_text())
     assert (second["version"], second["champion_version"], second["challenger_version"]) == (2, 1, 2)
     assert not second["promoted"] and model_version(model_dir, registry_file) == f"{NAME}/2"
@@ -271,6 +294,10 @@ def test_evaluate_and_register_stages(project, tmp_path):
     tags = client.get_model_version(NAME, "2").tags
     assert tags["labeled_instances"] == str(labeled) and tags["train_md5"] == file_md5(train)
     assert not (REPO / "mlruns" / first["run_id"]).exists()  # artifacts stay beside the test's database
+    with open(tmp_path / "plots" / "rounds.csv") as f:  # the loop's history: one row per round, latest model wins
+        history = list(csv.DictReader(f))
+    assert [(r["round"], r["version"]) for r in history] == [("1", "2")]
+    assert (tmp_path / "plots" / "rounds.png").stat().st_size > 5000
 
 
 def test_evaluate_with_an_empty_test_split_writes_null(project, store, monkeypatch):
