@@ -54,8 +54,13 @@ def main() -> None:
             report(problems, "labelstudio")
             path = write_pull(args.corrections, corrections, skips, problems, "labelstudio")
             written += [path] if path else []
+    unreadable: list[str] = []
     for export_file in sorted(args.inbox.glob("*.json")) if args.inbox.is_dir() else []:
-        corrections, skips, problems = parse_export_file(export_file, schema)
+        try:
+            corrections, skips, problems = parse_export_file(export_file, schema)
+        except ValueError as exc:  # one broken file must not keep the others (or the server's work) out
+            unreadable.append(str(exc))
+            continue
         report(problems, export_file.name)
         path = write_pull(args.corrections, corrections, skips, problems, f"inbox:{export_file.name}")
         written += [path] if path else []
@@ -70,6 +75,8 @@ def main() -> None:
     if not args.pending.is_file() or args.pending.read_text() != content:
         args.pending.write_text(content)
     print(json.dumps({"new_files": [p.name for p in written], "pending": len(pending)}))
+    if unreadable:  # everything readable is stored; fail so the broken inbox file gets fixed
+        raise SystemExit("error: " + "\nerror: ".join(unreadable))
 
 
 if __name__ == "__main__":

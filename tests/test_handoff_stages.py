@@ -1,0 +1,125 @@
+"""The export / pull / merge stages without a server (the file hand-off), as DVC runs them: tasks written for a manual
+import, a Label Studio JSON export dropped into data/inbox/, pulled into the append-only store, merged."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from pipeline.inference import predictions_table
+from pipeline.scoring import select, selection_table
+from tests.teacher import REPO, make_project, small_params, untrained_teacher
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> Path:
+    raw = small_params()
+    root = make_project(tmp_path_factory.mktemp("handoff"), raw)
+    untrained_teacher(root, raw, root / "artifacts" / "model")
+    return root
+
+
+def _stage(project: Path, module: str, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=str(REPO), MLFLOW_TRACKING_URI=f"sqlite:///{project / 'mlflow.db'}")
+    env.pop("LABEL_STUDIO_URL", None)
+    env.pop("LABEL_STUDIO_API_KEY", None)
+    done = subprocess.run([sys.executable, "-m", module, *args], cwd=project, env=env, capture_output=True,
+                          text=True, timeout=300)  # fmt: skip
+    if check:
+        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+    return done
+
+
+def _pool_predictions(project: Path, count: int) -> None:
+    """Pool predictions = the oracle truth plus noise for the first ``count`` pool instances, and a selection."""
+    prepared = project / "data" / "prepared"
+    pool = json.loads((prepared / "pool.json").read_text())["annotations"][:count]
+    truth = {a["id"]: a for a in json.loads((prepared / "oracle.json").read_text())["annotations"]}
+    rng = np.random.default_rng(0)
+    kp = np.stack([np.asarray(truth[a["id"]]["keypoints"], float).reshape(-1, 3)[:, :2] for a in pool])
+    scores = rng.random((count, 17)).astype(np.float32)
+    table = predictions_table({
+        "instance_id": np.array([a["id"] for a in pool], np.int64),
+        "image_id": np.array([a["image_id"] for a in pool], np.int64),
+        "bbox": np.array([a["bbox"] for a in pool], float), "keypoints": kp.reshape(count, -1) + rng.normal(0, 2, (
+            count, 34)), "scores": scores, "response": scores.mean(1).astype(float),
+        "min_response": scores.min(1).astype(float), "sahr_sigma": np.full(count, np.nan),
+        "difficulty": rng.random(count), "flip_disagreement": rng.random(count) / 5,
+        "image_readable": np.ones(count, bool)})  # fmt: skip
+    (project / "artifacts").mkdir(exist_ok=True)
+    pq.write_table(table, project / "artifacts" / "pool_predictions.parquet")
+    chosen = select(table.to_pandas(), policy="uncertainty", budget=count, weights={"response": 1.0})
+    pq.write_table(selection_table(table, chosen), project / "artifacts" / "selection.parquet")
+
+
+def _accept(task: dict, task_id: int, annotation_id: int, **extra) -> dict:
+    """Label Studio's JSON export of a task whose annotator accepted the prediction (or skipped it)."""
+    annotation = {"id": annotation_id, "result": task["predictions"][0]["result"], "was_cancelled": False,
+                  "completed_by": 1, "created_at": "2026-11-22T10:00:00Z", "updated_at": "2026-11-22T10:00:05Z",
+                  **extra}  # fmt: skip
+    return {"id": task_id, **task, "annotations": [annotation]}
+
+
+def test_file_handoff_export_inbox_pull_and_merge(project):
+    _pool_predictions(project, 5)
+    _stage(project, "stages.export")
+    export = json.loads((project / "artifacts" / "export.json").read_text())
+    tasks = json.loads((project / "artifacts" / "labelstudio_tasks.json").read_text())
+    assert export["mode"] == "file" and len(tasks) == 5 and export["model_version"].startswith("local/")
+    ranked = pq.read_table(project / "artifacts" / "selection.parquet").column("instance_id").to_pylist()
+    assert [t["data"]["instance_id"] for t in tasks] == ranked
+    for task in tasks:  # every image URL names a file under the document root (params: export.document_root)
+        relative = task["data"]["image"].split("?d=", 1)[1]
+        assert (project / "data" / relative).is_file()
+    assert "<KeyPointLabels" in (project / "artifacts" / "labelstudio_config.xml").read_text()
+
+    # before anyone annotates: everything exported is pending
+    _stage(project, "stages.pull")
+    assert json.loads((project / "data" / "labelstudio" / "pending.json").read_text())["pending"] == sorted(ranked)
+    assert list((project / "data" / "corrections").glob("*.json")) == []
+
+    # an annotator's export: three accepted, one skipped, one untouched
+    inbox = project / "data" / "inbox"
+    inbox.mkdir(parents=True)
+    done = [_accept(t, 10 + i, 100 + i) for i, t in enumerate(tasks[:3])]
+    done.append(_accept(tasks[3], 13, 103, was_cancelled=True))
+    (inbox / "batch1.json").write_text(json.dumps(done))
+    out = _stage(project, "stages.pull").stdout
+    files = sorted((project / "data" / "corrections").glob("*.json"))
+    assert len(files) == 1 and json.loads(out.splitlines()[-1])["new_files"] == [files[0].name]
+    stored = json.loads(files[0].read_text())
+    assert sorted(c["instance_id"] for c in stored["corrections"]) == sorted(ranked[:3])
+    assert [s["instance_id"] for s in stored["skipped"]] == [ranked[3]]
+    pending = project / "data" / "labelstudio" / "pending.json"
+    assert json.loads(pending.read_text())["pending"] == [ranked[4]]
+    before = {p: p.read_bytes() for p in [*files, pending]}
+
+    # the same inbox again: nothing new, byte-identical outputs
+    _stage(project, "stages.pull")
+    assert sorted((project / "data" / "corrections").glob("*.json")) == files
+    assert {p: p.read_bytes() for p in [*files, pending]} == before
+
+    # a broken inbox file: named in the error, the good work stays stored
+    (inbox / "broken.json").write_text('{"not": "a list"}')
+    failed = _stage(project, "stages.pull", check=False)
+    assert failed.returncode != 0 and "broken.json" in failed.stderr
+    assert {p: p.read_bytes() for p in files} == {p: before[p] for p in files}
+    (inbox / "broken.json").unlink()
+
+    # merge: the seed labels plus the three human corrections
+    _stage(project, "stages.merge")
+    train = json.loads((project / "data" / "train.json").read_text())
+    seed = json.loads((project / "data" / "prepared" / "labeled.json").read_text())
+    humans = [a for a in train["annotations"] if a["source"] == "human"]
+    assert len(train["annotations"]) == len(seed["annotations"]) + 3 and len(humans) == 3
+    assert all(a["model_version"] == export["model_version"] for a in humans)
+    assert json.loads((project / "data" / "merge_report.json").read_text())["round"] == 2
