@@ -6,7 +6,7 @@ import argparse
 import importlib
 import time
 
-BENCHMARKS = ("synthetic", "codec", "models", "training", "ssl_gain", "inference", "selection", "signals")
+BENCHMARKS = ("synthetic", "codec", "models", "training", "ssl_gain", "inference", "selection", "signals", "labelstudio")
 
 
 def main() -> None:
