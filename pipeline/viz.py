@@ -170,8 +170,12 @@ def score_histograms(signals: dict[str, np.ndarray], selected: np.ndarray, path:
     import matplotlib.pyplot as plt
 
     shown = {k: v for k, v in signals.items() if np.isfinite(v).any()}
-    fig, axes = plt.subplots(1, max(len(shown), 1), figsize=(3.2 * max(len(shown), 1), 2.8), dpi=100, squeeze=False)
-    for ax, (name, values) in zip(axes[0], shown.items(), strict=False):
+    columns = min(3, max(len(shown), 1))
+    rows = -(-max(len(shown), 1) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(3.3 * columns, 2.6 * rows), dpi=100, squeeze=False)
+    for ax in axes.ravel()[len(shown) :]:
+        ax.axis("off")
+    for ax, (name, values) in zip(axes.ravel(), shown.items(), strict=False):
         finite = np.isfinite(values)
         edges = np.histogram_bin_edges(values[finite], bins=bins)
         ax.hist(values[finite & ~selected], bins=edges, density=True, alpha=0.6, color="tab:gray", label="not selected")
@@ -179,7 +183,7 @@ def score_histograms(signals: dict[str, np.ndarray], selected: np.ndarray, path:
             ax.hist(values[finite & selected], bins=edges, density=True, alpha=0.7, color="tab:red", label="selected")
         ax.set_title(name, fontsize=9)
         ax.tick_params(labelsize=7)
-    axes[0][0].legend(fontsize=7)
+    axes.ravel()[0].legend(fontsize=7)
     fig.tight_layout()
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
