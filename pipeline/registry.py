@@ -216,6 +216,7 @@ def register_version(
         # the same weights again (e.g. only a downstream stage's definition changed): one model, one version
         mv = min(existing, key=lambda v: int(v.version))
         version = int(mv.version)
+        _restore_review(mv.run_id, review_dir, uri)
         challenger = before.get(CHALLENGER)
         return RegisteredVersion(name=name, version=version, model_version=f"{name}/{version}", run_id=mv.run_id,
                                  weights_md5=weights_md5, round=int(mv.tags.get("round", round)), ap=ap,
@@ -273,6 +274,25 @@ def register_version(
                              champion_version=version if promoted else int(champion), challenger_version=version,
                              previous_champion=champion, promoted=promoted, promotion_reason=reason,
                              review_dir=review_dir)  # fmt: skip
+
+
+def _restore_review(run_id: str, review_dir: Path, uri: str) -> None:
+    """The review report of an already registered version, back in ``review_dir`` (the stage's declared output)."""
+    import tempfile
+
+    import mlflow
+
+    review_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="review", dst_path=tmp,
+                                                        tracking_uri=uri)  # fmt: skip
+        except Exception as exc:  # the run's artifacts are gone (e.g. a pruned store): say so in the report
+            (review_dir / REVIEW_FILE).write_text(f"The review report of run {run_id} could not be read: {exc}\n")
+            return
+        for path in Path(local).iterdir():
+            if path.is_file():
+                shutil.copyfile(path, review_dir / path.name)
 
 
 def _set_champion(client: object, name: str, version: int, previous: int | None, how: str) -> None:

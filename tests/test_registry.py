@@ -276,8 +276,10 @@ def test_evaluate_and_register_stages(project, tmp_path):
     picture = (tmp_path / "plots" / "eval_worst.png").read_bytes()
     assert (tmp_path / "review" / "worst_examples.png").read_bytes() == picture
 
+    shutil.rmtree(tmp_path / "review")  # DVC deletes the stage's outputs before it runs
     _stage("stages.register", args, tmp_path, tmp_path)  # the same weights again: no second version
     assert json.loads(registry_file.read_text())["version"] == 1
+    assert (tmp_path / "review" / "review.md").read_text() == review  # version 1's report, restored
     assert len(client.search_model_versions(f"name = '{NAME}'")) == 1
     weights = torch.load(model_dir / "model.pt", weights_only=True)
     retrained = {k: (v + 1e-3 if v.is_floating_point() else v) for k, v in weights.items()}
