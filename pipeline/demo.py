@@ -50,7 +50,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"port {port}: {exc}; trying a free port", flush=True)
         server = LocalLabelStudio(data_dir=".labelstudio", document_root="data", port=free_port())
         server.start()
-    env = {**os.environ, ENV_URL: server.url, ENV_API_KEY: server.token}
+    os.environ.update({ENV_URL: server.url, ENV_API_KEY: server.token})  # the stages and the status table ask it
+    env = dict(os.environ)
     python = sys.executable
     try:
         for round_index in range(1, args.rounds + 1):

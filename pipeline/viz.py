@@ -210,6 +210,10 @@ def rounds_curve(rows: Sequence[dict], path: Path) -> Path:
              label="val PCK@0.1")  # fmt: skip
     for r, x in zip(rows, labeled, strict=True):
         ax.annotate(f"round {r['round']}", (x, num(r["val_ap"])), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    # both axes from 0: a gain of 0.001 AP must not look like a jump
+    aps = [num(r["val_ap"]) for r in rows]
+    ax.set_ylim(0, max(0.05, 1.25 * np.nanmax(aps)) if np.isfinite(aps).any() else 1.0)
+    pck.set_ylim(0, 1)
     ax.set_xlabel("labeled instances")
     ax.set_ylabel("val OKS AP", color="tab:orange")
     pck.set_ylabel("val PCK@0.1", color="tab:blue")
