@@ -20,6 +20,7 @@ BENCHMARKS = (
     "selection",
     "signals",
     "labelstudio",
+    "throughput",
 )
 SLOW = ("label_efficiency",)  # not in the default run: ~tens of minutes on 2 cores (see each module's docstring)
 

@@ -34,14 +34,17 @@ def _tree_rss(process: psutil.Process) -> int:
 def _measure(cmd: list[str], cwd: Path, env: dict) -> tuple[float, float]:
     """(wall seconds, peak resident MB of the process tree) of one command."""
     started = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    handle, peak = psutil.Process(proc.pid), 0
-    while proc.poll() is None:
-        with contextlib.suppress(psutil.Error):
-            peak = max(peak, _tree_rss(handle))
-        time.sleep(0.2)
-    if proc.returncode != 0:
-        raise RuntimeError(f"{cmd} failed: {proc.stderr.read()[-3000:]}")
+    # the output goes to a file: a pipe nobody reads fills up and blocks the stage (Ray and DVC log a lot)
+    with tempfile.TemporaryFile("w+") as log:
+        proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
+        handle, peak = psutil.Process(proc.pid), 0
+        while proc.poll() is None:
+            with contextlib.suppress(psutil.Error):
+                peak = max(peak, _tree_rss(handle))
+            time.sleep(0.2)
+        if proc.returncode != 0:
+            log.seek(0)
+            raise RuntimeError(f"{cmd} failed: {log.read()[-3000:]}")
     return time.perf_counter() - started, peak / 2**20
 
 
