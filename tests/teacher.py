@@ -3,6 +3,7 @@ stages downstream of training (pseudolabel, select, export, the loop)."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import torch
@@ -60,3 +61,16 @@ def untrained_teacher(project: Path, raw: dict, out: Path, head: str = "heatmap"
     torch.manual_seed(0)
     model = model_from_params(params, build_codec(params), schema)
     return save_model(out, model.state_dict(), raw, schema, {})
+
+
+PROJECT_FILES = ("pipeline", "models", "stages", "dvc.yaml", "pyproject.toml", ".dvcignore", ".gitignore")
+
+
+def copy_project(dest: Path) -> None:
+    """The code and pipeline definition of this repository into ``dest`` (a fresh project for a real `dvc repro`)."""
+    for name in PROJECT_FILES:
+        src = REPO / name
+        if src.is_dir():
+            shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
+        elif src.exists():
+            shutil.copy2(src, dest / name)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from collections import Counter
@@ -19,20 +18,11 @@ import pytest
 import yaml
 
 from tests.labelstudio_server import require_label_studio
-from tests.teacher import REPO, small_params
+from tests.teacher import copy_project, small_params
 
 pytestmark = pytest.mark.slow
 BUDGET = 6
 MODEL = "poseloop-pose"
-
-
-def _copy_project(dest: Path) -> None:
-    for name in ("pipeline", "models", "stages", "dvc.yaml", "pyproject.toml", ".dvcignore", ".gitignore"):
-        src = REPO / name
-        if src.is_dir():
-            shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy2(src, dest / name)
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +34,7 @@ def loop(tmp_path_factory):
     root = tmp_path_factory.mktemp("loop")
     project = root / "project"
     project.mkdir()
-    _copy_project(project)
+    copy_project(project)
     raw = small_params(epochs=2, min_steps_per_epoch=12)
     raw["select"] = {**raw.get("select", {}), "budget": BUDGET}
     (project / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -15,8 +14,8 @@ import yaml
 from pipeline.config import params_from_dict
 from pipeline.data.coco import read_coco
 from pipeline.data.prepare import PrepareError, prepare
+from tests.teacher import REPO, copy_project
 
-REPO = Path(__file__).resolve().parents[1]
 SMALL = {"synthetic": {"num_images": 24}, "val_images": 4, "test_images": 4, "labeled": 0.25, "seed": 3}
 
 
@@ -111,20 +110,11 @@ def test_deeplabcut_source_four_keypoints(tmp_path, dlc_openfield):
     assert all(len(a["keypoints"]) == 12 for a in splits["pool"]["annotations"])
 
 
-def _copy_project(dest: Path) -> None:
-    for name in ("pipeline", "models", "stages", "dvc.yaml", "pyproject.toml", ".dvcignore"):
-        src = REPO / name
-        if src.is_dir():
-            shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
-        elif src.exists():
-            shutil.copy2(src, dest / name)
-
-
 def test_dvc_repro_runs_prepare(tmp_path):
     """A real `dvc repro` in a fresh git repository: the stage runs, then a second repro is a no-op."""
     project = tmp_path / "project"
     project.mkdir()
-    _copy_project(project)
+    copy_project(project)
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["data"].update({k: v for k, v in SMALL.items() if k != "synthetic"})
     params["data"]["synthetic"]["num_images"] = SMALL["synthetic"]["num_images"]
