@@ -36,6 +36,9 @@ test: setup
 bench: setup
 	$(BIN)/python -m bench
 
+bench-%: setup
+	$(BIN)/python -m bench $*
+
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .

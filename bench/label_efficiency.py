@@ -28,11 +28,13 @@ schedule, like ``train.warm_start: previous``. It saves time, and the AP of a ro
 steps; every arm gets the same steps, so the comparison between arms stays fair. The FULL grid trains each round from
 scratch.
 
-Grids: ``CPU`` (the default, what ``python -m bench label_efficiency`` runs, tens of minutes on 2 cores) and ``FULL``
-(the issue's grid: every policy, SSL off and on, 3 seeds, 5 rounds, 192x256; GPU-sized, days on a CPU). Every knob
-is a flag: ``python -m bench.label_efficiency --help``. ``--source coco_mini`` (part 2) runs the same loop on the real
-photos of ``../shared/data/coco_mini`` (train as the pool, val as validation); it is skipped with a message when
-that folder is absent. ``--source all`` runs both.
+Grids: ``CPU`` (the default, what ``python -m bench label_efficiency`` runs: every policy, SSL off and on, 3 seeds,
+3 rounds, 96x128 crops; about an hour on 2 cores) and ``FULL`` (the same arms at 192x256 with 5 rounds and longer
+training; GPU-sized, days on a CPU). Units (a seed's reference, or a seed's round 0 and every policy for one SSL
+mode) run in parallel processes, ``--jobs`` of them (default: cores / threads per training on a CPU, 1 on a GPU).
+Every knob is a flag: ``python -m bench.label_efficiency --help``. ``--source coco_mini`` (part 2) runs the same loop
+on the real photos of ``../shared/data/coco_mini`` (train as the pool, val as validation); it is skipped with a
+message when that folder is absent. ``--source all`` runs both.
 
 Outputs: a section of docs/BENCHMARKS.md (``label_efficiency`` / ``label_efficiency_coco_mini``), the raw numbers in
 docs/bench/<section>.json and the plot docs/bench/<section>.png (val AP and PCK@0.1 against labels, one line per arm,
@@ -45,6 +47,7 @@ import argparse
 import dataclasses
 import json
 import math
+import multiprocessing
 import os
 import shlex
 import shutil
@@ -53,6 +56,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -102,15 +106,16 @@ class Grid:
     loader_workers: int = 0  # DataLoader processes (train.loader_workers); a GPU needs several to be fed
 
 
-CPU = Grid(policies=("random", "uncertainty", "response", "flip_disagreement"), ssl=("off",), seeds=(0, 1), rounds=3,
-           seed_labels=0.05, budget=0.05, epochs=3, steps=50, batch_size=32, input_size=(96, 128), variant=None,
-           images=400, warm_start=True)  # fmt: skip
-FULL = Grid(policies=("random", "uncertainty", "response", "sahr_sigma", "difficulty", "flip_disagreement"),
-            ssl=("off", "adaptive_mixup"), seeds=(0, 1, 2), rounds=5, seed_labels=0.05, budget=0.05, epochs=10,
-            steps=100, batch_size=32, input_size=(192, 256), variant=None, images=2000, warm_start=False,
-            threads=4, loader_workers=8)  # fmt: skip
+ALL_POLICIES = ("random", "uncertainty", "response", "sahr_sigma", "difficulty", "flip_disagreement")
+# The issue's arms (every policy x SSL off / on x 3 seeds) at CPU size: 117 trainings, ~1 h with 2 processes on 2 cores.
+CPU = Grid(policies=ALL_POLICIES, ssl=("off", "adaptive_mixup"), seeds=(0, 1, 2), rounds=3, seed_labels=0.05,
+           budget=0.05, epochs=3, steps=50, batch_size=32, input_size=(96, 128), variant=None, images=400,
+           warm_start=True)  # fmt: skip
+FULL = Grid(policies=ALL_POLICIES, ssl=("off", "adaptive_mixup"), seeds=(0, 1, 2), rounds=5, seed_labels=0.05,
+            budget=0.05, epochs=10, steps=100, batch_size=32, input_size=(192, 256), variant=None, images=2000,
+            warm_start=False, threads=4, loader_workers=8)  # fmt: skip
 # coco_mini has 86 people with keypoints in train2017: counts, not fractions, and a seed big enough to learn from.
-CPU_COCO = dataclasses.replace(CPU, policies=("random", "uncertainty"), rounds=3, seed_labels=8, budget=8)
+CPU_COCO = dataclasses.replace(CPU, policies=("random", "uncertainty"), ssl=("off",), rounds=3, seed_labels=8, budget=8)
 GRIDS = {"cpu": CPU, "full": FULL}
 
 
@@ -273,88 +278,143 @@ def arm_name(policy: str, ssl: str) -> str:
     return policy if ssl == "off" else f"{policy} + SSL ({ssl})"
 
 
-def run_grid(grid: Grid, source: str, workdir: Path) -> dict:
-    """Every arm of ``grid`` on ``source``; returns the raw rows (one per training) and the per-seed references."""
+@dataclass(frozen=True)
+class Unit:
+    """One process's share of a grid: a seed's reference, or a seed's round 0 plus every policy for one SSL mode."""
+
+    seed: int
+    ssl: str | None  # None: the fully supervised reference of this seed
+
+    @property
+    def label(self) -> str:
+        return f"seed {self.seed} " + ("reference" if self.ssl is None else f"ssl {self.ssl}")
+
+
+def units_of(grid: Grid) -> list[Unit]:
+    """Longest first (SSL on, SSL off, references), so that parallel jobs end close together."""
+    by_cost = sorted(grid.ssl, key=lambda mode: mode == "off")
+    return [Unit(s, m) for m in by_cost for s in grid.seeds] + [Unit(s, None) for s in grid.seeds]
+
+
+def default_jobs(grid: Grid) -> int:
+    """Processes in parallel: one per ``grid.threads`` cores on a CPU; one on a GPU (they would share it)."""
+    if torch.cuda.is_available():
+        return 1
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, cores // grid.threads)
+
+
+def run_unit(grid: Grid, source: str, unit: Unit, workdir: Path) -> dict:
+    """One unit in this process; returns its raw rows (the same keys for every unit, lists possibly empty)."""
     rows: list[dict] = []
     references: list[dict] = []
     selections: list[dict] = []
     base_rates: list[dict] = []
-    trainings = len(grid.seeds) * (len(grid.ssl) * (1 + len(grid.policies) * grid.rounds) + 1)
+    seed = unit.seed
+    raw = base_params(grid, seed, source)
+    project = make_project(raw, seed, workdir / f"seed{seed}-{unit.ssl or 'reference'}")
+    trainings = 1 if unit.ssl is None else 1 + len(grid.policies) * grid.rounds
     done, started = 0, time.perf_counter()
 
     def progress(text: str) -> None:
         elapsed = time.perf_counter() - started
         eta = elapsed / done * (trainings - done) if done else float("nan")
-        print(f"[{NAME}] {source} {done}/{trainings} trainings, {elapsed / 60:.1f} min elapsed, ~{eta / 60:.0f} min "
-              f"left | {text}", flush=True)  # fmt: skip
+        print(f"[{NAME}] {source} {unit.label}: {done}/{trainings} trainings, {elapsed / 60:.1f} min elapsed, "
+              f"~{eta / 60:.0f} min left | {text}", flush=True)  # fmt: skip
 
-    for seed in grid.seeds:
-        raw = base_params(grid, seed, source)
-        project = make_project(raw, seed, workdir / f"seed{seed}")
-        budget = count_of(grid.budget, project.labelable)
-        n0 = len(project.seed_coco["annotations"])
-        tags = Counter(t for a in project.truth.values() for t in a.get("synthetic_tags", []))
-        base_rates.append({"seed": seed, "pool": len(project.truth), "labelable": project.labelable, "seed_labels": n0,
-                           "budget": budget, "tags": dict(tags),
-                           "any_tag": sum(bool(a.get("synthetic_tags")) for a in project.truth.values())})  # fmt: skip
-        weights = dataclasses.asdict(params_from_dict(raw).select.weights)
-        select_cfg = params_from_dict(raw).select
-        progress(f"seed {seed}: {project.labelable} labelable people, {n0} seed labels, budget {budget} per round")
-
-        # the fully supervised reference: every labelable person through the same merge, SSL off, same steps
-        ref_dir = project.root / "reference"
-        ref_dir.mkdir(parents=True)
-        annotate(project, ref_dir / "corrections", sorted(project.truth), 1, "reference")
-        report = merged_labels(project, ref_dir / "corrections", ref_dir / "train.json")
-        epochs = grid.epochs * (grid.rounds + 1 if grid.warm_start else 1)
-        ref = train(with_ssl(raw, "off", epochs), project, ref_dir / "train.json", ref_dir / "model.pt", None)
-        done += 1
-        references.append({"seed": seed, "labeled": report["labeled_total"], "ap": ref.ap, "final_ap": ref.final_ap,
-                           "pck10": ref.pck10, "steps": ref.steps, "seconds": ref.seconds})  # fmt: skip
-        progress(f"seed {seed} reference ({report['labeled_total']} labels): val AP {ref.ap:.4f}")
-
-        for ssl in grid.ssl:
-            arm_raw = with_ssl(raw, ssl)
-            zero_dir = project.root / f"ssl-{ssl}"
-            zero_dir.mkdir(parents=True)
-            zero = train(arm_raw, project, project.prepared / "labeled.json", zero_dir / "round0.pt", None)
+    budget = count_of(grid.budget, project.labelable)
+    n0 = len(project.seed_coco["annotations"])
+    try:
+        if unit.ssl is None:
+            # the fully supervised reference: every labelable person through the same merge, SSL off, same steps
+            tags = Counter(t for a in project.truth.values() for t in a.get("synthetic_tags", []))
+            tagged = sum(bool(a.get("synthetic_tags")) for a in project.truth.values())
+            base_rates.append({"seed": seed, "pool": len(project.truth), "labelable": project.labelable,
+                               "seed_labels": n0, "budget": budget, "tags": dict(tags), "any_tag": tagged})  # fmt: skip
+            ref_dir = project.root / "reference"
+            ref_dir.mkdir(parents=True)
+            annotate(project, ref_dir / "corrections", sorted(project.truth), 1, "reference")
+            report = merged_labels(project, ref_dir / "corrections", ref_dir / "train.json")
+            epochs = grid.epochs * (grid.rounds + 1 if grid.warm_start else 1)
+            ref = train(with_ssl(raw, "off", epochs), project, ref_dir / "train.json", ref_dir / "model.pt", None)
             done += 1
-            zero_scores = score_pool(arm_raw, project, zero.weights, zero_dir / "pool_predictions_round0.parquet")
-            progress(f"seed {seed} ssl {ssl} round 0 ({n0} labels): val AP {zero.ap:.4f}")
-            for policy in grid.policies:
-                arm = arm_name(policy, ssl)
-                arm_dir = zero_dir / policy
-                arm_dir.mkdir()
-                store = arm_dir / "corrections"
-                labeled_ids = {int(a["id"]) for a in project.seed_coco["annotations"]}
-                current, scores = zero, zero_scores
-                rows.append({"seed": seed, "ssl": ssl, "policy": policy, "arm": arm, "round": 0, "labeled": n0,
-                             "share": n0 / project.labelable, **_metrics(zero)})  # fmt: skip
-                for r in range(1, grid.rounds + 1):
-                    chosen = select(scores, policy=policy, budget=budget, weights=weights,
-                                    exclude={"labeled": labeled_ids}, per_image=select_cfg.per_image,
-                                    seed=seed * 1000 + r)  # fmt: skip
-                    ids = [int(i) for i in scores["instance_id"].to_numpy()[chosen.rows]]
-                    for iid in ids:
-                        selections.append({"seed": seed, "arm": arm, "round": r, "instance_id": iid,
-                                           "tags": list(project.truth[iid].get("synthetic_tags", []))})  # fmt: skip
-                    annotate(project, store, ids, r, arm)
-                    labels = arm_dir / f"train_round{r}.json"
-                    report = merged_labels(project, store, labels)
-                    labeled_ids = {int(a["id"]) for a in json.loads(labels.read_text())["annotations"]}
-                    init = current.weights if grid.warm_start else None
-                    current = train(arm_raw, project, labels, arm_dir / f"round{r}.pt", init)
-                    done += 1
-                    rows.append({"seed": seed, "ssl": ssl, "policy": policy, "arm": arm, "round": r,
-                                 "labeled": report["labeled_total"], "share": report["labeled_total"] /
-                                 project.labelable, **_metrics(current)})  # fmt: skip
-                    progress(f"seed {seed} {arm} round {r} ({report['labeled_total']} labels): val AP "
-                             f"{current.ap:.4f}")  # fmt: skip
-                    if r < grid.rounds:
-                        out = arm_dir / f"pool_predictions_round{r}.parquet"
-                        scores = score_pool(arm_raw, project, current.weights, out)
-        shutil.rmtree(project.root, ignore_errors=True)  # images, checkpoints: hundreds of MB per seed
-    return {"rows": rows, "references": references, "selections": selections, "base_rates": base_rates}
+            references.append({"seed": seed, "labeled": report["labeled_total"], "ap": ref.ap,
+                               "final_ap": ref.final_ap, "pck10": ref.pck10, "steps": ref.steps,
+                               "seconds": ref.seconds})  # fmt: skip
+            progress(f"reference ({report['labeled_total']} labels): val AP {ref.ap:.4f}")
+            return {"rows": rows, "references": references, "selections": selections, "base_rates": base_rates}
+
+        select_cfg = params_from_dict(raw).select
+        weights = dataclasses.asdict(select_cfg.weights)
+        ssl = unit.ssl
+        arm_raw = with_ssl(raw, ssl)
+        zero_dir = project.root / f"ssl-{ssl}"
+        zero_dir.mkdir(parents=True)
+        progress(f"{project.labelable} labelable people, {n0} seed labels, budget {budget} per round")
+        zero = train(arm_raw, project, project.prepared / "labeled.json", zero_dir / "round0.pt", None)
+        done += 1
+        zero_scores = score_pool(arm_raw, project, zero.weights, zero_dir / "pool_predictions_round0.parquet")
+        progress(f"round 0 ({n0} labels): val AP {zero.ap:.4f}")
+        for policy in grid.policies:
+            arm = arm_name(policy, ssl)
+            arm_dir = zero_dir / policy
+            arm_dir.mkdir()
+            store = arm_dir / "corrections"
+            labeled_ids = {int(a["id"]) for a in project.seed_coco["annotations"]}
+            current, scores = zero, zero_scores
+            rows.append({"seed": seed, "ssl": ssl, "policy": policy, "arm": arm, "round": 0, "labeled": n0,
+                         "share": n0 / project.labelable, **_metrics(zero)})  # fmt: skip
+            for r in range(1, grid.rounds + 1):
+                chosen = select(scores, policy=policy, budget=budget, weights=weights,
+                                exclude={"labeled": labeled_ids}, per_image=select_cfg.per_image,
+                                seed=seed * 1000 + r)  # fmt: skip
+                ids = [int(i) for i in scores["instance_id"].to_numpy()[chosen.rows]]
+                for iid in ids:
+                    selections.append({"seed": seed, "arm": arm, "round": r, "instance_id": iid,
+                                       "tags": list(project.truth[iid].get("synthetic_tags", []))})  # fmt: skip
+                annotate(project, store, ids, r, arm)
+                labels = arm_dir / f"train_round{r}.json"
+                report = merged_labels(project, store, labels)
+                labeled_ids = {int(a["id"]) for a in json.loads(labels.read_text())["annotations"]}
+                init = current.weights if grid.warm_start else None
+                current = train(arm_raw, project, labels, arm_dir / f"round{r}.pt", init)
+                done += 1
+                rows.append({"seed": seed, "ssl": ssl, "policy": policy, "arm": arm, "round": r,
+                             "labeled": report["labeled_total"], "share": report["labeled_total"] /
+                             project.labelable, **_metrics(current)})  # fmt: skip
+                progress(f"{arm} round {r} ({report['labeled_total']} labels): val AP {current.ap:.4f}")
+                if r < grid.rounds:
+                    out = arm_dir / f"pool_predictions_round{r}.parquet"
+                    scores = score_pool(arm_raw, project, current.weights, out)
+        return {"rows": rows, "references": references, "selections": selections, "base_rates": base_rates}
+    finally:
+        shutil.rmtree(project.root, ignore_errors=True)  # images, checkpoints: hundreds of MB per unit
+
+
+def run_grid(grid: Grid, source: str, workdir: Path, jobs: int = 1) -> dict:
+    """Every arm of ``grid`` on ``source``, ``jobs`` units at a time (spawned processes, one per unit).
+
+    Returns the raw rows (one per training), the per-seed references, every selected instance with its tags and the
+    pool's tag base rates, in the same order whatever ``jobs`` is.
+    """
+    units = units_of(grid)
+    started = time.perf_counter()
+    print(f"[{NAME}] {source}: {len(units)} units ({', '.join(u.label for u in units)}), {jobs} at a time",
+          flush=True)  # fmt: skip
+    if jobs <= 1:
+        results = {u: run_unit(grid, source, u, workdir) for u in units}
+    else:
+        results = {}
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+            futures = {pool.submit(run_unit, grid, source, u, workdir): u for u in units}
+            for future in as_completed(futures):
+                unit = futures[future]
+                results[unit] = future.result()  # a failed unit fails the run, with its traceback
+                print(f"[{NAME}] {source}: {unit.label} done ({len(results)}/{len(units)} units, "
+                      f"{(time.perf_counter() - started) / 60:.1f} min)", flush=True)  # fmt: skip
+    ordered = sorted(units, key=lambda u: (u.seed, u.ssl is not None, grid.ssl.index(u.ssl) if u.ssl else 0))
+    return {key: [item for u in ordered for item in results[u][key]]
+            for key in ("rows", "references", "selections", "base_rates")}  # fmt: skip
 
 
 def _metrics(t: Trained) -> dict:
@@ -513,7 +573,7 @@ def plot(curve: dict[str, list[dict]], ref: dict, path: Path, title: str) -> Pat
     return path
 
 
-def report(section: str, grid: Grid, source: str, result: dict, command: str, seconds: float) -> None:
+def report(section: str, grid: Grid, source: str, result: dict, command: str, seconds: float, jobs: int) -> None:
     rows, refs = result["rows"], result["references"]
     curve = curves(rows)
     ref = {"ap": statistics.mean(r["ap"] for r in refs), "pck10": statistics.mean(r["pck10"] for r in refs),
@@ -586,7 +646,7 @@ def report(section: str, grid: Grid, source: str, result: dict, command: str, se
         f"Fully supervised reference: every labelable person, SSL off, from scratch, {refs[0]['steps']} steps (as "
         f"many as an arm's final model has seen): val AP {ref['ap']:.4f} ± {ref_ap_sd:.4f} with {ref['labeled']:.0f} "
         f"labels. Wall time {seconds / 60:.1f} min for {trainings} trainings ({per_training:.0f} s each on average, "
-        f"one process, {grid.threads} torch thread(s)).",
+        f"each training in one process with {grid.threads} torch thread(s), {jobs} such processes at a time).",
         "**These are CPU-sized, small-sample numbers**: "
         f"{len(grid.seeds)} seeds, a small validation set and models trained for a minute or two, so APs are low and "
         "differences of a few AP points between arms are within the noise (compare the ± sd and the shaded "
@@ -642,6 +702,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--warm-start", action=argparse.BooleanOptionalAction, default=None)
     parser.add_argument("--threads", type=int, help="torch threads (default 1: see Grid.threads)")
     parser.add_argument("--loader-workers", type=int, help="DataLoader worker processes per training")
+    parser.add_argument("--jobs", type=int, help="units trained in parallel processes (default: cores / threads on a "
+                        "CPU, 1 on a GPU)")  # fmt: skip
     parser.add_argument("--no-report", action="store_true", help="print the summary only (smoke runs)")
     return parser.parse_args(argv)
 
@@ -676,16 +738,17 @@ def main(argv: list[str] | None = None, via_bench: bool = False) -> None:
         base = GRIDS[args.grid] if source == "synthetic" or args.grid != "cpu" else CPU_COCO
         grid = grid_from(args, base)
         section = NAME if source == "synthetic" else f"{NAME}_{source}"
+        jobs = args.jobs or default_jobs(grid)
         started = time.perf_counter()
         with tempfile.TemporaryDirectory(prefix=f"{section}-") as tmp:
-            result = run_grid(grid, source, Path(tmp))
+            result = run_grid(grid, source, Path(tmp), jobs)
         seconds = time.perf_counter() - started
         if args.no_report:
             for arm, points in curves(result["rows"]).items():
                 print(arm, [(round(p["labeled"]), round(p["ap"], 4)) for p in points])
             print("reference", result["references"])
         else:
-            report(section, grid, source, result, command, seconds)
+            report(section, grid, source, result, command, seconds, jobs)
 
 
 def run() -> None:
