@@ -89,7 +89,7 @@ MIN_REFERENCE_AP = 0.01
 class Grid:
     """What one run measures. Counts < 1 are fractions of the labelable people (seed + pool)."""
 
-    policies: tuple[str, ...]  # selection policies (pipeline.scoring.POLICIES)
+    policies: tuple[str, ...]  # selection policies (pipeline.scoring.POLICIES), optionally "+random<share>"
     ssl: tuple[str, ...]  # train.ssl.mode values; every policy runs with each
     seeds: tuple[int, ...]  # data split and training seed
     rounds: int  # selection rounds R (R + 1 trainings per arm, round 0 shared)
@@ -120,6 +120,16 @@ GRIDS = {"cpu": CPU, "full": FULL}
 
 
 # --------------------------------------------------------------------------------------------------- setup
+
+
+def policy_spec(spec: str) -> tuple[str, float]:
+    """An arm's policy -> (select's policy, its random_share): "uncertainty" -> ("uncertainty", 0.0);
+    "uncertainty+random0.5" -> ("uncertainty", 0.5), half of each round's budget drawn at random."""
+    policy, _, share = spec.partition("+random")
+    if policy not in POLICIES or (share and not 0.0 < float(share) <= 1.0) or (_ and not share):
+        raise argparse.ArgumentTypeError(f"{spec!r}: expected one of {', '.join(POLICIES)}, optionally followed by "
+                                         "+random<share in (0, 1]>, e.g. uncertainty+random0.5")  # fmt: skip
+    return policy, float(share or 0.0)
 
 
 def base_params(grid: Grid, seed: int, source: str) -> dict:
@@ -357,6 +367,7 @@ def run_unit(grid: Grid, source: str, unit: Unit, workdir: Path) -> dict:
         progress(f"round 0 ({n0} labels): val AP {zero.ap:.4f}")
         for policy in grid.policies:
             arm = arm_name(policy, ssl)
+            base_policy, share = policy_spec(policy)
             arm_dir = zero_dir / policy
             arm_dir.mkdir()
             store = arm_dir / "corrections"
@@ -365,7 +376,7 @@ def run_unit(grid: Grid, source: str, unit: Unit, workdir: Path) -> dict:
             rows.append({"seed": seed, "ssl": ssl, "policy": policy, "arm": arm, "round": 0, "labeled": n0,
                          "share": n0 / project.labelable, **_metrics(zero)})  # fmt: skip
             for r in range(1, grid.rounds + 1):
-                chosen = select(scores, policy=policy, budget=budget, weights=weights,
+                chosen = select(scores, policy=base_policy, budget=budget, weights=weights, random_share=share,
                                 exclude={"labeled": labeled_ids}, per_image=select_cfg.per_image,
                                 seed=seed * 1000 + r)  # fmt: skip
                 ids = [int(i) for i in scores["instance_id"].to_numpy()[chosen.rows]]
@@ -573,7 +584,16 @@ def plot(curve: dict[str, list[dict]], ref: dict, path: Path, title: str) -> Pat
     return path
 
 
-def report(section: str, grid: Grid, source: str, result: dict, command: str, seconds: float, jobs: int) -> None:
+def report(
+    section: str,
+    grid: Grid,
+    source: str,
+    result: dict,
+    command: str,
+    seconds: float,
+    jobs: int,
+    title: str | None = None,
+) -> None:
     rows, refs = result["rows"], result["references"]
     curve = curves(rows)
     ref = {"ap": statistics.mean(r["ap"] for r in refs), "pck10": statistics.mean(r["pck10"] for r in refs),
@@ -672,7 +692,9 @@ def report(section: str, grid: Grid, source: str, result: dict, command: str, se
     raw = {"grid": dataclasses.asdict(grid), "source": source, "command": command, "wall_seconds": seconds,
            "curves": curve, "reference": ref, "targets": [list(t) for t in targets(curve, ref["ap"], grid)],
            **result}  # fmt: skip
-    title = "Label efficiency: does uncertainty selection save labels?" + ("" if grid == FULL else " (CPU-sized)")
+    title = (title or "Label efficiency: does uncertainty selection save labels?") + (
+        "" if grid == FULL else " (CPU-sized)"
+    )
     if source != "synthetic":
         title += ", real photos (coco_mini)"
     write_section(section, title, command, body, raw)
@@ -687,7 +709,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--grid", choices=sorted(GRIDS), default="cpu", help="preset; the flags below override it")
     parser.add_argument("--source", choices=("synthetic", "coco_mini", "all"), default="all",
                         help="synthetic (part 1), real photos of coco_mini (part 2), or both")  # fmt: skip
-    parser.add_argument("--policies", nargs="+", choices=POLICIES)
+    parser.add_argument("--policies", nargs="+", type=lambda v: policy_spec(v) and v, metavar="POLICY",
+                        help=f"of {', '.join(POLICIES)}; POLICY+random<share> draws that share of each round's "
+                        "budget at random (select.random_share)")  # fmt: skip
     parser.add_argument("--ssl", nargs="+", choices=SSL_MODES, help="train.ssl.mode of each arm (off = supervised)")
     parser.add_argument("--seeds", nargs="+", type=int)
     parser.add_argument("--rounds", type=int)
@@ -704,6 +728,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--loader-workers", type=int, help="DataLoader worker processes per training")
     parser.add_argument("--jobs", type=int, help="units trained in parallel processes (default: cores / threads on a "
                         "CPU, 1 on a GPU)")  # fmt: skip
+    parser.add_argument("--section", help="the docs/BENCHMARKS.md section to write (default: label_efficiency"
+                        "[_coco_mini]); name a new one for a side experiment so the main grid's stays")  # fmt: skip
+    parser.add_argument("--title", help="that section's title")
     parser.add_argument("--no-report", action="store_true", help="print the summary only (smoke runs)")
     return parser.parse_args(argv)
 
@@ -737,7 +764,7 @@ def main(argv: list[str] | None = None, via_bench: bool = False) -> None:
             continue
         base = GRIDS[args.grid] if source == "synthetic" or args.grid != "cpu" else CPU_COCO
         grid = grid_from(args, base)
-        section = NAME if source == "synthetic" else f"{NAME}_{source}"
+        section = args.section or (NAME if source == "synthetic" else f"{NAME}_{source}")
         jobs = args.jobs or default_jobs(grid)
         started = time.perf_counter()
         with tempfile.TemporaryDirectory(prefix=f"{section}-") as tmp:
@@ -748,7 +775,7 @@ def main(argv: list[str] | None = None, via_bench: bool = False) -> None:
                 print(arm, [(round(p["labeled"]), round(p["ap"], 4)) for p in points])
             print("reference", result["references"])
         else:
-            report(section, grid, source, result, command, seconds, jobs)
+            report(section, grid, source, result, command, seconds, jobs, args.title)
 
 
 def run() -> None:
