@@ -554,7 +554,8 @@ def tag_table(selections: list[dict], base_rates: list[dict]) -> str:
 
 
 def plot(curve: dict[str, list[dict]], ref: dict, path: Path, title: str) -> Path:
-    """AP and PCK@0.1 against labeled instances: one line per arm, shaded min-max over seeds, reference dashed."""
+    """AP and PCK@0.1 against labeled instances: one colour per policy, solid without SSL and dashed with it, shaded
+    min-max over seeds; the fully supervised reference as a black line."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -562,12 +563,15 @@ def plot(curve: dict[str, list[dict]], ref: dict, path: Path, title: str) -> Pat
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.6), dpi=110)
     for ax, key, label in ((axes[0], "ap", "val OKS AP"), (axes[1], "pck10", "val PCK@0.1")):
-        for i, (arm, points) in enumerate(curve.items()):
+        policies = list(dict.fromkeys(arm.split(" + SSL", 1)[0] for arm in curve))
+        for arm, points in curve.items():
             x = [p["labeled"] for p in points]
-            colour = f"C{i}"
-            ax.plot(x, [p[key] for p in points], marker="o", color=colour, label=arm)
+            colour = f"C{policies.index(arm.split(' + SSL', 1)[0]) % 10}"
+            ssl = " + SSL" in arm
+            ax.plot(x, [p[key] for p in points], marker="s" if ssl else "o", linestyle="--" if ssl else "-",
+                    color=colour, label=arm)  # fmt: skip
             ax.fill_between(x, [p[f"{key}_min"] for p in points], [p[f"{key}_max"] for p in points], color=colour,
-                            alpha=0.15, linewidth=0)  # fmt: skip
+                            alpha=0.06 if len(curve) > 4 else 0.15, linewidth=0)  # fmt: skip
         ax.axhline(ref[key], color="black", linestyle="--", linewidth=1, label=f"all {ref['labeled']:.0f} labels")
         if key == "ap":
             ax.axhline(0.95 * ref[key], color="grey", linestyle=":", linewidth=1, label="95% of that")
@@ -582,6 +586,17 @@ def plot(curve: dict[str, list[dict]], ref: dict, path: Path, title: str) -> Pat
     fig.savefig(path)
     plt.close(fig)
     return path
+
+
+def plot_title(source: str, seeds: tuple[int, ...] | list[int]) -> str:
+    return f"{source}: val AP / PCK against labels (mean over seeds {list(seeds)}, shaded min-max)"
+
+
+def replot(section: str) -> Path:
+    """Redraw docs/bench/<section>.png from the raw numbers of docs/bench/<section>.json (no training)."""
+    raw = json.loads((RESULTS_DIR / f"{section}.json").read_text())
+    title = plot_title(raw["source"], raw["grid"]["seeds"])
+    return plot(raw["curves"], raw["reference"], RESULTS_DIR / f"{section}.png", title)
 
 
 def report(
@@ -599,12 +614,7 @@ def report(
     ref = {"ap": statistics.mean(r["ap"] for r in refs), "pck10": statistics.mean(r["pck10"] for r in refs),
            "labeled": statistics.mean(r["labeled"] for r in refs)}  # fmt: skip
     ref_ap_sd = _mean_sd([r["ap"] for r in refs])[1]
-    picture = plot(
-        curve,
-        ref,
-        RESULTS_DIR / f"{section}.png",
-        f"{source}: val AP / PCK against labels (mean over seeds {list(grid.seeds)}, shaded min-max)",
-    )
+    picture = plot(curve, ref, RESULTS_DIR / f"{section}.png", plot_title(source, grid.seeds))
 
     rounds = sorted({r["round"] for r in rows})
     head = "| arm | " + " | ".join(f"round {r}" for r in rounds) + " |\n|---|" + "---|" * len(rounds) + "\n"
@@ -731,6 +741,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--section", help="the docs/BENCHMARKS.md section to write (default: label_efficiency"
                         "[_coco_mini]); name a new one for a side experiment so the main grid's stays")  # fmt: skip
     parser.add_argument("--title", help="that section's title")
+    parser.add_argument("--replot", action="store_true", help="only redraw the plots from docs/bench/*.json")
     parser.add_argument("--no-report", action="store_true", help="print the summary only (smoke runs)")
     return parser.parse_args(argv)
 
@@ -765,6 +776,9 @@ def main(argv: list[str] | None = None, via_bench: bool = False) -> None:
         base = GRIDS[args.grid] if source == "synthetic" or args.grid != "cpu" else CPU_COCO
         grid = grid_from(args, base)
         section = args.section or (NAME if source == "synthetic" else f"{NAME}_{source}")
+        if args.replot:
+            print(f"[{NAME}] redrew {replot(section)}")
+            continue
         jobs = args.jobs or default_jobs(grid)
         started = time.perf_counter()
         with tempfile.TemporaryDirectory(prefix=f"{section}-") as tmp:
