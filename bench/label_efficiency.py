@@ -74,7 +74,7 @@ from pipeline.data.dataset import TopDownDataset, instances_from_coco
 from pipeline.data.prepare import prepare
 from pipeline.data.synthetic import TAGS
 from pipeline.inference import predict, prediction_columns, predictions_table
-from pipeline.scoring import POLICIES, read_scores, select
+from pipeline.scoring import POLICIES, rank_normalize, read_scores, select
 from pipeline.training import BEST_FILE, build_codec, model_from_params, train_worker
 
 NAME = "label_efficiency"
@@ -553,6 +553,18 @@ def tag_table(selections: list[dict], base_rates: list[dict]) -> str:
     return head + "\n".join(lines) + "\n"
 
 
+def hard_share_vs_ap(curve: dict[str, list[dict]], selections: list[dict]) -> tuple[float, int] | None:
+    """Spearman rho, across arms, between the share of an arm's picks that carry a synthetic tag and its final mean
+    AP (and the number of arms): do arms that pick more hard cases end better or worse?"""
+    arms = [a for a in curve if any(s["arm"] == a for s in selections)]
+    if len(arms) < 3:
+        return None
+    share = [statistics.mean(bool(s["tags"]) for s in selections if s["arm"] == a) for a in arms]
+    final = [curve[a][-1]["ap"] for a in arms]
+    rho = float(np.corrcoef(rank_normalize(np.array(share)), rank_normalize(np.array(final)))[0, 1])
+    return rho, len(arms)
+
+
 def plot(curve: dict[str, list[dict]], ref: dict, path: Path, title: str) -> Path:
     """AP and PCK@0.1 against labeled instances: one colour per policy, solid without SSL and dashed with it, shaded
     min-max over seeds; the fully supervised reference as a black line."""
@@ -697,6 +709,12 @@ def report(
             "Share of the selected instances (all rounds and seeds) carrying each synthetic tag, against the pool's "
             f"base rate (an instance can carry several tags):\n\n{tags}"
         )
+        relation = hard_share_vs_ap(curve, result["selections"])
+        if relation is not None:
+            paragraphs.append(
+                f"Across the {relation[1]} arms, Spearman rho between the share of tagged (hard) picks and the final "
+                f"mean AP: **{relation[0]:+.2f}** (negative: the arms that pick more hard cases end lower)."
+            )
     paragraphs.append(f"![label efficiency: AP and PCK against labels](bench/{picture.name})")
     body = "\n\n".join(p.strip() for p in paragraphs)
     raw = {"grid": dataclasses.asdict(grid), "source": source, "command": command, "wall_seconds": seconds,
