@@ -74,7 +74,7 @@ from pipeline.data.dataset import TopDownDataset, instances_from_coco
 from pipeline.data.prepare import prepare
 from pipeline.data.synthetic import TAGS
 from pipeline.inference import predict, prediction_columns, predictions_table
-from pipeline.scoring import POLICIES, read_scores, select
+from pipeline.scoring import POLICIES, rank_normalize, read_scores, select
 from pipeline.training import BEST_FILE, build_codec, model_from_params, train_worker
 
 NAME = "label_efficiency"
@@ -89,7 +89,7 @@ MIN_REFERENCE_AP = 0.01
 class Grid:
     """What one run measures. Counts < 1 are fractions of the labelable people (seed + pool)."""
 
-    policies: tuple[str, ...]  # selection policies (pipeline.scoring.POLICIES)
+    policies: tuple[str, ...]  # selection policies (pipeline.scoring.POLICIES), optionally "+random<share>"
     ssl: tuple[str, ...]  # train.ssl.mode values; every policy runs with each
     seeds: tuple[int, ...]  # data split and training seed
     rounds: int  # selection rounds R (R + 1 trainings per arm, round 0 shared)
@@ -120,6 +120,16 @@ GRIDS = {"cpu": CPU, "full": FULL}
 
 
 # --------------------------------------------------------------------------------------------------- setup
+
+
+def policy_spec(spec: str) -> tuple[str, float]:
+    """An arm's policy -> (select's policy, its random_share): "uncertainty" -> ("uncertainty", 0.0);
+    "uncertainty+random0.5" -> ("uncertainty", 0.5), half of each round's budget drawn at random."""
+    policy, _, share = spec.partition("+random")
+    if policy not in POLICIES or (share and not 0.0 < float(share) <= 1.0) or (_ and not share):
+        raise argparse.ArgumentTypeError(f"{spec!r}: expected one of {', '.join(POLICIES)}, optionally followed by "
+                                         "+random<share in (0, 1]>, e.g. uncertainty+random0.5")  # fmt: skip
+    return policy, float(share or 0.0)
 
 
 def base_params(grid: Grid, seed: int, source: str) -> dict:
@@ -357,6 +367,7 @@ def run_unit(grid: Grid, source: str, unit: Unit, workdir: Path) -> dict:
         progress(f"round 0 ({n0} labels): val AP {zero.ap:.4f}")
         for policy in grid.policies:
             arm = arm_name(policy, ssl)
+            base_policy, share = policy_spec(policy)
             arm_dir = zero_dir / policy
             arm_dir.mkdir()
             store = arm_dir / "corrections"
@@ -365,7 +376,7 @@ def run_unit(grid: Grid, source: str, unit: Unit, workdir: Path) -> dict:
             rows.append({"seed": seed, "ssl": ssl, "policy": policy, "arm": arm, "round": 0, "labeled": n0,
                          "share": n0 / project.labelable, **_metrics(zero)})  # fmt: skip
             for r in range(1, grid.rounds + 1):
-                chosen = select(scores, policy=policy, budget=budget, weights=weights,
+                chosen = select(scores, policy=base_policy, budget=budget, weights=weights, random_share=share,
                                 exclude={"labeled": labeled_ids}, per_image=select_cfg.per_image,
                                 seed=seed * 1000 + r)  # fmt: skip
                 ids = [int(i) for i in scores["instance_id"].to_numpy()[chosen.rows]]
@@ -542,8 +553,21 @@ def tag_table(selections: list[dict], base_rates: list[dict]) -> str:
     return head + "\n".join(lines) + "\n"
 
 
+def hard_share_vs_ap(curve: dict[str, list[dict]], selections: list[dict]) -> tuple[float, int] | None:
+    """Spearman rho, across arms, between the share of an arm's picks that carry a synthetic tag and its final mean
+    AP (and the number of arms): do arms that pick more hard cases end better or worse?"""
+    arms = [a for a in curve if any(s["arm"] == a for s in selections)]
+    if len(arms) < 3:
+        return None
+    share = [statistics.mean(bool(s["tags"]) for s in selections if s["arm"] == a) for a in arms]
+    final = [curve[a][-1]["ap"] for a in arms]
+    rho = float(np.corrcoef(rank_normalize(np.array(share)), rank_normalize(np.array(final)))[0, 1])
+    return rho, len(arms)
+
+
 def plot(curve: dict[str, list[dict]], ref: dict, path: Path, title: str) -> Path:
-    """AP and PCK@0.1 against labeled instances: one line per arm, shaded min-max over seeds, reference dashed."""
+    """AP and PCK@0.1 against labeled instances: one colour per policy, solid without SSL and dashed with it, shaded
+    min-max over seeds; the fully supervised reference as a black line."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -551,12 +575,15 @@ def plot(curve: dict[str, list[dict]], ref: dict, path: Path, title: str) -> Pat
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.6), dpi=110)
     for ax, key, label in ((axes[0], "ap", "val OKS AP"), (axes[1], "pck10", "val PCK@0.1")):
-        for i, (arm, points) in enumerate(curve.items()):
+        policies = list(dict.fromkeys(arm.split(" + SSL", 1)[0] for arm in curve))
+        for arm, points in curve.items():
             x = [p["labeled"] for p in points]
-            colour = f"C{i}"
-            ax.plot(x, [p[key] for p in points], marker="o", color=colour, label=arm)
+            colour = f"C{policies.index(arm.split(' + SSL', 1)[0]) % 10}"
+            ssl = " + SSL" in arm
+            ax.plot(x, [p[key] for p in points], marker="s" if ssl else "o", linestyle="--" if ssl else "-",
+                    color=colour, label=arm)  # fmt: skip
             ax.fill_between(x, [p[f"{key}_min"] for p in points], [p[f"{key}_max"] for p in points], color=colour,
-                            alpha=0.15, linewidth=0)  # fmt: skip
+                            alpha=0.06 if len(curve) > 4 else 0.15, linewidth=0)  # fmt: skip
         ax.axhline(ref[key], color="black", linestyle="--", linewidth=1, label=f"all {ref['labeled']:.0f} labels")
         if key == "ap":
             ax.axhline(0.95 * ref[key], color="grey", linestyle=":", linewidth=1, label="95% of that")
@@ -573,18 +600,33 @@ def plot(curve: dict[str, list[dict]], ref: dict, path: Path, title: str) -> Pat
     return path
 
 
-def report(section: str, grid: Grid, source: str, result: dict, command: str, seconds: float, jobs: int) -> None:
+def plot_title(source: str, seeds: tuple[int, ...] | list[int]) -> str:
+    return f"{source}: val AP / PCK against labels (mean over seeds {list(seeds)}, shaded min-max)"
+
+
+def replot(section: str) -> Path:
+    """Redraw docs/bench/<section>.png from the raw numbers of docs/bench/<section>.json (no training)."""
+    raw = json.loads((RESULTS_DIR / f"{section}.json").read_text())
+    title = plot_title(raw["source"], raw["grid"]["seeds"])
+    return plot(raw["curves"], raw["reference"], RESULTS_DIR / f"{section}.png", title)
+
+
+def report(
+    section: str,
+    grid: Grid,
+    source: str,
+    result: dict,
+    command: str,
+    seconds: float,
+    jobs: int,
+    title: str | None = None,
+) -> None:
     rows, refs = result["rows"], result["references"]
     curve = curves(rows)
     ref = {"ap": statistics.mean(r["ap"] for r in refs), "pck10": statistics.mean(r["pck10"] for r in refs),
            "labeled": statistics.mean(r["labeled"] for r in refs)}  # fmt: skip
     ref_ap_sd = _mean_sd([r["ap"] for r in refs])[1]
-    picture = plot(
-        curve,
-        ref,
-        RESULTS_DIR / f"{section}.png",
-        f"{source}: val AP / PCK against labels (mean over seeds {list(grid.seeds)}, shaded min-max)",
-    )
+    picture = plot(curve, ref, RESULTS_DIR / f"{section}.png", plot_title(source, grid.seeds))
 
     rounds = sorted({r["round"] for r in rows})
     head = "| arm | " + " | ".join(f"round {r}" for r in rounds) + " |\n|---|" + "---|" * len(rounds) + "\n"
@@ -667,12 +709,20 @@ def report(section: str, grid: Grid, source: str, result: dict, command: str, se
             "Share of the selected instances (all rounds and seeds) carrying each synthetic tag, against the pool's "
             f"base rate (an instance can carry several tags):\n\n{tags}"
         )
+        relation = hard_share_vs_ap(curve, result["selections"])
+        if relation is not None:
+            paragraphs.append(
+                f"Across the {relation[1]} arms, Spearman rho between the share of tagged (hard) picks and the final "
+                f"mean AP: **{relation[0]:+.2f}** (negative: the arms that pick more hard cases end lower)."
+            )
     paragraphs.append(f"![label efficiency: AP and PCK against labels](bench/{picture.name})")
     body = "\n\n".join(p.strip() for p in paragraphs)
     raw = {"grid": dataclasses.asdict(grid), "source": source, "command": command, "wall_seconds": seconds,
            "curves": curve, "reference": ref, "targets": [list(t) for t in targets(curve, ref["ap"], grid)],
            **result}  # fmt: skip
-    title = "Label efficiency: does uncertainty selection save labels?" + ("" if grid == FULL else " (CPU-sized)")
+    title = (title or "Label efficiency: does uncertainty selection save labels?") + (
+        "" if grid == FULL else " (CPU-sized)"
+    )
     if source != "synthetic":
         title += ", real photos (coco_mini)"
     write_section(section, title, command, body, raw)
@@ -687,7 +737,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--grid", choices=sorted(GRIDS), default="cpu", help="preset; the flags below override it")
     parser.add_argument("--source", choices=("synthetic", "coco_mini", "all"), default="all",
                         help="synthetic (part 1), real photos of coco_mini (part 2), or both")  # fmt: skip
-    parser.add_argument("--policies", nargs="+", choices=POLICIES)
+    parser.add_argument("--policies", nargs="+", type=lambda v: policy_spec(v) and v, metavar="POLICY",
+                        help=f"of {', '.join(POLICIES)}; POLICY+random<share> draws that share of each round's "
+                        "budget at random (select.random_share)")  # fmt: skip
     parser.add_argument("--ssl", nargs="+", choices=SSL_MODES, help="train.ssl.mode of each arm (off = supervised)")
     parser.add_argument("--seeds", nargs="+", type=int)
     parser.add_argument("--rounds", type=int)
@@ -704,6 +756,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--loader-workers", type=int, help="DataLoader worker processes per training")
     parser.add_argument("--jobs", type=int, help="units trained in parallel processes (default: cores / threads on a "
                         "CPU, 1 on a GPU)")  # fmt: skip
+    parser.add_argument("--section", help="the docs/BENCHMARKS.md section to write (default: label_efficiency"
+                        "[_coco_mini]); name a new one for a side experiment so the main grid's stays")  # fmt: skip
+    parser.add_argument("--title", help="that section's title")
+    parser.add_argument("--replot", action="store_true", help="only redraw the plots from docs/bench/*.json")
     parser.add_argument("--no-report", action="store_true", help="print the summary only (smoke runs)")
     return parser.parse_args(argv)
 
@@ -737,7 +793,10 @@ def main(argv: list[str] | None = None, via_bench: bool = False) -> None:
             continue
         base = GRIDS[args.grid] if source == "synthetic" or args.grid != "cpu" else CPU_COCO
         grid = grid_from(args, base)
-        section = NAME if source == "synthetic" else f"{NAME}_{source}"
+        section = args.section or (NAME if source == "synthetic" else f"{NAME}_{source}")
+        if args.replot:
+            print(f"[{NAME}] redrew {replot(section)}")
+            continue
         jobs = args.jobs or default_jobs(grid)
         started = time.perf_counter()
         with tempfile.TemporaryDirectory(prefix=f"{section}-") as tmp:
@@ -748,7 +807,7 @@ def main(argv: list[str] | None = None, via_bench: bool = False) -> None:
                 print(arm, [(round(p["labeled"]), round(p["ap"], 4)) for p in points])
             print("reference", result["references"])
         else:
-            report(section, grid, source, result, command, seconds, jobs)
+            report(section, grid, source, result, command, seconds, jobs, args.title)
 
 
 def run() -> None:

@@ -223,7 +223,8 @@ class SelectParams:
     per_image: int = _p(0, ge=0)  # at most this many instances of one image (0: no cap)
     diversity: bool = False  # k-center greedy on a pose embedding among the most uncertain candidates
     diversity_candidates: float = _p(4.0, ge=1)  # ... candidates = this x budget
-    seed: int = _p(0, ge=0)  # the random policy's seed
+    random_share: float = _p(0.0, ge=0, le=1)  # share of the budget drawn at random from what the policy left
+    seed: int = _p(0, ge=0)  # the random policy's (and random_share's) seed
 
 
 @dataclass(frozen=True)

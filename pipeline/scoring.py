@@ -167,6 +167,7 @@ def select(
     diversity: bool = False,
     diversity_candidates: float = 4.0,
     embedding: np.ndarray | None = None,
+    random_share: float = 0.0,
     seed: int = 0,
 ) -> Selection:
     """Choose up to ``budget`` instances.
@@ -176,6 +177,9 @@ def select(
         exclude: {reason: instance ids}, e.g. labeled / pending / skipped; never selected, each reason counted.
         per_image: at most this many instances of one image (0: no cap).
         diversity: k-center greedy on ``embedding`` (N, D) among the ``diversity_candidates`` x budget best.
+        random_share: this share of the budget is drawn at random (``seed``) from the eligible candidates the policy
+            did not pick; the rest goes to the policy's best. Pure uncertainty over-samples the hardest people (86%
+            tagged hard vs 57% for random in bench label_efficiency); a random share keeps the typical ones coming.
     """
     ids = scores["instance_id"].to_numpy(np.int64)
     uncertainty = combined_uncertainty(scores, weights)
@@ -196,13 +200,21 @@ def select(
         nth_of_image = pd.Series(image_of).groupby(image_of).cumcount().to_numpy()
         counts["capped_per_image"] = int((nth_of_image >= per_image).sum())
         candidates = candidates[nth_of_image < per_image]
-    if diversity and len(candidates) > budget:
+    if not 0.0 <= random_share <= 1.0:
+        raise ValueError(f"random_share must be in [0, 1], got {random_share}")
+    by_policy = budget - round(budget * random_share)
+    if diversity and len(candidates) > by_policy > 0:
         if embedding is None:
             raise ValueError("diversity needs a pose embedding")
-        top = candidates[: int(np.ceil(budget * diversity_candidates))]
-        rows = top[k_center_greedy(embedding[top], budget)]
+        top = candidates[: int(np.ceil(by_policy * diversity_candidates))]
+        rows = top[k_center_greedy(embedding[top], by_policy)]
     else:
-        rows = candidates[:budget]
+        rows = candidates[:by_policy]
+    if by_policy < budget:
+        rest = candidates[~np.isin(candidates, rows)]
+        drawn = np.random.default_rng(seed).choice(len(rest), size=min(budget - by_policy, len(rest)), replace=False)
+        rows = np.concatenate([rows, rest[np.sort(drawn)]])  # drawn ones after the policy's, in the policy's order
+        counts["selected_at_random"] = len(drawn)
     counts["selected"] = len(rows)
     return Selection(rows=rows, policy_score=ranked_by, uncertainty=uncertainty, counts=counts)
 

@@ -57,7 +57,8 @@ def main() -> None:
     selection = select(scores, policy=cfg.policy, budget=cfg.budget, weights=dataclasses.asdict(cfg.weights),
                        exclude=excluded_instances(args.labeled, args.corrections, args.pending),
                        per_image=cfg.per_image, diversity=cfg.diversity,
-                       diversity_candidates=cfg.diversity_candidates, embedding=embedding, seed=cfg.seed)  # fmt: skip
+                       diversity_candidates=cfg.diversity_candidates, embedding=embedding,
+                       random_share=cfg.random_share, seed=cfg.seed)  # fmt: skip
     args.out.parent.mkdir(parents=True, exist_ok=True)
     tmp = args.out.with_name(args.out.name + ".tmp")
     pq.write_table(selection_table(table, selection), tmp)

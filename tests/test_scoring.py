@@ -104,6 +104,31 @@ def test_policies_give_different_selections_and_are_deterministic():
         select(scores, policy="entropy", budget=10, weights=WEIGHTS)
 
 
+def test_random_share_draws_part_of_the_budget_from_what_the_policy_left():
+    scores = random_scores(2000)
+    exclude = {"labeled": scores["instance_id"].to_numpy()[::7].tolist()}
+    top60 = select(scores, policy="uncertainty", budget=60, weights=WEIGHTS, exclude=exclude)
+    mixed = select(scores, policy="uncertainty", budget=100, weights=WEIGHTS, exclude=exclude, random_share=0.4)
+    assert len(mixed.rows) == 100 and len(set(mixed.rows.tolist())) == 100
+    assert mixed.counts["selected_at_random"] == 40
+    assert mixed.rows[:60].tolist() == top60.rows.tolist()  # the policy's share is the policy's best, in order
+    drawn = mixed.rows[60:]
+    assert not set(scores["instance_id"].to_numpy()[drawn].tolist()) & set(exclude["labeled"])
+    assert np.all(np.isfinite(mixed.uncertainty[drawn]))  # only eligible rows (readable images) are drawn
+    # drawn from everything that was left, not from just below the cut
+    assert np.median(mixed.uncertainty[drawn]) < np.quantile(mixed.uncertainty[np.isfinite(mixed.uncertainty)], 0.8)
+    again = select(scores, policy="uncertainty", budget=100, weights=WEIGHTS, exclude=exclude, random_share=0.4)
+    other = select(scores, policy="uncertainty", budget=100, weights=WEIGHTS, exclude=exclude, random_share=0.4, seed=1)
+    assert again.rows.tolist() == mixed.rows.tolist() and set(other.rows[60:]) != set(drawn)
+    capped = select(scores, policy="uncertainty", budget=100, weights=WEIGHTS, per_image=1, random_share=0.5)
+    assert scores["image_id"].to_numpy()[capped.rows].tolist() == list(dict.fromkeys(
+        scores["image_id"].to_numpy()[capped.rows].tolist()))  # fmt: skip
+    small = select(scores.head(30), policy="uncertainty", budget=100, weights=WEIGHTS, random_share=0.5)
+    assert len(small.rows) == len(set(small.rows.tolist())) <= 30
+    with pytest.raises(ValueError, match="random_share"):
+        select(scores, policy="uncertainty", budget=10, weights=WEIGHTS, random_share=1.5)
+
+
 def test_k_center_diversity_spreads_over_poses():
     # 3 pose clusters; the most uncertain 60 instances all share cluster 0's pose
     rng = np.random.default_rng(0)
