@@ -641,7 +641,10 @@ def test_server_dies_midway_then_restart_completes_without_duplicates(labelstudi
         "--document-root",
         str(server.document_root),
     ]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    # SIGINT as in a terminal: a test run started in the background (`make test &`, nohup) passes SIGINT on as
+    # ignored, and Python then keeps ignoring it, so Ctrl-C would never reach `serve`.
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # fmt: skip
     try:
         lines = []
         for line in proc.stdout:

@@ -6,6 +6,7 @@ Ray. Small crops (96x128) and few steps keep this within CI's budget.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -19,6 +20,7 @@ from pathlib import Path
 
 import mlflow
 import numpy as np
+import psutil
 import pytest
 import torch
 import yaml
@@ -126,9 +128,15 @@ def _wait_for_checkpoints(proc: subprocess.Popen, project: Path, count: int, tim
         time.sleep(0.5)
 
 
-def _train_worker_pids() -> list[int]:
-    found = subprocess.run(["pgrep", "-f", "RayTrainWorker"], capture_output=True, text=True).stdout.split()
-    return [int(p) for p in found]
+def _train_worker_pids(stage: subprocess.Popen) -> list[int]:
+    """The Ray Train workers of this stage's own local Ray (its descendants): a worker of an earlier test that is
+    still shutting down also matches "RayTrainWorker", and killing it would leave this training untouched."""
+    pids = []
+    for child in psutil.Process(stage.pid).children(recursive=True):
+        with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
+            if "RayTrainWorker" in " ".join(child.cmdline()):
+                pids.append(child.pid)
+    return pids
 
 
 @pytest.mark.slow
@@ -137,7 +145,7 @@ def test_a_killed_worker_is_replaced_and_training_finishes(prepared):
     proc = _stage(prepared, _write_params(prepared, raw), out="model_kill")
     before = len(_checkpoints(prepared))
     _wait_for_checkpoints(proc, prepared, before + 1)
-    pids = _train_worker_pids()
+    pids = _train_worker_pids(proc)
     assert pids, "no Ray Train worker process found"
     os.kill(pids[-1], signal.SIGKILL)
     out = _finish(proc)
