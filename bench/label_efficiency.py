@@ -62,11 +62,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pyarrow.parquet as pq
 import torch
 import yaml
 
-from bench.report import RESULTS_DIR, write_section
+from bench.report import RESULTS_DIR, available_cores, write_section
 from pipeline.config import Params, params_from_dict
 from pipeline.corrections import Correction, merge, read_store, write_pull
 from pipeline.data.coco import read_coco, write_coco
@@ -74,7 +75,7 @@ from pipeline.data.dataset import TopDownDataset, instances_from_coco
 from pipeline.data.prepare import prepare
 from pipeline.data.synthetic import TAGS
 from pipeline.inference import predict, prediction_columns, predictions_table
-from pipeline.scoring import POLICIES, rank_normalize, read_scores, select
+from pipeline.scoring import POLICIES, read_scores, select
 from pipeline.training import BEST_FILE, build_codec, model_from_params, train_worker
 
 NAME = "label_efficiency"
@@ -310,8 +311,7 @@ def default_jobs(grid: Grid) -> int:
     """Processes in parallel: one per ``grid.threads`` cores on a CPU; one on a GPU (they would share it)."""
     if torch.cuda.is_available():
         return 1
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return max(1, cores // grid.threads)
+    return max(1, available_cores() // grid.threads)
 
 
 def run_unit(grid: Grid, source: str, unit: Unit, workdir: Path) -> dict:
@@ -561,8 +561,7 @@ def hard_share_vs_ap(curve: dict[str, list[dict]], selections: list[dict]) -> tu
         return None
     share = [statistics.mean(bool(s["tags"]) for s in selections if s["arm"] == a) for a in arms]
     final = [curve[a][-1]["ap"] for a in arms]
-    rho = float(np.corrcoef(rank_normalize(np.array(share)), rank_normalize(np.array(final)))[0, 1])
-    return rho, len(arms)
+    return float(pd.Series(share).corr(pd.Series(final), method="spearman")), len(arms)
 
 
 def plot(curve: dict[str, list[dict]], ref: dict, path: Path, title: str) -> Path:

@@ -17,7 +17,6 @@ cores and two intra-op threads, one busy neighbour stalls every parallel region,
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import time
 from collections.abc import Sequence
@@ -26,7 +25,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from bench.report import write_section
+from bench.report import available_cores, write_section
 from models.backbones import build_backbone
 from models.summary import count_flops, count_parameters, with_head
 
@@ -45,10 +44,6 @@ def cpu_pressure() -> float | None:
         return float(dict(f.split("=") for f in line.split()[1:])["avg10"])
     except (OSError, KeyError, ValueError, IndexError):
         return None
-
-
-def available_cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def measure_throughput(

@@ -178,8 +178,8 @@ def select(
         per_image: at most this many instances of one image (0: no cap).
         diversity: k-center greedy on ``embedding`` (N, D) among the ``diversity_candidates`` x budget best.
         random_share: this share of the budget is drawn at random (``seed``) from the eligible candidates the policy
-            did not pick; the rest goes to the policy's best. Pure uncertainty over-samples the hardest people (86%
-            tagged hard vs 57% for random in bench label_efficiency); a random share keeps the typical ones coming.
+            did not pick; the rest goes to the policy's best. Pure uncertainty over-samples the hardest people (84%
+            tagged hard vs 56% for random in bench label_efficiency); a random share keeps the typical ones coming.
     """
     ids = scores["instance_id"].to_numpy(np.int64)
     uncertainty = combined_uncertainty(scores, weights)
