@@ -13,9 +13,9 @@ start and training begins at the fixed-sigma baseline (``sahr_target(G, 0) == G`
 gradient until the depthwise conv moves away from zero; the depthwise conv itself does get one, because its gradient
 is the (non-zero) ReLU output correlated with dL/ds.
 
-``s`` is returned raw, with no activation: the SAHR target's second-order expansion is a polynomial in ``s`` and is
-defined (and positive) for every ``s``, and an activation would only rescale the gradient near 0. The effective sigma
-``σ0 / √(1 + s)`` needs ``s > -1``; ``models.losses.effective_sigma`` clamps where that is computed.
+``s`` is returned raw, with no activation: the SAHR target ``G^(e^s)`` (models/losses.py, which says why the
+exponent is ``e^s`` rather than the paper's ``1 + s``) is defined for every real ``s``, and its effective sigma is
+``σ0 · e^(-s/2)``.
 """
 
 from __future__ import annotations

@@ -37,7 +37,7 @@ class Prediction:
     """Decoded outputs of one batch (numpy).
 
     keypoints (B, K, 2) crop pixels; scores (B, K) in [0, 1]; for the heatmap head also ``response`` (B, K), the
-    heatmap peak, and (with SAHR) ``sahr_sigma`` (B, K), the effective sigma sigma0 / sqrt(1 + s) at the peak in
+    heatmap peak, and (with SAHR) ``sahr_sigma`` (B, K), the effective sigma sigma0 · exp(-s / 2) at the peak in
     heatmap pixels (large = ambiguous). ASLA leaves both None.
     """
 
@@ -61,7 +61,7 @@ class PoseModel(nn.Module):
         sahr: bool = True,
         wahr: bool = True,
         wahr_gamma: float = 0.01,
-        scale_reg_weight: float = 1.0,
+        scale_reg_weight: float = 0.03,
         asla_k: int = 9,
         asla_dynamic_k: bool = False,
         asla_reg: Literal["l1", "oks"] = "l1",

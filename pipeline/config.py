@@ -112,7 +112,7 @@ class ModelParams:
     sahr: bool = True  # scale-adaptive targets (heatmap head)
     wahr: bool = True  # weight-adaptive loss (heatmap head); off: plain target-weighted MSE
     wahr_gamma: float = _p(0.01, gt=0, le=1)
-    scale_reg_weight: float = _p(1.0, ge=0)
+    scale_reg_weight: float = _p(0.03, ge=0)
     asla_k: int = _p(9, ge=1, le=100)  # positives per keypoint
     asla_dynamic_k: bool = False
     asla_reg: Literal["l1", "oks"] = "l1"
