@@ -14,6 +14,7 @@ import time
 import traceback
 
 BENCHMARKS = (
+    "recipe",
     "synthetic",
     "codec",
     "models",

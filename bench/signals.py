@@ -21,7 +21,15 @@ from pipeline.data.coco import read_coco
 from pipeline.evaluation import coco_keypoint_ap, oks
 from pipeline.inference import pool_predictions_to_coco_results, predict_pool
 from pipeline.ray_train import ray_session
-from pipeline.scoring import SIGNALS, combined_uncertainty, read_scores, select, signal_rank
+from pipeline.scoring import (
+    SIGNALS,
+    combined_uncertainty,
+    list_column,
+    rank_normalize,
+    read_scores,
+    select,
+    signal_rank,
+)
 
 PREPARED, MODEL = Path("data/prepared"), Path("artifacts/model")
 WEIGHTS = {"response": 1.0, "min_response": 0.0, "sahr_sigma": 1.0, "difficulty": 1.0, "flip_disagreement": 1.0}
@@ -64,6 +72,14 @@ def run() -> None:
     error, hard = np.asarray(error), np.asarray(hard)
 
     rankings = {name: signal_rank(scores, name) for name in SIGNALS}
+    # What the adaptive-mask difficulty throws away: it min-max normalises the responses within each person, so a
+    # person whose every keypoint is weak scores like one whose every keypoint is strong. The same count of weak
+    # keypoints against the heatmap's absolute scale (the target peak is 1) is measured beside it.
+    tau = load_params().pseudolabel.tau
+    keypoint_scores = list_column(table, "scores").astype(np.float64)
+    rankings[f"share of keypoints with response < {tau:g} (absolute)"] = rank_normalize(
+        np.where(np.isfinite(keypoint_scores).all(1), (keypoint_scores < tau).mean(1), np.nan)
+    )
     defaults = dataclasses.asdict(load_params().select.weights)
     rankings["combined, params.yaml weights"] = combined_uncertainty(scores, defaults)
     rankings["combined, every signal weight 1"] = combined_uncertainty(scores, dict.fromkeys(SIGNALS, 1.0))

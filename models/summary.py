@@ -28,6 +28,7 @@ only, no arithmetic, so even HRNet-W48 is counted in well under a second and not
 from __future__ import annotations
 
 import argparse
+import copy
 from collections.abc import Sequence
 
 import torch
@@ -58,16 +59,15 @@ def count_flops(module: nn.Module, input_size: Size = (192, 256)) -> float:
     Runs on the meta device in eval mode; ``module`` itself (weights, mode, device) is left untouched.
     """
     w, h = input_size
+    # a copy: functional_call on the module itself left it broken for a later CPU bf16 autocast forward (conv got
+    # bf16 input with fp32 bias: measured with torch 2.13), so the module is never touched at all
+    module = copy.deepcopy(module)
     tensors = {k: torch.empty_like(t, device="meta") for k, t in module.named_parameters()}
     tensors |= {k: torch.empty_like(t, device="meta") for k, t in module.named_buffers()}
-    was_training = module.training
     module.eval()  # BN in training mode would also work, but eval is what inference costs
-    try:
-        counter = FlopCounterMode(display=False)
-        with counter, torch.no_grad():
-            functional_call(module, tensors, (torch.empty(1, 3, h, w, device="meta"),))
-    finally:
-        module.train(was_training)
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        functional_call(module, tensors, (torch.empty(1, 3, h, w, device="meta"),))
     return counter.get_total_flops() / 1e9
 
 

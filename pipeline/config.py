@@ -43,7 +43,7 @@ def _p(default: Any = dataclasses.MISSING, *, ge: float | None = None, le: float
 class SyntheticParams:
     """The embedded default data set (pipeline/data/synthetic.py); the seed is ``data.seed``."""
 
-    num_images: int = _p(400, ge=1)
+    num_images: int = _p(1000, ge=1)
     image_width: int = _p(256, ge=32, le=4096)
     image_height: int = _p(256, ge=32, le=4096)
     max_people: int = _p(3, ge=1, le=20)
@@ -79,9 +79,9 @@ class DataParams:
     source: Literal["synthetic", "coco", "deeplabcut"] = "synthetic"
     seed: int = _p(0, ge=0)
     # Seed labels: a fraction of the eligible instances when < 1, else a count of instances.
-    labeled: float = _p(0.05, gt=0)
-    val_images: int = _p(40, ge=1)
-    test_images: int = _p(40, ge=0)
+    labeled: float = _p(200, gt=0)
+    val_images: int = _p(100, ge=1)
+    test_images: int = _p(100, ge=0)
     # Per-keypoint OKS sigmas for schemas that are not COCO's (null: COCO's for COCO names, else 0.1 each).
     sigmas: list[float] | None = None
     # 0-based index pairs; null: derived from left_/right_ names.
@@ -95,10 +95,10 @@ class DataParams:
 class CodecParams:
     """Top-down input and heatmap geometry shared by training, evaluation and inference."""
 
-    input_size: list[int] = _p([192, 256], length=2)  # (width, height) of the crop fed to the network
+    input_size: list[int] = _p([96, 128], length=2)  # (width, height) of the crop fed to the network
     heatmap_stride: int = _p(4, ge=1, le=8)
     sigma: float = _p(2.0, gt=0, le=10)  # Gaussian sigma in heatmap pixels at 48x64; scaled with resolution
-    dark: bool = False
+    dark: bool = True
     box_padding: float = _p(1.25, ge=1.0, le=3.0)
 
 
@@ -154,7 +154,7 @@ class TrainParams:
     epochs: int = _p(10, ge=1)
     # An epoch is one pass over the labeled set, but at least this many steps (a 40-instance seed set would
     # otherwise make epochs of two steps).
-    min_steps_per_epoch: int = _p(30, ge=1)
+    min_steps_per_epoch: int = _p(100, ge=1)
     batch_size: int = _p(32, ge=1)  # per Ray worker
     optimizer: Literal["adam", "adamw"] = "adamw"
     lr: float = _p(2e-3, gt=0, le=1)
@@ -165,10 +165,10 @@ class TrainParams:
     grad_clip: float = _p(5.0, ge=0)  # 0: off
     ema: bool = False  # evaluate and export EMA weights
     ema_decay: float = _p(0.999, gt=0, lt=1)
-    amp: Literal["auto", "off", "bf16", "fp16"] = "auto"  # auto: bf16 on CUDA, off on the CPU
+    amp: Literal["auto", "off", "bf16", "fp16"] = "auto"  # auto: bf16 on CUDA and on CPUs with native bf16
     channels_last: bool = True
     flip_test: bool = False  # validation with flip test
-    warm_start: Literal["scratch", "previous"] = "scratch"  # previous: start from artifacts/model if present
+    warm_start: Literal["scratch", "previous"] = "previous"  # previous: start from artifacts/model if present
     pseudo_labels: bool = False  # also train on the last round's confident pseudo-labels (pseudolabel stage)
     seed: int = _p(0, ge=0)
     augment: AugmentParams = _p(AugmentParams())

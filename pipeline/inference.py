@@ -327,13 +327,17 @@ def predict_pool(
     threads_per_actor: int = 2,
     flip_test: bool = True,
     tau: float = 0.5,
+    progress: bool = False,
 ) -> PoolRun:
     """Run the teacher in ``model_dir`` over every pool instance on Ray Data; write ``out_path`` (parquet, one row
     per instance in pool order: image then instance id) atomically. Needs a running Ray (``ray_session``).
 
-    ``gpus_per_actor`` > 0 puts each actor on a GPU.
+    ``gpus_per_actor`` > 0 puts each actor on a GPU. ``progress``: one tqdm line of instances done (Ray Data's own
+    progress bars and execution banner are off unless POSELOOP_VERBOSE=1).
     """
     import ray
+
+    from pipeline.ray_train import route_ray_logs, verbose
 
     description = json.loads((Path(model_dir) / DESCRIPTION_FILE).read_text())
     input_size = tuple(description["input_size"])
@@ -347,6 +351,9 @@ def predict_pool(
 
     context = ray.data.DataContext.get_current()
     context.execution_options.preserve_order = True  # rows in pool order: the same pool gives the same file
+    if not verbose():
+        context.enable_progress_bars = False
+        context.print_on_execution_start = False
     # metadata blocks of one batch each, so crop tasks start at once and run beside the predictors
     table = pa.Table.from_pandas(frame, preserve_index=False)
     table = table.set_column(3, "bbox", pa.FixedSizeListArray.from_arrays(pa.array(np.concatenate(frame["bbox"])), 4))
@@ -366,6 +373,8 @@ def predict_pool(
     written, first = 0, None
     started = time.perf_counter()
     writer: pq.ParquetWriter | None = None
+    route_ray_logs(None)  # Ray Data configures its loggers on first use: keep their INFO off the terminal
+    bar = tqdm(total=len(frame), desc="pseudolabel", unit="person", disable=not progress, dynamic_ncols=True)
     try:
         for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
             table = predictions_table(batch)
@@ -374,7 +383,9 @@ def predict_pool(
                 writer = pq.ParquetWriter(tmp, table.schema)
             writer.write_table(table)
             written += table.num_rows
+            bar.update(table.num_rows)
     finally:
+        bar.close()
         if writer is not None:
             writer.close()
     os.replace(tmp, out_path)

@@ -11,6 +11,7 @@ import hashlib
 import json
 import logging
 import os
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,19 +20,51 @@ from pipeline.config import Params
 
 log = logging.getLogger(__name__)
 
-# Quiet, fast local Ray (DESIGN.md §11): no usage stats, no auth, short health checks.
+# Quiet, fast local Ray (DESIGN.md §11): no usage stats, no auth. The controller's health check stays at Ray's own
+# interval: polling it 5 times a second (an earlier setting) cost the 2-core training loop measurable time.
 LOCAL_RAY_ENV = {
     "RAY_USAGE_STATS_ENABLED": "0",
     "RAY_AUTH_MODE": "disabled",
     "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0",
-    "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2",
     "RAY_DEDUP_LOGS": "0",
 }
+LOG_DIR = Path("artifacts/logs")  # Ray's own log lines of each stage: artifacts/logs/<stage>.log
+
+
+def verbose() -> bool:
+    """``POSELOOP_VERBOSE=1``: Ray's INFO logs and the workers' output on the terminal, as Ray prints them."""
+    return os.environ.get("POSELOOP_VERBOSE", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def route_ray_logs(log_file: Path | None) -> None:
+    """Send Ray's driver-side loggers (ray, ray.data, ray.train, ...) to ``log_file``; on the terminal keep only their
+    errors. Ray installs its own terminal handlers (and Ray Data its own config), so they are found and turned down
+    here instead of configured through logging.basicConfig."""
+    if verbose():
+        return
+    handler = None
+    if log_file is not None:
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        handler = logging.FileHandler(log_file)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    names = ["ray", *(n for n in logging.root.manager.loggerDict if n.startswith("ray."))]
+    for name in names:
+        logger = logging.getLogger(name)
+        for h in logger.handlers:
+            if isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler):
+                h.setLevel(logging.ERROR)
+        if handler is not None and (name == "ray" or not logger.propagate) and handler not in logger.handlers:
+            logger.addHandler(handler)
 
 
 @contextmanager
-def ray_session(num_cpus: int | None = None, log_to_driver: bool = True) -> Iterator[None]:
-    """Connect to RAY_ADDRESS, or start a local Ray for the duration of the block (reuse one already running)."""
+def ray_session(num_cpus: int | None = None, log_to_driver: bool | None = None, stage: str = "ray") -> Iterator[None]:
+    """Connect to RAY_ADDRESS, or start a local Ray for the duration of the block (reuse one already running).
+
+    Quiet unless ``POSELOOP_VERBOSE=1``: the workers' stdout/stderr stay in Ray's session logs (their errors reach
+    the driver as exceptions, in full), Ray's driver logs go to ``artifacts/logs/<stage>.log``, and progress is the
+    stage's own single line. ``log_to_driver`` forces the workers' output on or off.
+    """
     import ray
 
     for key, value in LOCAL_RAY_ENV.items():
@@ -39,11 +72,16 @@ def ray_session(num_cpus: int | None = None, log_to_driver: bool = True) -> Iter
     if ray.is_initialized():
         yield
         return
+    forward = verbose() if log_to_driver is None else log_to_driver
+    log_file = LOG_DIR / f"{stage}.log"
+    route_ray_logs(log_file)
+    level = logging.INFO if verbose() else logging.WARNING
     address = os.environ.get("RAY_ADDRESS")
     if address:
-        ray.init(address=address, log_to_driver=log_to_driver)
+        ray.init(address=address, log_to_driver=forward, logging_level=level)
     else:
-        ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=log_to_driver)
+        ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=forward, logging_level=level)
+    route_ray_logs(log_file)  # ray.init (re)installs its terminal handler
     try:
         yield
     finally:
@@ -93,10 +131,13 @@ def fit(
     """Run (or resume) training on Ray Train; returns the ``ray.train.Result``. Call inside ``ray_session``."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
+    from ray.util.queue import Queue
 
     from pipeline.training import train_worker
 
     cfg = params.train
+    # rank 0 puts its progress here and this process draws it: one line that updates, whatever Ray forwards
+    queue = Queue(maxsize=64, actor_options={"num_cpus": 0}) if progress else None
     use_gpu = resolve_use_gpu(cfg.use_gpu)
     resources = {"CPU": cfg.cpus_per_worker}
     if use_gpu:
@@ -109,7 +150,7 @@ def fit(
             "paths": absolute,
             "init_weights": str(Path(init_weights).resolve()) if init_weights else None,
             "use_gpu": use_gpu,
-            "progress": progress,
+            "progress": queue if queue is not None else False,
         },
         scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=use_gpu, resources_per_worker=resources),
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
@@ -121,4 +162,38 @@ def fit(
         ),
     )
     log.info("Ray Train: %d worker(s), GPU %s, storage %s", cfg.num_workers, use_gpu, storage_path)
-    return trainer.fit()
+    if queue is None:
+        return trainer.fit()
+    done = threading.Event()
+    shower = threading.Thread(target=show_progress, args=(queue, done), daemon=True)
+    shower.start()
+    try:
+        return trainer.fit()
+    finally:
+        done.set()
+        shower.join(timeout=5)
+        queue.shutdown()
+
+
+def show_progress(queue, done: threading.Event) -> None:
+    """Draw rank 0's progress messages (pipeline/training.py ``Progress``) as one tqdm line until ``done``."""
+    from ray.util.queue import Empty
+    from tqdm import tqdm
+
+    bar = None
+    while not done.is_set():
+        try:
+            state = queue.get(timeout=0.5)
+        except Empty:
+            continue
+        except Exception:  # the queue actor went away with the session: nothing more to show
+            break
+        if "message" in state:
+            tqdm.write(state["message"])
+            continue
+        if bar is None:
+            bar = tqdm(total=state["total"], initial=state["step"], desc="train", unit="step", dynamic_ncols=True)
+        bar.n = int(state["step"])
+        bar.set_postfix({k: v for k, v in state.items() if k not in ("step", "total")}, refresh=True)
+    if bar is not None:
+        bar.close()

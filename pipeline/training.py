@@ -30,7 +30,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager, nullcontext, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,6 +42,7 @@ from tqdm import tqdm
 
 from models.asla import asla_decode
 from models.pose_model import PoseModel, build_model
+from models.summary import count_flops
 from pipeline import ssl
 from pipeline.codec import HeatmapCodec
 from pipeline.config import Params, params_from_dict
@@ -56,6 +57,7 @@ log = logging.getLogger(__name__)
 
 STATE_FILE = "state.pt"  # in a checkpoint directory: the whole training state
 BEST_FILE = "best.pt"  # in a checkpoint directory: the best weights so far (by val AP)
+IMAGE_CACHE = 2048  # decoded images kept per data set and loader process (256x256 synthetic: 0.4 GB)
 
 
 # --------------------------------------------------------------------------------------------------- session
@@ -154,8 +156,10 @@ def load_data(params: Params, paths: dict[str, str]) -> Data:
     seed = params.train.seed
 
     def dataset(records: list, augmented: bool, offset: int) -> TopDownDataset:
+        # decoded images stay in memory: imread was 38% of a sample's time (profiled at 96x128), and every image
+        # is read again each epoch
         return TopDownDataset(records, schema, codec, input_size=size, augment=augment if augmented else None,
-                              seed=seed + offset, padding=pad)  # fmt: skip
+                              seed=seed + offset, padding=pad, cache_size=IMAGE_CACHE)  # fmt: skip
 
     labeled_records = instances_from_coco(labeled.images, labeled.annotations, root, k)
     if not labeled_records:
@@ -317,14 +321,102 @@ def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> No
         e.copy_(b)
 
 
+def cpu_supports_bf16() -> bool:
+    """True where oneDNN has native bf16 kernels (AVX512-BF16 / AMX): there bf16 autocast is faster than fp32; on
+    a CPU without them it is emulated and slower, so ``amp: auto`` keeps fp32."""
+    try:
+        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def resolve_amp(device: torch.device, amp: str) -> str:
+    """``train.amp`` -> the mode used: ``auto`` is bf16 on CUDA and on CPUs with native bf16, off elsewhere."""
+    if amp != "auto":
+        return amp
+    if device.type == "cuda":
+        return "bf16"
+    return "bf16" if device.type == "cpu" and cpu_supports_bf16() else "off"
+
+
 def autocast_for(device: torch.device, amp: str):
-    """(autocast context factory, GradScaler or None). ``auto``: bf16 on CUDA, off elsewhere."""
-    mode = ("bf16" if device.type == "cuda" else "off") if amp == "auto" else amp
+    """(autocast context factory, GradScaler or None) for ``train.amp`` (see ``resolve_amp``)."""
+    mode = resolve_amp(device, amp)
     if mode == "off":
         return (lambda: nullcontext()), None
     dtype = torch.bfloat16 if mode == "bf16" else torch.float16
     scaler = torch.amp.GradScaler(device.type) if mode == "fp16" else None
     return (lambda: torch.autocast(device.type, dtype=dtype)), scaler
+
+
+_PEAK_FLOPS: dict[tuple[str, str], float] = {}
+
+
+def measured_peak_flops(device: torch.device, mode: str, seconds: float = 0.3) -> float:
+    """FLOP/s of a large matmul in the training dtype on this device with this process's threads: the machine's
+    practical peak, the denominator of MFU (nanoGPT compares with a datasheet peak; a CPU has none to quote, so
+    it is measured, once per process)."""
+    key = (str(device), mode)
+    if key not in _PEAK_FLOPS:
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(mode, torch.float32)
+        n = 2048 if device.type == "cpu" else 8192
+        a = torch.randn(n, n, device=device, dtype=dtype)
+        b = torch.randn(n, n, device=device, dtype=dtype)
+        a @ b  # warm-up
+        count, started = 0, time.perf_counter()
+        while count < 3 or time.perf_counter() - started < seconds:
+            a @ b
+            count += 1
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+        _PEAK_FLOPS[key] = 2 * n**3 * count / (time.perf_counter() - started)
+    return _PEAK_FLOPS[key]
+
+
+class Progress:
+    """One line for the whole run: steps, loss, val AP, ETA.
+
+    ``sink``: False (silent), True (a tqdm line in this process), or a ``ray.util.queue.Queue`` that the driver reads
+    and shows (pipeline/ray_train.py ``show_progress``): a Ray worker's own terminal output would arrive through
+    Ray's log forwarding, one line per update. Updates are throttled to ``every_s`` seconds.
+    """
+
+    def __init__(self, sink: object, total: int, done: int, every_s: float = 0.5) -> None:
+        self.sink, self.total, self.every_s = sink, total, every_s
+        self.state: dict = {"step": done, "total": total}
+        self.last = 0.0
+        self.bar = tqdm(total=total, initial=done, desc="train", unit="step", dynamic_ncols=True) if sink is True \
+            else None  # fmt: skip
+
+    def update(self, force: bool = False, **state: float) -> None:
+        self.state.update(state)
+        now = time.perf_counter()
+        if not force and now - self.last < self.every_s:
+            return
+        self.last = now
+        if self.bar is not None:
+            self.bar.n = int(self.state["step"])
+            self.bar.set_postfix({k: v for k, v in self.state.items() if k not in ("step", "total")}, refresh=True)
+        elif self.sink not in (None, False):
+            import ray.util.queue
+
+            # the driver is behind: a dropped update is only a stale line
+            with suppress(ray.util.queue.Full):
+                self.sink.put_nowait(dict(self.state))  # type: ignore[attr-defined]
+
+    def note(self, text: str) -> None:
+        """An event worth a line of its own above the progress line (a resume, a restarted worker group)."""
+        if self.bar is not None:
+            self.bar.write(text)
+        elif self.sink not in (None, False):
+            import ray.util.queue
+
+            with suppress(ray.util.queue.Full):
+                self.sink.put_nowait({"message": text})  # type: ignore[attr-defined]
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
 
 
 def validate(model: PoseModel, data: Data, flip_test: bool) -> dict:
@@ -373,6 +465,11 @@ def train_worker(config: dict) -> None:
     steps_per_epoch = max(math.ceil(per_worker / cfg.batch_size), cfg.min_steps_per_epoch)
     scheduler = build_schedule(optimizer, params, steps_per_epoch)
     autocast, scaler = autocast_for(device, cfg.amp)
+    amp_mode = resolve_amp(device, cfg.amp)
+    # MFU as nanoGPT reports it: model FLOPs of the step (forward x 3 for forward + backward; the SSL teacher's
+    # forward x 1) over the machine's peak, measured on rank 0 only (the others would compete for the same cores)
+    flops_per_image = count_flops(raw, tuple(params.codec.input_size)) * 1e9
+    peak_flops = measured_peak_flops(device, amp_mode) if is_main else float("nan")
 
     start_epoch, best_ap, history = 0, -1.0, []
     with session.latest_checkpoint() as ckpt:
@@ -399,13 +496,17 @@ def train_worker(config: dict) -> None:
     rng = np.random.default_rng([cfg.seed, session.rank, start_epoch])
     generator = torch.Generator().manual_seed(cfg.seed * 1000 + session.rank * 100 + start_epoch)
 
+    progress = Progress(config.get("progress", True) if is_main else False, cfg.epochs * steps_per_epoch,
+                        start_epoch * steps_per_epoch)  # fmt: skip
+    if best_ap >= 0:
+        progress.note(f"resumed from the checkpoint of epoch {start_epoch}/{cfg.epochs} (best val AP {best_ap:.4f})")
+        progress.update(force=True, best_ap=round(best_ap, 4))
     for epoch in range(start_epoch, cfg.epochs):
         model.train()
         sums: dict[str, float] = {}
         started = time.perf_counter()
-        steps = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not (
-            is_main and config.get("progress", True)), leave=False)  # fmt: skip
-        for step in steps:
+        step_flops = 0.0
+        for step in range(steps_per_epoch):
             batch = _to(next(labeled_iter), device)
             parts, sizes, ssl_in, unlabeled = [batch["image"]], [batch["image"].shape[0]], None, None
             feature_mix = None
@@ -423,6 +524,7 @@ def train_worker(config: dict) -> None:
                         parts.append(ssl_in["weak"])
                         sizes.append(ssl_in["weak"].shape[0])
             images = torch.cat(parts)
+            step_flops += flops_per_image * (3 * images.shape[0] + (unlabeled["image"].shape[0] if unlabeled else 0))
             if cfg.channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
             with autocast():
@@ -459,12 +561,15 @@ def train_worker(config: dict) -> None:
                     sums[name] = sums.get(name, 0.0) + float(value.detach())
             sums["total"] = sums.get("total", 0.0) + float(total.detach())
             if is_main:
-                steps.set_postfix(loss=f"{float(total.detach()):.4f}")
+                progress.update(step=epoch * steps_per_epoch + step + 1, epoch=epoch + 1,
+                                loss=round(sums["total"] / (step + 1), 5))  # fmt: skip
 
         seconds = time.perf_counter() - started
         metrics = {f"loss_{k}": v / steps_per_epoch for k, v in sums.items()}
         metrics.update(epoch=epoch, lr=scheduler.get_last_lr()[0], epoch_seconds=seconds,
-                       images_per_s=steps_per_epoch * sum(sizes) * session.world_size / seconds)  # fmt: skip
+                       images_per_s=steps_per_epoch * sum(sizes) * session.world_size / seconds,
+                       mfu=step_flops / seconds / peak_flops, gflops_per_image=flops_per_image / 1e9,
+                       peak_tflops=peak_flops / 1e12, amp=amp_mode)  # fmt: skip
         checkpoint_dir = None
         with tempfile.TemporaryDirectory() as tmp:
             if is_main:
@@ -485,11 +590,16 @@ def train_worker(config: dict) -> None:
                 )  # fmt: skip
                 torch.save(best_weights, checkpoint_dir / BEST_FILE)
                 (checkpoint_dir / "history.json").write_text(json.dumps(history))
-                print(
+                line = (
                     f"epoch {epoch + 1}/{cfg.epochs}: loss {metrics['loss_total']:.4f} val AP {val['ap']:.4f} "
-                    f"(best {best_ap:.4f}) {metrics['images_per_s']:.0f} img/s",
-                    flush=True,
+                    f"(best {best_ap:.4f}) {metrics['images_per_s']:.0f} img/s, MFU {metrics['mfu']:.1%}"
                 )
+                if progress.bar is not None:
+                    progress.bar.write(line)
+                else:
+                    print(line, flush=True)  # a Ray worker's log file, or a benchmark's output
+                progress.update(force=True, val_ap=round(val["ap"], 4), best_ap=round(best_ap, 4))
             if session.world_size > 1 and dist.is_initialized():
                 dist.barrier()  # rank 0's validation must not race the others into the next epoch's collectives
             session.report(metrics, checkpoint_dir)
+    progress.close()

@@ -40,12 +40,13 @@ def main() -> None:
         model_dir, version = args.model, model_version(args.model, args.registry)
     pool = read_coco(args.pool)
     started = time.perf_counter()
-    with ray_session():
+    with ray_session(stage="pseudolabel"):
         use_gpu = resolve_use_gpu(cfg.use_gpu)
         run = predict_pool(model_dir, pool.to_dict(), args.images_root, args.out, batch_size=cfg.batch_size,
                             actors=cfg.actors, cpus_per_actor=cfg.cpus_per_actor,
                             gpus_per_actor=cfg.gpus_per_actor if use_gpu else 0.0,
-                            threads_per_actor=cfg.threads_per_actor, flip_test=cfg.flip_test, tau=cfg.tau)  # fmt: skip
+                            threads_per_actor=cfg.threads_per_actor, flip_test=cfg.flip_test, tau=cfg.tau,
+                            progress=True)  # fmt: skip
     seconds = time.perf_counter() - started
 
     scores, table = read_scores(args.out)

@@ -52,7 +52,7 @@ def main() -> None:
     init_weights = str(previous) if params.train.warm_start == "previous" and previous.is_file() else None
     paths = {"labels": str(args.labels), "pool": str(args.pool), "val": str(args.val),
              "images_root": str(args.images_root), "pseudo": str(args.pseudo)}  # fmt: skip
-    with ray_session():
+    with ray_session(stage="train"):
         result = fit(params, params_raw, paths, args.ray_storage, init_weights=init_weights)
     if result.checkpoint is None:
         raise SystemExit(f"training produced no checkpoint: {result.error}")
@@ -64,6 +64,10 @@ def main() -> None:
     labels = read_coco(args.labels, sigmas=params.data.sigmas, flip_pairs=params.data.flip_pairs)
     final = {"best_epoch": best["epoch"], "epochs": len(history)}
     final.update({k: v for k, v in best.items() if k.startswith("val_")})
+    later = history[1:] or history  # the first epoch holds the warm-up (allocator, oneDNN kernel choice)
+    final.update(images_per_s=round(sum(h["images_per_s"] for h in later) / len(later), 1),
+                 mfu=round(sum(h["mfu"] for h in later) / len(later), 4), amp=history[-1].get("amp", "off"),
+                 train_seconds=round(sum(h["epoch_seconds"] for h in history), 1))  # fmt: skip
     extra = {"labeled_instances": len(labels.annotations), "warm_start": init_weights}
     save_model(args.out, weights, params_raw, labels.schema, final, extra=extra)
     args.metrics.parent.mkdir(parents=True, exist_ok=True)

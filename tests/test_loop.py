@@ -75,7 +75,13 @@ def test_two_rounds_with_simulated_annotation_then_a_noop_then_promote(loop):
     client = mlflow.MlflowClient(tracking_uri=env["MLFLOW_TRACKING_URI"])
 
     # ---- round 1: seed labels only; the most uncertain people become pre-annotated tasks
-    _run(project, env, "dvc", "repro")
+    out = _run(project, env, "dvc", "repro")
+    # a clean run: the workers' output and Ray's own logs stay off the terminal (artifacts/logs/<stage>.log)
+    for chatter in ("PlacementGroupCleaner", "State API", "(RayTrainWorker", "(TrainController", "Running Dataset",
+                    "Started a local Ray instance"):  # fmt: skip
+        assert chatter not in out, f"{chatter!r} on the terminal:\n{out[-3000:]}"
+    assert (project / "artifacts" / "logs" / "train.log").is_file()
+    assert (project / "artifacts" / "logs" / "pseudolabel.log").is_file()
     seed = len(_json(project / "data" / "train.json")["annotations"])
     registry = _json(project / "artifacts" / "registry.json")
     assert registry["version"] == 1 and registry["model_version"] == f"{MODEL}/1"
