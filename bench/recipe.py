@@ -36,7 +36,7 @@ BENCH_ARMS = (
     ("default round (params.yaml)", []),
     ("default round, fp32", ["train.amp=off"]),
     ("every person labeled, SSL off", ["data.labeled=0.999", 'train.ssl.mode="off"', "train.epochs=12",
-                                       "train.min_steps_per_epoch=300"]),
+                                       "train.min_steps_per_epoch=225"]),
 )  # fmt: skip
 DEFAULT_ARMS = tuple(f"{name}:{';'.join(sets)}" for name, sets in BENCH_ARMS)
 

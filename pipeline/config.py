@@ -95,7 +95,7 @@ class DataParams:
 class CodecParams:
     """Top-down input and heatmap geometry shared by training, evaluation and inference."""
 
-    input_size: list[int] = _p([96, 128], length=2)  # (width, height) of the crop fed to the network
+    input_size: list[int] = _p([144, 192], length=2)  # (width, height) of the crop fed to the network
     heatmap_stride: int = _p(4, ge=1, le=8)
     sigma: float = _p(2.0, gt=0, le=10)  # Gaussian sigma in heatmap pixels at 48x64; scaled with resolution
     dark: bool = True
@@ -157,7 +157,7 @@ class TrainParams:
     min_steps_per_epoch: int = _p(100, ge=1)
     batch_size: int = _p(32, ge=1)  # per Ray worker
     optimizer: Literal["adam", "adamw"] = "adamw"
-    lr: float = _p(2e-3, gt=0, le=1)
+    lr: float = _p(1e-2, gt=0, le=1)
     weight_decay: float = _p(1e-4, ge=0)
     schedule: Literal["cosine", "step"] = "cosine"
     step_epochs: list[int] = _p([], ge=1)  # schedule: step -> lr x 0.1 at these epochs
@@ -207,7 +207,7 @@ class SelectWeights:
 
     response: float = _p(1.0, ge=0)  # low mean heatmap peak = uncertain
     min_response: float = _p(0.0, ge=0)  # low weakest keypoint = uncertain
-    sahr_sigma: float = _p(0.0, ge=0)  # wide effective SAHR sigma = ambiguous
+    sahr_sigma: float = _p(0.0, ge=0)  # small effective SAHR sigma (large scale s) = uncertain (measured)
     difficulty: float = _p(0.0, ge=0)  # adaptive-mask difficulty (share of hard keypoints)
     flip_disagreement: float = _p(1.0, ge=0)  # plain and flipped predictions disagree
 

@@ -11,6 +11,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -28,7 +29,7 @@ LOCAL_RAY_ENV = {
     "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0",
     "RAY_DEDUP_LOGS": "0",
 }
-LOG_DIR = Path("artifacts/logs")  # Ray's own log lines of each stage: artifacts/logs/<stage>.log
+LOG_DIR = Path("artifacts/logs")  # <stage>.log: Ray's driver logs; <stage>/: its workers' output
 
 
 def verbose() -> bool:
@@ -75,17 +76,34 @@ def ray_session(num_cpus: int | None = None, log_to_driver: bool | None = None, 
     forward = verbose() if log_to_driver is None else log_to_driver
     log_file = LOG_DIR / f"{stage}.log"
     route_ray_logs(log_file)
-    level = logging.INFO if verbose() else logging.WARNING
     address = os.environ.get("RAY_ADDRESS")
     if address:
-        ray.init(address=address, log_to_driver=forward, logging_level=level)
+        ray.init(address=address, log_to_driver=forward, logging_level=logging.INFO)
     else:
-        ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=forward, logging_level=level)
+        ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=forward, logging_level=logging.INFO)
     route_ray_logs(log_file)  # ray.init (re)installs its terminal handler
     try:
         yield
     finally:
+        if not forward:
+            keep_worker_logs(LOG_DIR / stage)
         ray.shutdown()
+
+
+def keep_worker_logs(out_dir: Path) -> None:
+    """Copy the local Ray session's worker and actor output (the lines the terminal no longer shows: the training
+    loop's epoch lines, Ray Train's warnings) to ``out_dir`` before the session and its temp folder go away."""
+    try:
+        import ray._private.worker as ray_worker
+
+        logs = Path(ray_worker._global_node.get_logs_dir_path())
+    except Exception:  # a remote cluster, or no node object: its logs stay on the cluster
+        return
+    shutil.rmtree(out_dir, ignore_errors=True)
+    for path in sorted(logs.glob("worker-*")):
+        if path.suffix in (".out", ".err") and path.stat().st_size > 0:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, out_dir / path.name)
 
 
 def resolve_use_gpu(setting: bool | str) -> bool:

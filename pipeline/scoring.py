@@ -20,11 +20,16 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-# +1: a larger value means more uncertain; -1: a smaller one does.
+# +1: a larger value means more uncertain; -1: a smaller one does. Orientations are measured, not assumed
+# (docs/BENCHMARKS.md, "How good each selection signal is"). sahr_sigma is -1: a SMALL effective sigma (a large SAHR
+# scale s) goes with a large error (Spearman 0.27 on the default round's pool). Where the network cannot find a
+# keypoint, the heatmap loss is cheapest with a sharper target (less mass to miss), so s grows there; a keypoint whose
+# label position is ambiguous gets a wider one (tests/test_sahr_learns.py), but on a pose pool missed keypoints
+# dominate.
 SIGNALS: dict[str, int] = {
     "response": -1,
     "min_response": -1,
-    "sahr_sigma": +1,
+    "sahr_sigma": -1,
     "difficulty": +1,
     "flip_disagreement": +1,
 }

@@ -598,7 +598,8 @@ def train_worker(config: dict) -> None:
                     progress.bar.write(line)
                 else:
                     print(line, flush=True)  # a Ray worker's log file, or a benchmark's output
-                progress.update(force=True, val_ap=round(val["ap"], 4), best_ap=round(best_ap, 4))
+                progress.update(force=True, val_ap=round(val["ap"], 4), best_ap=round(best_ap, 4),
+                                img_s=round(metrics["images_per_s"]), mfu=f"{metrics['mfu']:.0%}")  # fmt: skip
             if session.world_size > 1 and dist.is_initialized():
                 dist.barrier()  # rank 0's validation must not race the others into the next epoch's collectives
             session.report(metrics, checkpoint_dir)

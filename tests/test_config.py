@@ -13,7 +13,7 @@ REPO = Path(__file__).resolve().parents[1]
 def test_repository_params_load():
     params = load_params(REPO / "params.yaml")
     assert params.data.source == "synthetic"
-    assert params.codec.input_size == [96, 128]
+    assert params.codec.input_size == [144, 192]
     assert isinstance(params.data.labeled, float)
 
 
