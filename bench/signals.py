@@ -119,6 +119,14 @@ def run() -> None:
         f"Teacher: artifacts/model of the default round (`make run`); pool: data/prepared/pool.json, {n} synthetic "
         f"people, {hard.mean():.0%} of them tagged hard (occluded, rare pose, small, truncated, low contrast, "
         f"crowded); flip test on. Pool AP before any correction: {base_ap:.3f}. Corrections come from oracle.json; "
-        f'"hard cases" is the share of chosen instances with a synthetic_tag.\n\n{table}'
+        f'"hard cases" is the share of chosen instances with a synthetic_tag.\n\n{table}\n'
+        "Reading it: each signal is oriented as pipeline/scoring.py SIGNALS says, so a positive rho means the signal "
+        "finds the errors. sahr_sigma counts a SMALL effective sigma as uncertain: where the network cannot find a "
+        "keypoint, the loss is lowest with a sharper target, so the SAHR scale grows there (a label-jittered keypoint "
+        "widens instead: tests/test_sahr_learns.py). difficulty is the adaptive-mask rule of SSL, which min-max "
+        "normalises the responses within each person, so a person whose every keypoint is weak looks as easy as one "
+        "whose every keypoint is strong; the same count on the heatmap's absolute scale is the row below it. Both "
+        "carry information but add nothing to response in the combination (params.yaml select.weights says why "
+        "each weight is what it is)."
     )
     write_section("signals", "How good each selection signal is", "make run && python -m bench signals", body, rows)
