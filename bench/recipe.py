@@ -34,7 +34,7 @@ from pipeline.training import train_worker
 # the issue's 10 minutes of training)
 BENCH_ARMS = (
     ("default round (params.yaml)", []),
-    ("default round, fp32", ["train.amp=off"]),
+    ("default round, fp32", ['train.amp="off"']),  # quoted: YAML reads a bare off as false
     ("every person labeled, SSL off", ["data.labeled=0.999", 'train.ssl.mode="off"', "train.epochs=12",
                                        "train.min_steps_per_epoch=225"]),
 )  # fmt: skip
@@ -104,9 +104,13 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
 def run() -> None:
     """``python -m bench recipe``: the arms of BENCH_ARMS in one run -> docs/BENCHMARKS.md section "recipe"."""
+    write_report(main([]))
+
+
+def write_report(rows: list[dict]) -> None:
+    """The "recipe" section of docs/BENCHMARKS.md from the rows of BENCH_ARMS (in that order)."""
     from bench.report import write_section
 
-    rows = main([])
     by = {r["arm"]: r for r in rows}
     default, fp32 = by[BENCH_ARMS[0][0]], by[BENCH_ARMS[1][0]]
     table = "| arm | labeled people | steps | training s | images/s | val AP | val PCK@0.1 | val AP per epoch |\n"
