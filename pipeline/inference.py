@@ -27,6 +27,7 @@ from models.pose_model import PoseModel
 from pipeline.data.dataset import IMAGENET_MEAN, IMAGENET_STD, InstanceRecord, TopDownDataset
 from pipeline.data.transforms import crop_to_image, sample_transform, warp_crop
 from pipeline.model_store import DESCRIPTION_FILE, load_model
+from pipeline.ray_logs import route_ray_logs, verbose
 from pipeline.ssl import adaptive_mask_difficulty
 
 log = logging.getLogger(__name__)
@@ -336,8 +337,6 @@ def predict_pool(
     progress bars and execution banner are off unless POSELOOP_VERBOSE=1).
     """
     import ray
-
-    from pipeline.ray_train import route_ray_logs, verbose
 
     description = json.loads((Path(model_dir) / DESCRIPTION_FILE).read_text())
     input_size = tuple(description["input_size"])

@@ -11,13 +11,13 @@ import hashlib
 import json
 import logging
 import os
-import shutil
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from pipeline.config import Params
+from pipeline.ray_logs import LOG_DIR, keep_worker_logs, route_ray_logs, verbose
 
 log = logging.getLogger(__name__)
 
@@ -29,33 +29,6 @@ LOCAL_RAY_ENV = {
     "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0",
     "RAY_DEDUP_LOGS": "0",
 }
-LOG_DIR = Path("artifacts/logs")  # <stage>.log: Ray's driver logs; <stage>/: its workers' output
-
-
-def verbose() -> bool:
-    """``POSELOOP_VERBOSE=1``: Ray's INFO logs and the workers' output on the terminal, as Ray prints them."""
-    return os.environ.get("POSELOOP_VERBOSE", "").strip().lower() not in ("", "0", "false", "no")
-
-
-def route_ray_logs(log_file: Path | None) -> None:
-    """Send Ray's driver-side loggers (ray, ray.data, ray.train, ...) to ``log_file``; on the terminal keep only their
-    errors. Ray installs its own terminal handlers (and Ray Data its own config), so they are found and turned down
-    here instead of configured through logging.basicConfig."""
-    if verbose():
-        return
-    handler = None
-    if log_file is not None:
-        log_file.parent.mkdir(parents=True, exist_ok=True)
-        handler = logging.FileHandler(log_file)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    names = ["ray", *(n for n in logging.root.manager.loggerDict if n.startswith("ray."))]
-    for name in names:
-        logger = logging.getLogger(name)
-        for h in logger.handlers:
-            if isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler):
-                h.setLevel(logging.ERROR)
-        if handler is not None and (name == "ray" or not logger.propagate) and handler not in logger.handlers:
-            logger.addHandler(handler)
 
 
 @contextmanager
@@ -88,22 +61,6 @@ def ray_session(num_cpus: int | None = None, log_to_driver: bool | None = None, 
         if not forward:
             keep_worker_logs(LOG_DIR / stage)
         ray.shutdown()
-
-
-def keep_worker_logs(out_dir: Path) -> None:
-    """Copy the local Ray session's worker and actor output (the lines the terminal no longer shows: the training
-    loop's epoch lines, Ray Train's warnings) to ``out_dir`` before the session and its temp folder go away."""
-    try:
-        import ray._private.worker as ray_worker
-
-        logs = Path(ray_worker._global_node.get_logs_dir_path())
-    except Exception:  # a remote cluster, or no node object: its logs stay on the cluster
-        return
-    shutil.rmtree(out_dir, ignore_errors=True)
-    for path in sorted(logs.glob("worker-*")):
-        if path.suffix in (".out", ".err") and path.stat().st_size > 0:
-            out_dir.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(path, out_dir / path.name)
 
 
 def resolve_use_gpu(setting: bool | str) -> bool:
