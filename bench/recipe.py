@@ -27,7 +27,7 @@ import yaml
 
 from pipeline.config import params_from_dict
 from pipeline.data.prepare import prepare
-from pipeline.training import train_worker
+from pipeline.training import after_warmup_mean, train_worker
 
 # name, overrides: the default round as `make run` trains it, the same round in fp32 (the bf16 check), and the
 # reference with every person labeled (SSL off: nothing is left to learn from without labels; more steps, within
@@ -73,9 +73,8 @@ def train_arm(raw: dict, root: Path, name: str) -> dict:
     labeled = len(json.loads((prepared / "labeled.json").read_text())["annotations"])
     cfg = raw["train"]
     steps = cfg["epochs"] * max(math.ceil(labeled / cfg["batch_size"]), cfg["min_steps_per_epoch"])
-    later = history[1:] or history
     return {"arm": name, "labeled": labeled, "steps": steps, "seconds": round(seconds, 1),
-            "images_per_s": round(sum(h["images_per_s"] for h in later) / len(later), 1),
+            "images_per_s": round(after_warmup_mean(history, "images_per_s"), 1),
             "val_ap": round(best["val_ap"], 4), "val_pck10": round(best["val_pck10"], 4),
             "final_val_ap": round(history[-1]["val_ap"], 4), "best_epoch": best["epoch"],
             "curve": [round(h["val_ap"], 4) for h in history]}  # fmt: skip

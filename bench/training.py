@@ -18,7 +18,7 @@ from bench.report import write_section
 from pipeline.config import params_from_dict
 from pipeline.data.prepare import prepare
 from pipeline.ray_train import fit, ray_session
-from pipeline.training import train_worker
+from pipeline.training import after_warmup_mean, train_worker
 
 EPOCHS, STEPS, BATCH = 4, 60, 32
 
@@ -30,11 +30,6 @@ def _params() -> dict:
     raw["train"].update(epochs=EPOCHS, min_steps_per_epoch=STEPS, batch_size=BATCH)
     raw["train"]["ssl"]["mode"] = "off"
     return raw
-
-
-def _throughput(history: list[dict]) -> float:
-    later = history[1:] or history
-    return sum(h["images_per_s"] for h in later) / len(later)
 
 
 def run() -> None:
@@ -51,7 +46,7 @@ def run() -> None:
             start = time.perf_counter()
             train_worker({"params": raw, "paths": paths, "local_checkpoint_dir": str(root / tag), "progress": False})
             history = json.loads((root / tag / "latest" / "history.json").read_text())
-            return _throughput(history), time.perf_counter() - start
+            return after_warmup_mean(history, "images_per_s"), time.perf_counter() - start
 
         def on_ray(workers: int, threads: int, tag: str) -> tuple[float, float]:
             raw = copy.deepcopy(base)
@@ -61,7 +56,7 @@ def run() -> None:
                 result = fit(params_from_dict(raw), raw, paths, root / "ray", name=tag, progress=False)
             with result.checkpoint.as_directory() as ckpt:
                 history = json.loads((Path(ckpt) / "history.json").read_text())
-            return _throughput(history), time.perf_counter() - start
+            return after_warmup_mean(history, "images_per_s"), time.perf_counter() - start
 
         # interleaved (plain, Ray, plain, Ray): the host's speed drifts by more than the overhead being measured
         runs = {"plain": [], "ray1": []}

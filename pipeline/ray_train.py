@@ -155,6 +155,8 @@ def show_progress(queue, done: threading.Event) -> None:
     from ray.util.queue import Empty
     from tqdm import tqdm
 
+    from pipeline.training import draw_progress
+
     bar = None
     while not done.is_set():
         try:
@@ -166,9 +168,6 @@ def show_progress(queue, done: threading.Event) -> None:
         if "message" in state:
             tqdm.write(state["message"])
             continue
-        if bar is None:
-            bar = tqdm(total=state["total"], initial=state["step"], desc="train", unit="step", dynamic_ncols=True)
-        bar.n = int(state["step"])
-        bar.set_postfix({k: v for k, v in state.items() if k not in ("step", "total")}, refresh=True)
+        bar = draw_progress(bar, state)
     if bar is not None:
         bar.close()

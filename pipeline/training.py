@@ -382,11 +382,11 @@ class Progress:
     """
 
     def __init__(self, sink: object, total: int, done: int, every_s: float = 0.5) -> None:
-        self.sink, self.total, self.every_s = sink, total, every_s
+        self.queue = None if isinstance(sink, bool) or sink is None else sink
+        self.every_s = every_s
         self.state: dict = {"step": done, "total": total}
         self.last = 0.0
-        self.bar = tqdm(total=total, initial=done, desc="train", unit="step", dynamic_ncols=True) if sink is True \
-            else None  # fmt: skip
+        self.bar = draw_progress(None, self.state) if sink is True else None
 
     def update(self, force: bool = False, **state: float) -> None:
         self.state.update(state)
@@ -395,28 +395,41 @@ class Progress:
             return
         self.last = now
         if self.bar is not None:
-            self.bar.n = int(self.state["step"])
-            self.bar.set_postfix({k: v for k, v in self.state.items() if k not in ("step", "total")}, refresh=True)
-        elif self.sink not in (None, False):
-            import ray.util.queue
-
-            # the driver is behind: a dropped update is only a stale line
-            with suppress(ray.util.queue.Full):
-                self.sink.put_nowait(dict(self.state))  # type: ignore[attr-defined]
+            draw_progress(self.bar, self.state)
+        elif self.queue is not None:
+            self._put(dict(self.state))
 
     def note(self, text: str) -> None:
         """An event worth a line of its own above the progress line (a resume, a restarted worker group)."""
         if self.bar is not None:
             self.bar.write(text)
-        elif self.sink not in (None, False):
-            import ray.util.queue
+        elif self.queue is not None:
+            self._put({"message": text})
 
-            with suppress(ray.util.queue.Full):
-                self.sink.put_nowait({"message": text})  # type: ignore[attr-defined]
+    def _put(self, message: dict) -> None:
+        import ray.util.queue
+
+        with suppress(ray.util.queue.Full):  # the driver is behind: a dropped update is only a stale line
+            self.queue.put_nowait(message)  # type: ignore[union-attr]
 
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+
+
+def draw_progress(bar: tqdm | None, state: dict) -> tqdm:
+    """Show a ``Progress`` state (step, total and postfix fields) on ``bar``, made on the first call."""
+    if bar is None:
+        bar = tqdm(total=state["total"], initial=state["step"], desc="train", unit="step", dynamic_ncols=True)
+    bar.n = int(state["step"])
+    bar.set_postfix({k: v for k, v in state.items() if k not in ("step", "total")}, refresh=True)
+    return bar
+
+
+def after_warmup_mean(history: list[dict], key: str) -> float:
+    """Mean of ``key`` over the epochs after the first (which holds allocator and oneDNN kernel warm-up)."""
+    later = history[1:] or history
+    return sum(h[key] for h in later) / len(later)
 
 
 def validate(model: PoseModel, data: Data, flip_test: bool) -> dict:
@@ -464,8 +477,8 @@ def train_worker(config: dict) -> None:
     per_worker = math.ceil(len(data.labeled) / session.world_size)
     steps_per_epoch = max(math.ceil(per_worker / cfg.batch_size), cfg.min_steps_per_epoch)
     scheduler = build_schedule(optimizer, params, steps_per_epoch)
-    autocast, scaler = autocast_for(device, cfg.amp)
     amp_mode = resolve_amp(device, cfg.amp)
+    autocast, scaler = autocast_for(device, amp_mode)
     # MFU as nanoGPT reports it: model FLOPs of the step (forward x 3 for forward + backward; the SSL teacher's
     # forward x 1) over the machine's peak, measured on rank 0 only (the others would compete for the same cores)
     flops_per_image = count_flops(raw, tuple(params.codec.input_size)) * 1e9

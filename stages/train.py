@@ -22,7 +22,7 @@ from pipeline.inference import predict
 from pipeline.model_store import WEIGHTS_FILE, load_model, save_model
 from pipeline.ray_train import fit, ray_session
 from pipeline.tracking import log_training, stage_run
-from pipeline.training import BEST_FILE
+from pipeline.training import BEST_FILE, after_warmup_mean
 from pipeline.viz import learning_curve, prediction_sheet, save_png
 
 
@@ -64,9 +64,8 @@ def main() -> None:
     labels = read_coco(args.labels, sigmas=params.data.sigmas, flip_pairs=params.data.flip_pairs)
     final = {"best_epoch": best["epoch"], "epochs": len(history)}
     final.update({k: v for k, v in best.items() if k.startswith("val_")})
-    later = history[1:] or history  # the first epoch holds the warm-up (allocator, oneDNN kernel choice)
-    final.update(images_per_s=round(sum(h["images_per_s"] for h in later) / len(later), 1),
-                 mfu=round(sum(h["mfu"] for h in later) / len(later), 4), amp=history[-1].get("amp", "off"),
+    final.update(images_per_s=round(after_warmup_mean(history, "images_per_s"), 1),
+                 mfu=round(after_warmup_mean(history, "mfu"), 4), amp=history[-1].get("amp", "off"),
                  train_seconds=round(sum(h["epoch_seconds"] for h in history), 1))  # fmt: skip
     extra = {"labeled_instances": len(labels.annotations), "warm_start": init_weights}
     save_model(args.out, weights, params_raw, labels.schema, final, extra=extra)
