@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -20,6 +21,9 @@ from typing import Any, Literal
 import yaml
 
 PARAMS_FILE = Path("params.yaml")
+# Every number has an upper bound as well: a typo such as budget: 1000000000000000 would otherwise be accepted and
+# fail (or run for days) far from the file. The bounds are generous: far above any real run, far below overflow.
+MAX_SEED = 2**32 - 1  # numpy's and torch's seeds
 
 
 class ParamsError(ValueError):
@@ -43,7 +47,7 @@ def _p(default: Any = dataclasses.MISSING, *, ge: float | None = None, le: float
 class SyntheticParams:
     """The embedded default data set (pipeline/data/synthetic.py); the seed is ``data.seed``."""
 
-    num_images: int = _p(1000, ge=1)
+    num_images: int = _p(1000, ge=1, le=1_000_000)
     image_width: int = _p(256, ge=32, le=4096)
     image_height: int = _p(256, ge=32, le=4096)
     max_people: int = _p(3, ge=1, le=20)
@@ -77,11 +81,11 @@ class DeepLabCutSourceParams:
 @dataclass(frozen=True)
 class DataParams:
     source: Literal["synthetic", "coco", "deeplabcut"] = "synthetic"
-    seed: int = _p(0, ge=0)
+    seed: int = _p(0, ge=0, le=MAX_SEED)
     # Seed labels: a fraction of the eligible instances when < 1, else a count of instances.
-    labeled: float = _p(200, gt=0)
-    val_images: int = _p(100, ge=1)
-    test_images: int = _p(100, ge=0)
+    labeled: float = _p(200, gt=0, le=10_000_000)
+    val_images: int = _p(100, ge=1, le=1_000_000)
+    test_images: int = _p(100, ge=0, le=1_000_000)
     # Per-keypoint OKS sigmas for schemas that are not COCO's (null: COCO's for COCO names, else 0.1 each).
     sigmas: list[float] | None = None
     # 0-based index pairs; null: derived from left_/right_ names.
@@ -95,7 +99,7 @@ class DataParams:
 class CodecParams:
     """Top-down input and heatmap geometry shared by training, evaluation and inference."""
 
-    input_size: list[int] = _p([144, 192], length=2)  # (width, height) of the crop fed to the network
+    input_size: list[int] = _p([144, 192], length=2, ge=32, le=2048)  # (width, height) of the crop fed to the network
     heatmap_stride: int = _p(4, ge=1, le=8)
     sigma: float = _p(2.0, gt=0, le=10)  # Gaussian sigma in heatmap pixels at 48x64; scaled with resolution
     dark: bool = True
@@ -112,7 +116,7 @@ class ModelParams:
     sahr: bool = True  # scale-adaptive targets (heatmap head)
     wahr: bool = True  # weight-adaptive loss (heatmap head); off: plain target-weighted MSE
     wahr_gamma: float = _p(0.01, gt=0, le=1)
-    scale_reg_weight: float = _p(0.03, ge=0)
+    scale_reg_weight: float = _p(0.03, ge=0, le=100)
     asla_k: int = _p(9, ge=1, le=100)  # positives per keypoint
     asla_dynamic_k: bool = False
     asla_reg: Literal["l1", "oks"] = "l1"
@@ -136,33 +140,33 @@ class SslParams:
     # off: supervised only; cutout: fixed-count joint cutout; adaptive: adaptive keypoint masking;
     # adaptive_mixup: adaptive masking + dual-branch Mixup (image and feature level).
     mode: Literal["off", "cutout", "adaptive", "adaptive_mixup"] = "adaptive_mixup"
-    lambda_u: float = _p(1.0, ge=0)
-    lambda_m: float = _p(1.0, ge=0)
-    rampup_epochs: int = _p(5, ge=0)  # sigmoid ramp-up of lambda_u and lambda_m
+    lambda_u: float = _p(1.0, ge=0, le=1000)
+    lambda_m: float = _p(1.0, ge=0, le=1000)
+    rampup_epochs: int = _p(5, ge=0, le=100_000)  # sigmoid ramp-up of lambda_u and lambda_m
     tau: float = _p(0.5, ge=0, le=1)  # easy keypoint threshold on the normalised response
     max_masks: int = _p(5, ge=0, le=50)  # M
     floor: float = _p(0.1, ge=0, le=1)  # below this max response a sample gets at most one mask
     feature_mixup: bool = True  # the second Mixup branch (mix the backbone's stem features)
     ema_teacher: bool = False  # teacher = EMA of the student instead of the student itself
     ema_decay: float = _p(0.999, gt=0, lt=1)
-    unlabeled_batch_size: int = _p(16, ge=1)
+    unlabeled_batch_size: int = _p(16, ge=1, le=4096)
     asla_min_score: float = _p(0.3, ge=0, le=1)  # ASLA pseudo keypoints below this teacher score are ignored
 
 
 @dataclass(frozen=True)
 class TrainParams:
-    epochs: int = _p(10, ge=1)
+    epochs: int = _p(10, ge=1, le=100_000)
     # An epoch is one pass over the labeled set, but at least this many steps (a 40-instance seed set would
     # otherwise make epochs of two steps).
-    min_steps_per_epoch: int = _p(100, ge=1)
-    batch_size: int = _p(32, ge=1)  # per Ray worker
+    min_steps_per_epoch: int = _p(100, ge=1, le=10_000_000)
+    batch_size: int = _p(32, ge=1, le=4096)  # per Ray worker
     optimizer: Literal["adam", "adamw"] = "adamw"
     lr: float = _p(1e-2, gt=0, le=1)
-    weight_decay: float = _p(1e-4, ge=0)
+    weight_decay: float = _p(1e-4, ge=0, le=10)
     schedule: Literal["cosine", "step"] = "cosine"
-    step_epochs: list[int] = _p([], ge=1)  # schedule: step -> lr x 0.1 at these epochs
-    warmup_steps: int = _p(50, ge=0)
-    grad_clip: float = _p(5.0, ge=0)  # 0: off
+    step_epochs: list[int] = _p([], ge=1, le=100_000)  # schedule: step -> lr x 0.1 at these epochs
+    warmup_steps: int = _p(50, ge=0, le=10_000_000)
+    grad_clip: float = _p(5.0, ge=0, le=1e6)  # 0: off
     ema: bool = False  # evaluate and export EMA weights
     ema_decay: float = _p(0.999, gt=0, lt=1)
     amp: Literal["auto", "off", "bf16", "fp16"] = "auto"  # auto: bf16 on CUDA and on CPUs with native bf16
@@ -170,17 +174,17 @@ class TrainParams:
     flip_test: bool = False  # validation with flip test
     warm_start: Literal["scratch", "previous"] = "previous"  # previous: start from artifacts/model if present
     pseudo_labels: bool = False  # also train on the last round's confident pseudo-labels (pseudolabel stage)
-    seed: int = _p(0, ge=0)
+    seed: int = _p(0, ge=0, le=MAX_SEED)
     augment: AugmentParams = _p(AugmentParams())
     ssl: SslParams = _p(SslParams())
     # Ray Train (DESIGN.md §9). RAY_ADDRESS set: the cluster; unset: a local Ray inside the stage.
-    num_workers: int = _p(1, ge=1)
+    num_workers: int = _p(1, ge=1, le=4096)
     use_gpu: bool | Literal["auto"] = "auto"
-    cpus_per_worker: float = _p(1.0, gt=0)
-    gpus_per_worker: float = _p(1.0, gt=0)
-    threads_per_worker: int = _p(2, ge=1)  # torch threads in each worker (two workers on two cores: 1 each)
-    loader_workers: int = _p(0, ge=0)  # DataLoader processes per Ray worker
-    max_failures: int = _p(2, ge=0)  # a dead worker is replaced and training resumes from the last checkpoint
+    cpus_per_worker: float = _p(1.0, gt=0, le=1024)
+    gpus_per_worker: float = _p(1.0, gt=0, le=64)
+    threads_per_worker: int = _p(2, ge=1, le=1024)  # torch threads in each worker (two workers on two cores: 1 each)
+    loader_workers: int = _p(0, ge=0, le=256)  # DataLoader processes per Ray worker
+    max_failures: int = _p(2, ge=0, le=1000)  # a dead worker is replaced and training resumes from the last checkpoint
 
 
 @dataclass(frozen=True)
@@ -188,28 +192,28 @@ class PseudolabelParams:
     """The teacher over the pool on Ray Data (pipeline/inference.py, stages/pseudolabel.py)."""
 
     teacher: Literal["latest", "champion"] = "latest"  # latest: this round's model; champion: the registry alias
-    batch_size: int = _p(64, ge=1)  # instances per predictor call
-    actors: int = _p(1, ge=1)  # predictor actors (each loads the model once)
-    cpus_per_actor: float = _p(0.5, gt=0)  # a Ray reservation: leave room for the crop tasks (DESIGN.md §11)
-    gpus_per_actor: float = _p(1.0, ge=0)  # used when use_gpu
+    batch_size: int = _p(64, ge=1, le=4096)  # instances per predictor call
+    actors: int = _p(1, ge=1, le=4096)  # predictor actors (each loads the model once)
+    cpus_per_actor: float = _p(0.5, gt=0, le=1024)  # a Ray reservation: leave room for the crop tasks (DESIGN.md §11)
+    gpus_per_actor: float = _p(1.0, ge=0, le=64)  # used when use_gpu
     use_gpu: bool | Literal["auto"] = "auto"
-    threads_per_actor: int = _p(2, ge=1)  # torch threads in each actor
+    threads_per_actor: int = _p(2, ge=1, le=1024)  # torch threads in each actor
     flip_test: bool = True  # also gives flip_disagreement
     tau: float = _p(0.5, ge=0, le=1)  # easy-keypoint threshold of the adaptive-mask difficulty
     pseudo_min_score: float = _p(0.6, ge=0, le=1)  # confident pseudo-label: every counted keypoint's score >= this
-    pseudo_min_keypoints: int = _p(8, ge=1)  # ... with at least this many keypoints above pseudo_min_score
-    pseudo_max_flip: float = _p(0.05, ge=0)  # ... and flip disagreement <= this (box units; ignored without flip)
+    pseudo_min_keypoints: int = _p(8, ge=1, le=1000)  # ... with at least this many keypoints above pseudo_min_score
+    pseudo_max_flip: float = _p(0.05, ge=0, le=100)  # ... and flip disagreement <= this (box units; not without flip)
 
 
 @dataclass(frozen=True)
 class SelectWeights:
     """Weights of the rank-normalised scores in the combined uncertainty (missing scores are left out)."""
 
-    response: float = _p(1.0, ge=0)  # low mean heatmap peak = uncertain
-    min_response: float = _p(0.0, ge=0)  # low weakest keypoint = uncertain
-    sahr_sigma: float = _p(0.0, ge=0)  # small effective SAHR sigma (large scale s) = uncertain (measured)
-    difficulty: float = _p(0.0, ge=0)  # adaptive-mask difficulty (share of hard keypoints)
-    flip_disagreement: float = _p(1.0, ge=0)  # plain and flipped predictions disagree
+    response: float = _p(1.0, ge=0, le=1000)  # low mean heatmap peak = uncertain
+    min_response: float = _p(0.0, ge=0, le=1000)  # low weakest keypoint = uncertain
+    sahr_sigma: float = _p(0.0, ge=0, le=1000)  # small effective SAHR sigma (large scale s) = uncertain (measured)
+    difficulty: float = _p(0.0, ge=0, le=1000)  # adaptive-mask difficulty (share of hard keypoints)
+    flip_disagreement: float = _p(1.0, ge=0, le=1000)  # plain and flipped predictions disagree
 
 
 @dataclass(frozen=True)
@@ -218,13 +222,13 @@ class SelectParams:
 
     policy: Literal["uncertainty", "random", "response", "min_response", "sahr_sigma", "difficulty",
                     "flip_disagreement"] = "uncertainty"  # fmt: skip
-    budget: int = _p(20, ge=1)  # instances per round
+    budget: int = _p(20, ge=1, le=1_000_000)  # instances per round
     weights: SelectWeights = _p(SelectWeights())
-    per_image: int = _p(0, ge=0)  # at most this many instances of one image (0: no cap)
+    per_image: int = _p(0, ge=0, le=10_000)  # at most this many instances of one image (0: no cap)
     diversity: bool = False  # k-center greedy on a pose embedding among the most uncertain candidates
-    diversity_candidates: float = _p(4.0, ge=1)  # ... candidates = this x budget
+    diversity_candidates: float = _p(4.0, ge=1, le=1000)  # ... candidates = this x budget
     random_share: float = _p(0.0, ge=0, le=1)  # share of the budget drawn at random from what the policy left
-    seed: int = _p(0, ge=0)  # the random policy's (and random_share's) seed
+    seed: int = _p(0, ge=0, le=MAX_SEED)  # the random policy's (and random_share's) seed
 
 
 @dataclass(frozen=True)
@@ -234,7 +238,7 @@ class ExportParams:
 
     project_title: str = "poseloop"  # the project is created or reused by this title
     document_root: str = "data"  # the server's LOCAL_FILES_DOCUMENT_ROOT (project-relative); images lie below it
-    batch_size: int = _p(500, ge=1)  # tasks per import call
+    batch_size: int = _p(500, ge=1, le=100_000)  # tasks per import call
     min_score: float = _p(0.0, ge=0, le=1)  # keypoints scoring below this are not pre-placed for the annotator
 
 
@@ -244,7 +248,7 @@ class RegisterParams:
 
     model_name: str = "poseloop-pose"  # the registered model every round adds a version to
     auto_promote: bool = False  # move `champion` without review when the AP gain exceeds promote_margin
-    promote_margin: float = _p(0.01, ge=0)  # val AP gain over the champion needed for automatic promotion
+    promote_margin: float = _p(0.01, ge=0, le=1)  # val AP gain over the champion needed for automatic promotion
     review_examples: int = _p(8, ge=0, le=64)  # worst val instances drawn in the review report
 
 
@@ -305,8 +309,8 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
             raise ParamsError(f"params.yaml: {key} = {value!r}: expected an integer")
         return value
     if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
-            raise ParamsError(f"params.yaml: {key} = {value!r}: expected a number")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ParamsError(f"params.yaml: {key} = {value!r}: expected a finite number")
         return float(value)
     if tp is str:
         if not isinstance(value, str):
@@ -369,11 +373,32 @@ def params_from_dict(raw: dict) -> Params:
     return _build(Params, raw, "")
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """YAML's safe loader, except that a key given twice in one mapping is an error (PyYAML keeps the last)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                raise ParamsError(f"{self.name}: line {line}: duplicate key {key!r} (first on line {seen[key]}); "
+                                  "YAML would silently keep the last value")  # fmt: skip
+            seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_params(path: Path | str = PARAMS_FILE) -> Params:
     """Read and validate params.yaml; raises ``ParamsError`` naming the offending key."""
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text())
+        text = path.read_text()
+        loader = _StrictLoader(text)
+        loader.name = str(path)
+        try:
+            raw = loader.get_single_data()
+        finally:
+            loader.dispose()
     except FileNotFoundError:
         raise ParamsError(f"{path}: not found (run from the project root)") from None
     except yaml.YAMLError as exc:

@@ -1,17 +1,26 @@
 """The append-only store of human corrections (``data/corrections/``) and the merge rules (DESIGN.md §3).
 
 Store. ``pull`` adds one file per pull that brings something new, named ``<UTC yyyymmddTHHMMSSZ>-<hash>.json``; the
-format is docs/contracts/labelstudio.md (``poseloop-corrections/1``). Files are never rewritten or deleted: they are the
-only copy of the annotators' work once Label Studio is gone, so every reader raises on a file it cannot read rather
-than skip it. The hash is the first 12 hex digits of the sha256 of the file's bytes, so a file can be checked against
-its name (``sha256sum``).
+format is docs/contracts/labelstudio.md (``poseloop-corrections/2``; files of ``/1`` are read as they are). Files are
+never rewritten or deleted: they are the only copy of the annotators' work once Label Studio is gone, so every reader
+raises on a file it cannot read rather than skip it. The hash is the first 12 hex digits of the sha256 of the file's
+bytes, so a file can be checked against its name (``sha256sum``). A round is one pull that brought something new
+(``round_number``).
 
-Identity of a record (what makes a pulled record "already stored"):
+Identity of a record (what makes a pulled record "already stored"): where it came from (``origin``: the Label Studio
+server and project, or the inbox file), its task and annotation ids, the instance, the version (``completed_at``: an
+annotation edited after it was pulled has a later ``updated_at`` and comes in as a new correction, and the later one
+wins in merge) and its content. A fresh Label Studio restarts task and annotation ids at 1: its records differ in
+``origin`` and content, so they are stored, never dropped as already seen. Records of ``/1`` files have no origin;
+they match a new record of any origin with the same ids, time and content (so upgrading does not pull everything
+twice).
 
-* a correction from Label Studio: ``(task_id, annotation_id)``. An annotation edited after it was pulled keeps its ids
-  and is therefore not pulled again; the first submitted version is the one stored.
-* a correction without a task id (an inbox file): ``(instance_id, completed_at, keypoints)``.
-* a skip: ``(instance_id, task_id, annotation_id, reason)``.
+Which person a record labels. ``instance_id`` is our numbering, which changes when the data set is split again
+(``data.seed``) or grows (a DeepLabCut project that gains frames renumbers every instance). Each record therefore
+also carries what identifies the person independently of it: ``image_file`` (the image's ``file_name`` in the
+prepared files: for DeepLabCut the frame path) and ``instance_bbox`` (the person's box as it was exported). Merge
+applies a record only to the instance they identify: the one with its id when they match, else the instance on the
+same image whose box matches (re-mapped, reported), else nobody (refused, reported by name).
 
 Merge. ``merge`` is a pure function of the seed labels, the pool and the store's records: the same inputs give the same
 dict, so re-running the stage gives the same bytes and DVC sees no change. Times are compared as instants (parsed
@@ -32,7 +41,7 @@ import re
 import uuid
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal, get_args
@@ -41,10 +50,16 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-STORE_FORMAT = "poseloop-corrections/1"
+STORE_FORMAT = "poseloop-corrections/2"
+READABLE_FORMATS = ("poseloop-corrections/1", STORE_FORMAT)
 SkipReason = Literal["skipped", "cancelled", "no_person"]
 SKIP_REASONS: tuple[str, ...] = get_args(SkipReason)
-_STORE_NAME = re.compile(r"^\d{8}T\d{6}Z-[0-9a-f]{12}\.json$")
+_STORE_NAME = re.compile(r"^(\d{8}T\d{6}Z)-[0-9a-f]{12}\.json$")
+# Same-person tests of merge: IoU of the record's exported box with the instance's box. The exported box is the
+# instance's own box, so the same person matches at ~1; 0.9 leaves room for rounding and a re-saved source file.
+# A record of a /1 file knows only the box the annotator submitted, which they may have redrawn: 0.5 there.
+SAME_BOX_IOU = 0.9
+LEGACY_BOX_IOU = 0.5
 
 
 # ------------------------------------------------------------------------------------------------ field validation
@@ -120,6 +135,18 @@ class _Fields:
     def opt_str(self, name: str) -> str | None:
         return None if self.get(name) is None else self.str_(name)
 
+    def absent_or_str(self, name: str) -> str | None:
+        """A field that ``/1`` files do not have: absent or null is None."""
+        return None if self.d.get(name) is None else self.str_(name)
+
+    def absent_or_bbox(self, name: str) -> tuple[float, float, float, float] | None:
+        if self.d.get(name) is None:
+            return None
+        values = self.numbers(name)
+        if len(values) != 4:
+            raise self.fail(name, f"expected [x, y, width, height], got {len(values)} numbers")
+        return _bbox(values)
+
     def time(self, name: str) -> str:
         value = self.str_(name)
         try:
@@ -138,6 +165,21 @@ class _Fields:
 def _bbox(values: Sequence[float]) -> tuple[float, float, float, float]:
     x, y, w, h = (float(v) for v in values)
     return (x, y, w, h)
+
+
+def _check_bbox(values: Any, what: str) -> tuple[float, float, float, float]:
+    if len(values) != 4 or not all(_is_number(v) for v in values):
+        raise ValueError(f"{what}: expected 4 finite numbers (x, y, w, h), got {list(values)!r:.80}")
+    return _bbox(values)
+
+
+def box_iou(a: Sequence[float], b: Sequence[float]) -> float:
+    """IoU of two (x, y, w, h) boxes; 0 when either is empty."""
+    ix = max(0.0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = a[2] * a[3] + b[2] * b[3] - inter
+    return inter / union if union > 0 else 0.0
 
 
 def _keypoints(values: Sequence[float]) -> tuple[float, ...]:
@@ -166,8 +208,14 @@ class Correction:
 
     ``instance_id`` is the annotation id in pool.json (or labeled.json, for a corrected seed label). ``bbox`` is
     (x, y, w, h) and ``keypoints`` the flat (3K,) x, y, v list, both in image pixels; v is the COCO flag (2 visible,
-    1 labeled but occluded, 0 not labeled). ``completed_at`` is an ISO-8601 UTC time. ``task_id`` / ``annotation_id``
-    are Label Studio's, None for inbox files that have none.
+    1 labeled but occluded, 0 not labeled). ``completed_at`` is an ISO-8601 UTC time (the annotation's
+    ``updated_at``: the version pulled). ``task_id`` / ``annotation_id`` are Label Studio's, None for inbox files
+    that have none.
+
+    Provenance (None in records of ``/1`` files): ``origin`` is where the record came from
+    (``labelstudio:<url>/projects/<id>@<project created_at>`` or ``inbox:<file name>``); ``image_file`` and
+    ``instance_bbox`` identify the person independently of ``instance_id`` (module doc): the image's ``file_name``
+    in the prepared files and the person's box as exported, (x, y, w, h) pixels.
     """
 
     instance_id: int
@@ -179,6 +227,9 @@ class Correction:
     annotator: str | None
     completed_at: str
     model_version: str | None
+    origin: str | None = None
+    image_file: str | None = None
+    instance_bbox: tuple[float, float, float, float] | None = None
 
     def __post_init__(self) -> None:
         # Records built in code (pull) get the checks from_json gives file records, and the canonical number types,
@@ -190,6 +241,9 @@ class Correction:
         _set_ids(self, ("instance_id", "image_id"), ("task_id", "annotation_id"))
         object.__setattr__(self, "bbox", _bbox(self.bbox))
         object.__setattr__(self, "keypoints", _keypoints(self.keypoints))
+        if self.instance_bbox is not None:
+            box = _check_bbox(self.instance_bbox, f"correction of instance {self.instance_id}: instance_bbox")
+            object.__setattr__(self, "instance_bbox", box)
 
     @property
     def correction_id(self) -> str:
@@ -197,10 +251,9 @@ class Correction:
         return f"{self.task_id}:{self.annotation_id}"
 
     def key(self) -> tuple:
-        """Identity in the store (see the module doc); the tag keeps the two kinds of key apart."""
-        if self.task_id is None:
-            return ("inbox", self.instance_id, self.completed_at, self.keypoints)
-        return ("task", self.task_id, self.annotation_id)
+        """Identity in the store (see the module doc): origin, ids, instance, version and content."""
+        ids = (self.task_id, self.annotation_id, self.instance_id, self.completed_at)
+        return ("correction", self.origin, *ids, self.bbox, self.keypoints)
 
     def to_json(self) -> dict:
         return {
@@ -213,6 +266,9 @@ class Correction:
             "annotator": self.annotator,
             "completed_at": self.completed_at,
             "model_version": self.model_version,
+            "origin": self.origin,
+            "image_file": self.image_file,
+            "instance_bbox": None if self.instance_bbox is None else list(self.instance_bbox),
         }
 
     @classmethod
@@ -236,6 +292,9 @@ class Correction:
             annotator=f.opt_str("annotator"),
             completed_at=f.time("completed_at"),
             model_version=f.opt_str("model_version"),
+            origin=f.absent_or_str("origin"),
+            image_file=f.absent_or_str("image_file"),
+            instance_bbox=f.absent_or_bbox("instance_bbox"),
         )
 
 
@@ -249,15 +308,21 @@ class Skip:
     annotator: str | None
     at: str
     reason: SkipReason
+    origin: str | None = None
+    image_file: str | None = None
+    instance_bbox: tuple[float, float, float, float] | None = None
 
     def __post_init__(self) -> None:
         if self.reason not in SKIP_REASONS:
             raise ValueError(f"skip of instance {self.instance_id}: reason {self.reason!r} not in {list(SKIP_REASONS)}")
         _check_time(self.at, f"skip of instance {self.instance_id}: at")
         _set_ids(self, ("instance_id",), ("task_id", "annotation_id"))
+        if self.instance_bbox is not None:
+            box = _check_bbox(self.instance_bbox, f"skip of instance {self.instance_id}: instance_bbox")
+            object.__setattr__(self, "instance_bbox", box)
 
     def key(self) -> tuple:
-        return (self.instance_id, self.task_id, self.annotation_id, self.reason)
+        return ("skip", self.origin, self.task_id, self.annotation_id, self.instance_id, self.reason)
 
     def to_json(self) -> dict:
         return {
@@ -267,6 +332,9 @@ class Skip:
             "annotator": self.annotator,
             "at": self.at,
             "reason": self.reason,
+            "origin": self.origin,
+            "image_file": self.image_file,
+            "instance_bbox": None if self.instance_bbox is None else list(self.instance_bbox),
         }
 
     @classmethod
@@ -282,6 +350,9 @@ class Skip:
             annotator=f.opt_str("annotator"),
             at=f.time("at"),
             reason=reason,  # type: ignore[arg-type]  # checked above
+            origin=f.absent_or_str("origin"),
+            image_file=f.absent_or_str("image_file"),
+            instance_bbox=f.absent_or_bbox("instance_bbox"),
         )
 
 
@@ -348,8 +419,9 @@ def read_store_file(path: Path) -> tuple[list[Correction], list[Skip], list[Prob
         raise ValueError(f"{file}: corrupt corrections file: {exc}") from exc
     if not isinstance(doc, dict):
         raise ValueError(f"{file}: expected a JSON object, got {type(doc).__name__}")
-    if doc.get("format") != STORE_FORMAT:
-        raise ValueError(f"{file}: field 'format': expected {STORE_FORMAT!r}, got {doc.get('format')!r:.60}")
+    if doc.get("format") not in READABLE_FORMATS:
+        expected = list(READABLE_FORMATS)
+        raise ValueError(f"{file}: field 'format': expected one of {expected}, got {doc.get('format')!r:.60}")
     for name in ("corrections", "skipped", "problems"):
         if name not in doc:
             raise ValueError(f"{file}: field '{name}': missing")
@@ -376,15 +448,53 @@ def read_store(store_dir: Path) -> tuple[list[Correction], list[Skip]]:
     return corrections, skips
 
 
-def _new_only(records: Iterable[Any], seen: set[tuple]) -> list[Any]:
-    """Records whose key is not in ``seen``, first of each key only (``seen`` grows)."""
+def round_number(store_dir: Path) -> int:
+    """The round a model trained on the store's records belongs to: 1 + the pulls that brought something new.
+
+    A pull is one timestamp of the store's file names: this version writes one file per pull, older ones wrote one
+    per source of a pull within the same second (so one pull of four inbox files is one round, not four).
+    """
+    pulls = set()
+    for p in _store_files(Path(store_dir)):
+        match = _STORE_NAME.match(p.name)
+        pulls.add(match.group(1) if match else p.name)
+    return 1 + len(pulls)
+
+
+def _new_only(records: Iterable[Any], stored: Iterable[Any]) -> list[Any]:
+    """``records`` not in ``stored`` (by key), first of each key only.
+
+    A stored record without an origin (a ``/1`` file) also matches a new record of any origin with the same key
+    otherwise, so the first pull after an upgrade does not store every old annotation again.
+    """
+    seen = {r.key() for r in stored}
+    legacy = {r.key() for r in stored if r.origin is None}
     out = []
     for r in records:
         k = r.key()
-        if k not in seen:
+        anonymous = (k[0], None, *k[2:])
+        if k not in seen and anonymous not in legacy:
             seen.add(k)
             out.append(r)
     return out
+
+
+def _report_new_versions(new: list[Correction], stored: list[Correction], source: str) -> int:
+    """Log every new correction that is a later version of a stored annotation (edited in Label Studio after it was
+    pulled); returns how many. The later version is stored as a correction of its own, and merge takes the later."""
+    versions = {(c.origin, c.task_id, c.annotation_id) for c in stored if c.task_id is not None}
+    versions |= {(None, c.task_id, c.annotation_id) for c in stored if c.task_id is not None and c.origin is None}
+    edited = [
+        c
+        for c in new
+        if c.task_id is not None
+        and ((c.origin, c.task_id, c.annotation_id) in versions or (None, c.task_id, c.annotation_id) in versions)
+    ]
+    for c in edited:
+        log.warning("pull %s: task %s annotation %s (instance %d) was edited after it was pulled; the version of %s "
+                    "is stored as a new correction and the later one wins", source, c.task_id, c.annotation_id,
+                    c.instance_id, c.completed_at)  # fmt: skip
+    return len(edited)
 
 
 def write_pull(
@@ -407,9 +517,11 @@ def write_pull(
     problems = sorted(problems, key=_problem_order)
     for p in problems:
         log.warning("pull %s: task %s annotation %s: %s", source, p.task_id, p.annotation_id, p.message)
+    _remove_stale_temp_files(store_dir)
     old_corrections, old_skips = read_store(store_dir)
-    new_c = _new_only(sorted(corrections, key=_correction_order), {c.key() for c in old_corrections})
-    new_s = _new_only(sorted(skips, key=_skip_order), {s.key() for s in old_skips})
+    new_c = _new_only(sorted(corrections, key=_correction_order), old_corrections)
+    new_s = _new_only(sorted(skips, key=_skip_order), old_skips)
+    _report_new_versions(new_c, old_corrections, source)
     if not new_c and not new_s:
         log.info("pull %s: nothing new (%d problem(s) not stored)", source, len(problems))
         return None
@@ -451,16 +563,34 @@ def _dumps_store(doc: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _temp_dir(store_dir: Path) -> Path:
+    """Where a store file is written before it is linked into the store: beside the store, not in it, so a write
+    killed half-way leaves nothing inside the folder DVC caches (data/.corrections.tmp/, ignored by git)."""
+    return store_dir.parent / f".{store_dir.name}.tmp"
+
+
+def _remove_stale_temp_files(store_dir: Path) -> None:
+    """Delete temp files that older versions wrote inside the store (hidden ``.*.tmp``): a file there exists only
+    while a write is in progress or after one was killed, and is never a record (its content is also in the named file
+    when the write finished)."""
+    if store_dir.is_dir():
+        for p in store_dir.glob(".*.tmp"):
+            log.warning("%s: temp file of an interrupted write; removed (it is not a record)", p)
+            p.unlink(missing_ok=True)
+
+
 def _write_new(path: Path, data: bytes) -> None:
     """Create ``path`` with ``data`` atomically, never replacing an existing file.
 
-    Temp file + ``os.link``: the link appears complete or not at all, and unlike ``os.replace`` it fails when the
-    name exists, even if another writer creates it between our check and the rename.
+    Temp file (in ``_temp_dir``, same file system) + ``os.link``: the link appears complete or not at all, and unlike
+    ``os.replace`` it fails when the name exists, even if another writer creates it between our check and the rename.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.exists():
         raise FileExistsError(f"{path}: a corrections file with this name exists already; refusing to overwrite it")
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    temp_dir = _temp_dir(path.parent)
+    temp_dir.mkdir(exist_ok=True)
+    tmp = temp_dir / f"{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(fd, "wb") as f:
@@ -495,6 +625,57 @@ def _num_labeled(keypoints: Sequence[float]) -> int:
     return sum(1 for v in keypoints[2::3] if v > 0)
 
 
+class _People:
+    """The instances of seed + pool, found by id or by what identifies a person independently of ids (module doc)."""
+
+    def __init__(self, seed: dict, pool: dict, images: dict[int, dict]) -> None:
+        self.by_id = {a["id"]: a for a in pool["annotations"]}
+        self.by_id.update({a["id"]: a for a in seed["annotations"]})
+        self.file_of = {i: im.get("file_name") for i, im in images.items()}
+        self.on_file: dict[str, list[dict]] = {}
+        for a in self.by_id.values():
+            self.on_file.setdefault(self.file_of.get(a["image_id"]), []).append(a)
+
+    def _matches(self, record: Correction | Skip, ann: dict, box: Sequence[float], threshold: float) -> bool:
+        same_file = record.image_file is None or self.file_of.get(ann["image_id"]) == record.image_file
+        return same_file and box_iou(box, ann["bbox"]) >= threshold
+
+    def identify(self, record: Correction | Skip) -> tuple[dict | None, str | None]:
+        """(the instance ``record`` labels, None), or (None, why none does). A record of a ``/1`` file (no
+        ``image_file``, no ``instance_bbox``) is checked by the box the annotator submitted (skips: by id only)."""
+        base = self.by_id.get(record.instance_id)
+        legacy = record.image_file is None and record.instance_bbox is None
+        if legacy:
+            if base is None:
+                return None, f"instance {record.instance_id} is in neither seed nor pool"
+            if isinstance(record, Skip) or self._matches(record, base, record.bbox, LEGACY_BOX_IOU):
+                return base, None
+            return None, (
+                f"instance {record.instance_id}'s box {base['bbox']} does not overlap the labeled box "
+                f"{list(record.bbox)} (IoU < {LEGACY_BOX_IOU}): the data set changed since it was made"
+            )
+        box = record.instance_bbox if record.instance_bbox is not None else getattr(record, "bbox", None)
+        if box is None:  # a skip with an image file but no box: the file is all there is to check
+            if base is not None and self._matches(record, base, base["bbox"], 0.0):
+                return base, None
+            return None, f"instance {record.instance_id} is not on {record.image_file!r}"
+        if base is not None and self._matches(record, base, box, SAME_BOX_IOU):
+            return base, None
+        candidates = self.on_file.get(record.image_file, []) if record.image_file is not None else []
+        scored = sorted(((box_iou(box, a["bbox"]), a["id"]) for a in candidates), reverse=True)
+        if scored and scored[0][0] >= SAME_BOX_IOU:
+            return self.by_id[scored[0][1]], None
+        now = (
+            "not in this data set"
+            if base is None
+            else (f"now {self.file_of.get(base['image_id'])!r} box {[round(v, 1) for v in base['bbox']]}")
+        )
+        return None, (
+            f"made for the person on {record.image_file!r} box {[round(v, 1) for v in box]}; instance "
+            f"{record.instance_id} is {now}, and no person of this data set matches: not applied"
+        )
+
+
 def merge(seed: dict, pool: dict, corrections: list[Correction], skips: list[Skip]) -> tuple[dict, dict]:
     """Seed labels + the store's records -> (train COCO dict, report dict). Pure and deterministic.
 
@@ -507,6 +688,9 @@ def merge(seed: dict, pool: dict, corrections: list[Correction], skips: list[Ski
       instance is listed under ``conflict_instance_ids``;
     * a ``no_person`` skip removes the instance (seed label included) unless a correction completed after it exists;
       other skips are only counted;
+    * a record is applied to the person it identifies (``image_file`` + ``instance_bbox``, module doc): the instance
+      with its id when they match, else the matching person on the same image (``remapped``), else nobody
+      (``mismatched``, with the reason);
     * an instance id in neither file (``unknown_instances``) and a correction that does not fit its instance (other
       image, wrong number of keypoints: ``invalid_corrections``) are reported and left out, not raised: the store is
       append-only, so an exception here would block every later round.
@@ -521,17 +705,38 @@ def merge(seed: dict, pool: dict, corrections: list[Correction], skips: list[Ski
     images = {im["id"]: im for im in pool["images"]}
     images.update({im["id"]: im for im in seed["images"]})  # seed's record wins when both have the image
     num_kps = {c["id"]: len(c["keypoints"]) for c in seed["categories"] if c.get("keypoints")}
+    people = _People(seed, pool, images)
 
     unknown: set[int] = set()
     invalid = []
+    remapped: list[dict] = []
+    mismatched: list[dict] = []
+
+    def locate(record: Correction | Skip, record_id: str) -> dict | None:
+        """The instance the record labels (re-mapped when our numbering moved); None: reported, not applied."""
+        base, why = people.identify(record)
+        if base is None:
+            if record.image_file is None and record.instance_bbox is None and record.instance_id not in people.by_id:
+                unknown.add(record.instance_id)
+            else:
+                mismatched.append({"instance_id": record.instance_id, "record": record_id, "message": why})
+                log.warning("merge: %s of instance %d: %s", record_id, record.instance_id, why)
+            return None
+        if base["id"] != record.instance_id:
+            remapped.append({"record": record_id, "from_instance": record.instance_id, "to_instance": base["id"]})
+            log.warning("merge: %s was made for instance %d, which is instance %d in this data set: applied there",
+                        record_id, record.instance_id, base["id"])  # fmt: skip
+        return base
+
     # instance id -> (sort key, correction); the key makes "latest, then later in store order" one comparison.
     winner: dict[int, tuple[tuple, Correction]] = {}
     count: Counter[int] = Counter()
     for order, c in enumerate(corrections):
-        base = seed_by_id.get(c.instance_id, pool_by_id.get(c.instance_id))
+        base = locate(c, f"correction {c.correction_id}")
         if base is None:
-            unknown.add(c.instance_id)
             continue
+        if c.image_file is not None or c.instance_bbox is not None:  # identified by file and box: ids follow
+            c = replace(c, instance_id=base["id"], image_id=base["image_id"])
         # Checked before the vote, so a broken record never shadows an earlier good one.
         problem = _misfit(c, base, num_kps)
         if problem:
@@ -547,9 +752,11 @@ def merge(seed: dict, pool: dict, corrections: list[Correction], skips: list[Ski
     skipped = dict.fromkeys(SKIP_REASONS, 0)
     for s in skips:
         skipped[s.reason] += 1
-        if s.instance_id not in seed_by_id and s.instance_id not in pool_by_id:
-            unknown.add(s.instance_id)
-        elif s.reason == "no_person":
+        base = locate(s, f"skip {s.task_id}:{s.annotation_id}")
+        if base is None:
+            continue
+        s = replace(s, instance_id=base["id"])
+        if s.reason == "no_person":
             t = _parse_time(s.at)
             no_person[s.instance_id] = max(t, no_person.get(s.instance_id, t))
 
@@ -606,6 +813,8 @@ def merge(seed: dict, pool: dict, corrections: list[Correction], skips: list[Ski
         "skipped": skipped,
         "unknown_instances": sorted(unknown),
         "invalid_corrections": sorted(invalid, key=lambda d: d["instance_id"]),  # stable: store order within one
+        "remapped": remapped,
+        "mismatched": mismatched,
         "labeled_total": len(annotations),
     }
     return train, report

@@ -14,6 +14,7 @@ import copy
 import io
 import json
 import logging
+import math
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -91,8 +92,11 @@ def _pair_predictions(gt: dict, predictions: Sequence[dict], schema: KeypointSch
     preds_by_image: dict[int, list[dict]] = {}
     for p in predictions:
         preds_by_image.setdefault(p["image_id"], []).append(p)
-    for image_id in sorted({a["image_id"] for a in anns}):
-        gts = [a for a in anns if a["image_id"] == image_id]
+    gts_by_image: dict[int, list[dict]] = {}  # grouped once: linear in the annotations, not images x annotations
+    for a in anns:
+        gts_by_image.setdefault(a["image_id"], []).append(a)
+    for image_id in sorted(gts_by_image):
+        gts = gts_by_image[image_id]
         dts = sorted(preds_by_image.get(image_id, []), key=lambda p: -p.get("score", 0.0))
         if not dts:
             continue
@@ -171,14 +175,84 @@ def evaluate_keypoints(gt: dict, predictions: Sequence[dict], schema: KeypointSc
     return metrics
 
 
-def evaluate_command(gt_path: Path, predictions_path: Path, as_json: bool, sigmas: list[float] | None = None) -> int:
-    """``python -m pipeline evaluate GT.json PREDICTIONS.json [--json]``."""
-    from pipeline.data.coco import read_coco
+class PredictionsError(ValueError):
+    """A predictions file that cannot be evaluated; the message lists every problem by file, index and field."""
 
-    gt = read_coco(gt_path, sigmas=sigmas)
-    predictions = json.loads(Path(predictions_path).read_text())
-    if isinstance(predictions, dict) and "annotations" in predictions:
-        predictions = [dict(a, score=a.get("score", 1.0)) for a in predictions["annotations"]]
+
+def _finite_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def read_predictions(path: Path, gt: dict, schema: KeypointSchema, max_listed: int = 20) -> list[dict]:
+    """A COCO results list (``[{"image_id", "category_id", "keypoints": 3K numbers, "score"}, ...]``) or a COCO file
+    whose ``annotations`` are the predictions (``score`` 1 where absent), checked against the ground truth ``gt``.
+
+    Raises PredictionsError naming the file, the index and the field of each problem (the first ``max_listed``):
+    not JSON, not a list of objects, an ``image_id`` that is not an image of the ground truth, a ``category_id``
+    other than the schema's, keypoints that are not 3K finite numbers, a missing or non-finite ``score``.
+    """
+    where = str(path)
+    try:
+        doc = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise PredictionsError(f"{where}: cannot read predictions: {exc}") from exc
+    from_annotations = isinstance(doc, dict) and isinstance(doc.get("annotations"), list)
+    records = doc["annotations"] if from_annotations else doc
+    if not isinstance(records, list):
+        raise PredictionsError(f"{where}: expected a COCO results list (or a COCO file with 'annotations'), "
+                               f"got a {type(records).__name__}")  # fmt: skip
+    image_ids = {im["id"] for im in gt["images"]}
+    k = schema.num_keypoints
+    problems: list[str] = []
+    out: list[dict] = []
+    for i, rec in enumerate(records):
+        name = f"{where}: {'annotations' if from_annotations else 'predictions'}[{i}]"
+        if not isinstance(rec, dict):
+            problems.append(f"{name}: expected an object, got {type(rec).__name__} {str(rec)[:40]}")
+            continue
+        if from_annotations and "score" not in rec:
+            rec = dict(rec, score=1.0)
+        found = []
+        image_id = rec.get("image_id")
+        if not isinstance(image_id, int) or isinstance(image_id, bool) or image_id not in image_ids:
+            found.append(f"field 'image_id': {image_id!r:.40} is not an image of the ground truth")
+        if rec.get("category_id", schema.category_id) != schema.category_id:
+            found.append(f"field 'category_id': {rec['category_id']!r:.40}, the ground truth's keypoint category "
+                         f"is {schema.category_id}")  # fmt: skip
+        kps = rec.get("keypoints")
+        if not isinstance(kps, list) or len(kps) != 3 * k:
+            size = f"{len(kps)} values" if isinstance(kps, list) else repr(kps)[:40]
+            found.append(
+                f"field 'keypoints': expected 3 x {k} = {3 * k} numbers (x, y, score per keypoint), got {size}"
+            )
+        elif not all(_finite_number(v) for v in kps):
+            bad = next(j for j, v in enumerate(kps) if not _finite_number(v))
+            found.append(f"field 'keypoints': value {bad} is {kps[bad]!r}, not a finite number")
+        if "score" not in rec:
+            found.append("field 'score': missing (COCO results need a detection score)")
+        elif not _finite_number(rec["score"]):
+            found.append(f"field 'score': {rec['score']!r:.40} is not a finite number")
+        problems += [f"{name}: {f}" for f in found]
+        if not found:
+            out.append(dict(rec, category_id=schema.category_id))
+    if problems:
+        more = f"\n... and {len(problems) - max_listed} more" if len(problems) > max_listed else ""
+        raise PredictionsError("\n".join(problems[:max_listed]) + more)
+    return out
+
+
+def evaluate_command(gt_path: Path, predictions_path: Path, as_json: bool, sigmas: list[float] | None = None) -> int:
+    """``python -m pipeline evaluate GT.json PREDICTIONS.json [--json]``; exit status 2 on a bad file, naming it."""
+    import sys
+
+    from pipeline.data.coco import CocoFormatError, read_coco
+
+    try:
+        gt = read_coco(gt_path, sigmas=sigmas)
+        predictions = read_predictions(predictions_path, gt.to_dict(), gt.schema)
+    except (CocoFormatError, PredictionsError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     metrics = evaluate_keypoints(gt.to_dict(), predictions, gt.schema)
     if as_json:
         print(json.dumps(metrics))

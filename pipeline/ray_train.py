@@ -31,6 +31,21 @@ LOCAL_RAY_ENV = {
 }
 
 
+def _this_machine_only() -> None:
+    """A local Ray serves this machine only: its node address becomes the loopback one, and every server of it
+    (GCS, raylet, object manager, workers) binds to that address, which nothing outside can reach (measured: they
+    listened on '::' before). A cluster is the explicit choice of RAY_ADDRESS.
+
+    The switch is Ray's own single-machine mode (its default on macOS and Windows); ``_node_ip_address="127.0.0.1"``
+    does not do it, Ray replaces a loopback address by the host's. The constant is read when Ray is imported, and
+    the stages may have imported it already, so both the environment (for Ray's processes) and the constant are set.
+    """
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    from ray._private import ray_constants
+
+    ray_constants.ENABLE_RAY_CLUSTER = False
+
+
 @contextmanager
 def ray_session(num_cpus: int | None = None, log_to_driver: bool | None = None, stage: str = "ray") -> Iterator[None]:
     """Connect to RAY_ADDRESS, or start a local Ray for the duration of the block (reuse one already running).
@@ -53,6 +68,7 @@ def ray_session(num_cpus: int | None = None, log_to_driver: bool | None = None, 
     if address:
         ray.init(address=address, log_to_driver=forward, logging_level=logging.INFO)
     else:
+        _this_machine_only()
         ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=forward, logging_level=logging.INFO)
     route_ray_logs(log_file)  # ray.init (re)installs its terminal handler
     try:

@@ -150,16 +150,15 @@ def _run_eval_metrics(run_id: str | None, uri: str) -> dict | None:
 
 
 def round_number(merge_report: Path, corrections_dir: Path) -> int:
-    """The labeling round: the merge report's ``round`` when it has one, else 1 + the number of files in the
-    corrections store (round 1 trains on seed labels only; every pull that brought something new adds one file,
-    and a pull with nothing new adds none, so it does not start a round)."""
-    from pipeline.corrections import _store_files  # the store's own rule for which files are records
+    """The labeling round: the merge report's ``round`` when it has one, else the store's own count
+    (``corrections.round_number``: 1 + the pulls that brought something new)."""
+    from pipeline.corrections import round_number as store_round
 
     if Path(merge_report).is_file():
         report = json.loads(Path(merge_report).read_text())
         if isinstance(report.get("round"), int):
             return int(report["round"])
-    return 1 + len(_store_files(Path(corrections_dir)))
+    return store_round(Path(corrections_dir))
 
 
 def data_hash(files: Sequence[Path]) -> str:

@@ -63,6 +63,13 @@ IMAGE_CACHE = 2048  # decoded images kept per data set and loader process (256x2
 # --------------------------------------------------------------------------------------------------- session
 
 
+def load_training_state(path: Path, device: torch.device | str = "cpu") -> dict:
+    """A checkpoint's training state (weights, optimiser, schedule, epoch, history), loaded with
+    ``weights_only=True``: a checkpoint folder is a file on disk like any other, and a full unpickle of a planted
+    one would run its code. The state holds only tensors and plain values (history is saved through JSON)."""
+    return torch.load(path, map_location=device, weights_only=True)
+
+
 class Session:
     """Who this worker is and where its checkpoints go: Ray Train's session, or a plain single process."""
 
@@ -487,7 +494,7 @@ def train_worker(config: dict) -> None:
     start_epoch, best_ap, history = 0, -1.0, []
     with session.latest_checkpoint() as ckpt:
         if ckpt is not None:
-            state = torch.load(ckpt / STATE_FILE, map_location=device, weights_only=False)
+            state = load_training_state(ckpt / STATE_FILE, device)
             raw.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
@@ -598,7 +605,7 @@ def train_worker(config: dict) -> None:
                 torch.save(
                     {"model": raw.state_dict(), "ema": ema.state_dict() if ema is not None else None,
                      "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "epoch": epoch,
-                     "best_ap": best_ap, "history": history},
+                     "best_ap": float(best_ap), "history": json.loads(json.dumps(history))},
                     checkpoint_dir / STATE_FILE,
                 )  # fmt: skip
                 torch.save(best_weights, checkpoint_dir / BEST_FILE)

@@ -57,6 +57,7 @@ def build_tasks(selection: Path, predictions: Path, pending: list[int], pool_fil
                 instance_id=iid, image_id=image_id, image_path=relative, width=int(image["width"]),
                 height=int(image["height"]), bbox=boxes[row], keypoints=keypoints[row], scores=scores[row],
                 schema=pool.schema, model_version=version, uncertainty=float(uncertainty[row]), min_score=min_score,
+                image_file=image["file_name"],
             ))  # fmt: skip
     return tasks
 
@@ -91,7 +92,7 @@ def main() -> None:
     if os.environ.get(ENV_URL):
         ls = connect()
         project = get_or_create_project(ls, cfg.project_title, schema, document_root, version,
-                                        image_root=args.images_root)  # fmt: skip
+                                        image_root=args.images_root / "images")  # fmt: skip
         mapping: dict[int, int | None] = dict(export_tasks(ls, project, tasks, version, batch_size=cfg.batch_size))
         record = {"mode": "server", "project_id": project, "project_title": cfg.project_title}
         message = f"exported {len(tasks)} tasks to Label Studio project {cfg.project_title!r} (id {project})"

@@ -9,9 +9,10 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import sys
 from pathlib import Path
 
-from pipeline.corrections import merge, read_store
+from pipeline.corrections import merge, read_store, round_number
 from pipeline.data.coco import read_coco, write_coco
 
 
@@ -32,7 +33,7 @@ def main() -> None:
     train, report = merge(seed, pool, corrections, skips)
     # the round a model trained on this file belongs to: round 1 has the seed labels only, and every pull that
     # brought something new starts the next one
-    report["round"] = 1 + (len(list(args.corrections.glob("*.json"))) if args.corrections.is_dir() else 0)
+    report["round"] = round_number(args.corrections)
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
     write_coco(args.out, train)
@@ -41,7 +42,10 @@ def main() -> None:
     summary = {
         k: report[k] for k in ("round", "labeled_total", "seed", "human_instances", "conflicts", "removed_no_person")
     }
-    print(json.dumps({"train": str(args.out), **summary, "unknown_instances": len(report["unknown_instances"])}))
+    print(json.dumps({"train": str(args.out), **summary, "unknown_instances": len(report["unknown_instances"]),
+                      "remapped": len(report["remapped"]), "mismatched": len(report["mismatched"])}))  # fmt: skip
+    for m in report["mismatched"]:  # human work that cannot be placed: say so where the user looks
+        print(f"merge: {m['record']} of instance {m['instance_id']} not applied: {m['message']}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -139,6 +139,7 @@ def tasks_for(
                 instance_id=ann["id"],
                 image_id=ann["image_id"],
                 image_path=f"{image_prefix}/{image['file_name']}",
+                image_file=image["file_name"],
                 width=image["width"],
                 height=image["height"],
                 bbox=ann["bbox"],

@@ -455,14 +455,16 @@ def test_num_keypoints_mismatch_is_a_warning(tmp_path, caplog):
     path.write_text(json.dumps(data))
     problems = validate_coco(data, path)
     assert [str(p) for p in problems] == [
-        f"{path}: annotation 10: field 'num_keypoints': warning: 3 but 2 keypoint(s) have visibility > 0",
-        f"{path}: annotation 11: field 'area': warning: missing (pycocotools evaluation needs it)",
+        f"{path}: annotation 10: field 'num_keypoints': warning: 3 but 2 keypoint(s) have visibility > 0: recounted",
+        f"{path}: annotation 11: field 'area': warning: missing: computed from the box (width x height)",
     ]
     assert all(p.severity == "warning" for p in problems)
     with caplog.at_level(logging.WARNING, logger="pipeline.data.coco"):
         coco = read_coco(path)  # warnings do not stop a run, they are logged
     assert len(coco.annotations) == 3
     assert "annotation 10: field 'num_keypoints'" in caplog.text
+    by_id = {a["id"]: a for a in coco.annotations}  # made consistent for evaluation; the input dict is not changed
+    assert by_id[10]["num_keypoints"] == 2 and by_id[11]["area"] == by_id[11]["bbox"][2] * by_id[11]["bbox"][3]
 
 
 # --------------------------------------------------------------------------------------------------------- categories

@@ -96,7 +96,7 @@ def test_write_pull_creates_a_file_and_repeating_it_writes_nothing(tmp_path):
     assert path is not None and path.parent == store
     assert path.name.startswith("20261122T154000Z-") and len(path.name) == len("20261122T154000Z-") + 12 + 5
     doc = json.loads(path.read_text())
-    assert doc["format"] == "poseloop-corrections/1" and doc["created"] == "2026-11-22T15:40:00Z"
+    assert doc["format"] == "poseloop-corrections/2" and doc["created"] == "2026-11-22T15:40:00Z"
     assert doc["source"] == "labelstudio"
     assert [Correction.from_json(d) for d in doc["corrections"]] == c
     assert [Skip.from_json(d) for d in doc["skipped"]] == s
@@ -126,7 +126,7 @@ def test_only_new_records_are_written_and_old_files_never_change(tmp_path):
     before = _snapshot(store)
 
     new = _corr(101, 12, 14, 42, "2026-11-22T16:00:00Z")
-    # same (task, annotation) as `old` but other content (an edited annotation): not new
+    # same (task, annotation) as `old`, a later version (edited in Label Studio after the pull): new, stored
     edited = _corr(100, 11, 12, 40, "2026-11-22T17:00:00Z", x=9.0)
     second = write_pull(
         store, [old, new, edited], [old_skip], [], "labelstudio", now=datetime(2026, 11, 23, tzinfo=UTC)
@@ -134,9 +134,9 @@ def test_only_new_records_are_written_and_old_files_never_change(tmp_path):
     assert second is not None and second != first
     assert {k: v for k, v in _snapshot(store).items() if k in before} == before
     doc = json.loads(second.read_text())
-    assert [Correction.from_json(d) for d in doc["corrections"]] == [new] and doc["skipped"] == []
+    assert [Correction.from_json(d) for d in doc["corrections"]] == [edited, new] and doc["skipped"] == []
     corrections, skips = read_store(store)
-    assert corrections == [old, new] and skips == [old_skip]
+    assert corrections == [old, edited, new] and skips == [old_skip]
 
 
 def test_inbox_records_without_ids_are_keyed_by_content(tmp_path):

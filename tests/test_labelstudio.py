@@ -98,12 +98,14 @@ def test_task_to_correction_round_trip_keeps_visibility():
         schema=SCHEMA4,
         model_version="pose/3",
         uncertainty=0.7,
+        image_file="images/a b&c.png",
     )
     assert task["data"] == {
         "image": "/data/local-files/?d=prepared/images/a%20b%26c.png",
         "instance_id": ann["id"],
         "image_id": 9,
         "bbox": ann["bbox"],
+        "image_file": "images/a b&c.png",
     }
     (prediction,) = task["predictions"]
     assert prediction["model_version"] == "pose/3" and prediction["score"] == 0.7
@@ -117,6 +119,7 @@ def test_task_to_correction_round_trip_keeps_visibility():
     assert (record.instance_id, record.image_id, record.task_id, record.annotation_id) == (ann["id"], 9, 5, 1)
     assert record.annotator == "a@b.c" and record.model_version == "pose/3"
     assert record.completed_at == "2026-11-22T10:00:05Z"
+    assert record.image_file == "images/a b&c.png" and record.instance_bbox == tuple(ann["bbox"])  # provenance
     got, want = np.array(record.keypoints).reshape(-1, 3), np.array(ann["keypoints"]).reshape(-1, 3)
     assert np.array_equal(got[:, 2], want[:, 2])  # 2 stays 2, 1 stays 1 (the occluded choice), 0 stays 0
     assert np.abs(got[:, :2] - want[:, :2]).max() < 0.01
@@ -236,7 +239,8 @@ def test_skip_no_person_and_missing_box():
     skip = convert.annotation_to_correction(
         TASK, {**base, "result": [_point("a", "snout", 1, 1)], "was_cancelled": True}, SCHEMA4
     )
-    assert skip == Skip(7, 11, 40, "x@y.z", "2026-11-22T10:00:00Z", "skipped")
+    # the skip carries the task's box as the person's fingerprint (the task has no image_file: an older export)
+    assert skip == Skip(7, 11, 40, "x@y.z", "2026-11-22T10:00:00Z", "skipped", instance_bbox=(1.0, 2.0, 30.0, 40.0))
     assert convert.annotation_to_correction(TASK, {**base, "result": []}, SCHEMA4).reason == "no_person"
     # Keypoints without a rectangle: the task's box is kept; unplaced keypoints are 0, 0, 0.
     record = convert.annotation_to_correction(TASK, {**base, "result": [_point("a", "tail", 50.0, 50.0)]}, SCHEMA4)
@@ -467,10 +471,14 @@ def test_simulate_then_fetch_round_trip(labelstudio_env, tmp_path):
     with urllib.request.urlopen(urllib.request.Request(export, headers=headers), timeout=60) as response:
         (tmp_path / "export.json").write_bytes(response.read())
     from_file, file_skips, file_problems = convert.parse_export_file(tmp_path / "export.json", COCO17)
-    assert file_problems == [] and [s.key() for s in file_skips] == [s.key() for s in skips]
-    assert [(c.key(), c.keypoints, c.bbox, c.model_version) for c in from_file] == [
-        (c.key(), c.keypoints, c.bbox, c.model_version) for c in corrections
+    # Same records; only the origin differs (the file, not the server), and the key holds it.
+    assert file_problems == [] and [s.key()[2:] for s in file_skips] == [s.key()[2:] for s in skips]
+    assert [(c.key()[2:], c.model_version, c.image_file) for c in from_file] == [
+        (c.key()[2:], c.model_version, c.image_file) for c in corrections
     ]
+    assert {c.origin for c in from_file} == {"inbox:export.json"}
+    assert {c.origin for c in corrections} == {client.project_origin(ls, ls.projects.get(id=pid))}
+    assert all(c.image_file is not None and c.instance_bbox is not None for c in corrections)
     # Nothing pending with a truth is left: a second run annotates nothing.
     again = oracle.simulate(ls, pid, coco, COCO17)
     assert again == {"pending": 1, "annotated": 0, "skipped": 0, "no_truth": 1}

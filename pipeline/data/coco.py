@@ -33,7 +33,7 @@ from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
 import numpy as np
@@ -121,6 +121,36 @@ class _Collector:
 
     def add(self, record: str, fld: str | None, message: str, severity: Severity = "error") -> None:
         self.problems.append(Problem(self.file, record, fld, message, severity))
+
+
+def _normalised(ann: dict) -> dict:
+    """What validation warned about, made consistent (a new dict; the input is not changed): a missing ``area``
+    computed from the box (AIC and CrowdPose files have none; pycocotools needs it), ``num_keypoints`` recounted
+    from the visibility flags (pycocotools skips ground truth whose count is 0)."""
+    fixes: dict[str, Any] = {}
+    if "area" not in ann:
+        fixes["area"] = float(ann["bbox"][2] * ann["bbox"][3])
+    count = sum(1 for v in ann["keypoints"][2::3] if v > 0)
+    if ann.get("num_keypoints") != count:
+        fixes["num_keypoints"] = count
+    return {**ann, **fixes} if fixes else ann
+
+
+def path_escape(name: str) -> str | None:
+    """Why ``name`` (a path from a data file) could point outside the folder it is relative to; None when it cannot.
+
+    Refused: absolute paths (also Windows drive and UNC forms), any ``..`` part (a backslash counts as a separator:
+    it is one on Windows, where DeepLabCut projects write them) and NUL. Checked as text, before any file system
+    call; ``prepare`` also checks the resolved path, so a symlinked folder cannot lead outside either.
+    """
+    if "\x00" in name:
+        return "contains a NUL character"
+    posix = name.replace("\\", "/")
+    if posix.startswith("/") or (len(posix) > 1 and posix[1] == ":"):
+        return f"{name!r:.80}: must be a path relative to the image folder, not an absolute path"
+    if ".." in PurePosixPath(posix).parts:
+        return f"{name!r:.80}: '..' would leave the image folder"
+    return None
 
 
 def _record_name(kind: str, rec: Any, index: int, plural: str) -> str:
@@ -234,6 +264,10 @@ def _check_images(images: list[Any], out: _Collector) -> set[Any]:
         name = img.get("file_name")
         if not isinstance(name, str) or not name:
             out.add(rec, "file_name", f"expected a non-empty string, got {_fmt(name)}")
+        else:
+            escape = path_escape(name)
+            if escape:
+                out.add(rec, "file_name", escape)
         for key in ("width", "height"):
             value = img.get(key)
             if not _is_int(value) or value <= 0:
@@ -278,7 +312,7 @@ def _check_annotations(
             add("category_id", f"no category with id {_fmt(cid)}")
         _check_bbox(ann, add)
         if "area" not in ann:
-            add("area", "missing (pycocotools evaluation needs it)", "warning")
+            add("area", "missing: computed from the box (width x height)", "warning")
         elif not _is_number(ann["area"]) or not math.isfinite(ann["area"]) or ann["area"] < 0:
             add("area", f"expected a finite number >= 0, got {_fmt(ann['area'])}")
         if "iscrowd" in ann and ann["iscrowd"] not in (0, 1):
@@ -366,9 +400,10 @@ def _check_keypoint_values(
     for pos, (i, rec, ann) in enumerate(rows):
         nk = ann.get("num_keypoints")
         if nk is None:
-            add(i, rec, "num_keypoints", "missing (pycocotools evaluation needs it)", "warning")
+            add(i, rec, "num_keypoints", "missing: recounted from the visibility flags", "warning")
         elif not _is_int(nk) or nk != counts[pos]:
-            add(i, rec, "num_keypoints", f"{_fmt(nk)} but {counts[pos]} keypoint(s) have visibility > 0", "warning")
+            add(i, rec, "num_keypoints", f"{_fmt(nk)} but {counts[pos]} keypoint(s) have visibility > 0: recounted",
+                "warning")
 
 
 def _check_image_files(images: list[Any], images_dir: Path, decode: bool, out: _Collector) -> None:
@@ -484,7 +519,7 @@ class CocoKeypoints:
             raise CocoFormatError(
                 [*problems, Problem(file, f"category {cat['id']}", "keypoints", f"bad keypoint schema: {exc}")]
             ) from exc
-        mine = [a for a in data["annotations"] if a["category_id"] == cat["id"]]
+        mine = [_normalised(a) for a in data["annotations"] if a["category_id"] == cat["id"]]
         others = [a for a in data["annotations"] if a["category_id"] != cat["id"]]
         return cls(
             path=Path(path) if path is not None else None,

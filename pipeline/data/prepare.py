@@ -120,8 +120,19 @@ def link_images(file_names: list[str], src_root: Path, dst_root: Path) -> None:
     Why not symlinks: DVC caches outputs, and a link outside the project would make a round depend on a path
     that only exists on one machine.
     """
+    from pipeline.data.coco import path_escape
+
+    src_base, dst_base = src_root.resolve(), dst_root.resolve()
     for name in file_names:
+        escape = path_escape(name)
         src, dst = src_root / name, dst_root / name
+        # the text check, then the resolved paths: a symlinked folder in the source must not lead outside it either
+        if escape is None and not src.resolve().is_relative_to(src_base):
+            escape = f"{name!r:.80} resolves to {src.resolve()}, outside the image folder {src_base}"
+        if escape is None and not dst.resolve().is_relative_to(dst_base):
+            escape = f"{name!r:.80} would be written outside {dst_base}"
+        if escape:
+            raise PrepareError(f"image file_name {escape}: refused (every image must lie inside its image folder)")
         if dst.exists():
             continue
         if not src.is_file():

@@ -56,7 +56,7 @@ from statistics import NormalDist
 import cv2
 import numpy as np
 
-from pipeline.keypoints import COCO_KEYPOINT_NAMES, COCO_SKELETON_1BASED, KeypointSchema
+from pipeline.keypoints import COCO_KEYPOINT_NAMES, KeypointSchema
 
 GENERATOR_VERSION = 1
 TAGS = ("occluded", "rare_pose", "small", "low_contrast", "crowded", "truncated")

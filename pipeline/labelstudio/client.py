@@ -42,9 +42,10 @@ log = logging.getLogger(__name__)
 ENV_URL = "LABEL_STUDIO_URL"
 ENV_API_KEY = "LABEL_STUDIO_API_KEY"
 STORAGE_TITLE = "poseloop images"
-# Label Studio refuses a local-files storage whose path is the document root itself: the storage goes on this
-# subfolder of it, which holds every image prepare writes (data/prepared/images/...).
-DEFAULT_IMAGE_SUBDIR = "prepared"
+# Label Studio serves a local file to anyone logged in when a local-files storage covers it, so the storage goes on
+# the folder of the images prepare writes (data/prepared/images/...), not on data/prepared, which also holds the
+# hidden truth (oracle.json) and the val/test labels. (The server also refuses a storage on the document root.)
+DEFAULT_IMAGE_SUBDIR = "prepared/images"
 PAGE_SIZE = 1000
 _RETRY_STATUS = (502, 503, 504)
 _MAX_DELAY_S = 30.0
@@ -274,10 +275,12 @@ def get_or_create_project(
     """The id of the project titled ``title``, created with ``labeling_config(schema)`` when there is none.
 
     A project found by title must have been made for the same keypoint names (else LabelStudioError: a schema
-    change needs a new project). A local-files import storage on ``image_root`` (default ``document_root/prepared``;
-    Label Studio refuses the document root itself, and serves a local file only through such a storage) is attached
-    once; it is never synced (a sync would turn every image file into a task). ``document_root`` must be the server's
-    ``LOCAL_FILES_DOCUMENT_ROOT`` (``serve --document-root``) and the paths must be valid on the server's machine.
+    change needs a new project). A local-files import storage on ``image_root`` (default
+    ``document_root/prepared/images``: the images only; Label Studio serves a local file only through such a storage)
+    is attached once, and a poseloop storage of the project on another folder (older versions used
+    ``data/prepared``, which exposed the label files) is removed; it is never synced (a sync would turn every
+    image file into a task). ``document_root`` must be the server's ``LOCAL_FILES_DOCUMENT_ROOT`` (``serve
+    --document-root``) and the paths must be valid on the server's machine.
 
     The project's ``model_version`` (which predictions annotators see) is set when given and predictions of that
     version exist; the server refuses a version without predictions, so ``export_tasks`` sets it again after import.
@@ -331,6 +334,11 @@ def get_or_create_project(
         log.info("created Label Studio project %r (id %d)", title, project_id)
 
     storages = retry(lambda: list(ls.import_storage.local.list(project=project_id)), "list local storages")
+    for storage in storages:
+        if storage.title == STORAGE_TITLE and Path(storage.path or "").resolve() != image_root:
+            retry(lambda s=storage: ls.import_storage.local.delete(id=s.id), f"remove storage on {storage.path}")
+            log.warning("project %d: removed the local-files storage on %s (it served more than the images)",
+                        project_id, storage.path)  # fmt: skip
     if not any(Path(s.path or "").resolve() == image_root for s in storages):
         retry(
             lambda: ls.import_storage.local.create(
@@ -528,6 +536,14 @@ def annotator_emails(ls: LabelStudio, *, attempts: int = 5, base_delay: float = 
     return {int(u.id): str(u.email or u.username or u.id) for u in users if u.id is not None}
 
 
+def project_origin(ls: LabelStudio, project: Any) -> str:
+    """``labelstudio:<url>/projects/<id>@<created_at>``: where a record comes from. The creation time tells apart the
+    project of a fresh server (new database, ids restarting at 1) from the one of the same id on the old server."""
+    created = getattr(project, "created_at", None)
+    stamp = created.isoformat() if hasattr(created, "isoformat") else str(created)
+    return f"labelstudio:{base_url(ls).rstrip('/')}/projects/{project.id}@{stamp}"
+
+
 def fetch_annotations(
     ls: LabelStudio,
     project_id: int,
@@ -577,7 +593,9 @@ def fetch_annotations(
         attempts=attempts,
         base_delay=base_delay,
     )
-    records = collect_task_records(tasks, schema, annotators=annotators, model_version_of=model_version_of)
+    records = collect_task_records(
+        tasks, schema, annotators=annotators, model_version_of=model_version_of, origin=project_origin(ls, project)
+    )
     log.info(
         "project %s: %d correction(s), %d skip(s), %d problem(s), %d pending",
         project_id,

@@ -206,6 +206,7 @@ def instance_to_task(
     uncertainty: float,
     scores: Sequence[float] | np.ndarray | None = None,
     min_score: float = 0.0,
+    image_file: str | PurePath | None = None,
 ) -> dict:
     """One Label Studio task (one person instance) with its prediction; format in the module docstring.
 
@@ -221,6 +222,8 @@ def instance_to_task(
         min_score: keypoints scoring below it are not pre-placed (0 pre-places every predicted keypoint).
         uncertainty: the task score (selection's ``uncertainty``, higher = more uncertain).
         model_version: the MLflow ``name/version`` that produced the prediction.
+        image_file: the image's ``file_name`` in pool.json (e.g. ``images/000001.jpg``); written as
+            ``data.image_file`` and carried by the correction, so it lands on this person even if ids change.
     """
     k = schema.num_keypoints
     xy, vis = _keypoint_arrays(keypoints, k)
@@ -243,6 +246,8 @@ def instance_to_task(
             "instance_id": int(instance_id),
             "image_id": int(image_id),
             "bbox": box,
+            # what identifies the person beside our numbering (corrections.py): the prepared file_name of the image
+            **({"image_file": PurePath(image_file).as_posix()} if image_file is not None else {}),
         },
         "predictions": [{"model_version": str(model_version), "score": float(uncertainty), "result": result}],
     }
@@ -448,6 +453,7 @@ def annotation_to_correction(
     *,
     annotators: Mapping[int, str] | None = None,
     model_version: str | None = None,
+    origin: str | None = None,
 ) -> Correction | Skip:
     """One Label Studio annotation of one of our tasks -> a Correction, or a Skip (skipped / no person).
 
@@ -456,6 +462,8 @@ def annotation_to_correction(
     ``was_cancelled``, ``completed_by``, ``created_at`` / ``updated_at``, optionally ``parent_prediction``).
     ``annotators`` maps user ids to emails; ``model_version`` overrides ``annotation_model_version``.
     ``completed_at`` / ``at`` is the annotation's ``updated_at`` (the version read), else ``created_at``.
+    ``origin`` (where the task lives: server and project, or the inbox file) and the task's ``data.image_file`` /
+    ``data.bbox`` go into the record as its provenance (corrections.py).
 
     Raises AnnotationError, whose ``problem`` lists every issue found (unknown label or control, point outside the
     image, missing original size, duplicate label, several boxes, a task without ``instance_id``), each message
@@ -478,29 +486,32 @@ def annotation_to_correction(
     if when is None:
         raise fail(["no valid updated_at / created_at time"])
 
+    image_file = data.get("image_file") if isinstance(data.get("image_file"), str) else None
+    task_box = data.get("bbox")
+    task_numbers = [_number(v) for v in task_box] if isinstance(task_box, list) and len(task_box) == 4 else []
+    instance_bbox = tuple(task_numbers) if len(task_numbers) == 4 and None not in task_numbers else None
+    provenance = {"origin": origin, "image_file": image_file, "instance_bbox": instance_bbox}
+
     if annotation.get("was_cancelled"):
-        return Skip(instance_id, task_id, annotation_id, annotator, when, "skipped")
+        return Skip(instance_id, task_id, annotation_id, annotator, when, "skipped", **provenance)
 
     regions = _read_regions(annotation.get("result"), set(schema.names))
     issues.extend(regions.issues)
     if issues:
         raise fail(issues)
     if not regions.boxes and not regions.points:
-        return Skip(instance_id, task_id, annotation_id, annotator, when, "no_person")
+        return Skip(instance_id, task_id, annotation_id, annotator, when, "no_person", **provenance)
 
     image_id = _task_int(data, "image_id")
     if image_id is None:
         issues.append("the task has no integer data.image_id")
     if regions.boxes:
         bbox = regions.boxes[0]
+    elif instance_bbox is None:
+        issues.append("no person box in the annotation and no valid data.bbox in the task")
+        bbox = (0.0, 0.0, 0.0, 0.0)
     else:
-        task_box = data.get("bbox")
-        numbers = [_number(v) for v in task_box] if isinstance(task_box, list) and len(task_box) == 4 else []
-        if len(numbers) != 4 or any(v is None for v in numbers):
-            issues.append("no person box in the annotation and no valid data.bbox in the task")
-            bbox = (0.0, 0.0, 0.0, 0.0)
-        else:
-            bbox = tuple(float(v) for v in numbers)  # type: ignore[assignment]  # None excluded above
+        bbox = instance_bbox
     if issues:
         raise fail(issues)
 
@@ -519,6 +530,7 @@ def annotation_to_correction(
         annotator=annotator,
         completed_at=when,
         model_version=model_version if model_version is not None else annotation_model_version(task, annotation),
+        **provenance,
     )
 
 
@@ -529,10 +541,13 @@ def convert_annotation(
     *,
     annotators: Mapping[int, str] | None = None,
     model_version: str | None = None,
+    origin: str | None = None,
 ) -> Correction | Skip | Problem:
     """``annotation_to_correction`` that returns the Problem instead of raising it."""
     try:
-        return annotation_to_correction(task, annotation, schema, annotators=annotators, model_version=model_version)
+        return annotation_to_correction(
+            task, annotation, schema, annotators=annotators, model_version=model_version, origin=origin
+        )
     except AnnotationError as exc:
         return exc.problem
 
@@ -553,6 +568,7 @@ def collect_task_records(
     *,
     annotators: Mapping[int, str] | None = None,
     model_version_of: Callable[[Mapping[str, Any], Mapping[str, Any]], str | None] | None = None,
+    origin: str | None = None,
 ) -> TaskRecords:
     """Turn tasks with their ``annotations`` (API dicts or a JSON export) into records.
 
@@ -561,7 +577,7 @@ def collect_task_records(
     one Skip. Neither: the instance is pending. A task whose first completed annotation is a Problem stays pending too
     (the annotator has to fix it in Label Studio). Annotations of a task without ``data.instance_id`` (not exported by
     poseloop) are Problems; such tasks without annotations are ignored. ``model_version_of(task, annotation)``
-    resolves the model version (default ``annotation_model_version``).
+    resolves the model version (default ``annotation_model_version``); ``origin`` is written into every record.
     """
     out = TaskRecords()
     resolve = model_version_of or annotation_model_version
@@ -582,7 +598,10 @@ def collect_task_records(
         cancelled = [a for a in annotations if a.get("was_cancelled")]
         if completed:
             first = completed[0]
-            record = convert_annotation(task, first, schema, annotators=annotators, model_version=resolve(task, first))
+            version = resolve(task, first)
+            record = convert_annotation(
+                task, first, schema, annotators=annotators, model_version=version, origin=origin
+            )
             _add(out, record)
             if isinstance(record, Problem):
                 pending.add(instance_id)
@@ -595,7 +614,7 @@ def collect_task_records(
                     Problem(task_id=_task_int(task, "id"), annotation_id=_task_int(later, "id"), message=message)
                 )
         elif cancelled:
-            _add(out, convert_annotation(task, cancelled[0], schema, annotators=annotators))
+            _add(out, convert_annotation(task, cancelled[0], schema, annotators=annotators, origin=origin))
         else:
             pending.add(instance_id)
     out.corrections.sort(key=lambda c: (c.instance_id, c.task_id or 0, c.annotation_id or 0))
@@ -626,5 +645,5 @@ def parse_export_file(path: str | Path, schema: KeypointSchema) -> tuple[list[Co
         raise ValueError(f"{path}: not a Label Studio JSON export: {exc}") from exc
     if not isinstance(tasks, list) or not all(isinstance(t, dict) for t in tasks):
         raise ValueError(f"{path}: not a Label Studio JSON export (expected a list of task objects)")
-    records = collect_task_records(tasks, schema)
+    records = collect_task_records(tasks, schema, origin=f"inbox:{path.name}")
     return records.corrections, records.skips, records.problems

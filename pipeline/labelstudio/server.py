@@ -165,6 +165,15 @@ class LocalLabelStudio:
             json.dump(creds, f)
         return creds
 
+    def make_private(self) -> None:
+        """The data folder is the user's alone (0700) and so is every file already in it (0600): the sqlite database
+        holds the API token in clear, and a 0644 file in a 0755 folder would undo the 0600 of credentials.json."""
+        self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(self.data_dir, 0o700)
+        for path in self.data_dir.rglob("*"):
+            if not path.is_symlink():
+                os.chmod(path, 0o700 if path.is_dir() else path.stat().st_mode & 0o700)
+
     def environment(self) -> dict[str, str]:
         """The server process's environment: ours plus the settings of the module docstring."""
         creds = self._credentials()
@@ -207,7 +216,7 @@ class LocalLabelStudio:
                 "(label-studio itself would silently move to the next free port)"
             )
         env = self.environment()
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.make_private()
         cmd = [
             str(label_studio_executable()),
             "start",
@@ -220,7 +229,8 @@ class LocalLabelStudio:
             str(self.data_dir),
         ]
         started = time.monotonic()
-        self._log_handle = open(self.log_path, "ab")  # noqa: SIM115  # held open for the life of the process
+        # held open for the life of the process; 0600 like everything in the data folder
+        self._log_handle = os.fdopen(os.open(self.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab")
         self._log_handle.write(f"\n==== poseloop: starting Label Studio on {self.url} ====\n".encode())
         self._log_handle.flush()
         self._process = subprocess.Popen(
@@ -231,6 +241,7 @@ class LocalLabelStudio:
             stderr=subprocess.STDOUT,
             start_new_session=True,  # its own process group: stop() signals the server and all its children
             cwd=self.data_dir,
+            umask=0o077,  # what the server creates (its sqlite database holds the API token in clear) is ours only
         )
         try:
             self._wait_ready(started)

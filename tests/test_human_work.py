@@ -1,0 +1,358 @@
+"""What the pipeline guarantees about human work (README "Human work"): every correction is kept, never overwritten,
+never applied to another person, with its provenance; one pull is one round; a fresh clone starts clean.
+
+Each test reproduces a case of a probe that found work lost or misapplied (issue #15, items 1-6); the ones with a
+server run against real local Label Studio servers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from pipeline.corrections import Correction, Skip, merge, read_store, round_number, write_pull
+from pipeline.data.deeplabcut import read_deeplabcut_project
+from pipeline.keypoints import KeypointSchema
+from tests.labelstudio_server import require_label_studio, tasks_for, true_instances, write_images
+from tests.test_deeplabcut import BODYPARTS, ROWS, _project
+
+REPO = Path(__file__).resolve().parents[1]
+K = 17
+COCO17 = KeypointSchema.coco17()
+
+
+def _kps(x: float) -> list[float]:
+    return [v for j in range(K) for v in (x + j, 50.0 + j, 2)]
+
+
+def _coco(people: list[tuple[int, str, list[float]]]) -> dict:
+    """(instance id, image file, box) per person; one image per file, ids in file order."""
+    files = sorted({f for _, f, _ in people})
+    image_id = {f: i + 1 for i, f in enumerate(files)}
+    return {
+        "images": [{"id": image_id[f], "file_name": f, "width": 640, "height": 480} for f in files],
+        "annotations": [
+            {
+                "id": iid,
+                "image_id": image_id[f],
+                "category_id": 1,
+                "bbox": box,
+                "area": box[2] * box[3],
+                "iscrowd": 0,
+                "keypoints": [0.0] * 3 * K,
+                "num_keypoints": 0,
+            }
+            for iid, f, box in people
+        ],
+        "categories": [COCO17.to_coco_category()],
+    }
+
+
+def _correction(iid: int, image_id: int, image_file: str | None, box: list[float], x: float = 5.0, **kw) -> Correction:
+    fields = dict(
+        task_id=7,
+        annotation_id=9,
+        annotator="a@b.c",
+        completed_at="2026-11-30T10:00:00Z",
+        model_version="pose/1",
+        origin="labelstudio:http://127.0.0.1:8080/projects/1@2026-11-30T09:00:00",
+    )
+    fields.update(kw)  # fmt: skip
+    return Correction(instance_id=iid, image_id=image_id, bbox=tuple(box), keypoints=tuple(_kps(x)),
+                      image_file=image_file, instance_bbox=tuple(box), **fields)  # fmt: skip
+
+
+EMPTY_SEED = {"images": [], "annotations": [], "categories": [COCO17.to_coco_category()]}
+BOX_A, BOX_B, BOX_C = [10.0, 20.0, 100.0, 200.0], [300.0, 40.0, 80.0, 160.0], [200.0, 200.0, 50.0, 90.0]
+
+
+# ---------------------------------------------------------------------------------- 2: the person, not the number
+
+
+def test_a_renumbered_data_set_gets_each_correction_on_its_own_person():
+    old_pool = _coco([(1, "images/a.jpg", BOX_A), (2, "images/b.jpg", BOX_B)])
+    made = [_correction(1, 1, "images/a.jpg", BOX_A, x=5), _correction(2, 2, "images/b.jpg", BOX_B, x=300, task_id=8)]
+    # The same people after a new split: other ids, other image ids (a new file sorts first).
+    new_pool = _coco([(11, "images/0.jpg", BOX_C), (12, "images/b.jpg", BOX_B), (13, "images/a.jpg", BOX_A)])
+    train, report = merge(EMPTY_SEED, new_pool, made, [])
+    by_id = {a["id"]: a for a in train["annotations"]}
+    assert sorted(by_id) == [12, 13]
+    assert by_id[13]["keypoints"][:3] == [5.0, 50.0, 2] and by_id[13]["image_id"] == 2  # a.jpg was image 1
+    assert by_id[12]["keypoints"][:3] == [300.0, 50.0, 2]
+    assert report["remapped"] == [
+        {"record": "correction 7:9", "from_instance": 1, "to_instance": 13},
+        {"record": "correction 8:9", "from_instance": 2, "to_instance": 12},
+    ]
+    assert report["mismatched"] == []
+    # In the old data set nothing moves.
+    train, report = merge(EMPTY_SEED, old_pool, made, [])
+    assert report["remapped"] == [] and sorted(a["id"] for a in train["annotations"]) == [1, 2]
+
+
+def test_a_correction_whose_person_is_gone_is_refused_by_name_never_applied_to_another():
+    made = [_correction(1, 1, "images/a.jpg", BOX_A)]
+    # data.seed changed: instance 1 is now someone else (another image, another box) and nobody matches
+    other = _coco([(1, "images/c.jpg", BOX_C), (2, "images/a.jpg", BOX_B)])
+    train, report = merge(EMPTY_SEED, other, made, [])
+    assert train["annotations"] == []
+    [refused] = report["mismatched"]
+    assert refused["instance_id"] == 1 and refused["record"] == "correction 7:9"
+    assert "images/a.jpg" in refused["message"] and "not applied" in refused["message"]
+    # a no-person verdict is checked the same way: it must not remove somebody else's seed label
+    seed = _coco([(1, "images/c.jpg", BOX_C)])
+    seed["annotations"][0].update(keypoints=_kps(1), num_keypoints=K)
+    skip = Skip(1, 7, 10, "a@b.c", "2026-11-30T10:00:00Z", "no_person", origin="x", image_file="images/a.jpg",
+                instance_bbox=tuple(BOX_A))  # fmt: skip
+    train, report = merge(seed, _coco([]), [], [skip])
+    assert [a["id"] for a in train["annotations"]] == [1] and report["removed_no_person"] == 0
+    assert report["mismatched"][0]["record"] == "skip 7:10"
+
+
+def test_records_of_the_old_format_are_checked_by_their_box():
+    """A /1 record has no image file: a box that does not overlap its instance's any more is refused."""
+    legacy = Correction(1, 1, tuple(BOX_A), tuple(_kps(5)), 7, 9, None, "2026-11-30T10:00:00Z", None)
+    train, report = merge(EMPTY_SEED, _coco([(1, "images/a.jpg", BOX_A)]), [legacy], [])
+    assert len(train["annotations"]) == 1 and report["mismatched"] == []
+    train, report = merge(EMPTY_SEED, _coco([(1, "images/a.jpg", BOX_C)]), [legacy], [])
+    assert train["annotations"] == [] and "does not overlap" in report["mismatched"][0]["message"]
+
+
+def test_a_deeplabcut_project_that_gains_frames_keeps_corrections_on_their_frame(tmp_path):
+    project = _project(tmp_path, ROWS)
+    before, _ = read_deeplabcut_project(project)
+    frame = "labeled-data/vid1/img2.png"
+    on_img2 = next(a for a in before["annotations"] if before["images"][a["image_id"] - 1]["file_name"] == frame)
+    k = len(BODYPARTS)
+    made = Correction(on_img2["id"], on_img2["image_id"], tuple(on_img2["bbox"]), tuple([1.0, 2.0, 2] * k), 3, 4,
+                      None, "2026-11-30T10:00:00Z", None, origin="inbox:x.json", image_file=frame,
+                      instance_bbox=tuple(on_img2["bbox"]))  # fmt: skip
+    # a new frame that sorts first renumbers every image and instance
+    folder = project / "labeled-data" / "vid1"
+    lines = (folder / "CollectedData_me.csv").read_text().splitlines()
+    lines.insert(3, "labeled-data/vid1/img0.png,1,1,2,2,3,3,4,4")
+    (folder / "CollectedData_me.csv").write_text("\n".join(lines) + "\n")
+    (folder / "img0.png").write_bytes((folder / "img1.png").read_bytes())
+    after, _ = read_deeplabcut_project(project)
+    moved = next(a for a in after["annotations"] if after["images"][a["image_id"] - 1]["file_name"] == frame)
+    assert moved["id"] != on_img2["id"]  # the case: the number changed
+    seed = {**after, "annotations": []}
+    pool = {**after, "annotations": [dict(a, keypoints=[0.0] * 3 * k) for a in after["annotations"]]}
+    train, report = merge(seed, pool, [made], [])
+    [labeled] = train["annotations"]
+    assert labeled["id"] == moved["id"] and labeled["keypoints"][:2] == [1.0, 2.0]
+    assert report["remapped"][0]["to_instance"] == moved["id"]
+
+
+# ------------------------------------------------------------------- 1 and 3: fresh servers, edited annotations
+
+
+def _server_round(ls, project_title: str, coco: dict, document_root: Path) -> tuple[list, list]:
+    """Export ``coco``'s people as tasks, let the simulated annotator label them, pull what it did."""
+    from pipeline.labelstudio import client, oracle
+
+    pid = client.get_or_create_project(ls, project_title, COCO17, document_root)
+    client.export_tasks(ls, pid, tasks_for(coco, COCO17, "pose/1"), "pose/1")
+    oracle.simulate(ls, pid, coco, COCO17)
+    corrections, skips, problems, _ = client.fetch_annotations(ls, pid, COCO17)
+    assert problems == []
+    return corrections, skips
+
+
+def test_a_fresh_label_studio_restarting_ids_at_1_loses_nothing(tmp_path, monkeypatch):
+    require_label_studio()
+    from pipeline.labelstudio import client
+    from pipeline.labelstudio.server import LocalLabelStudio, free_port
+
+    docs = tmp_path / "docs"
+    (docs / "prepared" / "images").mkdir(parents=True)
+    images = write_images(docs / "prepared", "fresh", [(64, 48), (50, 70)])
+    people = true_instances(images, COCO17, per_image=2, seed=4)
+    first = {**people, "annotations": people["annotations"][:2]}
+    second = {**people, "annotations": people["annotations"][2:]}
+    store = tmp_path / "corrections"
+    port = free_port()
+    pulled = []
+    for n, batch in enumerate([first, second]):  # the same URL, a new database each time
+        server = LocalLabelStudio(data_dir=tmp_path / f"ls{n}", document_root=docs, port=port).start()
+        try:
+            monkeypatch.setenv("LABEL_STUDIO_URL", server.url)
+            monkeypatch.setenv("LABEL_STUDIO_API_KEY", server.token)
+            corrections, skips = _server_round(client.connect(), "fresh ids", batch, docs)
+        finally:
+            server.stop()
+        pulled.append(corrections)
+        assert write_pull(store, corrections, skips, [], "labelstudio") is not None  # the case: [] before
+    # the two servers gave the same task and annotation ids to different people
+    assert {(c.task_id, c.annotation_id) for c in pulled[0]} == {(c.task_id, c.annotation_id) for c in pulled[1]}
+    assert pulled[0][0].origin != pulled[1][0].origin
+    stored, _ = read_store(store)
+    assert sorted(c.instance_id for c in stored) == sorted(a["id"] for a in people["annotations"])
+    assert round_number(store) == 3
+
+
+def test_an_annotation_edited_after_the_pull_becomes_the_winning_correction(labelstudio_env, tmp_path):
+    from pipeline.labelstudio import client
+
+    ls = client.connect()
+    images = write_images(labelstudio_env.image_root, "edited", [(64, 48)], seed=5)
+    coco = true_instances(images, COCO17, per_image=1, first_id=700, seed=5)
+    corrections, _ = _server_round(ls, "edited check", coco, labelstudio_env.document_root)
+    store = tmp_path / "corrections"
+    assert write_pull(store, corrections, [], [], "labelstudio", now=_t(0)) is not None
+    [first] = corrections
+
+    time.sleep(1.1)  # updated_at has sub-second resolution; a clear gap keeps the order beyond doubt
+    annotation = ls.annotations.get(id=first.annotation_id)
+    result = [dict(r) if isinstance(r, dict) else r.dict() for r in annotation.result]
+    for region in result:
+        if region["type"] == "keypointlabels":
+            x = region["value"]["x"]
+            region["value"]["x"] = x - 10.0 if x > 50 else x + 10.0  # every point 10% of the width inwards
+    ls.annotations.update(id=first.annotation_id, result=result)
+
+    pid = client.find_project(ls, "edited check")
+    again, _, problems, _ = client.fetch_annotations(ls, pid, COCO17)
+    assert problems == []
+    path = write_pull(store, again, [], [], "labelstudio", now=_t(60))
+    assert path is not None  # the case: ignored silently before
+    stored, _ = read_store(store)
+    assert len(stored) == 2 and stored[1].completed_at > stored[0].completed_at
+    pool = {**coco, "annotations": [dict(a, keypoints=[0.0] * 3 * K, num_keypoints=0) for a in coco["annotations"]]}
+    train, report = merge({**coco, "annotations": []}, pool, stored, [])
+    [labeled] = train["annotations"]
+    assert labeled["keypoints"] == list(stored[1].keypoints) and report["conflicts"] == 1
+    visible = np.asarray(labeled["keypoints"]).reshape(-1, 3)[:, 2] > 0
+    moved = np.asarray(stored[1].keypoints).reshape(-1, 3) - np.asarray(first.keypoints).reshape(-1, 3)
+    assert np.all(np.abs(moved[visible, 0]) > 5)  # the edited version, not the first
+
+
+def _t(seconds: int):
+    from datetime import UTC, datetime, timedelta
+
+    return datetime(2026, 11, 30, 12, 0, 0, tzinfo=UTC) + timedelta(seconds=seconds)
+
+
+# --------------------------------------------------------------------- 4 and 5: one pull, one file, no half-writes
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> Path:
+    from tests.teacher import make_project, small_params
+
+    return make_project(tmp_path_factory.mktemp("human_work"), small_params())
+
+
+def _stage(project: Path, module: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    env.pop("LABEL_STUDIO_URL", None)
+    return subprocess.run([sys.executable, "-m", module], cwd=project, env=env, capture_output=True, text=True,
+                          timeout=300)  # fmt: skip
+
+
+def _inbox_file(project: Path, name: str, instance_ids: list[int], first_task: int) -> None:
+    pool = json.loads((project / "data" / "prepared" / "pool.json").read_text())
+    anns = {a["id"]: a for a in pool["annotations"]}
+    images = {im["id"]: im for im in pool["images"]}
+    from pipeline.labelstudio.convert import instance_to_task
+
+    tasks = []
+    for n, iid in enumerate(instance_ids):
+        a, im = anns[iid], images[anns[iid]["image_id"]]
+        x, y, w, h = a["bbox"]
+        centre = np.tile([x + w / 2, y + h / 2], (K, 1))  # every point at the box centre: accepted as predicted
+        task = instance_to_task(
+            instance_id=iid,
+            image_id=a["image_id"],
+            image_path=f"prepared/{im['file_name']}",
+            width=im["width"],
+            height=im["height"],
+            bbox=a["bbox"],
+            keypoints=centre,
+            schema=COCO17,
+            model_version="pose/1",
+            uncertainty=0.5,
+            image_file=im["file_name"],
+        )
+        annotation = {"id": first_task + n, "result": task["predictions"][0]["result"],
+                      "was_cancelled": False, "completed_by": 1, "created_at": "2026-11-30T10:00:00Z",
+                      "updated_at": "2026-11-30T10:00:00Z"}  # fmt: skip
+        tasks.append({"id": first_task + n, **task, "annotations": [annotation]})
+    inbox = project / "data" / "inbox"
+    inbox.mkdir(parents=True, exist_ok=True)
+    (inbox / name).write_text(json.dumps(tasks))
+
+
+def test_one_pull_of_four_inbox_files_is_one_round_and_a_broken_file_keeps_nothing_out(project):
+    pool_ids = [a["id"] for a in json.loads((project / "data" / "prepared" / "pool.json").read_text())["annotations"]]
+    for n in range(4):
+        _inbox_file(project, f"batch{n}.json", pool_ids[2 * n : 2 * n + 2], first_task=100 + 10 * n)
+    (project / "data" / "inbox" / "broken.json").write_text('{"not": "a list"}')
+    done = _stage(project, "stages.pull")
+    # the stage succeeds (so DVC caches what it stored) and names the broken file
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "broken.json" in done.stderr and "not imported" in done.stderr
+    files = sorted((project / "data" / "corrections").iterdir())
+    assert len(files) == 1 and json.loads(done.stdout.splitlines()[-1])["unreadable"] == 1
+    stored, _ = read_store(project / "data" / "corrections")
+    assert len(stored) == 8 and {c.origin for c in stored} == {f"inbox:batch{n}.json" for n in range(4)}
+    merged = _stage(project, "stages.merge")
+    assert merged.returncode == 0, merged.stderr[-3000:]
+    assert json.loads((project / "data" / "merge_report.json").read_text())["round"] == 2  # was 5 (one per file)
+
+
+_KILLED_WRITER = """
+import os, sys, time
+from pathlib import Path
+from pipeline import corrections
+from pipeline.corrections import Correction, write_pull
+def stalled_link(src, dst):
+    print("writing", flush=True)
+    time.sleep(60)
+os.link = stalled_link
+c = Correction(1, 1, (1.0, 2.0, 3.0, 4.0), (1.0, 2.0, 2), 1, 1, None, "2026-11-30T10:00:00Z", None)
+write_pull(Path(sys.argv[1]), [c], [], [], "test")
+"""
+
+
+def test_a_write_killed_half_way_leaves_nothing_in_the_store(tmp_path):
+    store = tmp_path / "data" / "corrections"
+    store.mkdir(parents=True)
+    (store / ".20260101T000000Z-abc.json.1.x.tmp").write_text("{")  # what an older version left behind
+    writer = subprocess.Popen([sys.executable, "-c", _KILLED_WRITER, str(store)], cwd=REPO, stdout=subprocess.PIPE,
+                              text=True, env=dict(os.environ, PYTHONPATH=str(REPO)))  # fmt: skip
+    assert writer.stdout.readline().strip() == "writing"  # the temp file is written, the link not yet made
+    writer.send_signal(signal.SIGKILL)
+    writer.wait(timeout=30)
+    assert list(store.iterdir()) == []  # nothing DVC would cache: not a record, not a hidden temp file
+    assert len(list((tmp_path / "data" / ".corrections.tmp").iterdir())) == 1  # the half-write lies beside it
+
+
+# --------------------------------------------------------------------------------------- 6: a fresh clone is clean
+
+
+def test_git_holds_no_label_studio_or_registry_state():
+    """DVC's own examples commit dvc.lock, metrics and plots; every other stage output is cached, not in git, so a
+    fresh clone has nothing pending and sends only its own selection."""
+    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    outs = []
+    for stage in stages.values():
+        for entry in stage.get("outs", []):
+            path, opts = (entry, {}) if isinstance(entry, str) else next(iter(entry.items()))
+            outs.append((path, opts))
+    tracked = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True).stdout.split()
+    in_git = [p for p, _ in outs if any(t == p or t.startswith(p.rstrip("/") + "/") for t in tracked)]
+    # outputs in git must be the loop's history (plots/rounds.*, eval tables), never a project's pending state
+    allowed = {"plots/eval_worst.csv", "plots/rounds.png"}
+    assert set(in_git) <= allowed, set(in_git) - allowed
+    for state in ("artifacts/export.json", "data/labelstudio/pending.json", "artifacts/registry.json"):
+        assert state not in tracked
+        assert any(p == state and opts.get("cache", True) for p, opts in outs), state

@@ -1,0 +1,173 @@
+"""Untrusted data, servers and files stay contained (issue #15, items 7-11): paths from data files stay inside their
+image folder, a local Ray and Label Studio are this user's only, annotators get images and nothing else, checkpoints
+load without running code. Each test reproduces a case that got through before."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import pickle
+import stat
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import psutil
+import pytest
+import torch
+
+from pipeline.config import params_from_dict
+from pipeline.data.prepare import PrepareError, prepare
+from pipeline.keypoints import KeypointSchema
+from pipeline.training import load_training_state
+
+REPO = Path(__file__).resolve().parents[1]
+COCO17 = KeypointSchema.coco17()
+ESCAPE = "../../../../.git/hooks/pre-commit"
+
+
+def _coco_with(file_name: str) -> dict:
+    kps = [v for j in range(17) for v in (10.0 + j, 10.0 + j, 2)]
+    return {
+        "images": [{"id": 1, "file_name": "ok.jpg", "width": 64, "height": 64},
+                   {"id": 2, "file_name": file_name, "width": 64, "height": 64}],
+        "annotations": [{"id": i, "image_id": i, "category_id": 1, "bbox": [5.0, 5.0, 40.0, 40.0], "area": 1600.0,
+                         "iscrowd": 0, "keypoints": kps, "num_keypoints": 17} for i in (1, 2)],
+        "categories": [COCO17.to_coco_category()],
+    }  # fmt: skip
+
+
+# ------------------------------------------------------------------------------ 7: paths stay inside their folder
+
+
+@pytest.mark.parametrize("name", [ESCAPE, "/etc/passwd", "images/../../x.jpg", "..\\..\\x.jpg"])
+def test_validate_refuses_a_file_name_that_leaves_the_image_folder(tmp_path, name):
+    path = tmp_path / "people.json"
+    path.write_text(json.dumps(_coco_with(name)))
+    done = subprocess.run([sys.executable, "-m", "pipeline", "validate", str(path)], cwd=REPO, capture_output=True,
+                          text=True, env=dict(os.environ, PYTHONPATH=str(REPO)), timeout=120)  # fmt: skip
+    assert done.returncode == 2, done.stdout + done.stderr
+    report = done.stdout + done.stderr
+    assert "image 2" in report and "file_name" in report and ("'..'" in report or "absolute" in report)
+
+
+def test_prepare_refuses_it_and_links_nothing_outside(tmp_path):
+    source = tmp_path / "source"
+    (source / "images").mkdir(parents=True)
+    hooks = tmp_path / ".git" / "hooks"
+    hooks.mkdir(parents=True)
+    (hooks / "pre-commit").write_text("#!/bin/sh\necho planted\n")
+    coco = _coco_with("../../.git/hooks/pre-commit")
+    (source / "people.json").write_text(json.dumps(coco))
+    raw = {"data": {"source": "coco", "coco": {"annotations": str(source / "people.json"),
+                                               "images": str(source / "images")}}}  # fmt: skip
+    out = tmp_path / "project" / "data" / "prepared"
+    with pytest.raises((PrepareError, ValueError), match=r"image 2.*file_name|'\.\.' would leave"):
+        prepare(params_from_dict(raw).data, out)
+    linked = [p for p in tmp_path.rglob("pre-commit")]
+    assert linked == [hooks / "pre-commit"]  # no link of it anywhere, inside the project or out
+
+
+def test_a_symlinked_folder_cannot_lead_outside_either(tmp_path):
+    from pipeline.data.prepare import link_images
+
+    (tmp_path / "secret").mkdir()
+    (tmp_path / "secret" / "key.jpg").write_text("secret")
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "escape").symlink_to(tmp_path / "secret")
+    with pytest.raises(PrepareError, match="outside the image folder"):
+        link_images(["escape/key.jpg"], tmp_path / "src", tmp_path / "dst")
+    assert not (tmp_path / "dst" / "escape").exists()
+
+
+# ----------------------------------------------------------------------------------- 8: local Ray on loopback only
+
+
+def test_local_ray_listens_on_the_loopback_address_only(monkeypatch):
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    import ray
+
+    from pipeline.ray_train import ray_session
+
+    with ray_session(num_cpus=1, stage="test-ray-bind"):
+        assert ray.get(ray.remote(lambda: 1).remote()) == 1  # a worker process is up too
+        listening = []
+        for proc in psutil.Process().children(recursive=True):
+            try:
+                connections = proc.net_connections(kind="inet")
+            except (psutil.NoSuchProcess, psutil.AccessDenied):
+                continue
+            listening += [
+                (proc.name(), c.laddr.ip, c.laddr.port) for c in connections if c.status == psutil.CONN_LISTEN
+            ]
+    assert listening, "found no listening socket of Ray's processes: the check would prove nothing"
+    assert all(_loopback(ip) for _, ip, _ in listening), listening  # was '::' (every interface) before
+
+
+def _loopback(ip: str) -> bool:
+    address = ipaddress.ip_address(ip)
+    mapped = getattr(address, "ipv4_mapped", None)  # '::ffff:127.0.0.1': a dual-stack socket bound to 127.0.0.1
+    return address.is_loopback or (mapped is not None and mapped.is_loopback)
+
+
+# -------------------------------------------------------------------------------- 9, 10: Label Studio, contained
+
+
+def test_label_studio_data_folder_is_private(labelstudio):
+    data_dir = Path(labelstudio.server.data_dir)
+    assert stat.S_IMODE(data_dir.stat().st_mode) == 0o700
+    files = [p for p in data_dir.rglob("*") if p.is_file()]
+    assert any(p.suffix == ".sqlite3" for p in files)
+    open_to_others = [(str(p), oct(stat.S_IMODE(p.stat().st_mode))) for p in files if p.stat().st_mode & 0o077]
+    assert open_to_others == []  # the database held the token at 0644 in a 0755 folder
+
+
+def test_annotators_get_images_and_never_the_label_files(labelstudio_env):
+    from pipeline.labelstudio import client, convert
+    from tests.labelstudio_server import write_images
+
+    ls = client.connect()
+    prepared = labelstudio_env.image_root  # <document root>/prepared, as data/prepared
+    images = write_images(prepared, "contained", [(32, 32)])
+    (prepared / "oracle.json").write_text('{"hidden": "truth"}')
+    (prepared / "test.json").write_text('{"hidden": "test labels"}')
+    # a project made by an older poseloop: its storage covered all of data/prepared
+    pid = client.get_or_create_project(ls, "contained check", COCO17, labelstudio_env.document_root)
+    ls.import_storage.local.create(project=pid, path=str(prepared), title=client.STORAGE_TITLE, use_blob_urls=True)
+    assert client.get_or_create_project(ls, "contained check", COCO17, labelstudio_env.document_root) == pid
+    paths = [Path(s.path).resolve() for s in ls.import_storage.local.list(project=pid)]
+    assert paths == [(prepared / "images").resolve()]
+
+    def get(relative: str) -> int:
+        request = urllib.request.Request(labelstudio_env.url + convert.image_url(relative),
+                                         headers={"Authorization": f"Token {labelstudio_env.token}"})  # fmt: skip
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                return response.status
+        except urllib.error.HTTPError as exc:
+            return exc.code
+
+    assert get(f"prepared/{images[0]['file_name']}") == 200
+    assert get("prepared/oracle.json") in (403, 404)  # was 200: the hidden truth, to anyone logged in
+    assert get("prepared/test.json") in (403, 404)
+
+
+# --------------------------------------------------------------------------------- 11: checkpoints load safely
+
+
+class _Planted:
+    def __reduce__(self):
+        return (os.system, ("echo planted > /dev/null",))
+
+
+def test_a_checkpoint_that_pickles_code_is_refused(tmp_path):
+    path = tmp_path / "state.pt"
+    torch.save({"model": {}, "epoch": 1, "payload": _Planted()}, path)
+    with pytest.raises(pickle.UnpicklingError, match="Weights only load failed"):
+        load_training_state(path)
+    plain = {"model": {"w": torch.ones(2)}, "epoch": 3, "best_ap": 0.5, "history": [{"val_ap": 0.5, "amp": "bf16"}]}
+    torch.save(plain, path)
+    assert load_training_state(path)["history"] == plain["history"]
