@@ -11,9 +11,10 @@ Identity of a record (what makes a pulled record "already stored"): where it cam
 server and project, or the inbox file), its task and annotation ids, the instance, the version (``completed_at``: an
 annotation edited after it was pulled has a later ``updated_at`` and comes in as a new correction, and the later one
 wins in merge) and its content. A fresh Label Studio restarts task and annotation ids at 1: its records differ in
-``origin`` and content, so they are stored, never dropped as already seen. Records of ``/1`` files have no origin;
-they match a new record of any origin with the same ids, time and content (so upgrading does not pull everything
-twice).
+``origin`` and content, so they are stored, never dropped as already seen. Where a record's server is unknown (a
+``/1`` record has no origin; an inbox file is an export of some server) it matches a record of any origin with the same
+ids, time and content: upgrading does not pull everything twice, and a server's export dropped into the inbox adds
+nothing already pulled from it.
 
 Which person a record labels. ``instance_id`` is our numbering, which changes when the data set is split again
 (``data.seed``) or grows (a DeepLabCut project that gains frames renumbers every instance). Each record therefore
@@ -461,21 +462,38 @@ def round_number(store_dir: Path) -> int:
     return 1 + len(pulls)
 
 
+def _origin_unknown(record: Correction | Skip) -> bool:
+    """A record whose server we do not know: from a ``/1`` file (no origin) or from an inbox file (a Label Studio
+    export of some server)."""
+    return record.origin is None or record.origin.startswith("inbox:")
+
+
 def _new_only(records: Iterable[Any], stored: Iterable[Any]) -> list[Any]:
     """``records`` not in ``stored`` (by key), first of each key only.
 
-    A stored record without an origin (a ``/1`` file) also matches a new record of any origin with the same key
-    otherwise, so the first pull after an upgrade does not store every old annotation again.
+    Where one side's server is unknown (``_origin_unknown``) the origin is left out of the comparison: ids, version and
+    content must still all match. So the first pull after an upgrade does not store every old annotation again, and a
+    server's JSON export dropped into the inbox adds nothing that was pulled from that server (or the reverse).
     """
-    seen = {r.key() for r in stored}
-    legacy = {r.key() for r in stored if r.origin is None}
+
+    def anonymous(key: tuple) -> tuple:
+        return (key[0], None, *key[2:])
+
+    stored = list(stored)
+    exact = {r.key() for r in stored}
+    any_origin = {anonymous(r.key()) for r in stored}
+    unknown_origin = {anonymous(r.key()) for r in stored if _origin_unknown(r)}
     out = []
     for r in records:
         k = r.key()
-        anonymous = (k[0], None, *k[2:])
-        if k not in seen and anonymous not in legacy:
-            seen.add(k)
-            out.append(r)
+        a = anonymous(k)
+        if k in exact or a in unknown_origin or (_origin_unknown(r) and a in any_origin):
+            continue
+        exact.add(k)
+        any_origin.add(a)
+        if _origin_unknown(r):
+            unknown_origin.add(a)
+        out.append(r)
     return out
 
 

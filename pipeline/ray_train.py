@@ -13,7 +13,7 @@ import logging
 import os
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 from pipeline.config import Params
@@ -31,19 +31,31 @@ LOCAL_RAY_ENV = {
 }
 
 
-def _this_machine_only() -> None:
+@contextmanager
+def _this_machine_only() -> Iterator[None]:
     """A local Ray serves this machine only: its node address becomes the loopback one, and every server of it
     (GCS, raylet, object manager, workers) binds to that address, which nothing outside can reach (measured: they
     listened on '::' before). A cluster is the explicit choice of RAY_ADDRESS.
 
     The switch is Ray's own single-machine mode (its default on macOS and Windows); ``_node_ip_address="127.0.0.1"``
-    does not do it, Ray replaces a loopback address by the host's. The constant is read when Ray is imported, and
-    the stages may have imported it already, so both the environment (for Ray's processes) and the constant are set.
+    does not do it, Ray replaces a loopback address by the host's. The constant is read when Ray is imported, and the
+    stages may have imported it already, so both the environment (for the processes Ray starts) and the constant are
+    set, for the session only: a later ``ray start`` of a real cluster from the same process must not inherit it.
     """
-    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
     from ray._private import ray_constants
 
+    key = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+    before_env, before_constant = os.environ.get(key), ray_constants.ENABLE_RAY_CLUSTER
+    os.environ[key] = "0"
     ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = before_constant
+        if before_env is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = before_env
 
 
 @contextmanager
@@ -65,18 +77,18 @@ def ray_session(num_cpus: int | None = None, log_to_driver: bool | None = None, 
     log_file = LOG_DIR / f"{stage}.log"
     route_ray_logs(log_file)
     address = os.environ.get("RAY_ADDRESS")
-    if address:
-        ray.init(address=address, log_to_driver=forward, logging_level=logging.INFO)
-    else:
-        _this_machine_only()
-        ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=forward, logging_level=logging.INFO)
-    route_ray_logs(log_file)  # ray.init (re)installs its terminal handler
-    try:
-        yield
-    finally:
-        if not forward:
-            keep_worker_logs(LOG_DIR / stage)
-        ray.shutdown()
+    with nullcontext() if address else _this_machine_only():
+        if address:
+            ray.init(address=address, log_to_driver=forward, logging_level=logging.INFO)
+        else:
+            ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=forward, logging_level=logging.INFO)
+        route_ray_logs(log_file)  # ray.init (re)installs its terminal handler
+        try:
+            yield
+        finally:
+            if not forward:
+                keep_worker_logs(LOG_DIR / stage)
+            ray.shutdown()
 
 
 def resolve_use_gpu(setting: bool | str) -> bool:

@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -233,6 +234,24 @@ def test_an_annotation_edited_after_the_pull_becomes_the_winning_correction(labe
     visible = np.asarray(labeled["keypoints"]).reshape(-1, 3)[:, 2] > 0
     moved = np.asarray(stored[1].keypoints).reshape(-1, 3) - np.asarray(first.keypoints).reshape(-1, 3)
     assert np.all(np.abs(moved[visible, 0]) > 5)  # the edited version, not the first
+
+
+def test_a_servers_export_in_the_inbox_adds_nothing_already_pulled_and_old_records_are_not_pulled_twice(tmp_path):
+    store = tmp_path / "corrections"
+    pulled = _correction(1, 1, "images/a.jpg", BOX_A)
+    assert write_pull(store, [pulled], [], [], "labelstudio", now=_t(0)) is not None
+    exported = replace(pulled, origin="inbox:export.json")  # the same annotation, read from the server's JSON export
+    assert write_pull(store, [exported], [], [], "inbox:export.json", now=_t(60)) is None
+    # a /1 record (no provenance) is the same annotation as its re-pull with provenance
+    old_store = tmp_path / "old"
+    legacy = replace(pulled, origin=None, image_file=None, instance_bbox=None)
+    assert write_pull(old_store, [legacy], [], [], "labelstudio", now=_t(0)) is not None
+    assert write_pull(old_store, [replace(pulled, image_file=None, instance_bbox=None)], [], [], "labelstudio",
+                      now=_t(60)) is None  # fmt: skip
+    # but the same ids and time with other content from another server is somebody's work: stored
+    other = replace(pulled, origin="labelstudio:http://127.0.0.1:8080/projects/1@2026-12-01T00:00:00")
+    other = replace(other, keypoints=tuple(_kps(99)))
+    assert write_pull(store, [other], [], [], "labelstudio", now=_t(120)) is not None
 
 
 def _t(seconds: int):
