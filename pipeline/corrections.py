@@ -140,6 +140,14 @@ class _Fields:
         """A field that ``/1`` files do not have: absent or null is None."""
         return None if self.d.get(name) is None else self.str_(name)
 
+    def absent_or_count(self, name: str) -> int | None:
+        if self.d.get(name) is None:
+            return None
+        value = self.int_(name)
+        if value < 0:
+            raise self.fail(name, f"expected a count >= 0, got {value}")
+        return value
+
     def absent_or_bbox(self, name: str) -> tuple[float, float, float, float] | None:
         if self.d.get(name) is None:
             return None
@@ -217,6 +225,9 @@ class Correction:
     (``labelstudio:<url>/projects/<id>@<project created_at>`` or ``inbox:<file name>``); ``image_file`` and
     ``instance_bbox`` identify the person independently of ``instance_id`` (module doc): the image's ``file_name``
     in the prepared files and the person's box as exported, (x, y, w, h) pixels.
+
+    Effort (None when the prediction the annotator started from is unknown): keypoints the annotator moved, added
+    and deleted relative to that pre-annotation (``convert.keypoint_effort``). Not part of the identity.
     """
 
     instance_id: int
@@ -231,6 +242,9 @@ class Correction:
     origin: str | None = None
     image_file: str | None = None
     instance_bbox: tuple[float, float, float, float] | None = None
+    moved_keypoints: int | None = None
+    added_keypoints: int | None = None
+    deleted_keypoints: int | None = None
 
     def __post_init__(self) -> None:
         # Records built in code (pull) get the checks from_json gives file records, and the canonical number types,
@@ -239,7 +253,8 @@ class Correction:
         if problem or not all(_is_number(v) for v in self.bbox):
             raise ValueError(f"correction of instance {self.instance_id}: {problem or 'bbox not finite numbers'}")
         _check_time(self.completed_at, f"correction of instance {self.instance_id}: completed_at")
-        _set_ids(self, ("instance_id", "image_id"), ("task_id", "annotation_id"))
+        _set_ids(self, ("instance_id", "image_id"),
+                 ("task_id", "annotation_id", "moved_keypoints", "added_keypoints", "deleted_keypoints"))  # fmt: skip
         object.__setattr__(self, "bbox", _bbox(self.bbox))
         object.__setattr__(self, "keypoints", _keypoints(self.keypoints))
         if self.instance_bbox is not None:
@@ -270,6 +285,9 @@ class Correction:
             "origin": self.origin,
             "image_file": self.image_file,
             "instance_bbox": None if self.instance_bbox is None else list(self.instance_bbox),
+            "moved_keypoints": self.moved_keypoints,
+            "added_keypoints": self.added_keypoints,
+            "deleted_keypoints": self.deleted_keypoints,
         }
 
     @classmethod
@@ -296,6 +314,9 @@ class Correction:
             origin=f.absent_or_str("origin"),
             image_file=f.absent_or_str("image_file"),
             instance_bbox=f.absent_or_bbox("instance_bbox"),
+            moved_keypoints=f.absent_or_count("moved_keypoints"),
+            added_keypoints=f.absent_or_count("added_keypoints"),
+            deleted_keypoints=f.absent_or_count("deleted_keypoints"),
         )
 
 
@@ -694,6 +715,24 @@ class _People:
         )
 
 
+def effort_summary(corrections: Iterable[Correction]) -> dict:
+    """Annotator effort over the corrections whose pre-annotation is known: ``tasks`` counted and the keypoints
+    moved / added / deleted per task (means; None when no task has an effort record)."""
+    known = [c for c in corrections if c.moved_keypoints is not None]
+    n = len(known)
+
+    def mean(values: list[int]) -> float | None:
+        return round(sum(values) / n, 3) if n else None
+
+    return {
+        "tasks": n,
+        "moved_per_task": mean([c.moved_keypoints or 0 for c in known]),
+        "added_per_task": mean([c.added_keypoints or 0 for c in known]),
+        "deleted_per_task": mean([c.deleted_keypoints or 0 for c in known]),
+        "moved_total": sum(c.moved_keypoints or 0 for c in known),
+    }
+
+
 def merge(seed: dict, pool: dict, corrections: list[Correction], skips: list[Skip]) -> tuple[dict, dict]:
     """Seed labels + the store's records -> (train COCO dict, report dict). Pure and deterministic.
 
@@ -833,6 +872,7 @@ def merge(seed: dict, pool: dict, corrections: list[Correction], skips: list[Ski
         "invalid_corrections": sorted(invalid, key=lambda d: d["instance_id"]),  # stable: store order within one
         "remapped": remapped,
         "mismatched": mismatched,
+        "effort": effort_summary(corrections),
         "labeled_total": len(annotations),
     }
     return train, report

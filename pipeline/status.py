@@ -48,7 +48,7 @@ def label_studio_state(project_title: str = "poseloop") -> dict | None:
 def status_dict(project_root: Path = Path(".")) -> dict:
     """The status as data: round, labeled, labeled_file, pool, pending, corrected, corrections, skipped, registry
     (``registry.registry_summary``, or ``{"error": ...}`` when the store cannot be read), label_studio."""
-    from pipeline.corrections import read_store
+    from pipeline.corrections import effort_summary, read_store
     from pipeline.registry import registry_summary, round_number
 
     root = Path(project_root)
@@ -79,6 +79,7 @@ def status_dict(project_root: Path = Path(".")) -> dict:
         "corrected": len({c.instance_id for c in corrections}),
         "corrections": len(corrections),
         "skipped": len({s.instance_id for s in skips}),
+        "effort": effort_summary(corrections),
         "registry": registry,
         "label_studio": label_studio_state(project_title),
     }
@@ -109,6 +110,11 @@ def status_table(project_root: Path = Path("."), status: dict | None = None) -> 
         ("corrected", f"{s['corrected']} instances ({s['corrections']} corrections)"),
         ("skipped", f"{s['skipped']} instances"),
     ]
+    effort = s.get("effort") or {}
+    if effort.get("tasks"):
+        per_task = (f"{effort['moved_per_task']:.1f} moved, {effort['added_per_task']:.1f} added, "
+                    f"{effort['deleted_per_task']:.1f} deleted")  # fmt: skip
+        rows.append(("effort", f"{per_task} keypoints per task ({effort['tasks']} tasks)"))
     if "error" in registry:
         rows.append(("registry", f"unavailable: {registry['error']}"))
     else:

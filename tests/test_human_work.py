@@ -169,6 +169,8 @@ def _server_round(ls, project_title: str, coco: dict, document_root: Path) -> tu
 
 
 def test_a_fresh_label_studio_restarting_ids_at_1_loses_nothing(tmp_path, monkeypatch):
+    """The work of an old server is in the store (tasks 1, 2, annotations 1, 2, as a new database numbers them); a
+    new server on the same URL, with a new database, gives the same ids to two other people: both are kept."""
     require_label_studio()
     from pipeline.labelstudio import client
     from pipeline.labelstudio.server import LocalLabelStudio, free_port
@@ -177,24 +179,27 @@ def test_a_fresh_label_studio_restarting_ids_at_1_loses_nothing(tmp_path, monkey
     (docs / "prepared" / "images").mkdir(parents=True)
     images = write_images(docs / "prepared", "fresh", [(64, 48), (50, 70)])
     people = true_instances(images, COCO17, per_image=2, seed=4)
-    first = {**people, "annotations": people["annotations"][:2]}
-    second = {**people, "annotations": people["annotations"][2:]}
+    old_work, new_work = people["annotations"][:2], people["annotations"][2:]
     store = tmp_path / "corrections"
     port = free_port()
-    pulled = []
-    for n, batch in enumerate([first, second]):  # the same URL, a new database each time
-        server = LocalLabelStudio(data_dir=tmp_path / f"ls{n}", document_root=docs, port=port).start()
-        try:
-            monkeypatch.setenv("LABEL_STUDIO_URL", server.url)
-            monkeypatch.setenv("LABEL_STUDIO_API_KEY", server.token)
-            corrections, skips = _server_round(client.connect(), "fresh ids", batch, docs)
-        finally:
-            server.stop()
-        pulled.append(corrections)
-        assert write_pull(store, corrections, skips, [], "labelstudio") is not None  # the case: [] before
-    # the two servers gave the same task and annotation ids to different people
-    assert {(c.task_id, c.annotation_id) for c in pulled[0]} == {(c.task_id, c.annotation_id) for c in pulled[1]}
-    assert pulled[0][0].origin != pulled[1][0].origin
+    old_origin = f"labelstudio:http://127.0.0.1:{port}/projects/1@2026-11-01T09:00:00+00:00"
+    old = [Correction(a["id"], a["image_id"], tuple(a["bbox"]), tuple(a["keypoints"]), n + 1, n + 1, "a@b.c",
+                      "2026-11-01T10:00:00Z", "pose/1", origin=old_origin,
+                      image_file=images[a["image_id"] - 1]["file_name"], instance_bbox=tuple(a["bbox"]))
+           for n, a in enumerate(old_work)]  # fmt: skip
+    assert write_pull(store, old, [], [], "labelstudio", now=_t(0)) is not None
+
+    server = LocalLabelStudio(data_dir=tmp_path / "new-server", document_root=docs, port=port).start()
+    try:
+        monkeypatch.setenv("LABEL_STUDIO_URL", server.url)
+        monkeypatch.setenv("LABEL_STUDIO_API_KEY", server.token)
+        pulled, skips = _server_round(client.connect(), "fresh ids", {**people, "annotations": new_work}, docs)
+    finally:
+        server.stop()
+    # the case: the new server gave the old ids to other people, and the pull stored nothing ("new_files": [])
+    assert {(c.task_id, c.annotation_id) for c in pulled} == {(c.task_id, c.annotation_id) for c in old}
+    assert write_pull(store, pulled, skips, [], "labelstudio", now=_t(60)) is not None
+    assert pulled[0].origin != old_origin and pulled[0].origin.startswith(f"labelstudio:{server.url}/projects/1@")
     stored, _ = read_store(store)
     assert sorted(c.instance_id for c in stored) == sorted(a["id"] for a in people["annotations"])
     assert round_number(store) == 3

@@ -481,7 +481,7 @@ def test_simulate_then_fetch_round_trip(labelstudio_env, tmp_path):
     assert all(c.image_file is not None and c.instance_bbox is not None for c in corrections)
     # Nothing pending with a truth is left: a second run annotates nothing.
     again = oracle.simulate(ls, pid, coco, COCO17)
-    assert again == {"pending": 1, "annotated": 0, "skipped": 0, "no_truth": 1}
+    assert again == {"pending": 1, "annotated": 0, "skipped": 0, "unlabelable": 0, "no_truth": 1}
 
 
 def test_noisy_oracle_moves_points_by_about_the_noise(labelstudio_env):

@@ -53,7 +53,8 @@ _INDEX_FIELDS = "id,data,total_annotations,cancelled_annotations,predictions_mod
 # ``include`` is one flat list applied at every nesting level (rest_flex_fields): the annotation fields must be named
 # here too, or each annotation comes back as {"id": ...} only.
 _ANNOTATION_FIELDS = "result,was_cancelled,completed_by,created_at,updated_at,parent_prediction,last_action"
-_FETCH_FIELDS = f"id,data,annotations,predictions_model_versions,{_ANNOTATION_FIELDS}"
+# predictions with their results: the effort of a correction is measured against the pre-annotation it started from
+_FETCH_FIELDS = f"id,data,annotations,predictions,predictions_model_versions,model_version,{_ANNOTATION_FIELDS}"
 
 T = TypeVar("T")
 

@@ -446,6 +446,57 @@ def _box_ids(result: list[Any]) -> set[str]:
     }
 
 
+# An annotator "moved" a pre-placed keypoint when its final place is farther from the prediction than this
+# per-keypoint OKS (exp(-d^2 / (2 s^2 k^2)), s^2 the box area, k = 2 sigma of the keypoint): 0.5 is about 1.2 sigma
+# of COCO's own spread between human annotators, a correction no one would make by hand-jitter alone.
+MOVED_BELOW_OKS = 0.5
+
+
+def _prediction_result(task: Mapping[str, Any], annotation: Mapping[str, Any]) -> list | None:
+    """The result of the prediction the annotator started from: the annotation's embedded ``prediction`` (JSON
+    export), the task's prediction named by ``parent_prediction``, or the task's only prediction; None when unknown."""
+    embedded = annotation.get("prediction")
+    if isinstance(embedded, dict) and isinstance(embedded.get("result"), list):
+        return embedded["result"]
+    predictions = [
+        p for p in task.get("predictions") or () if isinstance(p, dict) and isinstance(p.get("result"), list)
+    ]
+    parent = annotation.get("parent_prediction")
+    for p in predictions:
+        if parent is not None and p.get("id") == parent:
+            return p["result"]
+    return predictions[0]["result"] if len(predictions) == 1 else None
+
+
+def keypoint_effort(
+    predicted: Mapping[str, tuple[float, float]],
+    final: Sequence[float],
+    bbox: Sequence[float],
+    schema: KeypointSchema,
+) -> tuple[int, int, int]:
+    """(moved, added, deleted) keypoints between what was pre-placed and what the annotator submitted.
+
+    ``predicted``: keypoint name -> (x, y) image px of the pre-placed points (absent = not pre-placed); ``final``: the
+    submitted COCO (3K,) x, y, v list; ``bbox``: the person box (x, y, w, h), whose area is the OKS scale. Moved: placed
+    in both, per-keypoint OKS below ``MOVED_BELOW_OKS``; added: labeled without a pre-placed point; deleted:
+    pre-placed, not labeled. A perfect pre-annotation costs (0, 0, 0); one with every point far off costs (K, 0, 0).
+    """
+    area = max(float(bbox[2]) * float(bbox[3]), 1.0)
+    moved = added = deleted = 0
+    for j, name in enumerate(schema.names):
+        x, y, v = final[3 * j : 3 * j + 3]
+        guess = predicted.get(name)
+        if v > 0 and guess is None:
+            added += 1
+        elif v <= 0 and guess is not None:
+            deleted += 1
+        elif v > 0 and guess is not None:
+            d2 = (x - guess[0]) ** 2 + (y - guess[1]) ** 2
+            kappa = 2 * float(schema.sigma_array[j])
+            moved += math.exp(-d2 / (2 * area * kappa**2)) < MOVED_BELOW_OKS
+    return int(moved), added, deleted
+
+
 def annotation_to_correction(
     task: Mapping[str, Any],
     annotation: Mapping[str, Any],
@@ -520,6 +571,14 @@ def annotation_to_correction(
     for rid, (label, x, y) in regions.points.items():
         j = index[label]
         keypoints[3 * j : 3 * j + 3] = [x, y, 1 if rid in regions.occluded_ids else 2]
+    effort: dict[str, int | None] = {"moved_keypoints": None, "added_keypoints": None, "deleted_keypoints": None}
+    started_from = _prediction_result(task, annotation)
+    if started_from is not None:
+        guess = _read_regions(started_from, set(schema.names))
+        if not guess.issues:
+            points = {label: (x, y) for label, x, y in guess.points.values()}
+            moved, added, deleted = keypoint_effort(points, keypoints, bbox, schema)
+            effort = {"moved_keypoints": moved, "added_keypoints": added, "deleted_keypoints": deleted}
     return Correction(
         instance_id=instance_id,
         image_id=image_id,  # type: ignore[arg-type]  # None reported above
@@ -531,6 +590,7 @@ def annotation_to_correction(
         completed_at=when,
         model_version=model_version if model_version is not None else annotation_model_version(task, annotation),
         **provenance,
+        **effort,
     )
 
 

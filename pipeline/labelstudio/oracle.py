@@ -73,16 +73,20 @@ def simulate(
     *,
     delay_s: float = 0.0,
     limit: int | None = None,
+    min_keypoints: int = 3,
 ) -> dict[str, int]:
     """Annotate every pending task (no annotation, no skip) of the project from ``oracle``; returns counts.
 
     ``oracle``: a COCO dict whose annotation ids are the instance ids (data/prepared/oracle.json). Each pending task,
-    in task id order: with probability ``miss_rate`` it is skipped (``was_cancelled``), else annotated from the truth
-    with ``noise_px`` Gaussian noise. ``delay_s`` waits between tasks (a human's pace, for benchmarks); ``limit``
+    in task id order: a person with fewer than ``min_keypoints`` labeled keypoints in the truth is skipped as
+    unlabelable (what an annotator does with a figure they cannot place: it costs a look, teaches nothing); else with
+    probability ``miss_rate`` it is skipped (``was_cancelled``); else annotated from the truth with ``noise_px``
+    Gaussian noise. ``delay_s`` waits between tasks (a human's pace, for benchmarks); ``limit``
     stops after that many tasks. Deterministic in ``seed`` for the same set of pending tasks.
 
-    Counts: ``pending`` (tasks found pending), ``annotated``, ``skipped``, ``no_truth`` (pending tasks whose instance
-    is not in the oracle: left pending).
+    Counts: ``pending`` (tasks found pending), ``annotated``, ``skipped`` (``unlabelable`` of them by the rule above),
+    ``no_truth`` (pending tasks whose instance is not in the oracle: left pending). The effort of each annotation
+    (keypoints moved, added, deleted against the prediction shown) is measured when it is pulled, as for a person.
     """
     if not 0.0 <= miss_rate <= 1.0:
         raise ValueError(f"miss_rate must be in [0, 1], got {miss_rate}")
@@ -93,7 +97,7 @@ def simulate(
     rng = np.random.default_rng(seed)
     project = with_retries(lambda: ls.projects.get(id=project_id), url=url, what="get project")
     shown_version = getattr(project, "model_version", None) or None
-    counts = {"pending": 0, "annotated": 0, "skipped": 0, "no_truth": 0}
+    counts = {"pending": 0, "annotated": 0, "skipped": 0, "unlabelable": 0, "no_truth": 0}
     pending = [
         t
         for t in iter_tasks(ls, project_id, include=_TASK_FIELDS)
@@ -109,8 +113,10 @@ def simulate(
             continue
         predictions = [p for p in task.get("predictions") or () if isinstance(p, dict)]
         parent = next((p["id"] for p in predictions if p.get("model_version") == shown_version), None)
-        skip = rng.random() < miss_rate
         ann, image = truth[iid]
+        unlabelable = sum(1 for v in ann["keypoints"][2::3] if v > 0) < min_keypoints
+        skip = unlabelable or rng.random() < miss_rate
+        counts["unlabelable"] += unlabelable
         result = [] if skip else oracle_result(ann, image, schema, rng, noise_px)
         kwargs: dict[str, Any] = {"result": result, "was_cancelled": skip, "lead_time": float(delay_s)}
         if parent is not None:
@@ -126,7 +132,13 @@ def simulate(
 
 
 def simulate_command(
-    oracle_path: Path, project: str, noise_px: float, miss_rate: float, seed: int, delay_s: float = 0.0
+    oracle_path: Path,
+    project: str,
+    noise_px: float,
+    miss_rate: float,
+    seed: int,
+    delay_s: float = 0.0,
+    min_keypoints: int = 3,
 ) -> int:
     """``python -m pipeline labelstudio simulate``: complete the project's pending tasks from oracle.json."""
     from pipeline.data.coco import read_coco
@@ -136,12 +148,13 @@ def simulate_command(
     try:
         ls = connect()
         project_id = find_project(ls, project)
-        counts = simulate(ls, project_id, coco.to_dict(), coco.schema, noise_px, miss_rate, seed, delay_s=delay_s)
+        counts = simulate(ls, project_id, coco.to_dict(), coco.schema, noise_px, miss_rate, seed, delay_s=delay_s,
+                          min_keypoints=min_keypoints)  # fmt: skip
     except LabelStudioError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     print(
-        f"project {project!r}: {counts['annotated']} annotated, {counts['skipped']} skipped, "
-        f"{counts['no_truth']} without truth (of {counts['pending']} pending)"
+        f"project {project!r}: {counts['annotated']} annotated, {counts['skipped']} skipped "
+        f"({counts['unlabelable']} unlabelable), {counts['no_truth']} without truth (of {counts['pending']} pending)"
     )
     return 0
