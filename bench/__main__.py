@@ -17,6 +17,7 @@ BENCHMARKS = (
     "recipe",
     "synthetic",
     "codec",
+    "evaluation",
     "models",
     "training",
     "ssl_gain",
