@@ -381,6 +381,8 @@ class _StrictLoader(yaml.SafeLoader):
         for key_node, _ in node.value:
             key = self.construct_object(key_node, deep=True)
             line = key_node.start_mark.line + 1
+            if not isinstance(key, str | int | float | bool) and key is not None:
+                raise ParamsError(f"{self.name}: line {line}: a key must be a name, got {type(key).__name__}")
             if key in seen:
                 raise ParamsError(f"{self.name}: line {line}: duplicate key {key!r} (first on line {seen[key]}); "
                                   "YAML would silently keep the last value")  # fmt: skip

@@ -73,7 +73,29 @@ def _is_int(value: Any) -> bool:
 
 def _is_number(value: Any) -> bool:
     # numbers.Real takes numpy scalars too (pull may compute with numpy); bool and numpy's bool_ are not numbers here.
-    return isinstance(value, numbers.Real) and not isinstance(value, bool | np.bool_) and math.isfinite(value)
+    if not isinstance(value, numbers.Real) or isinstance(value, bool | np.bool_):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int beyond any float
+        return False
+
+
+def _check_texts(record: Any, names: tuple[str, ...]) -> None:
+    """Optional text fields must be text: a record written with anything else could never be read back."""
+    for name in names:
+        value = getattr(record, name)
+        if value is not None and not isinstance(value, str):
+            raise ValueError(f"{type(record).__name__} of instance {record.instance_id}: {name} must be text, got "
+                             f"{type(value).__name__} {value!r:.40}")  # fmt: skip
+
+
+def _origin_identity(origin: str | None) -> str | None:
+    """The part of an origin that identifies the source in a record's key: for Label Studio the project and its
+    creation time, not the URL (localhost and 127.0.0.1, or a new port, are the same server); an inbox file as it is."""
+    if origin is not None and origin.startswith("labelstudio:") and "/projects/" in origin:
+        return "labelstudio:" + origin.rsplit("/projects/", 1)[1]
+    return origin
 
 
 def _parse_time(text: str) -> datetime:
@@ -253,6 +275,7 @@ class Correction:
         if problem or not all(_is_number(v) for v in self.bbox):
             raise ValueError(f"correction of instance {self.instance_id}: {problem or 'bbox not finite numbers'}")
         _check_time(self.completed_at, f"correction of instance {self.instance_id}: completed_at")
+        _check_texts(self, ("annotator", "model_version", "origin", "image_file"))
         _set_ids(self, ("instance_id", "image_id"),
                  ("task_id", "annotation_id", "moved_keypoints", "added_keypoints", "deleted_keypoints"))  # fmt: skip
         object.__setattr__(self, "bbox", _bbox(self.bbox))
@@ -269,7 +292,7 @@ class Correction:
     def key(self) -> tuple:
         """Identity in the store (see the module doc): origin, ids, instance, version and content."""
         ids = (self.task_id, self.annotation_id, self.instance_id, self.completed_at)
-        return ("correction", self.origin, *ids, self.bbox, self.keypoints)
+        return ("correction", _origin_identity(self.origin), *ids, self.bbox, self.keypoints)
 
     def to_json(self) -> dict:
         return {
@@ -338,13 +361,16 @@ class Skip:
         if self.reason not in SKIP_REASONS:
             raise ValueError(f"skip of instance {self.instance_id}: reason {self.reason!r} not in {list(SKIP_REASONS)}")
         _check_time(self.at, f"skip of instance {self.instance_id}: at")
+        _check_texts(self, ("annotator", "origin", "image_file"))
         _set_ids(self, ("instance_id",), ("task_id", "annotation_id"))
         if self.instance_bbox is not None:
             box = _check_bbox(self.instance_bbox, f"skip of instance {self.instance_id}: instance_bbox")
             object.__setattr__(self, "instance_bbox", box)
 
     def key(self) -> tuple:
-        return ("skip", self.origin, self.task_id, self.annotation_id, self.instance_id, self.reason)
+        # ``at`` (the version): a task skipped, corrected, then skipped again keeps its last verdict
+        ids = (self.task_id, self.annotation_id, self.instance_id, self.reason, self.at)
+        return ("skip", _origin_identity(self.origin), *ids)
 
     def to_json(self) -> dict:
         return {
@@ -521,13 +547,16 @@ def _new_only(records: Iterable[Any], stored: Iterable[Any]) -> list[Any]:
 def _report_new_versions(new: list[Correction], stored: list[Correction], source: str) -> int:
     """Log every new correction that is a later version of a stored annotation (edited in Label Studio after it was
     pulled); returns how many. The later version is stored as a correction of its own, and merge takes the later."""
-    versions = {(c.origin, c.task_id, c.annotation_id) for c in stored if c.task_id is not None}
+    versions = {(_origin_identity(c.origin), c.task_id, c.annotation_id) for c in stored if c.task_id is not None}
     versions |= {(None, c.task_id, c.annotation_id) for c in stored if c.task_id is not None and c.origin is None}
     edited = [
         c
         for c in new
         if c.task_id is not None
-        and ((c.origin, c.task_id, c.annotation_id) in versions or (None, c.task_id, c.annotation_id) in versions)
+        and (
+            (_origin_identity(c.origin), c.task_id, c.annotation_id) in versions
+            or (None, c.task_id, c.annotation_id) in versions
+        )
     ]
     for c in edited:
         log.warning("pull %s: task %s annotation %s (instance %d) was edited after it was pulled; the version of %s "
@@ -629,6 +658,8 @@ def _write_new(path: Path, data: bytes) -> None:
         raise FileExistsError(f"{path}: a corrections file with this name exists already; refusing to overwrite it")
     temp_dir = _temp_dir(path.parent)
     temp_dir.mkdir(exist_ok=True)
+    if os.stat(temp_dir).st_dev != os.stat(path.parent).st_dev:  # the store is a mount of its own: no link across
+        temp_dir = path.parent
     tmp = temp_dir / f"{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
@@ -694,15 +725,17 @@ class _People:
                 f"{list(record.bbox)} (IoU < {LEGACY_BOX_IOU}): the data set changed since it was made"
             )
         box = record.instance_bbox if record.instance_bbox is not None else getattr(record, "bbox", None)
+        # the annotator's own box (no exported box recorded) may be redrawn: the looser legacy threshold
+        threshold = SAME_BOX_IOU if record.instance_bbox is not None else LEGACY_BOX_IOU
         if box is None:  # a skip with an image file but no box: the file is all there is to check
             if base is not None and self._matches(record, base, base["bbox"], 0.0):
                 return base, None
             return None, f"instance {record.instance_id} is not on {record.image_file!r}"
-        if base is not None and self._matches(record, base, box, SAME_BOX_IOU):
+        if base is not None and self._matches(record, base, box, threshold):
             return base, None
         candidates = self.on_file.get(record.image_file, []) if record.image_file is not None else []
         scored = sorted(((box_iou(box, a["bbox"]), a["id"]) for a in candidates), reverse=True)
-        if scored and scored[0][0] >= SAME_BOX_IOU:
+        if scored and scored[0][0] >= threshold:
             return self.by_id[scored[0][1]], None
         now = (
             "not in this data set"
@@ -716,9 +749,17 @@ class _People:
 
 
 def effort_summary(corrections: Iterable[Correction]) -> dict:
-    """Annotator effort over the corrections whose pre-annotation is known: ``tasks`` counted and the keypoints
-    moved / added / deleted per task (means; None when no task has an effort record)."""
-    known = [c for c in corrections if c.moved_keypoints is not None]
+    """Annotator effort over the corrections whose pre-annotation is known, the latest version of each annotation:
+    ``tasks`` counted and the keypoints moved / added / deleted per task (means; None when no task has one)."""
+    # one per annotation, its latest version: an edit is measured against the same pre-annotation again
+    latest: dict[tuple, Correction] = {}
+    for c in corrections:
+        if c.moved_keypoints is None:
+            continue
+        key = (_origin_identity(c.origin), c.task_id, c.annotation_id) if c.task_id is not None else c.key()
+        if key not in latest or _parse_time(c.completed_at) >= _parse_time(latest[key].completed_at):
+            latest[key] = c
+    known = list(latest.values())
     n = len(known)
 
     def mean(values: list[int]) -> float | None:
@@ -792,7 +833,7 @@ def merge(seed: dict, pool: dict, corrections: list[Correction], skips: list[Ski
         base = locate(c, f"correction {c.correction_id}")
         if base is None:
             continue
-        if c.image_file is not None or c.instance_bbox is not None:  # identified by file and box: ids follow
+        if c.image_file is not None:  # identified by file and box: the ids follow (else _misfit checks image_id)
             c = replace(c, instance_id=base["id"], image_id=base["image_id"])
         # Checked before the vote, so a broken record never shadows an earlier good one.
         problem = _misfit(c, base, num_kps)
@@ -812,7 +853,8 @@ def merge(seed: dict, pool: dict, corrections: list[Correction], skips: list[Ski
         base = locate(s, f"skip {s.task_id}:{s.annotation_id}")
         if base is None:
             continue
-        s = replace(s, instance_id=base["id"])
+        if s.image_file is not None:
+            s = replace(s, instance_id=base["id"])
         if s.reason == "no_person":
             t = _parse_time(s.at)
             no_person[s.instance_id] = max(t, no_person.get(s.instance_id, t))

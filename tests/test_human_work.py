@@ -259,6 +259,52 @@ def test_a_servers_export_in_the_inbox_adds_nothing_already_pulled_and_old_recor
     assert write_pull(store, [other], [], [], "labelstudio", now=_t(120)) is not None
 
 
+def test_a_url_alias_of_the_same_server_does_not_store_everything_again(tmp_path):
+    """localhost and 127.0.0.1 (or a new port) are the same server: the project and its creation time identify it."""
+    store = tmp_path / "corrections"
+    pulled = _correction(1, 1, "images/a.jpg", BOX_A)
+    assert write_pull(store, [pulled], [], [], "labelstudio", now=_t(0)) is not None
+    alias = replace(pulled, origin=pulled.origin.replace("127.0.0.1:8080", "localhost:8081"))
+    assert write_pull(store, [alias], [], [], "labelstudio", now=_t(60)) is None
+
+
+def test_an_old_task_without_image_file_is_not_moved_to_another_image():
+    """Tasks exported before image_file existed carry only the box: a renumbered instance with the same box on
+    another frame (a fixed camera) must not receive the correction."""
+    made = replace(_correction(1, 1, None, BOX_A), image_file=None)
+    other_frame = _coco([(1, "images/b.jpg", BOX_A), (2, "images/a.jpg", BOX_A)])  # id 1 is now on image 2
+    other_frame["annotations"][0]["image_id"], other_frame["annotations"][1]["image_id"] = 2, 1
+    train, report = merge(EMPTY_SEED, other_frame, [made], [])
+    labeled = {a["id"]: a for a in train["annotations"]}
+    assert 1 not in labeled or labeled[1]["image_id"] == 1
+    assert report["invalid_corrections"] or report["mismatched"] or labeled == {}
+
+
+def test_odd_label_studio_data_becomes_a_problem_or_clean_text_never_a_poisoned_store(tmp_path):
+    from pipeline.labelstudio.convert import collect_task_records, instance_to_task
+
+    task = instance_to_task(instance_id=5, image_id=1, image_path="prepared/images/a.jpg", width=64, height=64,
+                            bbox=[1, 1, 30, 30], keypoints=None, schema=COCO17, model_version="pose/1",
+                            uncertainty=0.5, image_file="images/a.jpg")  # fmt: skip
+    point = {"id": "p", "type": "keypointlabels", "from_name": "kp", "to_name": "image", "original_width": 64,
+             "original_height": 64, "value": {"x": 10, "y": 10, "keypointlabels": ["nose"]}}  # fmt: skip
+    odd_label = dict(point, id="q", value={"x": 20, "y": 20, "keypointlabels": [["left_eye"]]})
+    tasks = [
+        {"id": 1, **task, "predictions": 5,
+         "annotations": [{"id": 1, "result": [point], "completed_by": {"email": 123, "id": 4},
+                          "updated_at": "2026-12-01T10:00:00Z"}]},
+        {"id": 2, **dict(task, data=dict(task["data"], instance_id=6)),
+         "annotations": [{"id": 2, "result": [odd_label], "completed_by": 4, "updated_at": "2026-12-01T10:00:00Z"}]},
+    ]  # fmt: skip
+    records = collect_task_records(tasks, COCO17, origin="inbox:odd.json")
+    [c] = records.corrections
+    assert c.annotator == "user 4"  # the email was not text: the id instead, never the number 123
+    assert len(records.problems) == 1 and "left_eye" in records.problems[0].message
+    store = tmp_path / "corrections"
+    write_pull(store, records.corrections, records.skips, records.problems, "inbox:odd.json")
+    assert read_store(store)[0] == [c]  # the store reads back
+
+
 def _t(seconds: int):
     from datetime import UTC, datetime, timedelta
 

@@ -71,16 +71,18 @@ def test_prepare_refuses_it_and_links_nothing_outside(tmp_path):
     assert linked == [hooks / "pre-commit"]  # no link of it anywhere, inside the project or out
 
 
-def test_a_symlinked_folder_cannot_lead_outside_either(tmp_path):
+def test_symlinks_inside_the_source_are_the_owners_choice_and_are_followed(tmp_path):
+    """A DVC symlink cache or a folder linked to shared storage is legitimate; only the name is untrusted."""
     from pipeline.data.prepare import link_images
 
-    (tmp_path / "secret").mkdir()
-    (tmp_path / "secret" / "key.jpg").write_text("secret")
+    (tmp_path / "shared").mkdir()
+    (tmp_path / "shared" / "a.jpg").write_bytes(b"jpeg")
     (tmp_path / "src").mkdir()
-    (tmp_path / "src" / "escape").symlink_to(tmp_path / "secret")
-    with pytest.raises(PrepareError, match="outside the image folder"):
-        link_images(["escape/key.jpg"], tmp_path / "src", tmp_path / "dst")
-    assert not (tmp_path / "dst" / "escape").exists()
+    (tmp_path / "src" / "linked").symlink_to(tmp_path / "shared")
+    link_images(["linked/a.jpg"], tmp_path / "src", tmp_path / "dst")
+    assert (tmp_path / "dst" / "linked" / "a.jpg").read_bytes() == b"jpeg"
+    with pytest.raises(PrepareError, match=r"'\.\.' would leave"):
+        link_images(["linked/../../outside.jpg"], tmp_path / "src", tmp_path / "dst")
 
 
 # ----------------------------------------------------------------------------------- 8: local Ray on loopback only

@@ -122,13 +122,12 @@ def link_images(file_names: list[str], src_root: Path, dst_root: Path) -> None:
     """
     from pipeline.data.coco import path_escape
 
-    src_base, dst_base = src_root.resolve(), dst_root.resolve()
+    dst_base = dst_root.resolve()
     for name in file_names:
         escape = path_escape(name)
         src, dst = src_root / name, dst_root / name
-        # the text check, then the resolved paths: a symlinked folder in the source must not lead outside it either
-        if escape is None and not src.resolve().is_relative_to(src_base):
-            escape = f"{name!r:.80} resolves to {src.resolve()}, outside the image folder {src_base}"
+        # The text check, then where the link would go. Symlinks inside the source folder are the owner's choice
+        # (a DVC symlink cache, folders linked to shared storage) and are followed; ".." and absolute names are not.
         if escape is None and not dst.resolve().is_relative_to(dst_base):
             escape = f"{name!r:.80} would be written outside {dst_base}"
         if escape:

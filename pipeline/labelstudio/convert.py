@@ -247,7 +247,7 @@ def instance_to_task(
             "image_id": int(image_id),
             "bbox": box,
             # what identifies the person beside our numbering (corrections.py): the prepared file_name of the image
-            **({"image_file": PurePath(image_file).as_posix()} if image_file is not None else {}),
+            **({"image_file": str(image_file)} if image_file is not None else {}),  # as pool.json spells it
         },
         "predictions": [{"model_version": str(model_version), "score": float(uncertainty), "result": result}],
     }
@@ -279,7 +279,10 @@ def _utc(text: Any) -> str | None:
 def _annotator(completed_by: Any, annotators: Mapping[int, str] | None) -> str | None:
     """The annotator's email: ``completed_by`` is a user id (API, JSON export) or a user object (some exports)."""
     if isinstance(completed_by, dict):
-        return completed_by.get("email") or completed_by.get("username") or _annotator(completed_by.get("id"), None)
+        for key in ("email", "username"):  # only text: a stored non-string would make the store unreadable
+            if isinstance(completed_by.get(key), str) and completed_by[key]:
+                return completed_by[key]
+        return _annotator(completed_by.get("id"), None)
     if isinstance(completed_by, int) and not isinstance(completed_by, bool):
         if annotators is not None and completed_by in annotators:
             return annotators[completed_by]
@@ -288,9 +291,13 @@ def _annotator(completed_by: Any, annotators: Mapping[int, str] | None) -> str |
 
 
 def _number(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+    if isinstance(value, bool) or not isinstance(value, int | float):
         return None
-    return float(value)
+    try:
+        number = float(value)  # an int too large for a float raises OverflowError here, not in isfinite
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) else None
 
 
 def _task_int(data: Mapping[str, Any], key: str) -> int | None:
@@ -309,7 +316,8 @@ def annotation_model_version(task: Mapping[str, Any], annotation: Mapping[str, A
     embedded = annotation.get("prediction")
     if isinstance(embedded, dict) and isinstance(embedded.get("model_version"), str):
         return embedded["model_version"]
-    predictions = [p for p in task.get("predictions") or () if isinstance(p, dict)]
+    listed = task.get("predictions") if isinstance(task.get("predictions"), list) else []
+    predictions = [p for p in listed if isinstance(p, dict)]
     parent = annotation.get("parent_prediction")
     for p in predictions:
         if parent is not None and p.get("id") == parent and isinstance(p.get("model_version"), str):
@@ -376,7 +384,7 @@ def _read_regions(result: Any, names: set[str]) -> _Regions:
                 out.issues.append(f"keypoint region {rid} has labels {labels!r}, expected exactly one")
                 continue
             label = labels[0]
-            if label not in names:
+            if not isinstance(label, str) or label not in names:
                 out.issues.append(f"unknown label {label!r} (region {rid})")
                 continue
             size = _original_size(item, f"keypoint {label!r} (region {rid})", out.issues)
@@ -411,6 +419,10 @@ def _read_regions(result: Any, names: set[str]) -> _Regions:
             bx, by, bw, bh = (float(g) for g in geometry)  # type: ignore[arg-type]  # None excluded above
             if bw <= 0 or bh <= 0:
                 out.issues.append(f"box (region {rid}) has width {bw:g}% and height {bh:g}%")
+                continue
+            limit = 100 + _PERCENT_TOLERANCE
+            if not (-limit <= bx <= limit and -limit <= by <= limit and bw <= 2 * limit and bh <= 2 * limit):
+                out.issues.append(f"box (region {rid}) at x={bx:g}%, y={by:g}%, {bw:g}% x {bh:g}% is off the image")
                 continue
             w, h = size
             box = (_px(percent_to_px(bx, w)), _px(percent_to_px(by, h)), _px(bw * w / 100.0), _px(bh * h / 100.0))
@@ -458,9 +470,8 @@ def _prediction_result(task: Mapping[str, Any], annotation: Mapping[str, Any]) -
     embedded = annotation.get("prediction")
     if isinstance(embedded, dict) and isinstance(embedded.get("result"), list):
         return embedded["result"]
-    predictions = [
-        p for p in task.get("predictions") or () if isinstance(p, dict) and isinstance(p.get("result"), list)
-    ]
+    listed = task.get("predictions") if isinstance(task.get("predictions"), list) else []
+    predictions = [p for p in listed if isinstance(p, dict) and isinstance(p.get("result"), list)]
     parent = annotation.get("parent_prediction")
     for p in predictions:
         if parent is not None and p.get("id") == parent:
@@ -610,6 +621,10 @@ def convert_annotation(
         )
     except AnnotationError as exc:
         return exc.problem
+    except ValueError as exc:  # a record the store would refuse (e.g. a field of the wrong type): a Problem too
+        task_id, annotation_id = _task_int(task, "id"), _task_int(annotation, "id")
+        return Problem(task_id=task_id, annotation_id=annotation_id,
+                       message=f"task {task_id}, annotation {annotation_id}: {exc}")  # fmt: skip
 
 
 @dataclass
