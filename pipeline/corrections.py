@@ -544,25 +544,18 @@ def _new_only(records: Iterable[Any], stored: Iterable[Any]) -> list[Any]:
     return out
 
 
-def _report_new_versions(new: list[Correction], stored: list[Correction], source: str) -> int:
+def _log_new_versions(new: list[Correction], stored: list[Correction], source: str) -> None:
     """Log every new correction that is a later version of a stored annotation (edited in Label Studio after it was
-    pulled); returns how many. The later version is stored as a correction of its own, and merge takes the later."""
-    versions = {(_origin_identity(c.origin), c.task_id, c.annotation_id) for c in stored if c.task_id is not None}
-    versions |= {(None, c.task_id, c.annotation_id) for c in stored if c.task_id is not None and c.origin is None}
-    edited = [
-        c
-        for c in new
-        if c.task_id is not None
-        and (
-            (_origin_identity(c.origin), c.task_id, c.annotation_id) in versions
-            or (None, c.task_id, c.annotation_id) in versions
-        )
-    ]
-    for c in edited:
-        log.warning("pull %s: task %s annotation %s (instance %d) was edited after it was pulled; the version of %s "
-                    "is stored as a new correction and the later one wins", source, c.task_id, c.annotation_id,
-                    c.instance_id, c.completed_at)  # fmt: skip
-    return len(edited)
+    pulled). The later version is stored as a correction of its own, and merge takes the later. A stored record whose
+    server is unknown (``_origin_unknown``) matches its ids from any server, as in ``_new_only``."""
+    known = {(_origin_identity(c.origin), c.task_id, c.annotation_id) for c in stored if c.task_id is not None}
+    anywhere = {(c.task_id, c.annotation_id) for c in stored if c.task_id is not None and _origin_unknown(c)}
+    for c in new:
+        ids = (c.task_id, c.annotation_id)
+        if c.task_id is not None and ((_origin_identity(c.origin), *ids) in known or ids in anywhere):
+            log.warning("pull %s: task %s annotation %s (instance %d) was edited after it was pulled; the version of "
+                        "%s is stored as a new correction and the later one wins", source, c.task_id, c.annotation_id,
+                        c.instance_id, c.completed_at)  # fmt: skip
 
 
 def write_pull(
@@ -589,7 +582,7 @@ def write_pull(
     old_corrections, old_skips = read_store(store_dir)
     new_c = _new_only(sorted(corrections, key=_correction_order), old_corrections)
     new_s = _new_only(sorted(skips, key=_skip_order), old_skips)
-    _report_new_versions(new_c, old_corrections, source)
+    _log_new_versions(new_c, old_corrections, source)
     if not new_c and not new_s:
         log.info("pull %s: nothing new (%d problem(s) not stored)", source, len(problems))
         return None

@@ -57,7 +57,7 @@ def main() -> None:
         if project is not None:
             c, s, found, pending = fetch_annotations(ls, project, schema)
             report(found, "labelstudio")
-            corrections, skips, problems, sources = c, s, found, ["labelstudio"]
+            corrections, skips, problems, sources = list(c), list(s), list(found), ["labelstudio"]
     unreadable: list[str] = []
     for export_file in sorted(args.inbox.glob("*.json")) if args.inbox.is_dir() else []:
         try:
@@ -66,7 +66,9 @@ def main() -> None:
             unreadable.append(f"{export_file}: {exc}" if str(export_file) not in str(exc) else str(exc))
             continue
         report(found, export_file.name)
-        corrections, skips, problems = corrections + c, skips + s, problems + found
+        corrections += c
+        skips += s
+        problems += found
         sources.append(f"inbox:{export_file.name}")
     path = write_pull(args.corrections, corrections, skips, problems, ", ".join(sources) or "nothing")
     written = [path] if path else []
