@@ -220,8 +220,8 @@ class SelectWeights:
 class SelectParams:
     """Which pool instances go to the annotators (pipeline/scoring.py, stages/select.py)."""
 
-    policy: Literal["uncertainty", "random", "response", "min_response", "sahr_sigma", "difficulty",
-                    "flip_disagreement"] = "uncertainty"  # fmt: skip
+    policy: Literal["uncertainty", "random", "cold_start", "skip_hopeless", "effort", "response", "min_response",
+                    "sahr_sigma", "difficulty", "flip_disagreement"] = "uncertainty"  # fmt: skip
     budget: int = _p(20, ge=1, le=1_000_000)  # instances per round
     weights: SelectWeights = _p(SelectWeights())
     per_image: int = _p(0, ge=0, le=10_000)  # at most this many instances of one image (0: no cap)
@@ -229,6 +229,10 @@ class SelectParams:
     diversity_candidates: float = _p(4.0, ge=1, le=1000)  # ... candidates = this x budget
     random_share: float = _p(0.0, ge=0, le=1)  # share of the budget drawn at random from what the policy left
     seed: int = _p(0, ge=0, le=MAX_SEED)  # the random policy's (and random_share's) seed
+    cold_start_labels: int = _p(400, ge=1, le=10_000_000)  # cold_start: labels at which picks are by uncertainty alone
+    hopeless_min_keypoints: int = _p(3, ge=1, le=1000)  # hopeless: fewer keypoints than this found by the teacher ...
+    hopeless_min_score: float = _p(0.3, ge=0, le=1)  # ... with at least this score
+    review_budget: int = _p(2, ge=0, le=1_000_000)  # hopeless instances sent for review per round (queue "review")
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ x0, y0, x1, ...; bbox (N, 4) x, y, w, h.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +34,17 @@ SIGNALS: dict[str, int] = {
     "difficulty": +1,
     "flip_disagreement": +1,
 }
-POLICIES = ("uncertainty", "random", *SIGNALS)
+# Policies beyond one signal (issue #14; bench label_efficiency compares them in one run):
+#   cold_start     clusters of the pose embedding, one pick per cluster: the most typical person of it while the
+#                  labeled set is small, the most uncertain once it has grown (TypiClust's finding: at small budgets
+#                  typical examples teach more, at large ones uncertain ones); ``cold_start_labels`` sets the pace.
+#   skip_hopeless  combined uncertainty without the instances the teacher finds hopeless (``hopeless_rows``): they
+#                  cost an annotator a look and are skipped; the ``review_budget`` largest go to a review queue.
+#   effort         combined uncertainty per expected moved keypoint (``expected_moved_keypoints``): what teaches the
+#                  model most per keypoint an annotator drags; hopeless instances are left out as for skip_hopeless.
+COMBINED_POLICIES = ("cold_start", "skip_hopeless", "effort")
+POLICIES = ("uncertainty", "random", *COMBINED_POLICIES, *SIGNALS)
+EXCLUDES_HOPELESS = ("skip_hopeless", "effort")
 
 
 # --------------------------------------------------------------------------------------------------- reading
@@ -108,9 +119,92 @@ def combined_uncertainty(scores: pd.DataFrame, weights: dict[str, float]) -> np.
         return np.where(weight_sum > 0, total / np.maximum(weight_sum, 1e-12), np.nan)
 
 
+def expected_moved_keypoints(keypoint_scores: np.ndarray) -> np.ndarray:
+    """(N, K) per-keypoint confidence in [0, 1] -> (N,) keypoints an annotator is expected to move or place.
+
+    A keypoint scoring s is taken to be off with probability 1 - s (a missing score counts as off): the normalised
+    heatmap peak is what the teacher itself says about the point, and it is all the select stage has before a person
+    looks. It ranks instances, so its calibration matters less than its order.
+    """
+    confidence = np.clip(np.nan_to_num(keypoint_scores, nan=0.0), 0.0, 1.0)
+    return (1.0 - confidence).sum(axis=1)
+
+
+def hopeless_rows(keypoint_scores: np.ndarray, min_keypoints: int, min_score: float) -> np.ndarray:
+    """(N, K) per-keypoint confidence -> (N,) bool: the teacher finds fewer than ``min_keypoints`` keypoints scoring
+    ``min_score`` or more. The simulated annotator's rule for skipping a person (fewer than 3 labeled keypoints,
+    pipeline/labelstudio/oracle.py) seen from the model's side: it cannot tell a person it fails on from a person
+    nobody could label, which is why these go to a review queue instead of vanishing."""
+    confident = (np.nan_to_num(keypoint_scores, nan=0.0) >= min_score).sum(axis=1)
+    return confident < min_keypoints
+
+
+def k_means(embedding: np.ndarray, clusters: int, seed: int = 0, iterations: int = 20) -> np.ndarray:
+    """(M, D) -> (M,) cluster index in [0, clusters): Lloyd's algorithm from k-means++ seeds, deterministic per seed."""
+    m = len(embedding)
+    clusters = max(1, min(clusters, m))
+    rng = np.random.default_rng(seed)
+    centres = [embedding[rng.integers(m)]]
+    distance = np.sum((embedding - centres[0]) ** 2, axis=1)
+    for _ in range(clusters - 1):
+        total = distance.sum()
+        nxt = rng.choice(m, p=distance / total) if total > 0 else rng.integers(m)
+        centres.append(embedding[nxt])
+        distance = np.minimum(distance, np.sum((embedding - embedding[nxt]) ** 2, axis=1))
+    centre = np.stack(centres)
+    assignment = np.zeros(m, np.int64)
+    for _ in range(iterations):
+        d2 = (embedding**2).sum(1)[:, None] - 2 * embedding @ centre.T + (centre**2).sum(1)[None, :]
+        assignment = np.argmin(d2, axis=1)
+        for c in range(len(centre)):
+            members = embedding[assignment == c]
+            if len(members):
+                centre[c] = members.mean(axis=0)
+    return assignment
+
+
+def typicality(embedding: np.ndarray, neighbours: int = 20) -> np.ndarray:
+    """(M, D) -> (M,) inverse mean distance to the ``neighbours`` nearest others (TypiClust's density): large where
+    many people stand in nearly the same pose. O(M^2) memory: call it per cluster."""
+    m = len(embedding)
+    if m <= 1:
+        return np.ones(m)
+    d2 = (embedding**2).sum(1)[:, None] - 2 * embedding @ embedding.T + (embedding**2).sum(1)[None, :]
+    distance = np.sqrt(np.maximum(d2, 0.0))
+    np.fill_diagonal(distance, np.inf)
+    k = min(neighbours, m - 1)
+    nearest = np.partition(distance, k - 1, axis=1)[:, :k]
+    return 1.0 / (nearest.mean(axis=1) + 1e-9)
+
+
+def cold_start_rows(
+    candidates: np.ndarray, uncertainty: np.ndarray, embedding: np.ndarray, count: int, uncertainty_weight: float,
+    seed: int = 0,
+) -> np.ndarray:  # fmt: skip
+    """``count`` rows of ``candidates`` (positions, best first), one per k-means cluster of their pose embedding.
+
+    Within a cluster the pick maximises (1 - w) x typicality rank + w x uncertainty rank (both in [0, 1] within the
+    cluster), w = ``uncertainty_weight``; clusters are visited largest first, so the picks cover the common poses
+    first. ``uncertainty`` (N,) and ``embedding`` (N, D) are indexed by position.
+    """
+    if count <= 0 or len(candidates) == 0:
+        return np.zeros(0, np.int64)
+    cluster = k_means(embedding[candidates], count, seed)
+    picks: list[tuple[int, int]] = []  # (cluster size, row)
+    for c in np.unique(cluster):
+        members = candidates[cluster == c]
+        typical = rank_normalize(typicality(embedding[members]))
+        uncertain = rank_normalize(np.nan_to_num(uncertainty[members], nan=0.0))
+        blended = (1.0 - uncertainty_weight) * typical + uncertainty_weight * uncertain
+        picks.append((len(members), int(members[np.lexsort((members, -blended))[0]])))
+    picks.sort(key=lambda p: (-p[0], p[1]))
+    return np.asarray([row for _, row in picks[:count]], np.int64)
+
+
 def policy_scores(scores: pd.DataFrame, policy: str, weights: dict[str, float], seed: int = 0) -> np.ndarray:
-    """(N,) the number a policy ranks by (larger = chosen first)."""
-    if policy == "uncertainty":
+    """(N,) the number a policy ranks by (larger = chosen first). cold_start ranks by the combined uncertainty here
+    (its picks come from ``cold_start_rows``); effort needs the keypoint scores and is ranked in ``select``."""
+    if policy in ("uncertainty", "cold_start", "skip_hopeless"):
         return combined_uncertainty(scores, weights)
     if policy == "random":
         random = np.random.default_rng(seed).random(len(scores))
@@ -132,6 +226,8 @@ class Selection:
     policy_score: np.ndarray  # (N,) what the policy ranked by
     uncertainty: np.ndarray  # (N,) combined uncertainty (the task score shown to annotators)
     counts: dict[str, int]
+    review_rows: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0, np.int64))  # (R,) hopeless ones
+    # for a person to look at (queue "review" in selection.parquet), largest box first
 
 
 def pose_embedding(keypoints: np.ndarray, bbox: np.ndarray) -> np.ndarray:
@@ -174,6 +270,13 @@ def select(
     embedding: np.ndarray | None = None,
     random_share: float = 0.0,
     seed: int = 0,
+    keypoint_scores: np.ndarray | None = None,
+    labeled_count: int = 0,
+    cold_start_labels: int = 400,
+    hopeless_min_keypoints: int = 3,
+    hopeless_min_score: float = 0.3,
+    review_budget: int = 0,
+    box_area: np.ndarray | None = None,
 ) -> Selection:
     """Choose up to ``budget`` instances.
 
@@ -185,16 +288,36 @@ def select(
         random_share: this share of the budget is drawn at random (``seed``) from the eligible candidates the policy
             did not pick; the rest goes to the policy's best. Pure uncertainty over-samples the hardest people (84%
             tagged hard vs 56% for random in bench label_efficiency); a random share keeps the typical ones coming.
+        keypoint_scores: (N, K) per-keypoint confidence, needed by skip_hopeless and effort (hopeless_rows,
+            expected_moved_keypoints).
+        labeled_count, cold_start_labels: cold_start weighs uncertainty by labeled_count / cold_start_labels (capped
+            at 1) against typicality; it needs ``embedding``.
+        review_budget: policies that leave hopeless instances out (EXCLUDES_HOPELESS) put up to this many of them,
+            largest box first (``box_area`` (N,) px^2), in ``Selection.review_rows``; not part of ``budget``.
     """
     ids = scores["instance_id"].to_numpy(np.int64)
     uncertainty = combined_uncertainty(scores, weights)
-    ranked_by = uncertainty if policy == "uncertainty" else policy_scores(scores, policy, weights, seed)
+    if policy == "uncertainty":
+        ranked_by = uncertainty
+    elif policy == "effort":
+        if keypoint_scores is None:
+            raise ValueError("the effort policy needs the per-keypoint scores")
+        ranked_by = uncertainty / (1.0 + expected_moved_keypoints(keypoint_scores))
+    else:
+        ranked_by = policy_scores(scores, policy, weights, seed)
     eligible = np.isfinite(ranked_by)
     counts = {"pool": len(scores), "unreadable": int((~scores["image_readable"].to_numpy(bool)).sum())}
     for reason, excluded_ids in (exclude or {}).items():
         hit = np.isin(ids, np.fromiter(excluded_ids, np.int64)) & eligible
         counts[f"excluded_{reason}"] = int(hit.sum())
         eligible &= ~hit
+    hopeless = np.zeros(len(scores), bool)
+    if policy in EXCLUDES_HOPELESS:
+        if keypoint_scores is None:
+            raise ValueError(f"the {policy} policy needs the per-keypoint scores")
+        hopeless = hopeless_rows(keypoint_scores, hopeless_min_keypoints, hopeless_min_score) & eligible
+        counts["excluded_hopeless"] = int(hopeless.sum())
+        eligible &= ~hopeless
     counts["eligible"] = int(eligible.sum())
 
     # most wanted first; ties broken by instance id so the same scores always give the same selection
@@ -208,9 +331,19 @@ def select(
     if not 0.0 <= random_share <= 1.0:
         raise ValueError(f"random_share must be in [0, 1], got {random_share}")
     by_policy = budget - round(budget * random_share)
-    if diversity and len(candidates) > by_policy > 0:
-        if embedding is None:
-            raise ValueError("diversity needs a pose embedding")
+    if hopeless.any() and len(candidates) < budget:
+        # a weak teacher finds most people hopeless: fill the budget with them (policy order) rather than starve it
+        filling = order[hopeless[order]][: budget - len(candidates)]
+        counts["hopeless_selected"] = len(filling)
+        candidates = np.concatenate([candidates, filling])
+        hopeless[filling] = False
+    if (policy == "cold_start" or diversity) and embedding is None:
+        raise ValueError(f"{'the cold_start policy' if policy == 'cold_start' else 'diversity'} needs a pose embedding")
+    if policy == "cold_start":
+        weight = min(1.0, labeled_count / max(cold_start_labels, 1))
+        counts["cold_start_uncertainty_weight_pct"] = round(100 * weight)
+        rows = cold_start_rows(candidates, uncertainty, embedding, by_policy, weight, seed)
+    elif diversity and len(candidates) > by_policy > 0:
         top = candidates[: int(np.ceil(by_policy * diversity_candidates))]
         rows = top[k_center_greedy(embedding[top], by_policy)]
     else:
@@ -221,15 +354,46 @@ def select(
         rows = np.concatenate([rows, rest[np.sort(drawn)]])  # drawn ones after the policy's, in the policy's order
         counts["selected_at_random"] = len(drawn)
     counts["selected"] = len(rows)
-    return Selection(rows=rows, policy_score=ranked_by, uncertainty=uncertainty, counts=counts)
+    review = np.zeros(0, np.int64)
+    if review_budget > 0 and hopeless.any():
+        # a large box the teacher finds nothing in is more likely the teacher's failure than an unlabelable person
+        hopeless_at = np.flatnonzero(hopeless)
+        area = np.zeros(len(hopeless_at)) if box_area is None else box_area[hopeless_at]
+        review = hopeless_at[np.lexsort((ids[hopeless_at], -area))][:review_budget]
+    counts["review_queue"] = len(review)
+    return Selection(rows=rows, policy_score=ranked_by, uncertainty=uncertainty, counts=counts, review_rows=review)
+
+
+def select_with_params(
+    scores: pd.DataFrame, table: pa.Table, cfg, *, exclude: dict[str, Iterable[int]], labeled_count: int,
+    seed: int | None = None, budget: int | None = None,
+) -> Selection:  # fmt: skip
+    """``select`` with params.yaml's ``select`` section (``cfg``: pipeline.config.SelectParams), the embedding and
+    keypoint scores read from the pool predictions ``table`` where the policy needs them: what the select stage and
+    bench label_efficiency both call. ``seed`` / ``budget`` override the section's."""
+    bbox = list_column(table, "bbox")
+    needs_embedding = cfg.diversity or cfg.policy == "cold_start"
+    embedding = pose_embedding(list_column(table, "keypoints"), bbox) if needs_embedding else None
+    keypoint_scores = list_column(table, "scores") if cfg.policy in EXCLUDES_HOPELESS else None
+    return select(scores, policy=cfg.policy, budget=cfg.budget if budget is None else budget,
+                  weights=dataclasses.asdict(cfg.weights), exclude=exclude, per_image=cfg.per_image,
+                  diversity=cfg.diversity, diversity_candidates=cfg.diversity_candidates, embedding=embedding,
+                  random_share=cfg.random_share, seed=cfg.seed if seed is None else seed,
+                  keypoint_scores=keypoint_scores, labeled_count=labeled_count,
+                  cold_start_labels=cfg.cold_start_labels, hopeless_min_keypoints=cfg.hopeless_min_keypoints,
+                  hopeless_min_score=cfg.hopeless_min_score, review_budget=cfg.review_budget,
+                  box_area=bbox[:, 2] * bbox[:, 3])  # fmt: skip
 
 
 def selection_table(table: pa.Table, selection: Selection) -> pa.Table:
-    """The selected rows of the pool predictions with ``rank`` (0 = first) and ``uncertainty`` / ``policy_score``
-    columns: the artifacts/selection.parquet contract (docs/contracts/labelstudio.md)."""
-    rows = selection.rows
+    """The selected rows of the pool predictions with ``rank`` (0 = first), ``queue`` ("correct", then "review" for
+    the review queue's rows) and ``uncertainty`` / ``policy_score`` columns: the artifacts/selection.parquet contract
+    (docs/contracts/labelstudio.md)."""
+    rows = np.concatenate([selection.rows, selection.review_rows]).astype(np.int64)
     chosen = table.take(pa.array(rows, pa.int64()))
     chosen = chosen.append_column("rank", pa.array(np.arange(len(rows), dtype=np.int32)))
+    queue = ["correct"] * len(selection.rows) + ["review"] * len(selection.review_rows)
+    chosen = chosen.append_column("queue", pa.array(queue, pa.string()))
     chosen = chosen.append_column("uncertainty", pa.array(np.nan_to_num(selection.uncertainty[rows])))
     return chosen.append_column("policy_score", pa.array(np.nan_to_num(selection.policy_score[rows])))
 

@@ -1,6 +1,7 @@
 """DVC stage `select`: pool predictions -> the instances annotators should correct next.
 
-Writes artifacts/selection.parquet (the selected rows, ``rank`` 0 first: docs/contracts/labelstudio.md),
+Writes artifacts/selection.parquet (the selected rows, ``rank`` 0 first, then the review queue's hopeless ones with
+``queue`` "review": docs/contracts/labelstudio.md),
 metrics/selection.json and plots/selection_scores.png (each signal, selected against not selected). Never selects an
 instance that is labeled (--labeled), corrected or skipped (data/corrections) or pending in Label Studio (--pending).
 """
@@ -8,7 +9,6 @@ instance that is labeled (--labeled), corrected or skipped (data/corrections) or
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 from pathlib import Path
 
@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 
 from pipeline.config import load_params
 from pipeline.corrections import read_store
-from pipeline.scoring import SIGNALS, list_column, pose_embedding, read_scores, select, selection_table
+from pipeline.scoring import SIGNALS, read_scores, select_with_params, selection_table
 from pipeline.tracking import stage_run
 from pipeline.viz import score_histograms
 
@@ -51,14 +51,8 @@ def main() -> None:
     cfg = load_params(args.params).select
 
     scores, table = read_scores(args.predictions)
-    embedding = None
-    if cfg.diversity:
-        embedding = pose_embedding(list_column(table, "keypoints"), list_column(table, "bbox"))
-    selection = select(scores, policy=cfg.policy, budget=cfg.budget, weights=dataclasses.asdict(cfg.weights),
-                       exclude=excluded_instances(args.labeled, args.corrections, args.pending),
-                       per_image=cfg.per_image, diversity=cfg.diversity,
-                       diversity_candidates=cfg.diversity_candidates, embedding=embedding,
-                       random_share=cfg.random_share, seed=cfg.seed)  # fmt: skip
+    exclude = excluded_instances(args.labeled, args.corrections, args.pending)
+    selection = select_with_params(scores, table, cfg, exclude=exclude, labeled_count=len(exclude["labeled"]))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     tmp = args.out.with_name(args.out.name + ".tmp")
     pq.write_table(selection_table(table, selection), tmp)

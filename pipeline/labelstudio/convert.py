@@ -207,6 +207,7 @@ def instance_to_task(
     scores: Sequence[float] | np.ndarray | None = None,
     min_score: float = 0.0,
     image_file: str | PurePath | None = None,
+    queue: str | None = None,
 ) -> dict:
     """One Label Studio task (one person instance) with its prediction; format in the module docstring.
 
@@ -224,6 +225,8 @@ def instance_to_task(
         model_version: the MLflow ``name/version`` that produced the prediction.
         image_file: the image's ``file_name`` in pool.json (e.g. ``images/000001.jpg``); written as
             ``data.image_file`` and carried by the correction, so it lands on this person even if ids change.
+        queue: selection.parquet's ``queue`` ("correct", or "review" for a person the teacher finds hopeless: look,
+            label it if it can be labeled, else skip), written as ``data.queue`` so the data manager can filter it.
     """
     k = schema.num_keypoints
     xy, vis = _keypoint_arrays(keypoints, k)
@@ -248,6 +251,7 @@ def instance_to_task(
             "bbox": box,
             # what identifies the person beside our numbering (corrections.py): the prepared file_name of the image
             **({"image_file": str(image_file)} if image_file is not None else {}),  # as pool.json spells it
+            **({"queue": str(queue)} if queue is not None else {}),
         },
         "predictions": [{"model_version": str(model_version), "score": float(uncertainty), "result": result}],
     }

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +60,14 @@ def oracle_result(
             raise ValueError("noise_px > 0 needs an rng")
         xy += rng.normal(0.0, noise_px, size=xy.shape)
     return [box_region(annotation["bbox"], width, height), *keypoint_regions(xy, vis, width, height, schema)]
+
+
+def is_unlabelable(keypoints: Sequence[float], min_keypoints: int = 3, min_visible: int = 0) -> bool:
+    """The simulated annotator's skip rule for a person's true COCO (3K,) keypoints: fewer than ``min_keypoints``
+    labeled (v > 0) or fewer than ``min_visible`` clearly visible (v = 2). Below either, placing the points is
+    guesswork: a person would skip the task, which costs a look and teaches nothing."""
+    flags = keypoints[2::3]
+    return sum(v > 0 for v in flags) < min_keypoints or sum(v == 2 for v in flags) < min_visible
 
 
 def simulate(
@@ -114,7 +122,7 @@ def simulate(
         predictions = [p for p in task.get("predictions") or () if isinstance(p, dict)]
         parent = next((p["id"] for p in predictions if p.get("model_version") == shown_version), None)
         ann, image = truth[iid]
-        unlabelable = sum(1 for v in ann["keypoints"][2::3] if v > 0) < min_keypoints
+        unlabelable = is_unlabelable(ann["keypoints"], min_keypoints)
         skip = unlabelable or rng.random() < miss_rate
         counts["unlabelable"] += unlabelable
         result = [] if skip else oracle_result(ann, image, schema, rng, noise_px)
