@@ -50,7 +50,7 @@ def build_tasks(selection: Path, predictions: Path, pending: list[int], pool_fil
     for table, uncertainty in tables:
         keypoints, scores, boxes = (list_column(table, c) for c in ("keypoints", "scores", "bbox"))
         ids, image_ids = table.column("instance_id").to_pylist(), table.column("image_id").to_pylist()
-        queues = table.column("queue").to_pylist() if "queue" in table.column_names else [None] * len(ids)
+        queues = table.column("queue").to_pylist() if "queue" in table.column_names else ["correct"] * len(ids)
         for row, (iid, image_id) in enumerate(zip(ids, image_ids, strict=True)):
             image = images[int(image_id)]
             relative = os.path.relpath(images_root / image["file_name"], document_root)

@@ -10,11 +10,12 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 from pipeline.inference import predictions_table
-from pipeline.scoring import select, selection_table
+from pipeline.scoring import list_column, select, selection_table
 from tests.teacher import REPO, make_project, small_params, untrained_teacher
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -124,3 +125,34 @@ def test_file_handoff_export_inbox_pull_and_merge(project):
     assert len(train["annotations"]) == len(seed["annotations"]) + 3 and len(humans) == 3
     assert all(a["model_version"] == export["model_version"] for a in humans)
     assert json.loads((project / "data" / "merge_report.json").read_text())["round"] == 2
+
+
+def test_select_stage_sends_hopeless_people_to_a_review_queue_that_export_marks(project):
+    import yaml
+
+    _pool_predictions(project, 12)
+    path = project / "artifacts" / "pool_predictions.parquet"
+    table = pq.read_table(path)
+    columns = {c: list_column(table, c) if pa.types.is_fixed_size_list(table.schema.field(c).type) else
+               table.column(c).to_numpy(zero_copy_only=False) for c in table.column_names}  # fmt: skip
+    scores = columns["scores"] = columns["scores"].copy()
+    scores[8:] = 0.05  # the teacher finds nothing in the last four people: hopeless (the first five are already
+    scores[:8] = np.maximum(scores[:8], 0.5)  # corrected, skipped or pending from the test above)
+    columns["response"] = scores.mean(1).astype(float)
+    table = predictions_table(columns)
+    pq.write_table(table, path)
+    raw = yaml.safe_load((project / "params.yaml").read_text())
+    raw["select"].update(policy="skip_hopeless", budget=3, review_budget=2)
+    (project / "params_review.yaml").write_text(yaml.safe_dump(raw))
+    out = json.loads(_stage(project, "stages.select", "--params", "params_review.yaml",
+                             "--labeled", "data/prepared/labeled.json").stdout.splitlines()[-1])
+    assert out["excluded_hopeless"] == 4 and out["review_queue"] == 2 and out["selected"] == 3
+    selection = pq.read_table(project / "artifacts" / "selection.parquet")
+    ids = table.column("instance_id").to_pylist()
+    assert selection.column("queue").to_pylist() == ["correct"] * 3 + ["review"] * 2
+    assert not set(selection.column("instance_id").to_pylist()[:3]) & set(ids[8:])
+    assert set(selection.column("instance_id").to_pylist()[3:]) <= set(ids[8:])
+    _stage(project, "stages.export")
+    tasks = json.loads((project / "artifacts" / "labelstudio_tasks.json").read_text())
+    # the selection in rank order, then older pending tasks refreshed with this teacher's prediction
+    assert [t["data"]["queue"] for t in tasks] == ["correct"] * 3 + ["review"] * 2 + ["correct"] * (len(tasks) - 5)

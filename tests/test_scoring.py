@@ -10,10 +10,12 @@ import pyarrow as pa
 import pytest
 
 from pipeline.inference import predictions_table
+from pipeline.labelstudio.oracle import is_unlabelable
 from pipeline.scoring import (
     SIGNALS,
     combined_uncertainty,
     confident_rows,
+    expected_moved_keypoints,
     k_center_greedy,
     pose_embedding,
     pseudo_label_coco,
@@ -208,3 +210,90 @@ def test_selection_table_carries_rank_and_scores():
     assert out.column("rank").to_pylist() == [0, 1, 2]
     assert out.column("instance_id").to_pylist() == frame["instance_id"].to_numpy()[chosen.rows].tolist()
     assert out.schema.field("keypoints").type.list_size == 8
+
+
+# ---------------------------------------------------------------------------------- policies beyond one signal
+
+
+def _clustered(n: int = 300, k: int = 17, seed: int = 0) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+    """Three pose clusters (one per third of the rows): scores, cluster of each row, pose embedding (n, 2k)."""
+    rng = np.random.default_rng(seed)
+    cluster = np.repeat([0, 1, 2], n // 3)
+    poses = rng.normal(0, 1, (3, 2 * k)) * 40
+    spread = rng.normal(0, 1, (n, 2 * k)) * rng.uniform(0.2, 5.0, (n, 1))  # some people far from their cluster's pose
+    keypoints = 100 + poses[cluster] + spread
+    embedding = pose_embedding(keypoints, np.tile([0.0, 0.0, 200.0, 200.0], (n, 1)))
+    return random_scores(n, seed), cluster, embedding
+
+
+def test_cold_start_picks_one_typical_person_per_pose_cluster_then_moves_to_uncertainty():
+    scores, cluster, embedding = _clustered()
+    # the most uncertain people all stand far from their cluster's pose (atypical)
+    distance = np.linalg.norm(embedding - np.stack([embedding[cluster == c].mean(0) for c in cluster]), axis=1)
+    scores["response"] = 1.0 / (1.0 + distance)
+    by_response = {"response": 1.0}
+    early = select(scores, policy="cold_start", budget=3, weights=by_response, embedding=embedding, labeled_count=0,
+                   cold_start_labels=100)  # fmt: skip
+    late = select(scores, policy="cold_start", budget=3, weights=by_response, embedding=embedding, labeled_count=500,
+                  cold_start_labels=100)  # fmt: skip
+    assert sorted(cluster[early.rows]) == [0, 1, 2] and sorted(cluster[late.rows]) == [0, 1, 2]
+    rank_in_cluster = pd.Series(distance).groupby(cluster).rank().to_numpy()  # 1 = nearest the cluster's pose
+    assert rank_in_cluster[early.rows].max() <= 10  # typical: among the 10 closest of 100 to the cluster's pose
+    assert (rank_in_cluster[late.rows] == 100).all()  # the most uncertain of each cluster = its least typical here
+    assert early.counts["cold_start_uncertainty_weight_pct"] == 0 and late.counts[
+        "cold_start_uncertainty_weight_pct"] == 100  # fmt: skip
+    with pytest.raises(ValueError, match="cold_start policy needs a pose embedding"):
+        select(scores, policy="cold_start", budget=3, weights=WEIGHTS)
+
+
+def test_skip_hopeless_leaves_hopeless_people_out_and_queues_the_largest_for_review():
+    n, k = 200, 17
+    rng = np.random.default_rng(3)
+    scores = random_scores(n)
+    keypoint_scores = rng.uniform(0.5, 1.0, (n, k))
+    hopeless = np.arange(n) < 30
+    keypoint_scores[hopeless] = rng.uniform(0.0, 0.1, (30, k))  # the teacher finds nothing in these
+    keypoint_scores[hopeless, :2] = 0.9  # ... two keypoints at most: still hopeless (< 3)
+    scores["response"] = keypoint_scores.mean(1)  # so pure uncertainty would take the hopeless ones first
+    area = rng.uniform(100, 10_000, n)
+    by_response = {"response": 1.0}
+    plain = select(scores, policy="uncertainty", budget=20, weights=by_response)
+    assert hopeless[plain.rows].all()
+    skipping = select(scores, policy="skip_hopeless", budget=20, weights=by_response, keypoint_scores=keypoint_scores,
+                      review_budget=3, box_area=area)  # fmt: skip
+    assert not hopeless[skipping.rows].any() and len(skipping.rows) == 20
+    assert skipping.counts["excluded_hopeless"] == 30 and skipping.counts["review_queue"] == 3
+    largest = np.flatnonzero(hopeless)[np.argsort(-area[hopeless])][:3]
+    assert skipping.review_rows.tolist() == largest.tolist()
+    # a teacher that finds (nearly) everyone hopeless does not starve the budget
+    weak = select(scores, policy="skip_hopeless", budget=20, weights=by_response, keypoint_scores=keypoint_scores * 0.1)
+    assert len(weak.rows) == 20 and weak.counts["hopeless_selected"] == 20
+    with pytest.raises(ValueError, match="needs the per-keypoint scores"):
+        select(scores, policy="skip_hopeless", budget=3, weights=by_response)
+    out = selection_table(predictions_table({
+        "instance_id": scores["instance_id"].to_numpy(), "image_id": scores["image_id"].to_numpy(),
+        "bbox": np.tile([0.0, 0.0, 10.0, 10.0], (n, 1)), "keypoints": rng.random((n, 2 * k)),
+        "scores": keypoint_scores.astype(np.float32), **{s: scores[s].to_numpy() for s in SIGNALS},
+        "image_readable": np.ones(n, bool)}), skipping)  # fmt: skip
+    assert out.column("queue").to_pylist() == ["correct"] * 20 + ["review"] * 3
+    assert out.column("rank").to_pylist() == list(range(23))
+
+
+def test_effort_prefers_the_person_with_fewer_keypoints_to_move_at_equal_uncertainty():
+    k = 17
+    scores = random_scores(4)
+    scores["response"] = [0.2, 0.2, 0.9, 0.9]  # 0 and 1 equally uncertain; 2 and 3 confident
+    keypoint_scores = np.full((4, k), 0.9)
+    keypoint_scores[0] = 0.35  # every point of 0 probably off: ~11 moves
+    keypoint_scores[1, :4] = 0.35  # four points of 1 probably off
+    assert expected_moved_keypoints(keypoint_scores).round(2).tolist() == [11.05, 3.9, 1.7, 1.7]
+    chosen = select(scores, policy="effort", budget=1, weights={"response": 1.0}, keypoint_scores=keypoint_scores)
+    assert chosen.rows.tolist() == [1]
+    assert select(scores, policy="uncertainty", budget=1, weights={"response": 1.0}).rows.tolist() == [0]
+
+
+def test_the_annotators_skip_rule():
+    visible_2 = [10, 10, 2, 20, 20, 2, 30, 30, 1, 40, 40, 1] + [0, 0, 0] * 13
+    assert not is_unlabelable(visible_2)  # 4 labeled keypoints
+    assert is_unlabelable(visible_2, min_visible=3)  # only 2 clearly visible
+    assert is_unlabelable([10, 10, 2, 20, 20, 2] + [0, 0, 0] * 15)  # 2 labeled
