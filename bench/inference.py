@@ -20,9 +20,8 @@ from pipeline.data.coco import read_coco
 from pipeline.data.dataset import TopDownDataset, instances_from_coco
 from pipeline.data.prepare import prepare
 from pipeline.inference import predict, predict_pool
-from pipeline.model_store import load_model, save_model
-from pipeline.ray_train import ray_session
-from pipeline.training import build_codec, model_from_params
+from pipeline.model_store import build_codec, load_model, model_from_params, save_model
+from pipeline.ray_cluster import ray_session
 
 BATCH = 32
 IMAGES = 600

@@ -77,8 +77,9 @@ from pipeline.data.synthetic import TAGS
 from pipeline.inference import predict, prediction_columns, predictions_table
 from pipeline.labelstudio.convert import keypoint_effort
 from pipeline.labelstudio.oracle import is_unlabelable
+from pipeline.model_store import build_codec, model_from_params
 from pipeline.scoring import EXCLUDES_HOPELESS, POLICIES, hopeless_rows, list_column, read_scores, select_with_params
-from pipeline.training import BEST_FILE, build_codec, model_from_params, train_worker
+from pipeline.training import BEST_FILE, train_worker
 
 NAME = "label_efficiency"
 COCO_MINI = Path("../shared/data/coco_mini")

@@ -20,7 +20,7 @@ from pipeline.config import load_params
 from pipeline.data.coco import read_coco
 from pipeline.evaluation import coco_keypoint_ap, oks
 from pipeline.inference import pool_predictions_to_coco_results, predict_pool
-from pipeline.ray_train import ray_session
+from pipeline.ray_cluster import ray_session
 from pipeline.scoring import (
     SIGNALS,
     combined_uncertainty,

@@ -17,7 +17,8 @@ import yaml
 from bench.report import write_section
 from pipeline.config import params_from_dict
 from pipeline.data.prepare import prepare
-from pipeline.ray_train import fit, ray_session
+from pipeline.ray_cluster import ray_session
+from pipeline.ray_train import fit
 from pipeline.training import after_warmup_mean, train_worker
 
 EPOCHS, STEPS, BATCH = 4, 60, 32

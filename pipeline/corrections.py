@@ -30,16 +30,13 @@ ISO-8601), not as strings: ``...:00.5Z`` sorts before ``...:00Z`` as text.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
 import math
 import numbers
 import operator
-import os
 import re
-import uuid
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
@@ -48,6 +45,8 @@ from pathlib import Path
 from typing import Any, Literal, get_args
 
 import numpy as np
+
+from pipeline.files import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -641,44 +640,12 @@ def _remove_stale_temp_files(store_dir: Path) -> None:
 
 
 def _write_new(path: Path, data: bytes) -> None:
-    """Create ``path`` with ``data`` atomically, never replacing an existing file.
-
-    Temp file (in ``_temp_dir``, same file system) + ``os.link``: the link appears complete or not at all, and unlike
-    ``os.replace`` it fails when the name exists, even if another writer creates it between our check and the rename.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.exists():
-        raise FileExistsError(f"{path}: a corrections file with this name exists already; refusing to overwrite it")
-    temp_dir = _temp_dir(path.parent)
-    temp_dir.mkdir(exist_ok=True)
-    if os.stat(temp_dir).st_dev != os.stat(path.parent).st_dev:  # the store is a mount of its own: no link across
-        temp_dir = path.parent
-    tmp = temp_dir / f"{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    """Create ``path`` with ``data`` atomically and durably, never replacing an existing file (human work); the temp
+    file lives in ``_temp_dir``, outside the folder DVC caches."""
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        try:
-            os.link(tmp, path)
-        except FileExistsError:
-            raise FileExistsError(f"{path}: created by another writer meanwhile; refusing to overwrite it") from None
-        except OSError:
-            # A file system without hard links: fall back to the checked rename (only a concurrent writer of the
-            # same second and content could slip in between, and it would write the same bytes).
-            if path.exists():
-                raise FileExistsError(f"{path}: exists already; refusing to overwrite it") from None
-            os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-    with contextlib.suppress(OSError):  # makes the new name durable; not possible on every file system
-        dfd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
+        atomic_write(path, data, create_only=True, durable=True, temp_dir=_temp_dir(path.parent))
+    except FileExistsError as exc:
+        raise FileExistsError(f"{exc} (a corrections file of that name is stored human work)") from None
 
 
 # ------------------------------------------------------------------------------------------------------------ merge

@@ -27,7 +27,7 @@ from models.pose_model import PoseModel
 from pipeline.data.dataset import IMAGENET_MEAN, IMAGENET_STD, InstanceRecord, TopDownDataset
 from pipeline.data.transforms import crop_to_image, sample_transform, warp_crop
 from pipeline.model_store import DESCRIPTION_FILE, load_model
-from pipeline.ray_logs import route_ray_logs, verbose
+from pipeline.ray_cluster import route_ray_logs, verbose
 from pipeline.ssl import adaptive_mask_difficulty
 
 log = logging.getLogger(__name__)

@@ -6,24 +6,38 @@ torch.export graph at one batch size (DESIGN.md §11), and a plain state dict lo
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
 import torch
 
-from models.pose_model import PoseModel
-from pipeline.config import params_from_dict
+from models.pose_model import PoseModel, build_model
+from pipeline.codec import HeatmapCodec
+from pipeline.config import Params, params_from_dict
+from pipeline.files import file_md5, write_json
 from pipeline.keypoints import KeypointSchema
 
 WEIGHTS_FILE = "model.pt"
 DESCRIPTION_FILE = "model.json"
 
 
+def build_codec(params: Params) -> HeatmapCodec:
+    """The heatmap codec of params.yaml's ``codec`` section: input (w, h), heatmap = input / stride."""
+    w, h = params.codec.input_size
+    stride = params.codec.heatmap_stride
+    return HeatmapCodec((w, h), (w // stride, h // stride), sigma=params.codec.sigma, dark=params.codec.dark)
+
+
+def model_from_params(params: Params, codec: HeatmapCodec, schema: KeypointSchema) -> PoseModel:
+    """The network of params.yaml's ``model`` section: the one place a PoseModel is built from params."""
+    # ModelParams and build_model share their names (pipeline/config.py), so the section passes through as it is.
+    return build_model(codec=codec, schema=schema, **dataclasses.asdict(params.model))
+
+
 def save_model(out_dir: Path, weights: dict[str, torch.Tensor], params_raw: dict, schema: KeypointSchema,
                metrics: dict, extra: dict | None = None) -> Path:  # fmt: skip
     """Write model.pt and model.json (schema, input size, backbone, head, the params it was trained with, metrics)."""
-    from pipeline.training import build_codec
-
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     params = params_from_dict(params_raw)
@@ -41,14 +55,12 @@ def save_model(out_dir: Path, weights: dict[str, torch.Tensor], params_raw: dict
         "metrics": metrics,
         **(extra or {}),
     }
-    (out_dir / DESCRIPTION_FILE).write_text(json.dumps(description, indent=1, sort_keys=True) + "\n")
+    write_json(out_dir / DESCRIPTION_FILE, description)
     return out_dir
 
 
 def load_model(model_dir: Path, device: str | torch.device = "cpu") -> PoseModel:
     """Rebuild the network from model.json and load model.pt (eval mode)."""
-    from pipeline.training import build_codec, model_from_params
-
     model_dir = Path(model_dir)
     description_path = model_dir / DESCRIPTION_FILE
     if not description_path.is_file():
@@ -67,7 +79,6 @@ def load_model(model_dir: Path, device: str | torch.device = "cpu") -> PoseModel
 def model_version(model_dir: Path, registry_file: Path | None = None) -> str:
     """The string that names a model in Label Studio and in pseudo-labels: the MLflow ``name/version`` from the
     register stage's ``registry_file`` when it describes these weights, else ``local/<md5 of model.pt, 8 hex>``."""
-    from pipeline.ray_train import file_md5
 
     digest = file_md5(Path(model_dir) / WEIGHTS_FILE)
     if registry_file is not None and Path(registry_file).is_file():

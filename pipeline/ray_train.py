@@ -10,102 +10,14 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 from pipeline.config import Params
-from pipeline.ray_logs import LOG_DIR, keep_worker_logs, route_ray_logs, verbose
+from pipeline.files import file_md5
+from pipeline.ray_cluster import resolve_use_gpu
 
 log = logging.getLogger(__name__)
-
-# Quiet, fast local Ray (DESIGN.md §11): no usage stats, no auth. The controller's health check stays at Ray's own
-# interval: polling it 5 times a second (an earlier setting) cost the 2-core training loop measurable time.
-LOCAL_RAY_ENV = {
-    "RAY_USAGE_STATS_ENABLED": "0",
-    "RAY_AUTH_MODE": "disabled",
-    "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0",
-    "RAY_DEDUP_LOGS": "0",
-}
-
-
-@contextmanager
-def _this_machine_only() -> Iterator[None]:
-    """A local Ray serves this machine only: its node address becomes the loopback one, and every server of it
-    (GCS, raylet, object manager, workers) binds to that address, which nothing outside can reach (measured: they
-    listened on '::' before). A cluster is the explicit choice of RAY_ADDRESS.
-
-    The switch is Ray's own single-machine mode (its default on macOS and Windows); ``_node_ip_address="127.0.0.1"``
-    does not do it, Ray replaces a loopback address by the host's. The constant is read when Ray is imported, and the
-    stages may have imported it already, so both the environment (for the processes Ray starts) and the constant are
-    set, for the session only: a later ``ray start`` of a real cluster from the same process must not inherit it.
-    """
-    from ray._private import ray_constants
-
-    key = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
-    before_env, before_constant = os.environ.get(key), ray_constants.ENABLE_RAY_CLUSTER
-    os.environ[key] = "0"
-    ray_constants.ENABLE_RAY_CLUSTER = False
-    try:
-        yield
-    finally:
-        ray_constants.ENABLE_RAY_CLUSTER = before_constant
-        if before_env is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = before_env
-
-
-@contextmanager
-def ray_session(num_cpus: int | None = None, log_to_driver: bool | None = None, stage: str = "ray") -> Iterator[None]:
-    """Connect to RAY_ADDRESS, or start a local Ray for the duration of the block (reuse one already running).
-
-    Quiet unless ``POSELOOP_VERBOSE=1``: the workers' stdout/stderr stay in Ray's session logs (their errors reach
-    the driver as exceptions, in full), Ray's driver logs go to ``artifacts/logs/<stage>.log``, and progress is the
-    stage's own single line. ``log_to_driver`` forces the workers' output on or off.
-    """
-    import ray
-
-    for key, value in LOCAL_RAY_ENV.items():
-        os.environ.setdefault(key, value)
-    if ray.is_initialized():
-        yield
-        return
-    forward = verbose() if log_to_driver is None else log_to_driver
-    log_file = LOG_DIR / f"{stage}.log"
-    route_ray_logs(log_file)
-    address = os.environ.get("RAY_ADDRESS")
-    with nullcontext() if address else _this_machine_only():
-        if address:
-            ray.init(address=address, log_to_driver=forward, logging_level=logging.INFO)
-        else:
-            ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=forward, logging_level=logging.INFO)
-        route_ray_logs(log_file)  # ray.init (re)installs its terminal handler
-        try:
-            yield
-        finally:
-            if not forward:
-                keep_worker_logs(LOG_DIR / stage)
-            ray.shutdown()
-
-
-def resolve_use_gpu(setting: bool | str) -> bool:
-    """``auto``: use GPUs when the Ray cluster has any."""
-    if setting != "auto":
-        return bool(setting)
-    import ray
-
-    return ray.cluster_resources().get("GPU", 0) > 0
-
-
-def file_md5(path: Path) -> str:
-    digest = hashlib.md5()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def run_name(params_raw: dict, paths: dict[str, str], init_weights: str | None) -> str:

@@ -29,6 +29,7 @@ than ``RESOURCE_DOES_NOT_EXIST``; the version description column is ``VARCHAR(50
 
 from __future__ import annotations
 
+import csv
 import datetime
 import hashlib
 import json
@@ -39,8 +40,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.ray_train import file_md5
+from pipeline.files import atomic_path, file_md5
 from pipeline.tracking import REGISTERED_MODEL, flat_eval_metrics, local_sqlite_file, stage_run, tracking_uri
+from pipeline.viz import rounds_curve
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
@@ -491,3 +493,21 @@ def registry_summary(name: str, *, uri: str | None = None) -> dict:
         if alias in aliases:
             out[alias] = _version_info(client, name, aliases[alias])
     return out
+
+
+def record_round(path: Path, row: dict) -> None:
+    """Keep one row per round in ``path`` (the latest model of a round wins) and draw AP against labels as a PNG.
+
+    The file is the loop's history (persist: true in dvc.yaml, so DVC does not delete it before the stage runs).
+    """
+    rows = {}
+    if path.is_file():
+        with open(path, newline="") as f:
+            rows = {int(r["round"]): r for r in csv.DictReader(f)}
+    rows[int(row["round"])] = row
+    ordered = [rows[k] for k in sorted(rows)]
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:  # the history: a crash keeps the old file
+        writer = csv.DictWriter(f, fieldnames=list(row))
+        writer.writeheader()
+        writer.writerows({k: r.get(k) for k in row} for r in ordered)
+    rounds_curve(ordered, path.with_suffix(".png"))

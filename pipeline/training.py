@@ -22,7 +22,6 @@ continues from the last epoch instead of starting over.
 from __future__ import annotations
 
 import copy
-import dataclasses
 import json
 import logging
 import math
@@ -41,7 +40,7 @@ from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 from tqdm import tqdm
 
 from models.asla import asla_decode
-from models.pose_model import PoseModel, build_model
+from models.pose_model import PoseModel
 from models.summary import count_flops
 from pipeline import ssl
 from pipeline.codec import HeatmapCodec
@@ -52,6 +51,7 @@ from pipeline.data.transforms import Augment, half_body_ids
 from pipeline.evaluation import evaluate_keypoints
 from pipeline.inference import predict, to_coco_results
 from pipeline.keypoints import KeypointSchema
+from pipeline.model_store import build_codec, model_from_params
 
 log = logging.getLogger(__name__)
 
@@ -132,12 +132,6 @@ class Data:
     unlabeled: TopDownDataset | None
     val: TopDownDataset
     val_gt: dict
-
-
-def build_codec(params: Params) -> HeatmapCodec:
-    w, h = params.codec.input_size
-    stride = params.codec.heatmap_stride
-    return HeatmapCodec((w, h), (w // stride, h // stride), sigma=params.codec.sigma, dark=params.codec.dark)
 
 
 def load_data(params: Params, paths: dict[str, str]) -> Data:
@@ -444,11 +438,6 @@ def validate(model: PoseModel, data: Data, flip_test: bool) -> dict:
     results = to_coco_results(predictions, data.val.records, data.schema.category_id)
     metrics = evaluate_keypoints(data.val_gt, results, data.schema)
     return {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-
-
-def model_from_params(params: Params, codec: HeatmapCodec, schema: KeypointSchema) -> PoseModel:
-    # ModelParams and build_model share their names (pipeline/config.py), so the section passes through as it is.
-    return build_model(codec=codec, schema=schema, **dataclasses.asdict(params.model))
 
 
 # --------------------------------------------------------------------------------------------------- the loop

@@ -28,6 +28,7 @@ from pipeline.config import Params, load_params
 from pipeline.data.coco import CocoKeypoints, read_coco
 from pipeline.data.dataset import InstanceRecord, TopDownDataset, instances_from_coco
 from pipeline.evaluation import evaluate_keypoints, oks
+from pipeline.files import write_json
 from pipeline.inference import InstancePredictions, predict, to_coco_results
 from pipeline.model_store import load_model
 from pipeline.tracking import flat_eval_metrics, stage_run
@@ -68,8 +69,7 @@ def main() -> None:
     if results["val"] is None:
         raise SystemExit(f"{args.val}: no labeled person to evaluate on")
 
-    args.metrics.parent.mkdir(parents=True, exist_ok=True)
-    args.metrics.write_text(json.dumps(results, indent=1, sort_keys=True) + "\n")
+    write_json(args.metrics, results)
     plots = _write_plots(args.plots_dir, results, worst_rows, sheet)
     with stage_run("evaluate", tags={"flip_test": str(flip_test)}):
         import mlflow

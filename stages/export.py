@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 
 from pipeline.config import load_params
 from pipeline.data.coco import read_coco
+from pipeline.files import atomic_write, write_json
 from pipeline.labelstudio.client import ENV_URL, connect, export_tasks, get_or_create_project
 from pipeline.labelstudio.config import labeling_config
 from pipeline.labelstudio.convert import instance_to_task
@@ -74,6 +75,7 @@ def main() -> None:
     parser.add_argument("--registry", type=Path, default=Path("artifacts/registry.json"))
     parser.add_argument("--out", type=Path, default=Path("artifacts/export.json"))
     parser.add_argument("--tasks-file", type=Path, default=Path("artifacts/labelstudio_tasks.json"))
+    parser.add_argument("--config-file", type=Path, default=Path("artifacts/labelstudio_config.xml"))
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     args = parser.parse_args()
     cfg = load_params(args.params).export
@@ -85,11 +87,9 @@ def main() -> None:
     schema = read_coco(args.pool).schema
     # the tasks file and the labeling config are written in both modes: with a server they are a record of what was
     # sent, without one they are what a person imports by hand
-    tmp = args.tasks_file.with_name(args.tasks_file.name + ".tmp")
-    tmp.write_text(json.dumps(tasks, indent=1) + "\n")
-    tmp.replace(args.tasks_file)
-    config_file = args.tasks_file.with_name("labelstudio_config.xml")
-    config_file.write_text(labeling_config(schema))
+    atomic_write(args.tasks_file, json.dumps(tasks, indent=1) + "\n")
+    config_file = args.config_file
+    atomic_write(config_file, labeling_config(schema))
     if os.environ.get(ENV_URL):
         ls = connect()
         project = get_or_create_project(ls, cfg.project_title, schema, document_root, version,
@@ -104,9 +104,7 @@ def main() -> None:
                    f"Studio project made with the labeling config {config_file} (or start a server with `python -m "
                    "pipeline labelstudio serve` and set the two variables it prints)")  # fmt: skip
     record.update(model_version=version, tasks={str(k): v for k, v in sorted(mapping.items())})
-    tmp = args.out.with_name(args.out.name + ".tmp")
-    tmp.write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")
-    tmp.replace(args.out)
+    write_json(args.out, record)
     print(message)
 
 

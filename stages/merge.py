@@ -14,6 +14,7 @@ from pathlib import Path
 
 from pipeline.corrections import merge, read_store, round_number
 from pipeline.data.coco import read_coco, write_coco
+from pipeline.files import write_json
 
 
 def main() -> None:
@@ -37,8 +38,7 @@ def main() -> None:
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
     write_coco(args.out, train)
-    args.report.parent.mkdir(parents=True, exist_ok=True)
-    args.report.write_text(json.dumps(report, indent=1, sort_keys=True) + "\n")
+    write_json(args.report, report)
     summary = {
         k: report[k] for k in ("round", "labeled_total", "seed", "human_instances", "conflicts", "removed_no_person")
     }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import shutil
@@ -10,16 +11,18 @@ from pathlib import Path
 from pipeline.config import load_params
 from pipeline.data.prepare import prepare
 
-OUT_DIR = Path("data/prepared")
-
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--out", type=Path, default=Path("data/prepared"))
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
+    args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    params = load_params().data
+    params = load_params(args.params).data
     # DVC removes outputs before a run; when run by hand, start clean too so no file of an older split survives.
-    shutil.rmtree(OUT_DIR, ignore_errors=True)
-    counts = prepare(params, OUT_DIR)
-    print(json.dumps({"prepared": str(OUT_DIR), "instances": counts}))
+    shutil.rmtree(args.out, ignore_errors=True)
+    counts = prepare(params, args.out)
+    print(json.dumps({"prepared": str(args.out), "instances": counts}))
 
 
 if __name__ == "__main__":

@@ -14,9 +14,10 @@ from pathlib import Path
 
 from pipeline.config import load_params
 from pipeline.data.coco import read_coco, write_coco
+from pipeline.files import write_json
 from pipeline.inference import predict_pool
 from pipeline.model_store import model_version
-from pipeline.ray_train import ray_session, resolve_use_gpu
+from pipeline.ray_cluster import ray_session, resolve_use_gpu
 from pipeline.scoring import SIGNALS, confident_rows, list_column, pseudo_label_coco, read_scores
 from pipeline.tracking import download_model_alias, stage_run
 
@@ -61,8 +62,7 @@ def main() -> None:
                "teacher": cfg.teacher, "model_version": version, "confident_pseudo_labels": int(confident.sum()),
                "unreadable": int((~scores["image_readable"]).sum())}  # fmt: skip
     metrics.update({f"mean_{s}": round(float(scores[s].mean()), 5) for s in SIGNALS if scores[s].notna().any()})
-    args.metrics.parent.mkdir(parents=True, exist_ok=True)
-    args.metrics.write_text(json.dumps(metrics, indent=1, sort_keys=True) + "\n")
+    write_json(args.metrics, metrics)
     with stage_run("pseudolabel", tags={"model_version": version}):
         import mlflow
 

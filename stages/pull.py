@@ -19,6 +19,7 @@ from pathlib import Path
 from pipeline.config import load_params
 from pipeline.corrections import Correction, Problem, Skip, read_store, write_pull
 from pipeline.data.coco import read_coco
+from pipeline.files import atomic_write
 from pipeline.labelstudio.client import ENV_URL, LabelStudioError, connect, fetch_annotations, find_project
 from pipeline.labelstudio.convert import parse_export_file
 
@@ -78,10 +79,9 @@ def main() -> None:
         done, skipped = read_store(args.corrections)
         finished = {c.instance_id for c in done} | {s.instance_id for s in skipped}
         pending = [int(i) for i in exported if int(i) not in finished]
-    args.pending.parent.mkdir(parents=True, exist_ok=True)
     content = json.dumps({"pending": sorted(pending)}, indent=1) + "\n"
     if not args.pending.is_file() or args.pending.read_text() != content:
-        args.pending.write_text(content)
+        atomic_write(args.pending, content)
     print(json.dumps({"new_files": [p.name for p in written], "pending": len(pending), "unreadable": len(unreadable)}))
     # The stage succeeds with the broken files named: what was readable is stored and DVC caches it with this run
     # (failing here would leave the new store file outside dvc.lock). A broken file stays in the inbox and is read

@@ -18,39 +18,18 @@ promote`` moves the champion later without rewriting it (``python -m pipeline st
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 from pathlib import Path
 
 from pipeline.config import load_params
 from pipeline.data.coco import read_coco
-from pipeline.ray_train import file_md5
-from pipeline.registry import data_hash, register_version, round_number
-from pipeline.viz import rounds_curve
+from pipeline.files import file_md5, write_json
+from pipeline.registry import data_hash, record_round, register_version, round_number
 
 
 def _headline(eval_metrics: dict) -> dict:
     val, test = eval_metrics.get("val") or {}, eval_metrics.get("test") or {}
     return {"val_ap": val.get("ap"), "val_pck10": val.get("pck10"), "test_ap": test.get("ap")}
-
-
-def record_round(path: Path, row: dict) -> None:
-    """Keep one row per round in ``path`` (the latest model of a round wins) and draw AP against labels as a PNG.
-
-    The file is the loop's history (persist: true in dvc.yaml, so DVC does not delete it before the stage runs).
-    """
-    rows = {}
-    if path.is_file():
-        with open(path, newline="") as f:
-            rows = {int(r["round"]): r for r in csv.DictReader(f)}
-    rows[int(row["round"])] = row
-    ordered = [rows[k] for k in sorted(rows)]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(row))
-        writer.writeheader()
-        writer.writerows({k: r.get(k) for k in row} for r in ordered)
-    rounds_curve(ordered, path.with_suffix(".png"))
 
 
 def main() -> None:
@@ -88,8 +67,7 @@ def main() -> None:
     registry = result.registry_json()
     record_round(args.rounds, {"round": registry["round"], "version": registry["version"],
                                "labeled_instances": len(train.annotations), **_headline(eval_metrics)})  # fmt: skip
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(registry, indent=1, sort_keys=True) + "\n")
+    write_json(args.out, registry)
     print(json.dumps({**registry, "ap": result.ap, "decision": result.promotion_reason}))
 
 

@@ -17,6 +17,7 @@ import pyarrow.parquet as pq
 
 from pipeline.config import load_params
 from pipeline.corrections import read_store
+from pipeline.files import atomic_path, write_json
 from pipeline.scoring import SIGNALS, read_scores, select_with_params, selection_table
 from pipeline.tracking import stage_run
 from pipeline.viz import score_histograms
@@ -53,10 +54,8 @@ def main() -> None:
     scores, table = read_scores(args.predictions)
     exclude = excluded_instances(args.labeled, args.corrections, args.pending)
     selection = select_with_params(scores, table, cfg, exclude=exclude, labeled_count=len(exclude["labeled"]))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_name(args.out.name + ".tmp")
-    pq.write_table(selection_table(table, selection), tmp)
-    tmp.replace(args.out)
+    with atomic_path(args.out) as tmp:
+        pq.write_table(selection_table(table, selection), tmp)
 
     chosen = np.zeros(len(scores), bool)
     chosen[selection.rows] = True
@@ -68,8 +67,7 @@ def main() -> None:
         if np.isfinite(values).any() and chosen.any():
             metrics[f"{name}_selected_mean"] = round(float(np.nanmean(values[chosen])), 5)
             metrics[f"{name}_rest_mean"] = round(float(np.nanmean(values[~chosen])), 5) if (~chosen).any() else None
-    args.metrics.parent.mkdir(parents=True, exist_ok=True)
-    args.metrics.write_text(json.dumps(metrics, indent=1, sort_keys=True) + "\n")
+    write_json(args.metrics, metrics)
     plot = score_histograms(signals, chosen, args.plot)
     with stage_run("select", tags={"policy": cfg.policy}):
         import mlflow

@@ -18,9 +18,11 @@ import yaml
 from pipeline.config import Params, load_params
 from pipeline.data.coco import read_coco
 from pipeline.data.dataset import TopDownDataset, instances_from_coco
+from pipeline.files import write_json
 from pipeline.inference import predict
 from pipeline.model_store import WEIGHTS_FILE, load_model, save_model
-from pipeline.ray_train import fit, ray_session
+from pipeline.ray_cluster import ray_session
+from pipeline.ray_train import fit
 from pipeline.tracking import log_training, stage_run
 from pipeline.training import BEST_FILE, after_warmup_mean
 from pipeline.viz import learning_curve, prediction_sheet, save_png
@@ -69,8 +71,7 @@ def main() -> None:
                  train_seconds=round(sum(h["epoch_seconds"] for h in history), 1))  # fmt: skip
     extra = {"labeled_instances": len(labels.annotations), "warm_start": init_weights}
     save_model(args.out, weights, params_raw, labels.schema, final, extra=extra)
-    args.metrics.parent.mkdir(parents=True, exist_ok=True)
-    args.metrics.write_text(json.dumps(final, indent=1, sort_keys=True) + "\n")
+    write_json(args.metrics, final)
     args.curve.parent.mkdir(parents=True, exist_ok=True)
     columns = sorted({k for h in history for k in h})
     with open(args.curve, "w", newline="") as f:

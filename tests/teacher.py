@@ -53,7 +53,7 @@ def train_teacher(project: Path, raw: dict, out: Path) -> Path:
 
 def untrained_teacher(project: Path, raw: dict, out: Path, head: str = "heatmap") -> Path:
     """A randomly initialised model folder (the baseline a trained teacher must beat)."""
-    from pipeline.training import build_codec, model_from_params
+    from pipeline.model_store import build_codec, model_from_params
 
     raw = {**raw, "model": {**raw["model"], "head": head}}
     params = params_from_dict(raw)

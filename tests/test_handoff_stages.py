@@ -144,8 +144,11 @@ def test_select_stage_sends_hopeless_people_to_a_review_queue_that_export_marks(
     raw = yaml.safe_load((project / "params.yaml").read_text())
     raw["select"].update(policy="skip_hopeless", budget=3, review_budget=2)
     (project / "params_review.yaml").write_text(yaml.safe_dump(raw))
-    out = json.loads(_stage(project, "stages.select", "--params", "params_review.yaml",
-                             "--labeled", "data/prepared/labeled.json").stdout.splitlines()[-1])
+    out = json.loads(
+        _stage(
+            project, "stages.select", "--params", "params_review.yaml", "--labeled", "data/prepared/labeled.json"
+        ).stdout.splitlines()[-1]
+    )
     assert out["excluded_hopeless"] == 4 and out["review_queue"] == 2 and out["selected"] == 3
     selection = pq.read_table(project / "artifacts" / "selection.parquet")
     ids = table.column("instance_id").to_pylist()

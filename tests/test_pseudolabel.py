@@ -22,7 +22,7 @@ from pipeline.data.dataset import TopDownDataset, instances_from_coco
 from pipeline.evaluation import evaluate_keypoints, oks
 from pipeline.inference import pool_predictions_to_coco_results, predict, predict_pool
 from pipeline.model_store import load_model
-from pipeline.ray_train import ray_session
+from pipeline.ray_cluster import ray_session
 from pipeline.scoring import combined_uncertainty, read_scores
 from pipeline.training import load_data
 from tests.teacher import REPO, make_project, small_params, train_teacher, untrained_teacher

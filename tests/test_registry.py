@@ -19,8 +19,8 @@ import yaml
 from pipeline import registry
 from pipeline.config import params_from_dict
 from pipeline.corrections import Correction, Skip, write_pull
+from pipeline.files import file_md5
 from pipeline.model_store import load_model, model_version
-from pipeline.ray_train import file_md5
 from pipeline.registry import promote, register_version, registry_summary
 from pipeline.status import status_dict, status_table
 from pipeline.tracking import download_model_alias

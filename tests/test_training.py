@@ -27,8 +27,8 @@ import yaml
 
 from pipeline.config import params_from_dict
 from pipeline.data.prepare import prepare
-from pipeline.model_store import load_model
-from pipeline.training import Session, load_data, model_from_params, ssl_step_inputs, train_worker, validate
+from pipeline.model_store import load_model, model_from_params
+from pipeline.training import Session, load_data, ssl_step_inputs, train_worker, validate
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -92,7 +92,7 @@ def test_local_ray_listens_on_the_loopback_address_only(monkeypatch):
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     import ray
 
-    from pipeline.ray_train import ray_session
+    from pipeline.ray_cluster import ray_session
 
     with ray_session(num_cpus=1, stage="test-ray-bind"):
         assert ray.get(ray.remote(lambda: 1).remote()) == 1  # a worker process is up too

@@ -39,6 +39,7 @@ from typing import Any, Literal
 import numpy as np
 from PIL import Image
 
+from pipeline.files import atomic_write
 from pipeline.keypoints import KeypointSchema
 
 log = logging.getLogger(__name__)
@@ -708,36 +709,7 @@ def write_coco(
         allow_nan=False,
         default=_json_default,
     )
-    # O_EXCL on a unique name: two writers never share a temp file; the mode honours the umask like a plain open().
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-            f.write(text)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(path.parent)
-    return path
-
-
-def _fsync_dir(folder: Path) -> None:
-    # Makes the rename itself durable; not possible on every platform / file system, and not needed for correctness.
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    return atomic_write(path, text + "\n", durable=True)  # people hand-edit these: survive a power cut
 
 
 # ------------------------------------------------------------------------------------------------------- summary, CLI

@@ -1,0 +1,147 @@
+"""Where Ray runs and where its output goes: a local single-machine Ray or RAY_ADDRESS's cluster, and its logs.
+
+Imports nothing of the project, so training (pipeline/ray_train.py), the Ray Data pool run (pipeline/inference.py)
+and the stages share it without importing each other.
+
+    artifacts/logs/<stage>.log   Ray's driver-side loggers (ray, ray.data, ray.train, ...), INFO and up
+    artifacts/logs/<stage>/      the local session's worker and actor stdout/stderr, copied before shutdown
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
+from pathlib import Path
+
+LOG_DIR = Path("artifacts/logs")
+
+
+def verbose() -> bool:
+    """``POSELOOP_VERBOSE=1``: Ray's INFO logs and the workers' output on the terminal, as Ray prints them."""
+    return os.environ.get("POSELOOP_VERBOSE", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def route_ray_logs(log_file: Path | None) -> None:
+    """Send Ray's driver-side loggers to ``log_file``; on the terminal keep only their errors. Idempotent: call it
+    again after anything that (re)installs Ray's terminal handlers (ray.init, Ray Data's first use).
+
+    Ray installs its own terminal handlers (and Ray Data its own logging config), so they are found and turned down
+    here instead of configured through logging.basicConfig.
+    """
+    if verbose():
+        return
+    target = str(log_file.resolve()) if log_file is not None else None
+    handler = None
+    names = ["ray", *(n for n in logging.root.manager.loggerDict if n.startswith("ray."))]
+    for name in names:
+        logger = logging.getLogger(name)
+        for h in logger.handlers:
+            if isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler):
+                h.setLevel(logging.ERROR)
+        if target is None or not (name == "ray" or not logger.propagate):
+            continue
+        if any(isinstance(h, logging.FileHandler) and h.baseFilename == target for h in logger.handlers):
+            continue
+        if handler is None:
+            log_file.parent.mkdir(parents=True, exist_ok=True)  # type: ignore[union-attr]
+            handler = logging.FileHandler(target)
+            handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        logger.addHandler(handler)
+
+
+def keep_worker_logs(out_dir: Path) -> None:
+    """Copy the local Ray session's worker and actor output (the lines the terminal no longer shows: the training
+    loop's epoch lines, Ray Train's warnings) to ``out_dir`` before the session and its temp folder go away."""
+    try:
+        import ray._private.worker as ray_worker
+
+        logs = Path(ray_worker._global_node.get_logs_dir_path())
+    except Exception:  # a remote cluster, or no node object: its logs stay on the cluster
+        return
+    shutil.rmtree(out_dir, ignore_errors=True)
+    for path in sorted(logs.glob("worker-*")):
+        if path.suffix in (".out", ".err") and path.stat().st_size > 0:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, out_dir / path.name)
+
+
+# Quiet, fast local Ray (DESIGN.md §11): no usage stats, no auth. The controller's health check stays at Ray's own
+# interval: polling it 5 times a second (an earlier setting) cost the 2-core training loop measurable time.
+LOCAL_RAY_ENV = {
+    "RAY_USAGE_STATS_ENABLED": "0",
+    "RAY_AUTH_MODE": "disabled",
+    "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0",
+    "RAY_DEDUP_LOGS": "0",
+}
+
+
+@contextmanager
+def _this_machine_only() -> Iterator[None]:
+    """A local Ray serves this machine only: its node address becomes the loopback one, and every server of it
+    (GCS, raylet, object manager, workers) binds to that address, which nothing outside can reach (measured: they
+    listened on '::' before). A cluster is the explicit choice of RAY_ADDRESS.
+
+    The switch is Ray's own single-machine mode (its default on macOS and Windows); ``_node_ip_address="127.0.0.1"``
+    does not do it, Ray replaces a loopback address by the host's. The constant is read when Ray is imported, and the
+    stages may have imported it already, so both the environment (for the processes Ray starts) and the constant are
+    set, for the session only: a later ``ray start`` of a real cluster from the same process must not inherit it.
+    """
+    from ray._private import ray_constants
+
+    key = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+    before_env, before_constant = os.environ.get(key), ray_constants.ENABLE_RAY_CLUSTER
+    os.environ[key] = "0"
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = before_constant
+        if before_env is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = before_env
+
+
+@contextmanager
+def ray_session(num_cpus: int | None = None, log_to_driver: bool | None = None, stage: str = "ray") -> Iterator[None]:
+    """Connect to RAY_ADDRESS, or start a local Ray for the duration of the block (reuse one already running).
+
+    Quiet unless ``POSELOOP_VERBOSE=1``: the workers' stdout/stderr stay in Ray's session logs (their errors reach
+    the driver as exceptions, in full), Ray's driver logs go to ``artifacts/logs/<stage>.log``, and progress is the
+    stage's own single line. ``log_to_driver`` forces the workers' output on or off.
+    """
+    import ray
+
+    for key, value in LOCAL_RAY_ENV.items():
+        os.environ.setdefault(key, value)
+    if ray.is_initialized():
+        yield
+        return
+    forward = verbose() if log_to_driver is None else log_to_driver
+    log_file = LOG_DIR / f"{stage}.log"
+    route_ray_logs(log_file)
+    address = os.environ.get("RAY_ADDRESS")
+    with nullcontext() if address else _this_machine_only():
+        if address:
+            ray.init(address=address, log_to_driver=forward, logging_level=logging.INFO)
+        else:
+            ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=forward, logging_level=logging.INFO)
+        route_ray_logs(log_file)  # ray.init (re)installs its terminal handler
+        try:
+            yield
+        finally:
+            if not forward:
+                keep_worker_logs(LOG_DIR / stage)
+            ray.shutdown()
+
+
+def resolve_use_gpu(setting: bool | str) -> bool:
+    """``auto``: use GPUs when the Ray cluster has any."""
+    if setting != "auto":
+        return bool(setting)
+    import ray
+
+    return ray.cluster_resources().get("GPU", 0) > 0
