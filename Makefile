@@ -4,14 +4,14 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-# Local runs and tests: no telemetry, no usage stats, quiet Ray (see DESIGN.md section 11).
+# Local runs and tests: no telemetry, no usage stats, quiet Ray (see docs/DESIGN.md section 11).
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 export RAY_USAGE_STATS_ENABLED := 0
 export RAY_AUTH_MODE := disabled
 export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := 1
 
-.PHONY: setup run demo test bench lint clean
+.PHONY: setup run demo test test-fast bench lint clean
 
 setup: $(STAMP)
 	@:
@@ -30,8 +30,13 @@ run: setup
 demo: setup
 	$(BIN)/python -m pipeline.demo
 
-test: setup
+# everything, what CI runs (.ci/run): lint first (seconds), then every test
+test: setup lint
 	$(BIN)/python -m pytest -q
+
+# the unit tier: no test marked slow (servers, Ray clusters, trainings, dvc repro); under 3 minutes on 2 cores
+test-fast: setup
+	$(BIN)/python -m pytest -q -m "not slow"
 
 bench: setup
 	$(BIN)/python -m bench
@@ -43,5 +48,6 @@ lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
+# only what git ignores (stage outputs): tracked files (the committed round) and data/corrections (human work) stay
 clean:
-	rm -rf data/prepared artifacts metrics plots
+	git clean -fdX -- data/prepared data/train.json artifacts metrics plots

@@ -1,7 +1,7 @@
 """ASLA: keypoints as objects — a per-cell classification + offset head, dynamic soft-label assignment, decoding.
 
 **Provenance.** Only the paper's abstract is public; its body (architecture, assignment details, hyper-parameters)
-is not. Everything below is *our reading of that abstract* (DESIGN.md §5, "ASLA"), not a reproduction of the paper,
+is not. Everything below is *our reading of that abstract* (docs/DESIGN.md §5, "ASLA"), not a reproduction of the paper,
 and every concrete choice listed under "Our choices" is ours.
 
 **Idea.** Every feature cell ``c`` of the stride-4 grid (the grid of a 48x64 heatmap for a 192x256 crop) predicts,

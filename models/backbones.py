@@ -2,7 +2,7 @@
 
 Every backbone is a :class:`Backbone`: ``x (B, 3, H, W) -> (B, out_channels, H/4, W/4)``, computed as
 ``body(stem(x))``; H and W must be multiples of 32 for ``resnet`` and ``hrnet``, of 4 for ``tiny``. The
-semi-supervised trainer mixes the ``stem`` features of two images (dual-branch feature Mixup, DESIGN.md §5), so
+semi-supervised trainer mixes the ``stem`` features of two images (dual-branch feature Mixup, docs/DESIGN.md §5), so
 ``stem`` always ends at one intermediate tensor, at stride 4 for all three:
 
 =========  ======================================================  =================================================

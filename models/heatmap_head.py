@@ -1,4 +1,4 @@
-"""Top-down heatmap head with an optional SAHR scale branch (DESIGN.md §5).
+"""Top-down heatmap head with an optional SAHR scale branch (docs/DESIGN.md §5).
 
 The head takes backbone features that are already at heatmap resolution (stride 4, e.g. 48x64 for a 192x256 crop)
 and returns per-keypoint heatmaps and, with SAHR, a per-keypoint per-pixel scale map ``s``.
@@ -7,7 +7,7 @@ Heatmap branch (SimpleBaseline's final layer): an optional 3x3 conv + BN + ReLU 
 deconvolution backbones already end in conv + BN + ReLU; it helps when the features come straight from a backbone
 stage), then a 1x1 conv ``C -> K`` initialised N(0, 0.001²) with zero bias, so the initial heatmaps are ~0.
 
-SAHR scale branch (Luo et al., CVPR 2021; exactly DESIGN.md §5): 1x1 conv ``C -> K``, BN, ReLU, 9x9 depthwise conv
+SAHR scale branch (Luo et al., CVPR 2021; exactly docs/DESIGN.md §5): 1x1 conv ``C -> K``, BN, ReLU, 9x9 depthwise conv
 ``K -> K`` (groups = K, padding 4). The depthwise conv's weight *and* bias are zero-initialised, so ``s ≡ 0`` at the
 start and training begins at the fixed-sigma baseline (``sahr_target(G, 0) == G``). The weights in front of it get no
 gradient until the depthwise conv moves away from zero; the depthwise conv itself does get one, because its gradient

@@ -1,4 +1,4 @@
-"""Heatmap losses: SAHR target, WAHR weight, scale regulariser, and helpers to read SAHR scales (DESIGN.md §5).
+"""Heatmap losses: SAHR target, WAHR weight, scale regulariser, and helpers to read SAHR scales (docs/DESIGN.md §5).
 
 Pure functions on tensors. Shapes: B samples, K keypoints, heatmaps ``h x w``. ``G`` is the fixed-sigma, unit-peak
 Gaussian target of ``pipeline.codec.HeatmapCodec.encode``: truncated to a ±3σ square window, so ``G > 0`` is exactly
@@ -40,7 +40,7 @@ Normalisation of the heatmap loss::
 with ``w_k`` the per-keypoint target weight. With WAHR off (``W ≡ 1``) this is exactly MMPose 0.x
 ``JointsMSELoss/KeypointMSELoss(use_target_weight=True)`` = ``F.mse_loss(P·w, T·w)`` (no ½ factor: SimpleBaseline's
 ``0.5 ·`` is dropped). The codec's weights are in {0, 1}, where ``w² = w`` and this is "times the visibility weight"
-of DESIGN.md §5; for fractional weights the squared (MMPose 0.x / SimpleBaseline) convention applies. The mean runs
+of docs/DESIGN.md §5; for fractional weights the squared (MMPose 0.x / SimpleBaseline) convention applies. The mean runs
 over all cells, including those of weight-0 keypoints, so the loss scale does not depend on how many keypoints are
 labeled in the batch (as in MMPose).
 
@@ -50,7 +50,7 @@ network sharpens every target until it can predict almost nothing (s → +∞ lo
 weight 0.001, every sigma fell to 0.2-0.8 px); the official weight 1 leaves s pinned at its zero init on these
 schedules (sigma 2.00 ± 0.004 after 250 steps of the constructed set, 2.0003 ± 0.0006 after 2,000 real CPU steps).
 0.03, the default, separates ambiguous from clear keypoints on the constructed set (2.6 vs 2.05 px) without the
-collapse. DESIGN.md §5's "weight 1" held only for the official normalisation and schedule.
+collapse. docs/DESIGN.md §5's "weight 1" held only for the official normalisation and schedule.
 """
 
 from __future__ import annotations

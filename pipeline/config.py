@@ -135,7 +135,7 @@ class AugmentParams:
 
 @dataclass(frozen=True)
 class SslParams:
-    """Semi-supervised learning on the pool (DESIGN.md §5). Each part has its own switch for ablations."""
+    """Semi-supervised learning on the pool (docs/DESIGN.md §5). Each part has its own switch for ablations."""
 
     # off: supervised only; cutout: fixed-count joint cutout; adaptive: adaptive keypoint masking;
     # adaptive_mixup: adaptive masking + dual-branch Mixup (image and feature level).
@@ -177,7 +177,7 @@ class TrainParams:
     seed: int = _p(0, ge=0, le=MAX_SEED)
     augment: AugmentParams = _p(AugmentParams())
     ssl: SslParams = _p(SslParams())
-    # Ray Train (DESIGN.md §9). RAY_ADDRESS set: the cluster; unset: a local Ray inside the stage.
+    # Ray Train (docs/DESIGN.md §9). RAY_ADDRESS set: the cluster; unset: a local Ray inside the stage.
     num_workers: int = _p(1, ge=1, le=4096)
     use_gpu: bool | Literal["auto"] = "auto"
     cpus_per_worker: float = _p(1.0, gt=0, le=1024)
@@ -194,7 +194,7 @@ class PseudolabelParams:
     teacher: Literal["latest", "champion"] = "latest"  # latest: this round's model; champion: the registry alias
     batch_size: int = _p(64, ge=1, le=4096)  # instances per predictor call
     actors: int = _p(1, ge=1, le=4096)  # predictor actors (each loads the model once)
-    cpus_per_actor: float = _p(0.5, gt=0, le=1024)  # a Ray reservation: leave room for the crop tasks (DESIGN.md §11)
+    cpus_per_actor: float = _p(0.5, gt=0, le=1024)  # Ray reservation: room for the crop tasks (docs/DESIGN.md §11)
     gpus_per_actor: float = _p(1.0, ge=0, le=64)  # used when use_gpu
     use_gpu: bool | Literal["auto"] = "auto"
     threads_per_actor: int = _p(2, ge=1, le=1024)  # torch threads in each actor

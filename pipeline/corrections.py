@@ -1,4 +1,4 @@
-"""The append-only store of human corrections (``data/corrections/``) and the merge rules (DESIGN.md §3).
+"""The append-only store of human corrections (``data/corrections/``) and the merge rules (docs/DESIGN.md §3).
 
 Store. ``pull`` adds one file per pull that brings something new, named ``<UTC yyyymmddTHHMMSSZ>-<hash>.json``; the
 format is docs/contracts/labelstudio.md (``poseloop-corrections/2``; files of ``/1`` are read as they are). Files are
@@ -738,7 +738,7 @@ def merge(seed: dict, pool: dict, corrections: list[Correction], skips: list[Ski
     """Seed labels + the store's records -> (train COCO dict, report dict). Pure and deterministic.
 
     ``seed``: COCO dict of the seed labels (labeled.json); ``pool``: COCO dict of the unlabeled instances (pool.json,
-    zero keypoints); ``corrections`` / ``skips`` in store order (``read_store``). Rules (DESIGN.md §3):
+    zero keypoints); ``corrections`` / ``skips`` in store order (``read_store``). Rules (docs/DESIGN.md §3):
 
     * a correction of a seed instance replaces its label; of a pool instance, adds it (box and keypoints from the
       correction; image, category, ``area`` and other fields from the pool annotation);

@@ -234,7 +234,7 @@ def instance_scores(pred: dict, tau: float) -> dict[str, np.ndarray]:
 
     ``response`` mean and ``min_response`` min of the per-keypoint peaks (the ASLA head's keypoint scores stand in
     for peaks); ``sahr_sigma`` mean effective SAHR sigma (NaN without a scale head); ``difficulty`` the
-    adaptive-mask difficulty 1 - easy / K (DESIGN.md §5, the same function SSL uses); ``flip_disagreement`` (NaN
+    adaptive-mask difficulty 1 - easy / K (docs/DESIGN.md §5, the same function SSL uses); ``flip_disagreement`` (NaN
     without flip test).
     """
     response = pred["response"] if pred["response"] is not None else pred["scores"]

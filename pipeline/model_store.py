@@ -1,7 +1,7 @@
 """A trained model on disk: ``model.pt`` (state dict) + ``model.json`` (everything needed to rebuild it).
 
 We store the state dict and our own description instead of ``mlflow.pytorch.log_model``: MLflow 3.17 would freeze a
-torch.export graph at one batch size (DESIGN.md §11), and a plain state dict loads with ``weights_only=True``.
+torch.export graph at one batch size (docs/DESIGN.md §11), and a plain state dict loads with ``weights_only=True``.
 """
 
 from __future__ import annotations

@@ -68,7 +68,7 @@ def keep_worker_logs(out_dir: Path) -> None:
             shutil.copyfile(path, out_dir / path.name)
 
 
-# Quiet, fast local Ray (DESIGN.md §11): no usage stats, no auth. The controller's health check stays at Ray's own
+# Quiet, fast local Ray (docs/DESIGN.md §11): no usage stats, no auth. The controller's health check stays at Ray's own
 # interval: polling it 5 times a second (an earlier setting) cost the 2-core training loop measurable time.
 LOCAL_RAY_ENV = {
     "RAY_USAGE_STATS_ENABLED": "0",

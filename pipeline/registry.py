@@ -1,9 +1,9 @@
-"""The MLflow model registry (DESIGN.md §8): one version per round, the ``challenger`` / ``champion`` aliases, a review
-report on every version, and explicit promotion.
+"""The MLflow model registry (docs/DESIGN.md §8): one version per round, the ``challenger`` / ``champion`` aliases,
+a review report on every version, and explicit promotion.
 
 ``register_version`` opens one run (stage ``register``, tags round, git commit, data hash) that logs the model folder
-(``model.pt`` + ``model.json``, read back by ``model_store.load_model``; not ``mlflow.pytorch.log_model``, DESIGN.md
-§11) as artifacts under ``model/`` and the eval metrics, then adds a model version whose source is
+(``model.pt`` + ``model.json``, read back by ``model_store.load_model``; not ``mlflow.pytorch.log_model``,
+docs/DESIGN.md §11) as artifacts under ``model/`` and the eval metrics, then adds a model version whose source is
 ``runs:/<run id>/model``. The version carries the tags round, ap (val OKS AP), labeled_instances, train_md5,
 data_hash, weights_md5 and model_version (``"<name>/<version>"``: the string Label Studio and pseudo-labels name
 the model by).

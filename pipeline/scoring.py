@@ -1,4 +1,5 @@
-"""Which pool instances a person should correct: per-instance scores -> a ranked, budgeted selection (DESIGN.md §6).
+"""Which pool instances a person should correct: per-instance scores -> a ranked, budgeted selection
+(docs/DESIGN.md §6).
 
 Every signal is oriented so that larger = more uncertain and rank-normalised to [0, 1] before it is weighted, so no
 signal's scale dominates (a sigma in heatmap pixels and a share of hard keypoints are not comparable, their ranks

@@ -1,4 +1,4 @@
-"""Semi-supervised pieces (DESIGN.md §5): adaptive keypoint masking, fixed-count joint cutout, dual-branch Mixup.
+"""Semi-supervised pieces (docs/DESIGN.md §5): adaptive keypoint masking, fixed-count joint cutout, dual-branch Mixup.
 
 All functions work on a batch of unlabeled crops and the teacher's heatmaps on their weak view:
 

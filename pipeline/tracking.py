@@ -1,4 +1,4 @@
-"""MLflow tracking: one run per stage execution, grouped by round (DESIGN.md §8).
+"""MLflow tracking: one run per stage execution, grouped by round (docs/DESIGN.md §8).
 
 The tracking URI is ``MLFLOW_TRACKING_URI`` or ``sqlite:///mlflow.db`` in the project (the registry works on it).
 Only the stage's driver process logs: Ray workers report to the driver, so a cluster's workers never need to reach

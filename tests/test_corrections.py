@@ -1,4 +1,4 @@
-"""The corrections store (append-only, deduplicated) and the merge rules of DESIGN.md §3, on real files."""
+"""The corrections store (append-only, deduplicated) and the merge rules of docs/DESIGN.md §3, on real files."""
 
 from __future__ import annotations
 

@@ -16,7 +16,7 @@ from pipeline.data.synthetic import SyntheticConfig, generate_dataset
 from pipeline.keypoints import KeypointSchema
 
 INPUT_SIZE = (192, 256)
-TIME_LIMIT_S = 120.0
+MAX_STEPS = 600  # measured: both heads reach PCK@0.05 0.9 well before this (see the printed step count)
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +56,7 @@ def test_head_overfits_32_crops(crops, head):
     model = build_model(backbone="tiny", variant=None, head=head, codec=codec, schema=KeypointSchema.coco17())
     optimizer = torch.optim.Adam(model.parameters(), lr=2e-3)
     start, step, score = time.perf_counter(), 0, 0.0
-    while time.perf_counter() - start < TIME_LIMIT_S:
+    while step < MAX_STEPS:
         losses = model.loss(model(crops["image"]), crops)
         optimizer.zero_grad()
         losses["loss"].backward()
@@ -68,4 +68,4 @@ def test_head_overfits_32_crops(crops, head):
                 break
     seconds = time.perf_counter() - start
     print(f"{head}: PCK@0.05 {score:.3f} after {step} steps, {seconds:.1f} s")
-    assert score >= 0.9, f"{head} reached only PCK@0.05 {score:.3f} in {seconds:.0f} s ({step} steps)"
+    assert score >= 0.9, f"{head} reached only PCK@0.05 {score:.3f} in {step} steps ({seconds:.0f} s)"

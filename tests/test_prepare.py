@@ -1,4 +1,4 @@
-"""The prepare stage: contracts of DESIGN.md §3, determinism, every source, and a real `dvc repro`."""
+"""The prepare stage: contracts of docs/DESIGN.md §3, determinism, every source, and a real `dvc repro`."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Semi-supervised pieces (DESIGN.md §5): adaptive mask counts, easy keypoints, difficulty, where the masks land,
+"""Semi-supervised pieces (docs/DESIGN.md §5): adaptive mask counts, easy keypoints, difficulty, where the masks land,
 fixed-count joint cutout, the Mixup alpha distribution, mix / mixup_loss, determinism."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Read, validate and write COCO keypoint files (DESIGN.md section 3: every annotation file is COCO keypoint JSON).
+"""Read, validate and write COCO keypoint files (docs/DESIGN.md section 3: every annotation file is COCO keypoint JSON).
 
 Validation collects every problem instead of stopping at the first one, so a broken file is fixed in one pass.
 Each ``Problem`` names the file, the record (``image 7``, ``annotation 42``, ``category 1``, or ``annotations[3]``

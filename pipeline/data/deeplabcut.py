@@ -1,4 +1,4 @@
-"""Convert a single-animal DeepLabCut project into COCO keypoints (DESIGN.md section 1: "DeepLabCut-style project
+"""Convert a single-animal DeepLabCut project into COCO keypoints (docs/DESIGN.md section 1: "DeepLabCut-style project
 converted to COCO"), so the rest of the loop only ever sees COCO.
 
 What is read: ``config.yaml`` (``bodyparts``, ``scorer``, ``skeleton``) and every

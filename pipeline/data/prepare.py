@@ -1,4 +1,4 @@
-"""Turn a data source into the prepared split of DESIGN.md §3.
+"""Turn a data source into the prepared split of docs/DESIGN.md §3.
 
 ``data/prepared/`` holds ``labeled.json`` (seed labels, ``source: "seed"``), ``pool.json`` (unlabeled instances:
 image + person box, keypoints zeroed), ``val.json`` and ``test.json`` (whole images, fixed by the seed across rounds),

@@ -1,4 +1,4 @@
-"""Procedural people with the 17 COCO keypoints: the embedded default data set (DESIGN.md section 10).
+"""Procedural people with the 17 COCO keypoints: the embedded default data set (docs/DESIGN.md section 10).
 
 Each person is a small 3-D kinematic model (spine, shoulders, arms, legs, a spherical head) posed with sampled joint
 angles and body proportions, turned about the vertical axis (yaw: front, back, profile), projected orthographically,
@@ -10,7 +10,7 @@ Left and right are decidable from the picture the way they are in photos, and on
 looks; shirts show a neckline and sometimes a print on the front only, some people carry a backpack on their back;
 feet point forward; near limbs are drawn over the torso, far ones behind it. There is deliberately NO
 left/right colour code (say, darker left sleeves): such a cue is not mirror symmetric, so flip augmentation and flip
-test (DESIGN.md section 5) would teach / average contradictory answers and ``flip_disagreement`` would be large on
+test (docs/DESIGN.md section 5) would teach / average contradictory answers and ``flip_disagreement`` would be large on
 every instance. The generator's distribution is mirror symmetric: a mirrored sample with swapped labels is as likely
 as the sample itself, exactly the assumption flips rely on.
 

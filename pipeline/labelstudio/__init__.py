@@ -1,4 +1,4 @@
-"""The Label Studio hand-off (DESIGN.md §7): labeling config, task <-> annotation conversion, client, local server,
+"""The Label Studio hand-off (docs/DESIGN.md §7): labeling config, task <-> annotation conversion, client, local server,
 simulated annotator. File formats between stages: docs/contracts/labelstudio.md.
 
 Modules: ``config`` (labeling config XML), ``convert`` (pure conversions, no network), ``client`` (SDK calls: project,

@@ -1,4 +1,4 @@
-"""The Label Studio labeling config generated from a keypoint schema (DESIGN.md §7).
+"""The Label Studio labeling config generated from a keypoint schema (docs/DESIGN.md §7).
 
 One task shows one person instance: an ``Image``, a ``RectangleLabels`` box with the single label ``person``, a
 ``KeyPointLabels`` control with one label per keypoint name (``model_index`` = the 0-based keypoint index, which Label

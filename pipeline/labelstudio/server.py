@@ -11,7 +11,7 @@ organisation created at that first start); later starts reuse it from the creden
 ``LABEL_STUDIO_API_KEY`` stays valid across restarts. The token is a 40-hex-digit string because Django REST
 framework's token column holds at most 40 characters.
 
-Other settings (DESIGN.md §11): no version check at start (it calls out to PyPI), no Sentry, no analytics, no sign-up
+Other settings (docs/DESIGN.md §11): no version check at start (it calls PyPI), no Sentry, no analytics, no sign-up
 without an invite link, local files served from ``document_root`` (Label Studio still serves a file only through a
 local-files storage attached to a project, see ``client.get_or_create_project``).
 
