@@ -79,7 +79,7 @@ from pipeline.labelstudio.convert import keypoint_effort
 from pipeline.labelstudio.oracle import is_unlabelable
 from pipeline.model_store import build_codec, model_from_params
 from pipeline.scoring import EXCLUDES_HOPELESS, POLICIES, hopeless_rows, list_column, read_scores, select_with_params
-from pipeline.training import BEST_FILE, train_worker
+from pipeline.training import train_in_process
 
 NAME = "label_efficiency"
 COCO_MINI = Path("../shared/data/coco_mini")
@@ -241,11 +241,9 @@ def train(raw: dict, project: Project, labels: Path, out: Path, init: Path | Non
     checkpoints = out.with_name(out.stem + "-checkpoints")
     shutil.rmtree(checkpoints, ignore_errors=True)  # a leftover would resume instead of training anew
     started = time.perf_counter()
-    train_worker({"params": raw, "paths": project.paths(labels), "local_checkpoint_dir": str(checkpoints),
-                  "init_weights": str(init) if init else None, "progress": False,
-                  "use_gpu": torch.cuda.is_available()})  # fmt: skip
-    history = json.loads((checkpoints / "latest" / "history.json").read_text())
-    shutil.copyfile(checkpoints / "latest" / BEST_FILE, out)
+    checkpoint = train_in_process(raw, project.paths(labels), checkpoints, init_weights=init)
+    history = checkpoint.history()
+    shutil.copyfile(checkpoint.path / checkpoint.BEST, out)
     shutil.rmtree(checkpoints)
     best = max(history, key=lambda h: h["val_ap"])  # the first epoch with the best AP: the one kept
     labeled = len(json.loads(labels.read_text())["annotations"])

@@ -27,7 +27,7 @@ import yaml
 
 from pipeline.config import params_from_dict
 from pipeline.data.prepare import prepare
-from pipeline.training import after_warmup_mean, train_worker
+from pipeline.training import after_warmup_mean, train_in_process
 
 # name, overrides: the default round as `make run` trains it, the same round in fp32 (the bf16 check), and the
 # reference with every person labeled (SSL off: nothing is left to learn from without labels; more steps, within
@@ -66,9 +66,8 @@ def train_arm(raw: dict, root: Path, name: str) -> dict:
     checkpoints = root / f"ckpt-{name}".replace(" ", "_")
     shutil.rmtree(checkpoints, ignore_errors=True)
     started = time.perf_counter()
-    train_worker({"params": raw, "paths": paths, "local_checkpoint_dir": str(checkpoints), "progress": True})
+    history = train_in_process(raw, paths, checkpoints, progress=True).history()
     seconds = time.perf_counter() - started
-    history = json.loads((checkpoints / "latest" / "history.json").read_text())
     best = max(history, key=lambda h: h["val_ap"])
     labeled = len(json.loads((prepared / "labeled.json").read_text())["annotations"])
     cfg = raw["train"]

@@ -8,7 +8,6 @@ absolute APs are far below a GPU-length schedule's, the comparison between arms 
 from __future__ import annotations
 
 import copy
-import json
 import statistics
 import tempfile
 import time
@@ -19,7 +18,7 @@ import yaml
 from bench.report import write_section
 from pipeline.config import params_from_dict
 from pipeline.data.prepare import prepare
-from pipeline.training import train_worker
+from pipeline.training import train_in_process
 
 ARMS = ("off", "cutout", "adaptive", "adaptive_mixup")
 SEEDS = (0, 1, 2)
@@ -50,8 +49,7 @@ def run() -> None:
                 raw = copy.deepcopy(_params(seed, arm))
                 start = time.perf_counter()
                 out = root / arm
-                train_worker({"params": raw, "paths": paths, "local_checkpoint_dir": str(out), "progress": False})
-                history = json.loads((out / "latest" / "history.json").read_text())
+                history = train_in_process(raw, paths, out).history()
                 best = max(h["val_ap"] for h in history)
                 results[arm].append(best)
                 pck[arm].append(max(h["val_pck10"] for h in history))

@@ -7,7 +7,6 @@ loop's own timing, so Ray's start-up is reported separately as wall time.
 from __future__ import annotations
 
 import copy
-import json
 import tempfile
 import time
 from pathlib import Path
@@ -19,7 +18,7 @@ from pipeline.config import params_from_dict
 from pipeline.data.prepare import prepare
 from pipeline.ray_cluster import ray_session
 from pipeline.ray_train import fit
-from pipeline.training import after_warmup_mean, train_worker
+from pipeline.training import Checkpoint, after_warmup_mean, train_in_process
 
 EPOCHS, STEPS, BATCH = 4, 60, 32
 
@@ -45,8 +44,7 @@ def run() -> None:
             raw = copy.deepcopy(base)
             raw["train"].update(num_workers=1, threads_per_worker=2)
             start = time.perf_counter()
-            train_worker({"params": raw, "paths": paths, "local_checkpoint_dir": str(root / tag), "progress": False})
-            history = json.loads((root / tag / "latest" / "history.json").read_text())
+            history = train_in_process(raw, paths, root / tag).history()
             return after_warmup_mean(history, "images_per_s"), time.perf_counter() - start
 
         def on_ray(workers: int, threads: int, tag: str) -> tuple[float, float]:
@@ -56,7 +54,7 @@ def run() -> None:
             with ray_session(log_to_driver=False):
                 result = fit(params_from_dict(raw), raw, paths, root / "ray", name=tag, progress=False)
             with result.checkpoint.as_directory() as ckpt:
-                history = json.loads((Path(ckpt) / "history.json").read_text())
+                history = Checkpoint(Path(ckpt)).history()
             return after_warmup_mean(history, "images_per_s"), time.perf_counter() - start
 
         # interleaved (plain, Ray, plain, Ray): the host's speed drifts by more than the overhead being measured

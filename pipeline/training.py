@@ -30,8 +30,9 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -55,19 +56,61 @@ from pipeline.model_store import build_codec, model_from_params
 
 log = logging.getLogger(__name__)
 
-STATE_FILE = "state.pt"  # in a checkpoint directory: the whole training state
-BEST_FILE = "best.pt"  # in a checkpoint directory: the best weights so far (by val AP)
 IMAGE_CACHE = 2048  # decoded images kept per data set and loader process (256x256 synthetic: 0.4 GB)
 
 
-# --------------------------------------------------------------------------------------------------- session
+# --------------------------------------------------------------------------------------------------- checkpoint
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """One checkpoint directory (a Ray Train checkpoint, or a plain process's ``<dir>/latest``) and its three files:
+
+        state.pt      the training state: model, EMA, optimiser, schedule, epoch, best AP, history
+        best.pt       the best weights so far by val AP (a state dict): what the train stage ships
+        history.json  one dict of metrics per epoch, readable without torch
+
+    Loaded with ``weights_only=True``: a checkpoint folder is a file on disk like any other, and a full unpickle of a
+    planted one would run its code; the state holds only tensors and plain values (history goes through JSON).
+    """
+
+    path: Path
+    STATE: ClassVar[str] = "state.pt"
+    BEST: ClassVar[str] = "best.pt"
+    HISTORY: ClassVar[str] = "history.json"
+    LATEST: ClassVar[str] = "latest"  # a plain process's checkpoint, inside its local_checkpoint_dir
+
+    @classmethod
+    def latest_in(cls, local_dir: Path | str) -> Checkpoint:
+        return cls(Path(local_dir) / cls.LATEST)
+
+    def exists(self) -> bool:
+        return (self.path / self.STATE).is_file()
+
+    def training_state(self, device: torch.device | str = "cpu") -> dict:
+        return load_training_state(self.path / self.STATE, device)
+
+    def best_weights(self) -> dict[str, torch.Tensor]:
+        return torch.load(self.path / self.BEST, map_location="cpu", weights_only=True)
+
+    def history(self) -> list[dict]:
+        return json.loads((self.path / self.HISTORY).read_text())
+
+    @classmethod
+    def write(cls, path: Path, state: dict, best_weights: dict[str, torch.Tensor], history: list[dict]) -> Checkpoint:
+        path.mkdir(parents=True, exist_ok=True)
+        torch.save({**state, "history": json.loads(json.dumps(history))}, path / cls.STATE)
+        torch.save(best_weights, path / cls.BEST)
+        (path / cls.HISTORY).write_text(json.dumps(history))
+        return cls(path)
 
 
 def load_training_state(path: Path, device: torch.device | str = "cpu") -> dict:
-    """A checkpoint's training state (weights, optimiser, schedule, epoch, history), loaded with
-    ``weights_only=True``: a checkpoint folder is a file on disk like any other, and a full unpickle of a planted
-    one would run its code. The state holds only tensors and plain values (history is saved through JSON)."""
+    """A state.pt loaded with ``weights_only=True`` (see ``Checkpoint``)."""
     return torch.load(path, map_location=device, weights_only=True)
+
+
+# --------------------------------------------------------------------------------------------------- session
 
 
 class Session:
@@ -92,7 +135,7 @@ class Session:
         return torch.device("cuda" if use_gpu and torch.cuda.is_available() else "cpu")
 
     @contextmanager
-    def latest_checkpoint(self) -> Iterator[Path | None]:
+    def latest_checkpoint(self) -> Iterator[Checkpoint | None]:
         if self.ray:
             import ray.train
 
@@ -101,22 +144,22 @@ class Session:
                 yield None
             else:
                 with checkpoint.as_directory() as d:
-                    yield Path(d)
+                    yield Checkpoint(Path(d))
         else:
-            latest = self.local_dir / "latest"
-            yield latest if (latest / STATE_FILE).exists() else None
+            latest = Checkpoint.latest_in(self.local_dir)
+            yield latest if latest.exists() else None
 
-    def report(self, metrics: dict, checkpoint_dir: Path | None) -> None:
+    def report(self, metrics: dict, checkpoint: Checkpoint | None) -> None:
         if self.ray:
             import ray.train
 
-            checkpoint = ray.train.Checkpoint.from_directory(str(checkpoint_dir)) if checkpoint_dir else None
-            ray.train.report(metrics, checkpoint=checkpoint)
-        elif checkpoint_dir is not None:
-            latest = self.local_dir / "latest"
-            tmp = self.local_dir / "latest.tmp"
+            ray_checkpoint = ray.train.Checkpoint.from_directory(str(checkpoint.path)) if checkpoint else None
+            ray.train.report(metrics, checkpoint=ray_checkpoint)
+        elif checkpoint is not None:  # swap the whole directory in: a kill leaves the old one or the new one
+            latest = Checkpoint.latest_in(self.local_dir).path
+            tmp = latest.with_name(latest.name + ".tmp")
             shutil.rmtree(tmp, ignore_errors=True)
-            shutil.copytree(checkpoint_dir, tmp)
+            shutil.copytree(checkpoint.path, tmp)
             shutil.rmtree(latest, ignore_errors=True)
             tmp.rename(latest)
 
@@ -239,10 +282,30 @@ def _asla_pseudo_batch(raw: PoseModel, teacher_out: dict, batch: dict, min_score
     }
 
 
+@dataclass(frozen=True)
+class MixupInputs:
+    """The dual-branch Mixup of one unlabeled batch (docs/DESIGN.md §5): image-level ``mixed`` =
+    alpha x weak + (1 - alpha) x weak[permutation]; the feature-level branch mixes the stem features of ``weak``."""
+
+    permutation: torch.Tensor  # (B,) int64
+    alpha: float
+    mixed: torch.Tensor  # (B, 3, H, W)
+    weak: torch.Tensor  # (B, 3, H, W) the weak view itself, for the feature-level branch
+
+
+@dataclass(frozen=True)
+class SslInputs:
+    """What one SSL step feeds the student, and the teacher's targets for it."""
+
+    targets: torch.Tensor | dict  # heatmap head: teacher heatmaps (B, K, h, w); ASLA: a pseudo batch of keypoints
+    strong: torch.Tensor  # (B, 3, H, W) the masked view the student must match the teacher on
+    mixup: MixupInputs | None  # train.ssl.mode adaptive_mixup only
+
+
 def ssl_step_inputs(
     raw: PoseModel, teacher: PoseModel, unlabeled: dict, params: Params, rng: np.random.Generator,
     generator: torch.Generator,
-) -> dict:  # fmt: skip
+) -> SslInputs:  # fmt: skip
     """Teacher targets and the student's unlabeled inputs of one step (see the module docstring)."""
     cfg = params.train.ssl
     weak = unlabeled["image"]
@@ -257,25 +320,25 @@ def ssl_step_inputs(
         targets = _asla_pseudo_batch(raw, teacher_out, unlabeled, cfg.asla_min_score)
     if cfg.mode == "cutout":
         strong = ssl.joint_cutout(weak.cpu(), teacher_kp.cpu(), num_masks=cfg.max_masks, generator=generator)
-        mask_counts = torch.full((weak.shape[0],), cfg.max_masks)
     else:
         heat = teacher_out["heatmaps"] if raw.head_type == "heatmap" else torch.sigmoid(teacher_out["logits"])
-        strong, mask_counts = ssl.adaptive_keypoint_masking(
+        strong, _ = ssl.adaptive_keypoint_masking(
             weak.cpu(), heat.float().cpu(), teacher_kp.cpu(), max_masks=cfg.max_masks, tau=cfg.tau, floor=cfg.floor,
             generator=generator,
         )  # fmt: skip
-    out = {"targets": targets, "strong": strong.to(weak.device), "mask_counts": mask_counts}
+    mixup = None
     if cfg.mode == "adaptive_mixup":
         permutation = torch.randperm(weak.shape[0], generator=generator).to(weak.device)
         alpha = ssl.sample_mixup_alpha(rng)
-        out.update(permutation=permutation, alpha=alpha, mixed=ssl.mix(weak, permutation, alpha), weak=weak)
-    return out
+        mixup = MixupInputs(permutation=permutation, alpha=alpha, mixed=ssl.mix(weak, permutation, alpha), weak=weak)
+    return SslInputs(targets=targets, strong=strong.to(weak.device), mixup=mixup)
 
 
-def unsupervised_losses(raw: PoseModel, outputs: dict, sizes: list[int], ssl_in: dict, unlabeled: dict) -> dict:
-    """L_u (student on the strong view against the teacher) and L_m (Mixup branches) from the joint forward."""
+def unsupervised_losses(raw: PoseModel, outputs: dict, sizes: list[int], ssl_in: SslInputs) -> dict:
+    """L_u (student on the strong view against the teacher) and L_m (Mixup branches) from the joint forward, whose
+    rows are [labeled, strong, (mixed, (weak for the feature branch))] of ``sizes``."""
     bounds = np.cumsum([0, *sizes])
-    targets = ssl_in["targets"]
+    targets = ssl_in.targets
 
     def u_loss(out: dict, tgt: dict | torch.Tensor) -> torch.Tensor:
         if raw.head_type == "heatmap":
@@ -283,8 +346,8 @@ def unsupervised_losses(raw: PoseModel, outputs: dict, sizes: list[int], ssl_in:
         return raw.loss(out, tgt)["loss"]
 
     losses = {"unsup": u_loss(_slice(outputs, bounds[1], bounds[2]), targets)}
-    if "permutation" in ssl_in:
-        perm, alpha = ssl_in["permutation"], ssl_in["alpha"]
+    if ssl_in.mixup is not None:
+        perm, alpha = ssl_in.mixup.permutation, ssl_in.mixup.alpha
         branch_losses = []
         for b in range(2, len(sizes)):
             out = _slice(outputs, bounds[b], bounds[b + 1])
@@ -389,6 +452,10 @@ class Progress:
         self.last = 0.0
         self.bar = draw_progress(None, self.state) if sink is True else None
 
+    def due(self) -> bool:
+        """Whether an update now would be shown: a caller computes a costly field (a GPU sync) only then."""
+        return (self.bar is not None or self.queue is not None) and time.perf_counter() - self.last >= self.every_s
+
     def update(self, force: bool = False, **state: float) -> None:
         self.state.update(state)
         now = time.perf_counter()
@@ -443,19 +510,58 @@ def validate(model: PoseModel, data: Data, flip_test: bool) -> dict:
 # --------------------------------------------------------------------------------------------------- the loop
 
 
-def train_worker(config: dict) -> None:
-    """Ray Train's per-worker function. config: ``params`` (params.yaml as a dict), ``paths`` (see load_data),
-    ``init_weights`` (a model.pt to warm-start from, or None), ``local_checkpoint_dir`` (plain process only),
-    ``progress`` (bool)."""
+@dataclass
+class TrainRun:
+    """Everything one worker's loop holds, built by ``setup``: read top to bottom, it is the training setup."""
+
+    params: Params
+    session: Session
+    device: torch.device
+    data: Data
+    raw: PoseModel  # the network itself (what is saved, validated and EMA-tracked)
+    model: torch.nn.Module  # what the step calls: ``raw``, or its DDP wrapper on several workers
+    eval_ema: PoseModel | None  # train.ema: validated and shipped instead of ``raw``
+    teacher_ema: PoseModel | None  # train.ssl.ema_teacher: the SSL teacher
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    autocast: object  # () -> context manager
+    scaler: torch.amp.GradScaler | None
+    amp_mode: str
+    steps_per_epoch: int
+    flops_per_image: float
+    peak_flops: float
+    labeled: Iterator[dict]
+    unlabeled: Iterator[dict] | None
+    rng: np.random.Generator
+    generator: torch.Generator
+    progress: Progress
+    start_epoch: int = 0
+    best_ap: float = -1.0
+    best_weights: dict | None = None
+    history: list = field(default_factory=list)
+
+    @property
+    def is_main(self) -> bool:
+        return self.session.rank == 0
+
+
+def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    """Weight decay on the weights of convolutions and linear layers only (tensors of 2 or more dims, nanoGPT's rule):
+    decaying a norm's scale or a bias pulls it toward 0 and regularises nothing."""
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    return [{"params": [p for p in trainable if p.ndim >= 2], "weight_decay": weight_decay},
+            {"params": [p for p in trainable if p.ndim < 2], "weight_decay": 0.0}]  # fmt: skip
+
+
+def setup(config: dict) -> TrainRun:
+    """Seeds, device, data, model (warm start), EMAs, DDP, optimiser, schedule, AMP, resume, loaders, progress."""
     params = params_from_dict(config["params"])
     cfg = params.train
     session = Session(config.get("local_checkpoint_dir"))
     torch.set_num_threads(cfg.threads_per_worker)
     torch.manual_seed(cfg.seed + session.rank)
-    use_gpu = bool(config.get("use_gpu", False))
-    device = session.device(use_gpu)
+    device = session.device(bool(config.get("use_gpu", False)))
     data = load_data(params, config["paths"])
-    is_main = session.rank == 0
 
     raw = model_from_params(params, data.codec, data.schema)
     if config.get("init_weights"):
@@ -463,153 +569,193 @@ def train_worker(config: dict) -> None:
     raw.to(device)
     if cfg.channels_last:
         raw.to(memory_format=torch.channels_last)
-    ema = copy.deepcopy(raw).eval() if (cfg.ema or cfg.ssl.ema_teacher) else None
+    eval_ema = copy.deepcopy(raw).eval() if cfg.ema else None
+    teacher_ema = copy.deepcopy(raw).eval() if cfg.ssl.mode != "off" and cfg.ssl.ema_teacher else None
     model: torch.nn.Module = raw
     if session.world_size > 1:
         model = torch.nn.parallel.DistributedDataParallel(raw, device_ids=[device.index] if device.type == "cuda"
                                                           else None)  # fmt: skip
     opt_cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
-    optimizer = opt_cls(raw.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    optimizer = opt_cls(parameter_groups(raw, cfg.weight_decay), lr=cfg.lr)
     per_worker = math.ceil(len(data.labeled) / session.world_size)
     steps_per_epoch = max(math.ceil(per_worker / cfg.batch_size), cfg.min_steps_per_epoch)
     scheduler = build_schedule(optimizer, params, steps_per_epoch)
     amp_mode = resolve_amp(device, cfg.amp)
     autocast, scaler = autocast_for(device, amp_mode)
+    is_main = session.rank == 0
     # MFU as nanoGPT reports it: model FLOPs of the step (forward x 3 for forward + backward; the SSL teacher's
     # forward x 1) over the machine's peak, measured on rank 0 only (the others would compete for the same cores)
     flops_per_image = count_flops(raw, tuple(params.codec.input_size)) * 1e9
     peak_flops = measured_peak_flops(device, amp_mode) if is_main else float("nan")
 
-    start_epoch, best_ap, history = 0, -1.0, []
-    with session.latest_checkpoint() as ckpt:
-        if ckpt is not None:
-            state = load_training_state(ckpt / STATE_FILE, device)
+    start_epoch, best_ap, best_weights, history = 0, -1.0, None, []
+    with session.latest_checkpoint() as checkpoint:
+        if checkpoint is not None:
+            state = checkpoint.training_state(device)
             raw.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
-            if ema is not None and state.get("ema") is not None:
-                ema.load_state_dict(state["ema"])
+            # checkpoints before the teacher EMA had its own key kept the one EMA under "ema"
+            for ema, key in ((eval_ema, "ema"), (teacher_ema, "teacher_ema" if "teacher_ema" in state else "ema")):
+                if ema is not None and state.get(key) is not None:
+                    ema.load_state_dict(state[key])
             start_epoch, best_ap, history = state["epoch"] + 1, state["best_ap"], state["history"]
-            best_weights = torch.load(ckpt / BEST_FILE, map_location="cpu", weights_only=True)
+            best_weights = checkpoint.best_weights()
             if is_main:
-                log.info("resumed from %s at epoch %d (best val AP %.4f)", ckpt, start_epoch, best_ap)
-        else:
-            best_weights = None
+                log.info("resumed from %s at epoch %d (best val AP %.4f)", checkpoint.path, start_epoch, best_ap)
 
-    labeled_iter = _cycle(_loader(data.labeled, cfg.batch_size, session, cfg.seed, cfg.loader_workers),
-                          data.labeled, start_epoch)  # fmt: skip
-    unlabeled_iter = None
+    labeled = _cycle(_loader(data.labeled, cfg.batch_size, session, cfg.seed, cfg.loader_workers), data.labeled,
+                     start_epoch)  # fmt: skip
+    unlabeled = None
     if data.unlabeled is not None:
         loader = _loader(data.unlabeled, cfg.ssl.unlabeled_batch_size, session, cfg.seed + 1, cfg.loader_workers)
-        unlabeled_iter = _cycle(loader, data.unlabeled, start_epoch)
-    rng = np.random.default_rng([cfg.seed, session.rank, start_epoch])
-    generator = torch.Generator().manual_seed(cfg.seed * 1000 + session.rank * 100 + start_epoch)
-
+        unlabeled = _cycle(loader, data.unlabeled, start_epoch)
     progress = Progress(config.get("progress", True) if is_main else False, cfg.epochs * steps_per_epoch,
                         start_epoch * steps_per_epoch)  # fmt: skip
     if best_ap >= 0:
         progress.note(f"resumed from the checkpoint of epoch {start_epoch}/{cfg.epochs} (best val AP {best_ap:.4f})")
         progress.update(force=True, best_ap=round(best_ap, 4))
-    for epoch in range(start_epoch, cfg.epochs):
-        model.train()
-        sums: dict[str, float] = {}
-        started = time.perf_counter()
-        step_flops = 0.0
-        for step in range(steps_per_epoch):
-            batch = _to(next(labeled_iter), device)
-            parts, sizes, ssl_in, unlabeled = [batch["image"]], [batch["image"].shape[0]], None, None
-            feature_mix = None
-            if unlabeled_iter is not None:
-                unlabeled = _to(next(unlabeled_iter), device)
-                teacher = ema if (cfg.ssl.ema_teacher and ema is not None) else raw
-                ssl_in = ssl_step_inputs(raw, teacher, unlabeled, params, rng, generator)
-                parts.append(ssl_in["strong"])
-                sizes.append(ssl_in["strong"].shape[0])
-                if "mixed" in ssl_in:
-                    parts.append(ssl_in["mixed"])
-                    sizes.append(ssl_in["mixed"].shape[0])
-                    if cfg.ssl.feature_mixup:
-                        feature_mix = (sum(sizes), ssl_in["permutation"], ssl_in["alpha"])
-                        parts.append(ssl_in["weak"])
-                        sizes.append(ssl_in["weak"].shape[0])
-            images = torch.cat(parts)
-            step_flops += flops_per_image * (3 * images.shape[0] + (unlabeled["image"].shape[0] if unlabeled else 0))
-            if cfg.channels_last:
-                images = images.contiguous(memory_format=torch.channels_last)
-            with autocast():
-                outputs = model(images, feature_mix=feature_mix)
-            outputs = {k: v.float() for k, v in outputs.items()}
-            losses = raw.loss(_slice(outputs, 0, sizes[0]), batch)
-            total = losses["loss"]
-            if ssl_in is not None:
-                weight = ramp_up(epoch + step / steps_per_epoch, cfg.ssl.rampup_epochs)
-                extra = unsupervised_losses(raw, outputs, sizes, ssl_in, unlabeled)
-                total = total + weight * cfg.ssl.lambda_u * extra["unsup"]
-                if "mixup" in extra:
-                    total = total + weight * cfg.ssl.lambda_m * extra["mixup"]
-                losses = {**losses, **extra}
-            optimizer.zero_grad(set_to_none=True)
-            if scaler is not None:
-                scaler.scale(total).backward()
-                scaler.unscale_(optimizer)
-            else:
-                total.backward()
-            if cfg.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(raw.parameters(), cfg.grad_clip)
-            if scaler is not None:
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                optimizer.step()
-            scheduler.step()
-            if ema is not None:
-                ema_update(ema, raw, cfg.ssl.ema_decay if cfg.ssl.ema_teacher else cfg.ema_decay)
-            for key, value in losses.items():
-                if key != "num_pos":  # "loss" is the supervised total of the head
-                    name = "supervised" if key == "loss" else key
-                    sums[name] = sums.get(name, 0.0) + float(value.detach())
-            sums["total"] = sums.get("total", 0.0) + float(total.detach())
-            if is_main:
-                progress.update(step=epoch * steps_per_epoch + step + 1, epoch=epoch + 1,
-                                loss=round(sums["total"] / (step + 1), 5))  # fmt: skip
+    return TrainRun(
+        params=params, session=session, device=device, data=data, raw=raw, model=model, eval_ema=eval_ema,
+        teacher_ema=teacher_ema, optimizer=optimizer, scheduler=scheduler, autocast=autocast, scaler=scaler,
+        amp_mode=amp_mode, steps_per_epoch=steps_per_epoch, flops_per_image=flops_per_image, peak_flops=peak_flops,
+        labeled=labeled, unlabeled=unlabeled, rng=np.random.default_rng([cfg.seed, session.rank, start_epoch]),
+        generator=torch.Generator().manual_seed(cfg.seed * 1000 + session.rank * 100 + start_epoch),
+        progress=progress, start_epoch=start_epoch, best_ap=best_ap, best_weights=best_weights, history=history,
+    )  # fmt: skip
 
-        seconds = time.perf_counter() - started
-        metrics = {f"loss_{k}": v / steps_per_epoch for k, v in sums.items()}
-        metrics.update(epoch=epoch, lr=scheduler.get_last_lr()[0], epoch_seconds=seconds,
-                       images_per_s=steps_per_epoch * sum(sizes) * session.world_size / seconds,
-                       mfu=step_flops / seconds / peak_flops, gflops_per_image=flops_per_image / 1e9,
-                       peak_tflops=peak_flops / 1e12, amp=amp_mode)  # fmt: skip
-        checkpoint_dir = None
-        with tempfile.TemporaryDirectory() as tmp:
-            if is_main:
-                evaluated = ema if (cfg.ema and ema is not None) else raw
-                val = validate(evaluated, data, cfg.flip_test)
-                metrics.update({f"val_{k}": v for k, v in val.items()})
-                if val["ap"] > best_ap or best_weights is None:
-                    best_ap = val["ap"]
-                    best_weights = {k: v.detach().cpu().clone() for k, v in evaluated.state_dict().items()}
-                metrics["best_val_ap"] = best_ap
-                history.append(metrics)
-                checkpoint_dir = Path(tmp)
-                torch.save(
-                    {"model": raw.state_dict(), "ema": ema.state_dict() if ema is not None else None,
-                     "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "epoch": epoch,
-                     "best_ap": float(best_ap), "history": json.loads(json.dumps(history))},
-                    checkpoint_dir / STATE_FILE,
-                )  # fmt: skip
-                torch.save(best_weights, checkpoint_dir / BEST_FILE)
-                (checkpoint_dir / "history.json").write_text(json.dumps(history))
-                line = (
-                    f"epoch {epoch + 1}/{cfg.epochs}: loss {metrics['loss_total']:.4f} val AP {val['ap']:.4f} "
-                    f"(best {best_ap:.4f}) {metrics['images_per_s']:.0f} img/s, MFU {metrics['mfu']:.1%}"
-                )
-                if progress.bar is not None:
-                    progress.bar.write(line)
-                else:
-                    print(line, flush=True)  # a Ray worker's log file, or a benchmark's output
-                progress.update(force=True, val_ap=round(val["ap"], 4), best_ap=round(best_ap, 4),
-                                img_s=round(metrics["images_per_s"]), mfu=f"{metrics['mfu']:.0%}")  # fmt: skip
-            if session.world_size > 1 and dist.is_initialized():
-                dist.barrier()  # rank 0's validation must not race the others into the next epoch's collectives
-            session.report(metrics, checkpoint_dir)
-    progress.close()
+
+@dataclass(frozen=True)
+class StepResult:
+    losses: dict[str, torch.Tensor]  # detached 0-dim tensors: "total", "supervised" and the head's / SSL's parts
+    images: int  # images through the network (labeled + strong + mixed + weak)
+    flops: float  # model FLOPs of the step (forward + backward, and the teacher's forward)
+
+
+def train_step(run: TrainRun, epoch: int, step: int) -> StepResult:
+    """One optimiser step: a labeled batch, with SSL an unlabeled one through the teacher, ONE forward of all images
+    (DDP allows one pass per backward), L = L_s + ramp x (lambda_u L_u + lambda_m L_m), clip, step, EMA."""
+    cfg = run.params.train
+    batch = _to(next(run.labeled), run.device)
+    parts, sizes, ssl_in, unlabeled, feature_mix = [batch["image"]], [batch["image"].shape[0]], None, None, None
+    if run.unlabeled is not None:
+        unlabeled = _to(next(run.unlabeled), run.device)
+        teacher = run.teacher_ema if run.teacher_ema is not None else run.raw
+        ssl_in = ssl_step_inputs(run.raw, teacher, unlabeled, run.params, run.rng, run.generator)
+        parts.append(ssl_in.strong)
+        if ssl_in.mixup is not None:
+            parts.append(ssl_in.mixup.mixed)
+            if cfg.ssl.feature_mixup:  # the rows after these are the weak view, mixed at the stem's features
+                feature_mix = (sum(t.shape[0] for t in parts), ssl_in.mixup.permutation, ssl_in.mixup.alpha)
+                parts.append(ssl_in.mixup.weak)
+        sizes = [t.shape[0] for t in parts]
+    images = torch.cat(parts)
+    if cfg.channels_last:
+        images = images.contiguous(memory_format=torch.channels_last)
+    with run.autocast():
+        outputs = run.model(images, feature_mix=feature_mix)
+    outputs = {k: v.float() for k, v in outputs.items()}
+    head_losses = run.raw.loss(_slice(outputs, 0, sizes[0]), batch)
+    total = head_losses["loss"]
+    losses = {("supervised" if k == "loss" else k): v for k, v in head_losses.items() if k != "num_pos"}
+    if ssl_in is not None:
+        weight = ramp_up(epoch + step / run.steps_per_epoch, cfg.ssl.rampup_epochs)
+        extra = unsupervised_losses(run.raw, outputs, sizes, ssl_in)
+        total = total + weight * cfg.ssl.lambda_u * extra["unsup"]
+        if "mixup" in extra:
+            total = total + weight * cfg.ssl.lambda_m * extra["mixup"]
+        losses.update(extra)
+
+    run.optimizer.zero_grad(set_to_none=True)
+    if run.scaler is not None:
+        run.scaler.scale(total).backward()
+        run.scaler.unscale_(run.optimizer)
+    else:
+        total.backward()
+    if cfg.grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(run.raw.parameters(), cfg.grad_clip)
+    if run.scaler is not None:
+        run.scaler.step(run.optimizer)
+        run.scaler.update()
+    else:
+        run.optimizer.step()
+    run.scheduler.step()
+    if run.eval_ema is not None:
+        ema_update(run.eval_ema, run.raw, cfg.ema_decay)
+    if run.teacher_ema is not None:
+        ema_update(run.teacher_ema, run.raw, cfg.ssl.ema_decay)
+    losses["total"] = total
+    flops = run.flops_per_image * (3 * images.shape[0] + (unlabeled["image"].shape[0] if unlabeled else 0))
+    return StepResult({k: v.detach() for k, v in losses.items()}, images.shape[0], flops)
+
+
+def end_of_epoch(run: TrainRun, epoch: int, loss_sums: dict[str, torch.Tensor], images: int, flops: float,
+                 seconds: float) -> None:  # fmt: skip
+    """Epoch metrics, validation and the checkpoint on rank 0, then every rank reports (the checkpoint with it)."""
+    cfg = run.params.train
+    metrics: dict = {f"loss_{k}": float(v) / run.steps_per_epoch for k, v in loss_sums.items()}  # the epoch's sync
+    metrics.update(epoch=epoch, lr=run.scheduler.get_last_lr()[0], epoch_seconds=seconds,
+                   images_per_s=images * run.session.world_size / seconds, mfu=flops / seconds / run.peak_flops,
+                   gflops_per_image=run.flops_per_image / 1e9, peak_tflops=run.peak_flops / 1e12,
+                   amp=run.amp_mode)  # fmt: skip
+    with tempfile.TemporaryDirectory() as tmp:
+        checkpoint = None
+        if run.is_main:
+            evaluated = run.eval_ema if run.eval_ema is not None else run.raw
+            val = validate(evaluated, run.data, cfg.flip_test)
+            metrics.update({f"val_{k}": v for k, v in val.items()})
+            if val["ap"] > run.best_ap or run.best_weights is None:
+                run.best_ap = val["ap"]
+                run.best_weights = {k: v.detach().cpu().clone() for k, v in evaluated.state_dict().items()}
+            metrics["best_val_ap"] = run.best_ap
+            run.history.append(metrics)
+            state = {"model": run.raw.state_dict(), "optimizer": run.optimizer.state_dict(),
+                     "scheduler": run.scheduler.state_dict(), "epoch": epoch, "best_ap": float(run.best_ap),
+                     "ema": run.eval_ema.state_dict() if run.eval_ema is not None else None,
+                     "teacher_ema": run.teacher_ema.state_dict() if run.teacher_ema is not None else None}  # fmt: skip
+            checkpoint = Checkpoint.write(Path(tmp), state, run.best_weights, run.history)
+            line = (
+                f"epoch {epoch + 1}/{cfg.epochs}: loss {metrics['loss_total']:.4f} val AP {val['ap']:.4f} "
+                f"(best {run.best_ap:.4f}) {metrics['images_per_s']:.0f} img/s, MFU {metrics['mfu']:.1%}"
+            )
+            if run.progress.bar is not None:
+                run.progress.bar.write(line)
+            else:
+                print(line, flush=True)  # a Ray worker's log file, or a benchmark's output
+            run.progress.update(force=True, step=(epoch + 1) * run.steps_per_epoch, val_ap=round(val["ap"], 4),
+                                best_ap=round(run.best_ap, 4), img_s=round(metrics["images_per_s"]),
+                                mfu=f"{metrics['mfu']:.0%}")  # fmt: skip
+        if run.session.world_size > 1 and dist.is_initialized():
+            dist.barrier()  # rank 0's validation must not race the others into the next epoch's collectives
+        run.session.report(metrics, checkpoint)
+
+
+def train_worker(config: dict) -> None:
+    """Ray Train's per-worker function. config: ``params`` (params.yaml as a dict), ``paths`` (see load_data),
+    ``init_weights`` (a model.pt to warm-start from, or None), ``local_checkpoint_dir`` (plain process only),
+    ``use_gpu``, ``progress`` (bool, or the driver's queue)."""
+    run = setup(config)
+    for epoch in range(run.start_epoch, run.params.train.epochs):
+        run.model.train()
+        loss_sums: dict[str, torch.Tensor] = {}  # summed as tensors: a float() per step would sync a GPU each step
+        images, flops, started = 0, 0.0, time.perf_counter()
+        for step in range(run.steps_per_epoch):
+            result = train_step(run, epoch, step)
+            for key, value in result.losses.items():
+                loss_sums[key] = loss_sums[key] + value if key in loss_sums else value.clone()
+            images, flops = result.images, flops + result.flops
+            if run.progress.due():  # the one sync per logging interval
+                run.progress.update(step=epoch * run.steps_per_epoch + step + 1, epoch=epoch + 1,
+                                    loss=round(float(loss_sums["total"]) / (step + 1), 5))  # fmt: skip
+        end_of_epoch(run, epoch, loss_sums, images * run.steps_per_epoch, flops, time.perf_counter() - started)
+    run.progress.close()
+
+
+def train_in_process(params_raw: dict, paths: dict[str, str], checkpoint_dir: Path, *,
+                     init_weights: Path | str | None = None, progress: bool = False) -> Checkpoint:  # fmt: skip
+    """The loop in this process, without Ray (benchmarks, tests): returns the last checkpoint, whose ``history`` and
+    ``best_weights`` are what the train stage reads from Ray's. A ``checkpoint_dir`` holding a checkpoint resumes."""
+    train_worker({"params": params_raw, "paths": paths, "local_checkpoint_dir": str(checkpoint_dir),
+                  "init_weights": str(init_weights) if init_weights else None, "progress": progress,
+                  "use_gpu": torch.cuda.is_available()})  # fmt: skip
+    return Checkpoint.latest_in(checkpoint_dir)

@@ -12,7 +12,6 @@ import logging
 from pathlib import Path
 
 import numpy as np
-import torch
 import yaml
 
 from pipeline.config import Params, load_params
@@ -24,7 +23,7 @@ from pipeline.model_store import WEIGHTS_FILE, load_model, save_model
 from pipeline.ray_cluster import ray_session
 from pipeline.ray_train import fit
 from pipeline.tracking import log_training, stage_run
-from pipeline.training import BEST_FILE, after_warmup_mean
+from pipeline.training import Checkpoint, after_warmup_mean
 from pipeline.viz import learning_curve, prediction_sheet, save_png
 
 
@@ -59,8 +58,8 @@ def main() -> None:
     if result.checkpoint is None:
         raise SystemExit(f"training produced no checkpoint: {result.error}")
     with result.checkpoint.as_directory() as ckpt:
-        weights = torch.load(Path(ckpt) / BEST_FILE, map_location="cpu", weights_only=True)
-        history = json.loads((Path(ckpt) / "history.json").read_text())
+        checkpoint = Checkpoint(Path(ckpt))
+        weights, history = checkpoint.best_weights(), checkpoint.history()
 
     best = max(history, key=lambda h: h.get("val_ap", -1.0))
     labels = read_coco(args.labels, sigmas=params.data.sigmas, flip_pairs=params.data.flip_pairs)

@@ -13,7 +13,7 @@ from pipeline.config import params_from_dict
 from pipeline.data.coco import read_coco
 from pipeline.data.prepare import prepare
 from pipeline.model_store import save_model
-from pipeline.training import BEST_FILE, train_worker
+from pipeline.training import train_in_process
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -44,9 +44,7 @@ def train_teacher(project: Path, raw: dict, out: Path) -> Path:
     prepared = project / "data" / "prepared"
     paths = {"labels": str(prepared / "labeled.json"), "val": str(prepared / "val.json"),
              "images_root": str(prepared)}  # fmt: skip
-    checkpoints = out.parent / f"{out.name}-checkpoints"
-    train_worker({"params": raw, "paths": paths, "local_checkpoint_dir": str(checkpoints), "progress": False})
-    weights = torch.load(checkpoints / "latest" / BEST_FILE, map_location="cpu", weights_only=True)
+    weights = train_in_process(raw, paths, out.parent / f"{out.name}-checkpoints").best_weights()
     schema = read_coco(prepared / "labeled.json").schema
     return save_model(out, weights, raw, schema, {})
 
