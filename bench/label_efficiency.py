@@ -78,7 +78,15 @@ from pipeline.inference import predict, prediction_columns, predictions_table
 from pipeline.labelstudio.convert import keypoint_effort
 from pipeline.labelstudio.oracle import is_unlabelable
 from pipeline.model_store import build_codec, model_from_params
-from pipeline.scoring import EXCLUDES_HOPELESS, POLICIES, hopeless_rows, list_column, read_scores, select_with_params
+from pipeline.scoring import (
+    EXCLUDES_HOPELESS,
+    POLICIES,
+    excluded_instances,
+    hopeless_rows,
+    list_column,
+    read_scores,
+    select_with_params,
+)
 from pipeline.training import train_in_process
 
 NAME = "label_efficiency"
@@ -410,15 +418,16 @@ def run_unit(grid: Grid, source: str, unit: Unit, workdir: Path) -> dict:
             arm_dir = zero_dir / policy
             arm_dir.mkdir()
             store = arm_dir / "corrections"
-            labeled_ids = {int(a["id"]) for a in project.seed_coco["annotations"]}
+            labels_file = project.prepared / "labeled.json"
             current, (scores, table) = zero, zero_scores
             spent = Counter(tasks=0, skipped=0, moved=0, added=0, deleted=0, review=0)
             rows.append({"seed": seed, "ssl": ssl, "policy": policy, "arm": arm, "round": 0, "labeled": n0,
                          "share": n0 / project.labelable, **dict(spent), **_metrics(zero)})  # fmt: skip
             for r in range(1, grid.rounds + 1):
-                chosen = select_with_params(scores, table, cfg, exclude={"labeled": labeled_ids},
-                                            labeled_count=len(labeled_ids), seed=seed * 1000 + r,
-                                            budget=budget)  # fmt: skip
+                # what the select stage excludes: labeled (seed + corrections) and skipped instances
+                exclude = excluded_instances([labels_file], store, None)
+                chosen = select_with_params(scores, table, cfg, exclude=exclude, labeled_count=len(exclude["labeled"]),
+                                            seed=seed * 1000 + r, budget=budget)  # fmt: skip
                 ids = scores["instance_id"].to_numpy()
                 if r == 1 or base_policy in EXCLUDES_HOPELESS:
                     flagged = hopeless_rows(list_column(table, "scores"), cfg.hopeless_min_keypoints,
@@ -439,11 +448,10 @@ def run_unit(grid: Grid, source: str, unit: Unit, workdir: Path) -> dict:
                          if int(i) in set(picked + review)}  # fmt: skip
                 spent.update(annotate(project, store, picked + review, r, arm, shown, grid.skip_below_visible))
                 spent["review"] += len(review)
-                labels = arm_dir / f"train_round{r}.json"
-                report = merged_labels(project, store, labels)
-                labeled_ids = {int(a["id"]) for a in json.loads(labels.read_text())["annotations"]}
+                labels_file = arm_dir / f"train_round{r}.json"
+                report = merged_labels(project, store, labels_file)
                 init = current.weights if grid.warm_start else None
-                current = train(arm_raw, project, labels, arm_dir / f"round{r}.pt", init)
+                current = train(arm_raw, project, labels_file, arm_dir / f"round{r}.pt", init)
                 done += 1
                 rows.append({"seed": seed, "ssl": ssl, "policy": policy, "arm": arm, "round": r,
                              "labeled": report["labeled_total"], "share": report["labeled_total"] /

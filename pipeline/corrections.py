@@ -33,8 +33,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
-import numbers
 import operator
 import re
 from collections import Counter
@@ -44,8 +42,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal, get_args
 
-import numpy as np
-
+from pipeline.checks import is_finite_number, is_int
 from pipeline.files import atomic_write
 
 log = logging.getLogger(__name__)
@@ -63,21 +60,6 @@ LEGACY_BOX_IOU = 0.5
 
 
 # ------------------------------------------------------------------------------------------------ field validation
-
-
-def _is_int(value: Any) -> bool:
-    # bool is an int subclass; a true/false where an id belongs is a bug in whatever wrote the record.
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: Any) -> bool:
-    # numbers.Real takes numpy scalars too (pull may compute with numpy); bool and numpy's bool_ are not numbers here.
-    if not isinstance(value, numbers.Real) or isinstance(value, bool | np.bool_):
-        return False
-    try:
-        return math.isfinite(value)
-    except OverflowError:  # an int beyond any float
-        return False
 
 
 def _check_texts(record: Any, names: tuple[str, ...]) -> None:
@@ -141,7 +123,7 @@ class _Fields:
 
     def int_(self, name: str) -> int:
         value = self.get(name)
-        if not _is_int(value):
+        if not is_int(value):
             raise self.fail(name, f"expected an integer, got {value!r:.60}")
         return value
 
@@ -187,7 +169,7 @@ class _Fields:
 
     def numbers(self, name: str) -> list[float]:
         value = self.get(name)
-        if not isinstance(value, list) or not all(_is_number(v) for v in value):
+        if not isinstance(value, list) or not all(is_finite_number(v) for v in value):
             raise self.fail(name, f"expected a list of finite numbers, got {value!r:.60}")
         return value
 
@@ -198,7 +180,7 @@ def _bbox(values: Sequence[float]) -> tuple[float, float, float, float]:
 
 
 def _check_bbox(values: Any, what: str) -> tuple[float, float, float, float]:
-    if len(values) != 4 or not all(_is_number(v) for v in values):
+    if len(values) != 4 or not all(is_finite_number(v) for v in values):
         raise ValueError(f"{what}: expected 4 finite numbers (x, y, w, h), got {list(values)!r:.80}")
     return _bbox(values)
 
@@ -219,7 +201,7 @@ def _keypoints(values: Sequence[float]) -> tuple[float, ...]:
 
 def _keypoint_problem(values: Sequence[float]) -> str | None:
     """Why a flat x, y, v list is not COCO keypoints (None when it is)."""
-    if not all(_is_number(v) for v in values):
+    if not all(is_finite_number(v) for v in values):
         return "expected finite numbers"
     if len(values) % 3:
         return f"length {len(values)} is not a multiple of 3 (x, y, v per keypoint)"
@@ -271,7 +253,7 @@ class Correction:
         # Records built in code (pull) get the checks from_json gives file records, and the canonical number types,
         # so equal data has equal keys and bytes whatever produced it (numpy scalars included).
         problem = _keypoint_problem(self.keypoints) or (None if len(self.bbox) == 4 else "bbox needs 4 numbers")
-        if problem or not all(_is_number(v) for v in self.bbox):
+        if problem or not all(is_finite_number(v) for v in self.bbox):
             raise ValueError(f"correction of instance {self.instance_id}: {problem or 'bbox not finite numbers'}")
         _check_time(self.completed_at, f"correction of instance {self.instance_id}: completed_at")
         _check_texts(self, ("annotator", "model_version", "origin", "image_file"))
@@ -404,7 +386,7 @@ class Skip:
 
 
 @dataclass(frozen=True)
-class Problem:
+class AnnotationProblem:
     """An annotation pull could not turn into a correction (unknown label, point outside the image, ...)."""
 
     task_id: int | None
@@ -415,7 +397,7 @@ class Problem:
         return {"task_id": self.task_id, "annotation_id": self.annotation_id, "message": self.message}
 
     @classmethod
-    def from_json(cls, d: Any, file: str = "<corrections>", index: int = 0) -> Problem:
+    def from_json(cls, d: Any, file: str = "<corrections>", index: int = 0) -> AnnotationProblem:
         f = _Fields(d, file, f"problems[{index}]")
         return cls(
             task_id=f.opt_int("task_id"),
@@ -438,7 +420,7 @@ def _skip_order(s: Skip) -> tuple:
     return (s.instance_id, _parse_time(s.at), _none_last(s.task_id), _none_last(s.annotation_id), s.reason, s.at)
 
 
-def _problem_order(p: Problem) -> tuple:
+def _problem_order(p: AnnotationProblem) -> tuple:
     return (_none_last(p.task_id), _none_last(p.annotation_id), p.message)
 
 
@@ -457,7 +439,7 @@ def _store_files(store_dir: Path) -> list[Path]:
     return files
 
 
-def read_store_file(path: Path) -> tuple[list[Correction], list[Skip], list[Problem]]:
+def read_store_file(path: Path) -> tuple[list[Correction], list[Skip], list[AnnotationProblem]]:
     """One store file's records, in file order; anything unreadable raises ValueError naming the file."""
     file = str(path)
     try:
@@ -477,7 +459,7 @@ def read_store_file(path: Path) -> tuple[list[Correction], list[Skip], list[Prob
     return (
         [Correction.from_json(d, file, i) for i, d in enumerate(doc["corrections"])],
         [Skip.from_json(d, file, i) for i, d in enumerate(doc["skipped"])],
-        [Problem.from_json(d, file, i) for i, d in enumerate(doc["problems"])],
+        [AnnotationProblem.from_json(d, file, i) for i, d in enumerate(doc["problems"])],
     )
 
 
@@ -561,7 +543,7 @@ def write_pull(
     store_dir: Path,
     corrections: Iterable[Correction],
     skips: Iterable[Skip],
-    problems: Iterable[Problem],
+    problems: Iterable[AnnotationProblem],
     source: str,
     now: datetime | None = None,
 ) -> Path | None:

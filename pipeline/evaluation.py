@@ -14,7 +14,6 @@ import copy
 import io
 import json
 import logging
-import math
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -22,6 +21,7 @@ import numpy as np
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
+from pipeline.checks import is_finite_number
 from pipeline.keypoints import KeypointSchema
 
 log = logging.getLogger(__name__)
@@ -179,10 +179,6 @@ class PredictionsError(ValueError):
     """A predictions file that cannot be evaluated; the message lists every problem by file, index and field."""
 
 
-def _finite_number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-
-
 def read_predictions(path: Path, gt: dict, schema: KeypointSchema, max_listed: int = 20) -> list[dict]:
     """A COCO results list (``[{"image_id", "category_id", "keypoints": 3K numbers, "score"}, ...]``) or a COCO file
     whose ``annotations`` are the predictions (``score`` 1 where absent), checked against the ground truth ``gt``.
@@ -225,12 +221,12 @@ def read_predictions(path: Path, gt: dict, schema: KeypointSchema, max_listed: i
             found.append(
                 f"field 'keypoints': expected 3 x {k} = {3 * k} numbers (x, y, score per keypoint), got {size}"
             )
-        elif not all(_finite_number(v) for v in kps):
-            bad = next(j for j, v in enumerate(kps) if not _finite_number(v))
+        elif not all(is_finite_number(v) for v in kps):
+            bad = next(j for j, v in enumerate(kps) if not is_finite_number(v))
             found.append(f"field 'keypoints': value {bad} is {kps[bad]!r}, not a finite number")
         if "score" not in rec:
             found.append("field 'score': missing (COCO results need a detection score)")
-        elif not _finite_number(rec["score"]):
+        elif not is_finite_number(rec["score"]):
             found.append(f"field 'score': {rec['score']!r:.40} is not a finite number")
         problems += [f"{name}: {f}" for f in found]
         if not found:

@@ -24,8 +24,10 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from models.pose_model import PoseModel
-from pipeline.data.dataset import IMAGENET_MEAN, IMAGENET_STD, InstanceRecord, TopDownDataset
+from pipeline.data.coco import CocoKeypoints
+from pipeline.data.dataset import IMAGENET_MEAN, IMAGENET_STD, InstanceRecord, TopDownDataset, instances_from_coco
 from pipeline.data.transforms import crop_to_image, sample_transform, warp_crop
+from pipeline.evaluation import oks
 from pipeline.model_store import DESCRIPTION_FILE, load_model
 from pipeline.ray_cluster import route_ray_logs, verbose
 from pipeline.ssl import adaptive_mask_difficulty
@@ -134,35 +136,68 @@ def predict(
     )
 
 
+def coco_results(instance_ids: np.ndarray, image_ids: np.ndarray, keypoints: np.ndarray, scores: np.ndarray,
+                 category_id: int) -> list[dict]:  # fmt: skip
+    """COCO keypoint results, one per instance, with ``instance_id`` kept for paired distance metrics.
+
+    ``instance_ids``, ``image_ids`` (N,); ``keypoints`` (N, K, 2) image px; ``scores`` (N, K). The instance score is
+    the mean keypoint score (what pycocotools ranks detections by).
+    """
+    triples = np.concatenate([keypoints, scores[..., None]], axis=2).reshape(len(instance_ids), -1)
+    return [
+        {"image_id": int(img), "category_id": category_id, "keypoints": [round(float(v), 3) for v in flat],
+         "score": float(np.mean(sc)), "instance_id": int(iid)}
+        for iid, img, flat, sc in zip(instance_ids, image_ids, triples, scores, strict=True)
+    ]  # fmt: skip
+
+
 def to_coco_results(
     predictions: InstancePredictions, records: Sequence[InstanceRecord], category_id: int
 ) -> list[dict]:
-    """COCO keypoint results, one per instance, with ``instance_id`` kept for paired distance metrics.
-
-    The instance score is the mean keypoint score (what pycocotools ranks detections by).
-    """
+    """``coco_results`` of ``predict``'s output; image ids from the records the predictions were made on."""
     image_of = {r.instance_id: r.image_id for r in records}
-    results = []
-    for iid, kp, sc in zip(predictions.instance_id, predictions.keypoints, predictions.scores, strict=True):
-        flat = np.concatenate([kp, sc[:, None]], axis=1).ravel()
-        results.append(
-            {
-                "image_id": int(image_of[int(iid)]),
-                "category_id": category_id,
-                "keypoints": [round(float(v), 3) for v in flat],
-                "score": float(sc.mean()),
-                "instance_id": int(iid),
-            }
-        )
-    return results
+    image_ids = np.array([image_of[int(i)] for i in predictions.instance_id], np.int64)
+    return coco_results(predictions.instance_id, image_ids, predictions.keypoints, predictions.scores, category_id)
+
+
+# --------------------------------------------------------------------------------------------------- a labeled split
+
+
+def predict_split(
+    model: PoseModel, gt: CocoKeypoints, images_root: Path, padding: float, flip_test: bool
+) -> tuple[list[InstanceRecord], InstancePredictions | None]:
+    """The split's labeled instances (as training validates them) and the model's predictions, in record order;
+    ``padding``: params.codec.box_padding. Raises ValueError when the file's schema is not the model's."""
+    if gt.schema.num_keypoints != model.schema.num_keypoints:
+        raise ValueError(f"{gt.path}: {gt.schema.num_keypoints} keypoints, the model predicts "
+                         f"{model.schema.num_keypoints}")  # fmt: skip
+    records = instances_from_coco(gt.images, gt.annotations, images_root, gt.schema.num_keypoints)
+    if not records:
+        return [], None
+    dataset = TopDownDataset(records, model.schema, model.codec, input_size=model.codec.input_size,
+                             padding=padding)  # fmt: skip
+    return records, predict(model, dataset, flip_test=flip_test)
+
+
+def worst_instances(
+    gt: CocoKeypoints, records: list[InstanceRecord], pred: InstancePredictions, count: int
+) -> list[dict]:
+    """The ``count`` instances with the lowest OKS (ties: lower instance id first), worst first."""
+    area = {int(a["id"]): float(a.get("area") or a["bbox"][2] * a["bbox"][3]) for a in gt.annotations}
+    sigmas = gt.schema.sigma_array
+    rows = []
+    for i, record in enumerate(records):
+        score = oks(pred.keypoints[i], record.keypoints, area[record.instance_id], sigmas)
+        rows.append({"index": i, "instance_id": record.instance_id, "image_id": record.image_id, "oks": score,
+                     "image": str(record.image_path)})  # fmt: skip
+    rows.sort(key=lambda r: (r["oks"], r["instance_id"]))
+    return rows[:count]
 
 
 # --------------------------------------------------------------------------------------------------- the pool
 # The teacher over the unlabeled pool on Ray Data: instance rows -> crop tasks (CPU, any node) -> predictor actors
 # (one model load per actor; GPU when asked) -> the driver streams each batch into one parquet file. The crops and
 # the predictions never accumulate: memory stays flat however large the pool is.
-
-PREDICTION_SCALARS = ("response", "min_response", "sahr_sigma", "difficulty", "flip_disagreement")
 
 
 @dataclass(frozen=True)
@@ -254,7 +289,8 @@ class TeacherPredictor:
     """Ray Data callable class: loads the teacher once per actor, then predicts crop batches.
 
     Output columns (B rows, K keypoints): instance_id, image_id, bbox (B, 4), keypoints (B, 2K) image px as x0, y0,
-    x1, ...; scores (B, K); the ``PREDICTION_SCALARS`` (B,); image_readable (B,). Unreadable rows get NaN scores.
+    x1, ...; scores (B, K); the signals of ``pipeline.scoring.SIGNALS`` (B,); image_readable (B,). Unreadable rows get
+    NaN scores.
     """
 
     def __init__(self, model_dir: str, flip_test: bool, tau: float, threads: int, use_gpu: bool) -> None:
@@ -393,17 +429,10 @@ def predict_pool(
 
 
 def pool_predictions_to_coco_results(table: pa.Table, category_id: int) -> list[dict]:
-    """Rows of pool_predictions.parquet (readable images only) -> COCO keypoint results with ``instance_id``."""
+    """``coco_results`` of the readable rows of pool_predictions.parquet."""
     from pipeline.scoring import list_column
 
     readable = table.column("image_readable").to_numpy(zero_copy_only=False)
-    keypoints = list_column(table, "keypoints")[readable]
-    scores = list_column(table, "scores")[readable]
-    ids = table.column("instance_id").to_numpy()[readable]
-    image_ids = table.column("image_id").to_numpy()[readable]
-    triples = np.concatenate([keypoints.reshape(len(ids), -1, 2), scores[..., None]], axis=2).reshape(len(ids), -1)
-    return [
-        {"image_id": int(img), "category_id": category_id, "keypoints": np.round(flat, 3).tolist(),
-         "score": float(np.mean(sc)), "instance_id": int(iid)}
-        for iid, img, flat, sc in zip(ids, image_ids, triples, scores, strict=True)
-    ]  # fmt: skip
+    ids, image_ids = (table.column(c).to_numpy()[readable] for c in ("instance_id", "image_id"))
+    keypoints = list_column(table, "keypoints")[readable].reshape(len(ids), -1, 2)
+    return coco_results(ids, image_ids, keypoints, list_column(table, "scores")[readable], category_id)

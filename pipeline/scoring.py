@@ -13,6 +13,7 @@ x0, y0, x1, ...; bbox (N, 4) x, y, w, h.
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,8 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from pipeline.corrections import read_store
 
 # +1: a larger value means more uncertain; -1: a smaller one does. Orientations are measured, not assumed
 # (docs/BENCHMARKS.md, "How good each selection signal is"). sahr_sigma is -1: a SMALL effective sigma (a large SAHR
@@ -397,6 +400,40 @@ def selection_table(table: pa.Table, selection: Selection) -> pa.Table:
     chosen = chosen.append_column("queue", pa.array(queue, pa.string()))
     chosen = chosen.append_column("uncertainty", pa.array(np.nan_to_num(selection.uncertainty[rows])))
     return chosen.append_column("policy_score", pa.array(np.nan_to_num(selection.policy_score[rows])))
+
+
+def excluded_instances(labeled: list[Path], corrections: Path, pending: Path | None) -> dict[str, set[int]]:
+    """{reason: instance ids} that must not be selected again: labeled (the labeled sets and every stored
+    correction), skipped (stored skips), pending (sent to Label Studio, not answered yet)."""
+    labeled_ids: set[int] = set()
+    for path in labeled:
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: labeled set not found")
+        labeled_ids |= {int(a["id"]) for a in json.loads(path.read_text())["annotations"]}
+    done, skips = read_store(corrections)
+    pending_ids: set[int] = set()
+    if pending is not None and pending.is_file():
+        pending_ids = {int(i) for i in json.loads(pending.read_text())["pending"]}
+    return {"labeled": labeled_ids | {c.instance_id for c in done}, "skipped": {s.instance_id for s in skips},
+            "pending": pending_ids}  # fmt: skip
+
+
+def selection_metrics(
+    scores: pd.DataFrame, selection: Selection, policy: str, budget: int
+) -> tuple[dict, dict[str, np.ndarray], np.ndarray]:
+    """metrics/selection.json (policy, budget, the selection's counts, images selected, each signal's mean over the
+    selected and the rest), the signals (N,) per name including the combined uncertainty, and the (N,) chosen mask."""
+    chosen = np.zeros(len(scores), bool)
+    chosen[selection.rows] = True
+    signals = {s: scores[s].to_numpy(np.float64, na_value=np.nan) for s in SIGNALS}
+    signals["uncertainty"] = selection.uncertainty
+    metrics = {"policy": policy, "budget": budget, **selection.counts,
+               "images_selected": int(scores["image_id"][chosen].nunique())}  # fmt: skip
+    for name, values in signals.items():
+        if np.isfinite(values).any() and chosen.any():
+            metrics[f"{name}_selected_mean"] = round(float(np.nanmean(values[chosen])), 5)
+            metrics[f"{name}_rest_mean"] = round(float(np.nanmean(values[~chosen])), 5) if (~chosen).any() else None
+    return metrics, signals, chosen
 
 
 # --------------------------------------------------------------------------------------------------- pseudo-labels

@@ -10,6 +10,8 @@ import numpy as np
 
 from pipeline.keypoints import KeypointSchema
 
+SHEET_TILE = 192  # px, the side of one instance in prediction_sheet
+
 LEFT_COLOUR = (255, 128, 0)  # RGB: left side orange
 RIGHT_COLOUR = (0, 160, 255)  # right side blue
 CENTRE_COLOUR = (0, 220, 0)
@@ -134,7 +136,7 @@ def prediction_sheet(
         tiles.append(draw_keypoints(image[y0:y1, x0:x1], shown[None], schema, radius=2))
     if not tiles:
         return np.zeros((64, 64, 3), np.uint8)
-    return contact_sheet(tiles, columns=min(columns, len(tiles)), tile_size=(192, 192))
+    return contact_sheet(tiles, columns=min(columns, len(tiles)), tile_size=(SHEET_TILE, SHEET_TILE))
 
 
 def learning_curve(history: Sequence[dict], path: Path) -> Path:
@@ -222,3 +224,35 @@ def rounds_curve(rows: Sequence[dict], path: Path) -> Path:
     fig.savefig(path)
     plt.close(fig)
     return Path(path)
+
+
+def worst_examples_sheet(rows: list[dict], records: Sequence, keypoints: np.ndarray, scores: np.ndarray,
+                         schema: KeypointSchema) -> np.ndarray:  # fmt: skip
+    """One row per instance of ``rows`` (``worst_instances``: index, instance_id, oks, image): ground truth (left)
+    beside the prediction (right). ``records``: the InstanceRecords the predictions ``keypoints`` (N, K, 2) and
+    ``scores`` (N, K) were made on."""
+    # prediction_sheet leaves out unreadable images; leaving them out here first keeps the two columns aligned.
+    rows = [r for r in rows if Path(r["image"]).is_file()]
+    if not rows:
+        return np.zeros((64, 2 * 64, 3), np.uint8)
+    index = [r["index"] for r in rows]
+    paths = [records[i].image_path for i in index]
+    boxes = np.array([records[i].bbox for i in index])
+    truth = np.stack([records[i].keypoints for i in index])  # (N, K, 3) with COCO flags
+    left = prediction_sheet(paths, boxes, truth[..., :2], (truth[..., 2] > 0).astype(float), schema, columns=1,
+                            min_score=0.5)  # fmt: skip
+    # Every predicted keypoint is drawn (min_score 0): on the worst examples the wrong ones are the point.
+    right = prediction_sheet(paths, boxes, keypoints[index], scores[index], schema, columns=1,
+                             min_score=0.0)  # fmt: skip
+    sheet = np.ascontiguousarray(np.hstack([left, right]))
+    for n, row in enumerate(rows):
+        y = n * SHEET_TILE + 16
+        _outlined_text(sheet, "truth", (4, y))
+        _outlined_text(sheet, f"pred OKS {row['oks']:.2f} #{row['instance_id']}", (SHEET_TILE + 4, y))
+    return sheet
+
+
+def _outlined_text(image: np.ndarray, text: str, origin: tuple[int, int]) -> None:
+    """White text with a dark outline, readable on any background."""
+    for colour, thickness in (((0, 0, 0), 3), ((255, 255, 255), 1)):
+        cv2.putText(image, text, origin, cv2.FONT_HERSHEY_SIMPLEX, 0.45, colour, thickness, cv2.LINE_AA)

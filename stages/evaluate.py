@@ -20,21 +20,16 @@ import json
 import logging
 from pathlib import Path
 
-import cv2
 import numpy as np
 
-from models.pose_model import PoseModel
-from pipeline.config import Params, load_params
-from pipeline.data.coco import CocoKeypoints, read_coco
-from pipeline.data.dataset import InstanceRecord, TopDownDataset, instances_from_coco
-from pipeline.evaluation import evaluate_keypoints, oks
+from pipeline.config import load_params
+from pipeline.data.coco import read_coco
+from pipeline.evaluation import evaluate_keypoints
 from pipeline.files import write_json
-from pipeline.inference import InstancePredictions, predict, to_coco_results
+from pipeline.inference import predict_split, to_coco_results, worst_instances
 from pipeline.model_store import load_model
 from pipeline.tracking import flat_eval_metrics, stage_run
-from pipeline.viz import prediction_sheet, save_png
-
-TILE = 192  # prediction_sheet's tile size (px)
+from pipeline.viz import save_png, worst_examples_sheet
 
 
 def main() -> None:
@@ -57,15 +52,15 @@ def main() -> None:
     sheet = np.zeros((64, 128, 3), np.uint8)
     for split, path in (("val", args.val), ("test", args.test)):
         gt = read_coco(path, sigmas=params.data.sigmas, flip_pairs=params.data.flip_pairs)
-        records, pred = _predict_split(model, gt, args.images_root, params, flip_test)
+        records, pred = predict_split(model, gt, args.images_root, params.codec.box_padding, flip_test)
         if not records:  # e.g. data.test_images: 0
             results[split] = None
             continue
         metrics = evaluate_keypoints(gt.to_dict(), to_coco_results(pred, records, gt.schema.category_id), gt.schema)
         results[split] = {**metrics, "instances": len(records)}
         if split == "val":
-            worst_rows = _worst(gt, records, pred, params.register.review_examples)
-            sheet = _worst_sheet(worst_rows, records, pred, gt)
+            worst_rows = worst_instances(gt, records, pred, params.register.review_examples)
+            sheet = worst_examples_sheet(worst_rows, records, pred.keypoints, pred.scores, gt.schema)
     if results["val"] is None:
         raise SystemExit(f"{args.val}: no labeled person to evaluate on")
 
@@ -81,65 +76,6 @@ def main() -> None:
     val, test = results["val"], results["test"]
     print(json.dumps({"metrics": str(args.metrics), "val_ap": val["ap"], "val_pck10": val["pck10"],
                       "test_ap": None if test is None else test["ap"], "flip_test": flip_test}))  # fmt: skip
-
-
-def _predict_split(
-    model: PoseModel, gt: CocoKeypoints, images_root: Path, params: Params, flip_test: bool
-) -> tuple[list[InstanceRecord], InstancePredictions | None]:
-    """The split's labeled instances (as training validates them) and the model's predictions, in record order."""
-    if gt.schema.num_keypoints != model.schema.num_keypoints:
-        raise SystemExit(f"{gt.path}: {gt.schema.num_keypoints} keypoints, the model predicts "
-                         f"{model.schema.num_keypoints}")  # fmt: skip
-    records = instances_from_coco(gt.images, gt.annotations, images_root, gt.schema.num_keypoints)
-    if not records:
-        return [], None
-    dataset = TopDownDataset(records, model.schema, model.codec, input_size=model.codec.input_size,
-                             padding=params.codec.box_padding)  # fmt: skip
-    return records, predict(model, dataset, flip_test=flip_test)
-
-
-def _worst(gt: CocoKeypoints, records: list[InstanceRecord], pred: InstancePredictions, count: int) -> list[dict]:
-    """The ``count`` instances with the lowest OKS (ties: lower instance id first), worst first."""
-    area = {int(a["id"]): float(a.get("area") or a["bbox"][2] * a["bbox"][3]) for a in gt.annotations}
-    sigmas = gt.schema.sigma_array
-    rows = []
-    for i, record in enumerate(records):
-        score = oks(pred.keypoints[i], record.keypoints, area[record.instance_id], sigmas)
-        rows.append({"index": i, "instance_id": record.instance_id, "image_id": record.image_id, "oks": score,
-                     "image": str(record.image_path)})  # fmt: skip
-    rows.sort(key=lambda r: (r["oks"], r["instance_id"]))
-    return rows[:count]
-
-
-def _worst_sheet(
-    rows: list[dict], records: list[InstanceRecord], pred: InstancePredictions, gt: CocoKeypoints
-) -> np.ndarray:
-    """One row per instance: ground truth (left) and prediction (right), drawn by ``viz.prediction_sheet``."""
-    # prediction_sheet leaves out unreadable images; leaving them out here first keeps the two columns aligned.
-    rows = [r for r in rows if Path(r["image"]).is_file()]
-    if not rows:
-        return np.zeros((64, 2 * 64, 3), np.uint8)
-    index = [r["index"] for r in rows]
-    paths = [records[i].image_path for i in index]
-    boxes = np.array([records[i].bbox for i in index])
-    truth = np.stack([records[i].keypoints for i in index])  # (N, K, 3) with COCO flags
-    left = prediction_sheet(paths, boxes, truth[..., :2], (truth[..., 2] > 0).astype(float), gt.schema, columns=1,
-                            min_score=0.5)  # fmt: skip
-    # Every predicted keypoint is drawn (min_score 0): on the worst examples the wrong ones are the point.
-    right = prediction_sheet(paths, boxes, pred.keypoints[index], pred.scores[index], gt.schema, columns=1,
-                             min_score=0.0)  # fmt: skip
-    sheet = np.ascontiguousarray(np.hstack([left, right]))
-    for n, row in enumerate(rows):
-        y = n * TILE + 16
-        _label(sheet, "truth", (4, y))
-        _label(sheet, f"pred OKS {row['oks']:.2f} #{row['instance_id']}", (TILE + 4, y))
-    return sheet
-
-
-def _label(image: np.ndarray, text: str, origin: tuple[int, int]) -> None:
-    """White text with a dark outline, readable on any background."""
-    for colour, thickness in (((0, 0, 0), 3), ((255, 255, 255), 1)):
-        cv2.putText(image, text, origin, cv2.FONT_HERSHEY_SIMPLEX, 0.45, colour, thickness, cv2.LINE_AA)
 
 
 def _write_plots(plots_dir: Path, results: dict, worst_rows: list[dict], sheet: np.ndarray) -> list[Path]:

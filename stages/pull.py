@@ -17,14 +17,14 @@ import sys
 from pathlib import Path
 
 from pipeline.config import load_params
-from pipeline.corrections import Correction, Problem, Skip, read_store, write_pull
+from pipeline.corrections import AnnotationProblem, Correction, Skip, read_store, write_pull
 from pipeline.data.coco import read_coco
 from pipeline.files import atomic_write
 from pipeline.labelstudio.client import ENV_URL, LabelStudioError, connect, fetch_annotations, find_project
 from pipeline.labelstudio.convert import parse_export_file
 
 
-def report(problems: list[Problem], source: str) -> None:
+def report(problems: list[AnnotationProblem], source: str) -> None:
     for p in problems:
         print(f"pull ({source}): task {p.task_id} annotation {p.annotation_id}: {p.message}", file=sys.stderr)
 
@@ -47,7 +47,7 @@ def main() -> None:
     # source that fails cannot leave the store half-written.
     corrections: list[Correction] = []
     skips: list[Skip] = []
-    problems: list[Problem] = []
+    problems: list[AnnotationProblem] = []
     sources: list[str] = []
     if os.environ.get(ENV_URL):
         ls = connect()

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.corrections import Correction, Problem, Skip, merge, read_store, write_pull
+from pipeline.corrections import AnnotationProblem, Correction, Skip, merge, read_store, write_pull
 from pipeline.data.coco import read_coco
 from pipeline.keypoints import KeypointSchema
 
@@ -91,7 +91,7 @@ def test_write_pull_creates_a_file_and_repeating_it_writes_nothing(tmp_path):
     store = tmp_path / "corrections"
     c = [_corr(100, 11, 12, 40, "2026-11-22T15:00:00Z")]
     s = [_skip(101, 13, 41, "2026-11-22T15:01:00Z", "no_person")]
-    p = [Problem(14, 42, "unknown label 'tail'")]
+    p = [AnnotationProblem(14, 42, "unknown label 'tail'")]
     path = write_pull(store, c, s, p, "labelstudio", now=NOW)
     assert path is not None and path.parent == store
     assert path.name.startswith("20261122T154000Z-") and len(path.name) == len("20261122T154000Z-") + 12 + 5
@@ -100,14 +100,14 @@ def test_write_pull_creates_a_file_and_repeating_it_writes_nothing(tmp_path):
     assert doc["source"] == "labelstudio"
     assert [Correction.from_json(d) for d in doc["corrections"]] == c
     assert [Skip.from_json(d) for d in doc["skipped"]] == s
-    assert [Problem.from_json(d) for d in doc["problems"]] == p
+    assert [AnnotationProblem.from_json(d) for d in doc["problems"]] == p
     assert read_store(store) == (c, s)
 
     before = _snapshot(store)
     assert write_pull(store, c, s, p, "labelstudio", now=datetime(2026, 11, 23, tzinfo=UTC)) is None
     assert _snapshot(store) == before
     # problems alone never make a file
-    assert write_pull(store, [], [], [Problem(15, 43, "bad")], "labelstudio", now=NOW) is None
+    assert write_pull(store, [], [], [AnnotationProblem(15, 43, "bad")], "labelstudio", now=NOW) is None
     assert _snapshot(store) == before
 
 

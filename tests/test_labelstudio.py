@@ -251,7 +251,7 @@ def test_skip_no_person_and_missing_box():
 def test_collect_task_records_rules():
     accepted = {"id": 1, "created_at": "2026-11-22T10:00:00Z", "result": [_point("a", "snout", 10, 10)]}
     tasks = [
-        # two completed annotations: the first is pulled, the second is a Problem
+        # two completed annotations: the first is pulled, the second is an AnnotationProblem
         {**TASK, "annotations": [{**accepted, "id": 2}, {**accepted, "id": 1}]},
         {"id": 12, "data": {"instance_id": 8, "image_id": 3}, "annotations": [{**accepted, "was_cancelled": True}]},
         {"id": 13, "data": {"instance_id": 9, "image_id": 3}, "annotations": []},
@@ -262,7 +262,7 @@ def test_collect_task_records_rules():
     records = convert.collect_task_records(tasks, SCHEMA4)
     assert [(c.task_id, c.annotation_id) for c in records.corrections] == [(11, 1)]
     assert [(s.instance_id, s.reason) for s in records.skips] == [(8, "skipped")]
-    assert records.pending == [9, 10]  # a task whose annotation is a Problem stays pending
+    assert records.pending == [9, 10]  # a task whose annotation is an AnnotationProblem stays pending
     by_task = {p.task_id: p for p in records.problems}
     assert set(by_task) == {11, 14, 16}
     assert "second completed annotation of instance 7; annotation 1 is the one pulled" in by_task[11].message

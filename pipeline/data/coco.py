@@ -39,6 +39,7 @@ from typing import Any, Literal
 import numpy as np
 from PIL import Image
 
+from pipeline.checks import is_int, is_number
 from pipeline.files import atomic_write
 from pipeline.keypoints import KeypointSchema
 
@@ -82,16 +83,6 @@ class CocoFormatError(ValueError):
     @property
     def errors(self) -> list[Problem]:
         return [p for p in self.problems if p.severity == "error"]
-
-
-def _is_number(value: Any) -> bool:
-    # bool is an int subclass; a True in a box or keypoint list is a bug in whatever wrote the file. numpy scalars are
-    # accepted because stages compute with numpy / pandas (np.int64 ids); write_coco turns them into plain numbers.
-    return isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool | np.bool_)
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int | np.integer) and not isinstance(value, bool | np.bool_)
 
 
 def _json_default(value: Any) -> Any:
@@ -156,7 +147,7 @@ def path_escape(name: str) -> str | None:
 
 def _record_name(kind: str, rec: Any, index: int, plural: str) -> str:
     """``annotation 42`` when the record has a usable id, else its JSON position ``annotations[3]``."""
-    if isinstance(rec, dict) and (_is_int(rec.get("id")) or isinstance(rec.get("id"), str)):
+    if isinstance(rec, dict) and (is_int(rec.get("id")) or isinstance(rec.get("id"), str)):
         return f"{kind} {rec['id']}"
     return f"{plural}[{index}]"
 
@@ -199,7 +190,7 @@ def validate_coco(
 
 
 def _category_ids(categories: list[Any]) -> list[int]:
-    return [c["id"] for c in categories if isinstance(c, dict) and _is_int(c.get("id"))]
+    return [c["id"] for c in categories if isinstance(c, dict) and is_int(c.get("id"))]
 
 
 def _check_categories(categories: list[Any], out: _Collector) -> dict[int, int]:
@@ -213,7 +204,7 @@ def _check_categories(categories: list[Any], out: _Collector) -> dict[int, int]:
             out.add(rec, None, f"expected an object, got {type(cat).__name__}")
             continue
         cid = cat.get("id")
-        if not _is_int(cid):
+        if not is_int(cid):
             out.add(rec, "id", f"expected an integer id, got {_fmt(cid)}")
             continue
         if cid in seen:
@@ -239,7 +230,7 @@ def _check_categories(categories: list[Any], out: _Collector) -> dict[int, int]:
         k = len(names)
         skeleton = cat.get("skeleton", [])
         if not isinstance(skeleton, list) or not all(
-            isinstance(e, list | tuple) and len(e) == 2 and all(_is_int(j) and 1 <= j <= k for j in e) for e in skeleton
+            isinstance(e, list | tuple) and len(e) == 2 and all(is_int(j) and 1 <= j <= k for j in e) for e in skeleton
         ):
             out.add(rec, "skeleton", f"expected pairs of 1-based keypoint indices in 1..{k}, got {_fmt(skeleton)}")
         num_kps[cid] = k
@@ -256,7 +247,7 @@ def _check_images(images: list[Any], out: _Collector) -> set[Any]:
             out.add(rec, None, f"expected an object, got {type(img).__name__}")
             continue
         iid = img.get("id")
-        if not _is_int(iid):
+        if not is_int(iid):
             out.add(rec, "id", f"expected an integer id, got {_fmt(iid)}")
         elif iid in ids:
             out.add(rec, "id", "duplicate image id")
@@ -271,7 +262,7 @@ def _check_images(images: list[Any], out: _Collector) -> set[Any]:
                 out.add(rec, "file_name", escape)
         for key in ("width", "height"):
             value = img.get(key)
-            if not _is_int(value) or value <= 0:
+            if not is_int(value) or value <= 0:
                 out.add(rec, key, f"expected a positive integer, got {_fmt(value)}")
     return ids
 
@@ -296,7 +287,7 @@ def _check_annotations(
             add(None, f"expected an object, got {type(ann).__name__}")
             continue
         aid = ann.get("id")
-        if not _is_int(aid):
+        if not is_int(aid):
             add("id", f"expected an integer id, got {_fmt(aid)}")
         elif aid in ids:
             add("id", "duplicate annotation id")
@@ -304,22 +295,22 @@ def _check_annotations(
             ids.add(aid)
         if "image_id" not in ann:
             add("image_id", "missing")
-        elif not _is_int(ann["image_id"]) or ann["image_id"] not in image_ids:  # int first: a list is unhashable
+        elif not is_int(ann["image_id"]) or ann["image_id"] not in image_ids:  # int first: a list is unhashable
             add("image_id", f"no image with id {_fmt(ann['image_id'])}")
         cid = ann.get("category_id")
         if "category_id" not in ann:
             add("category_id", "missing")
-        elif not _is_int(cid) or cid not in category_ids:
+        elif not is_int(cid) or cid not in category_ids:
             add("category_id", f"no category with id {_fmt(cid)}")
         _check_bbox(ann, add)
         if "area" not in ann:
             add("area", "missing: computed from the box (width x height)", "warning")
-        elif not _is_number(ann["area"]) or not math.isfinite(ann["area"]) or ann["area"] < 0:
+        elif not is_number(ann["area"]) or not math.isfinite(ann["area"]) or ann["area"] < 0:
             add("area", f"expected a finite number >= 0, got {_fmt(ann['area'])}")
         if "iscrowd" in ann and ann["iscrowd"] not in (0, 1):
             add("iscrowd", f"expected 0 or 1, got {_fmt(ann['iscrowd'])}")
 
-        k = num_kps.get(cid) if _is_int(cid) else None
+        k = num_kps.get(cid) if is_int(cid) else None
         if k is None:
             continue  # not a keypoint category (or an unknown one, reported above)
         kps = ann.get("keypoints")
@@ -341,7 +332,7 @@ def _check_bbox(ann: dict, add: Any) -> None:
         add("bbox", "missing")
         return
     box = ann["bbox"]
-    if not isinstance(box, list) or len(box) != 4 or not all(_is_number(v) for v in box):
+    if not isinstance(box, list) or len(box) != 4 or not all(is_number(v) for v in box):
         add("bbox", f"expected [x, y, width, height] (4 numbers), got {_fmt(box)}")
     elif not all(math.isfinite(v) for v in box):
         add("bbox", f"not finite: {_fmt(box)}")
@@ -369,7 +360,7 @@ def _check_keypoint_values(
         # Something non-numeric somewhere (None, str, a nested list): find those rows in Python, the rest go on.
         ok = []
         for i, rec, ann in rows:
-            bad = [(j, v) for j, v in enumerate(ann["keypoints"]) if not _is_number(v)]
+            bad = [(j, v) for j, v in enumerate(ann["keypoints"]) if not is_number(v)]
             if bad:
                 j, v = bad[0]
                 add(i, rec, "keypoints", f"{len(bad)} non-numeric value(s), first at index {j}: {_fmt(v)}")
@@ -402,7 +393,7 @@ def _check_keypoint_values(
         nk = ann.get("num_keypoints")
         if nk is None:
             add(i, rec, "num_keypoints", "missing: recounted from the visibility flags", "warning")
-        elif not _is_int(nk) or nk != counts[pos]:
+        elif not is_int(nk) or nk != counts[pos]:
             add(i, rec, "num_keypoints", f"{_fmt(nk)} but {counts[pos]} keypoint(s) have visibility > 0: recounted",
                 "warning")
 
@@ -428,7 +419,7 @@ def _check_image_files(images: list[Any], images_dir: Path, decode: bool, out: _
             found.append((i, Problem(out.file, rec, "file_name", f"cannot decode {file}: {error}")))
             continue
         for key, actual in zip(("width", "height"), size, strict=True):
-            if _is_int(img.get(key)) and img[key] != actual:
+            if is_int(img.get(key)) and img[key] != actual:
                 found.append((i, Problem(out.file, rec, key, f"{img[key]} in the JSON but {actual} in {file}")))
     out.problems.extend(p for _, p in sorted(found, key=lambda t: t[0]))
 

@@ -32,7 +32,7 @@ import httpx
 from label_studio_sdk import LabelStudio
 from label_studio_sdk.core.api_error import ApiError
 
-from pipeline.corrections import Correction, Problem, Skip
+from pipeline.corrections import AnnotationProblem, Correction, Skip
 from pipeline.keypoints import KeypointSchema
 from pipeline.labelstudio.config import keypoint_labels, labeling_config
 from pipeline.labelstudio.convert import collect_task_records, parse_model_versions
@@ -553,7 +553,7 @@ def fetch_annotations(
     page_size: int = PAGE_SIZE,
     attempts: int = 5,
     base_delay: float = 0.5,
-) -> tuple[list[Correction], list[Skip], list[Problem], list[int]]:
+) -> tuple[list[Correction], list[Skip], list[AnnotationProblem], list[int]]:
     """Everything annotators did in the project: (corrections, skips, problems, pending instance ids).
 
     Rules: ``convert.collect_task_records`` (first completed annotation per task; later ones are Problems; skipped

@@ -51,7 +51,7 @@ from urllib.parse import quote
 
 import numpy as np
 
-from pipeline.corrections import Correction, Problem, Skip
+from pipeline.corrections import AnnotationProblem, Correction, Skip
 from pipeline.keypoints import KeypointSchema
 from pipeline.labelstudio.config import (
     BOX_NAME,
@@ -263,7 +263,7 @@ def instance_to_task(
 class AnnotationError(ValueError):
     """An annotation that cannot become a correction; ``problem`` names its task and annotation."""
 
-    def __init__(self, problem: Problem) -> None:
+    def __init__(self, problem: AnnotationProblem) -> None:
         super().__init__(problem.message)
         self.problem = problem
 
@@ -542,7 +542,7 @@ def annotation_to_correction(
 
     def fail(found: list[str]) -> AnnotationError:
         message = f"task {task_id}, annotation {annotation_id}: " + "; ".join(found)
-        return AnnotationError(Problem(task_id=task_id, annotation_id=annotation_id, message=message))
+        return AnnotationError(AnnotationProblem(task_id=task_id, annotation_id=annotation_id, message=message))
 
     instance_id = _task_int(data, "instance_id")
     if instance_id is None:
@@ -617,17 +617,17 @@ def convert_annotation(
     annotators: Mapping[int, str] | None = None,
     model_version: str | None = None,
     origin: str | None = None,
-) -> Correction | Skip | Problem:
-    """``annotation_to_correction`` that returns the Problem instead of raising it."""
+) -> Correction | Skip | AnnotationProblem:
+    """``annotation_to_correction`` that returns the AnnotationProblem instead of raising it."""
     try:
         return annotation_to_correction(
             task, annotation, schema, annotators=annotators, model_version=model_version, origin=origin
         )
     except AnnotationError as exc:
         return exc.problem
-    except ValueError as exc:  # a record the store would refuse (e.g. a field of the wrong type): a Problem too
+    except ValueError as exc:  # a record the store would refuse (a field of the wrong type): a problem too
         task_id, annotation_id = _task_int(task, "id"), _task_int(annotation, "id")
-        return Problem(task_id=task_id, annotation_id=annotation_id,
+        return AnnotationProblem(task_id=task_id, annotation_id=annotation_id,
                        message=f"task {task_id}, annotation {annotation_id}: {exc}")  # fmt: skip
 
 
@@ -637,7 +637,7 @@ class TaskRecords:
 
     corrections: list[Correction] = field(default_factory=list)
     skips: list[Skip] = field(default_factory=list)
-    problems: list[Problem] = field(default_factory=list)
+    problems: list[AnnotationProblem] = field(default_factory=list)
     pending: list[int] = field(default_factory=list)
 
 
@@ -652,11 +652,12 @@ def collect_task_records(
     """Turn tasks with their ``annotations`` (API dicts or a JSON export) into records.
 
     Per task: the completed annotations (``was_cancelled`` false) ordered by id; the first is converted, every later
-    one is a Problem ("a second completed annotation", the first is kept). No completed annotation but a skipped one:
-    one Skip. Neither: the instance is pending. A task whose first completed annotation is a Problem stays pending too
-    (the annotator has to fix it in Label Studio). Annotations of a task without ``data.instance_id`` (not exported by
-    poseloop) are Problems; such tasks without annotations are ignored. ``model_version_of(task, annotation)``
-    resolves the model version (default ``annotation_model_version``); ``origin`` is written into every record.
+    one is an AnnotationProblem ("a second completed annotation", the first is kept). No completed annotation but a
+    skipped one: one Skip. Neither: the instance is pending. A task whose first completed annotation is a problem stays
+    pending too (the annotator has to fix it in Label Studio). Annotations of a task without ``data.instance_id`` (not
+    exported by poseloop) are problems; such tasks without annotations are ignored.
+    ``model_version_of(task, annotation)`` resolves the model version (default ``annotation_model_version``);
+    ``origin`` is written into every record.
     """
     out = TaskRecords()
     resolve = model_version_of or annotation_model_version
@@ -670,7 +671,7 @@ def collect_task_records(
             for a in annotations:
                 message = f"task {task.get('id')}, annotation {a.get('id')}: {_NOT_OURS}"
                 out.problems.append(
-                    Problem(task_id=_task_int(task, "id"), annotation_id=_task_int(a, "id"), message=message)
+                    AnnotationProblem(task_id=_task_int(task, "id"), annotation_id=_task_int(a, "id"), message=message)
                 )
             continue
         completed = [a for a in annotations if not a.get("was_cancelled")]
@@ -682,7 +683,7 @@ def collect_task_records(
                 task, first, schema, annotators=annotators, model_version=version, origin=origin
             )
             _add(out, record)
-            if isinstance(record, Problem):
+            if isinstance(record, AnnotationProblem):
                 pending.add(instance_id)
             for later in completed[1:]:
                 message = (
@@ -690,7 +691,9 @@ def collect_task_records(
                     f"{instance_id}; annotation {first.get('id')} is the one pulled"
                 )
                 out.problems.append(
-                    Problem(task_id=_task_int(task, "id"), annotation_id=_task_int(later, "id"), message=message)
+                    AnnotationProblem(
+                        task_id=_task_int(task, "id"), annotation_id=_task_int(later, "id"), message=message
+                    )
                 )
         elif cancelled:
             _add(out, convert_annotation(task, cancelled[0], schema, annotators=annotators, origin=origin))
@@ -703,7 +706,7 @@ def collect_task_records(
     return out
 
 
-def _add(out: TaskRecords, record: Correction | Skip | Problem) -> None:
+def _add(out: TaskRecords, record: Correction | Skip | AnnotationProblem) -> None:
     if isinstance(record, Correction):
         out.corrections.append(record)
     elif isinstance(record, Skip):
@@ -712,7 +715,9 @@ def _add(out: TaskRecords, record: Correction | Skip | Problem) -> None:
         out.problems.append(record)
 
 
-def parse_export_file(path: str | Path, schema: KeypointSchema) -> tuple[list[Correction], list[Skip], list[Problem]]:
+def parse_export_file(
+    path: str | Path, schema: KeypointSchema
+) -> tuple[list[Correction], list[Skip], list[AnnotationProblem]]:
     """Records of a Label Studio JSON export (``[{"id", "data", "annotations": [...], "predictions": [...]}, ...]``),
     e.g. a file dropped into ``data/inbox/``. Same rules as ``collect_task_records``; the annotator is the user object's
     email when the export has one, else ``user <id>``. Raises ValueError when the file is not such a list.
