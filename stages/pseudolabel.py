@@ -31,12 +31,15 @@ def main() -> None:
     parser.add_argument("--pseudo-labels", type=Path, default=Path("artifacts/pseudo_labels.json"))
     parser.add_argument("--registry", type=Path, default=Path("artifacts/registry.json"))
     parser.add_argument("--metrics", type=Path, default=Path("metrics/pseudolabel.json"))
+    parser.add_argument("--teacher-dir", type=Path, default=Path("artifacts/teacher"),
+                        help="where pseudolabel.teacher: champion downloads the champion's files")  # fmt: skip
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     args = parser.parse_args()
-    cfg = load_params(args.params).pseudolabel
+    params = load_params(args.params)
+    cfg = params.pseudolabel
 
-    if cfg.teacher == "champion":
-        model_dir, version = download_model_alias("champion", Path("artifacts/teacher"))
+    if cfg.teacher == "champion":  # the registered model's alias (register.model_name), downloaded to --teacher-dir
+        model_dir, version = download_model_alias("champion", args.teacher_dir, name=params.register.model_name)
     else:
         model_dir, version = args.model, model_version(args.model, args.registry)
     pool = read_coco(args.pool)
