@@ -75,7 +75,7 @@ from pipeline.data.dataset import TopDownDataset, instances_from_coco
 from pipeline.data.prepare import prepare
 from pipeline.data.synthetic import TAGS
 from pipeline.inference import predict, prediction_columns, predictions_table
-from pipeline.labelstudio.convert import keypoint_effort
+from pipeline.labelstudio.annotations import keypoint_effort
 from pipeline.labelstudio.oracle import is_unlabelable
 from pipeline.model_store import build_codec, model_from_params
 from pipeline.scoring import (

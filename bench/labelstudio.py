@@ -16,8 +16,8 @@ import numpy as np
 from bench.report import write_section
 from pipeline.keypoints import KeypointSchema
 from pipeline.labelstudio.client import export_tasks, fetch_annotations, get_or_create_project
-from pipeline.labelstudio.convert import instance_to_task
 from pipeline.labelstudio.server import LocalLabelStudio, free_port
+from pipeline.labelstudio.tasks import instance_to_task
 
 TASKS = 10_000
 WIDTH, HEIGHT = 640, 480

@@ -230,7 +230,7 @@ class Correction:
     in the prepared files and the person's box as exported, (x, y, w, h) pixels.
 
     Effort (None when the prediction the annotator started from is unknown): keypoints the annotator moved, added
-    and deleted relative to that pre-annotation (``convert.keypoint_effort``). Not part of the identity.
+    and deleted relative to that pre-annotation (``annotations.keypoint_effort``). Not part of the identity.
     """
 
     instance_id: int

@@ -23,7 +23,7 @@ from pipeline.data.coco import read_coco
 from pipeline.files import atomic_write, write_json
 from pipeline.labelstudio.client import ENV_URL, connect, export_tasks, get_or_create_project
 from pipeline.labelstudio.config import labeling_config
-from pipeline.labelstudio.convert import instance_to_task
+from pipeline.labelstudio.tasks import instance_to_task
 from pipeline.model_store import model_version
 from pipeline.scoring import list_column
 

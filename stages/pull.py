@@ -20,8 +20,8 @@ from pipeline.config import load_params
 from pipeline.corrections import AnnotationProblem, Correction, Skip, read_store, write_pull
 from pipeline.data.coco import read_coco
 from pipeline.files import atomic_write
+from pipeline.labelstudio.annotations import parse_export_file
 from pipeline.labelstudio.client import ENV_URL, LabelStudioError, connect, fetch_annotations, find_project
-from pipeline.labelstudio.convert import parse_export_file
 
 
 def report(problems: list[AnnotationProblem], source: str) -> None:

@@ -8,7 +8,7 @@ import pytest
 
 from pipeline.corrections import effort_summary, merge
 from pipeline.keypoints import KeypointSchema
-from pipeline.labelstudio.convert import keypoint_effort
+from pipeline.labelstudio.annotations import keypoint_effort
 
 COCO17 = KeypointSchema.coco17()
 K = 17
@@ -47,7 +47,8 @@ def test_the_tolerance_is_a_per_keypoint_oks_so_it_scales_with_the_person():
 
 
 def test_real_label_studio_effort_reaches_pull_merge_and_status(labelstudio_env, tmp_path):
-    from pipeline.labelstudio import client, convert, oracle
+    from pipeline.labelstudio import client, oracle
+    from pipeline.labelstudio.tasks import instance_to_task
     from pipeline.status import status_table
     from tests.labelstudio_server import true_instances, write_images
 
@@ -64,7 +65,7 @@ def test_real_label_studio_effort_reaches_pull_merge_and_status(labelstudio_env,
             far_x = np.where(kps[:, 0] < image["width"] / 2, image["width"] - 1.0, 0.0)
             far_y = np.where(kps[:, 1] < image["height"] / 2, image["height"] - 1.0, 0.0)
             kps[:, 0], kps[:, 1] = far_x, far_y
-        tasks.append(convert.instance_to_task(
+        tasks.append(instance_to_task(
             instance_id=ann["id"], image_id=ann["image_id"], image_path=f"prepared/{image['file_name']}",
             width=image["width"], height=image["height"], bbox=ann["bbox"], keypoints=kps.ravel(), schema=COCO17,
             model_version="pose/9", uncertainty=0.5, image_file=image["file_name"],

@@ -281,7 +281,8 @@ def test_an_old_task_without_image_file_is_not_moved_to_another_image():
 
 
 def test_odd_label_studio_data_becomes_a_problem_or_clean_text_never_a_poisoned_store(tmp_path):
-    from pipeline.labelstudio.convert import collect_task_records, instance_to_task
+    from pipeline.labelstudio.annotations import collect_task_records
+    from pipeline.labelstudio.tasks import instance_to_task
 
     task = instance_to_task(instance_id=5, image_id=1, image_path="prepared/images/a.jpg", width=64, height=64,
                             bbox=[1, 1, 30, 30], keypoints=None, schema=COCO17, model_version="pose/1",
@@ -332,7 +333,7 @@ def _inbox_file(project: Path, name: str, instance_ids: list[int], first_task: i
     pool = json.loads((project / "data" / "prepared" / "pool.json").read_text())
     anns = {a["id"]: a for a in pool["annotations"]}
     images = {im["id"]: im for im in pool["images"]}
-    from pipeline.labelstudio.convert import instance_to_task
+    from pipeline.labelstudio.tasks import instance_to_task
 
     tasks = []
     for n, iid in enumerate(instance_ids):

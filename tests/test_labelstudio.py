@@ -28,7 +28,8 @@ require_label_studio()
 
 from label_studio_sdk.core.api_error import ApiError  # noqa: E402  # after the loud skip
 
-from pipeline.labelstudio import client, convert, oracle  # noqa: E402
+from pipeline.labelstudio import annotations, client, oracle  # noqa: E402
+from pipeline.labelstudio import tasks as task_format  # noqa: E402
 from pipeline.labelstudio.config import keypoint_labels, labeling_config  # noqa: E402
 
 SCHEMA4 = KeypointSchema.from_coco_category(
@@ -76,10 +77,10 @@ def test_px_percent_round_trip_is_exact():
     rng = np.random.default_rng(0)
     for size in (1, 7, 48, 641, 4000):
         px = rng.uniform(-0.5, size - 0.5, 1000)
-        back = convert.percent_to_px(convert.px_to_percent(px, size), size)
+        back = task_format.percent_to_px(task_format.px_to_percent(px, size), size)
         assert np.abs(back - px).max() < 1e-9
     # The pixel convention: the image's left edge (x = -0.5) is 0 %, its right edge (W - 0.5) 100 %.
-    assert convert.px_to_percent(-0.5, 64) == 0.0 and convert.px_to_percent(63.5, 64) == 100.0
+    assert task_format.px_to_percent(-0.5, 64) == 0.0 and task_format.px_to_percent(63.5, 64) == 100.0
 
 
 def test_task_to_correction_round_trip_keeps_visibility():
@@ -87,7 +88,7 @@ def test_task_to_correction_round_trip_keeps_visibility():
     image = {"id": 9, "file_name": "images/a b&c.png", "width": 641, "height": 479}
     coco = true_instances([image], SCHEMA4, per_image=1)
     ann = coco["annotations"][0]
-    task = convert.instance_to_task(
+    task = task_format.instance_to_task(
         instance_id=ann["id"],
         image_id=9,
         image_path="prepared/images/a b&c.png",
@@ -112,7 +113,7 @@ def test_task_to_correction_round_trip_keeps_visibility():
     kps = [r for r in prediction["result"] if r["type"] == "keypointlabels"]
     assert all(r["parentID"] == "box" for r in kps)
     assert len(kps) == ann["num_keypoints"]
-    record = convert.annotation_to_correction(
+    record = annotations.annotation_to_correction(
         {"id": 5, **task}, _annotation_from(task), SCHEMA4, annotators={3: "a@b.c"}
     )
     assert isinstance(record, Correction)
@@ -128,7 +129,7 @@ def test_task_to_correction_round_trip_keeps_visibility():
 
 def test_instance_to_task_prediction_details():
     xy = np.array([[10.2, 5.5], [np.nan, np.nan], [-3.0, 700.0], [20.0, 30.0]])
-    task = convert.instance_to_task(
+    task = task_format.instance_to_task(
         instance_id=1,
         image_id=2,
         image_path="prepared/images/x.jpg",
@@ -152,7 +153,7 @@ def test_instance_to_task_prediction_details():
     assert points["snout"]["score"] == 0.9
     assert points["right_ear"]["value"]["x"] == 0.0 and points["right_ear"]["value"]["y"] == 100.0
     with pytest.raises(ValueError, match="3 scores for 4 keypoints"):
-        convert.instance_to_task(
+        task_format.instance_to_task(
             instance_id=1,
             image_id=2,
             image_path="a.png",
@@ -166,7 +167,7 @@ def test_instance_to_task_prediction_details():
             uncertainty=0,
         )
     with pytest.raises(ValueError, match="relative to the document root"):
-        convert.image_url("/abs/a.png")
+        task_format.image_url("/abs/a.png")
 
 
 def test_predictions_pass_label_studio_validation():
@@ -180,7 +181,7 @@ def test_predictions_pass_label_studio_validation():
         xy = np.c_[rng.uniform(-5, width + 5, 17), rng.uniform(-5, height + 5, 17)]
         xy[:4] = [(-0.5, -0.5), (width - 0.5, height - 0.5), (-3, height + 2), (width + 9, -7)]
         kps = np.c_[xy, rng.choice([0, 1, 2], 17)].ravel()
-        task = convert.instance_to_task(
+        task = task_format.instance_to_task(
             instance_id=1, image_id=1, image_path="a.png", width=width, height=height,
             bbox=[-3.0, -2.0, width + 10.0, height + 10.0], keypoints=kps, scores=rng.random(17), schema=COCO17,
             model_version="m/1", uncertainty=0.5,
@@ -225,25 +226,25 @@ TASK = {"id": 11, "data": {"instance_id": 7, "image_id": 3, "bbox": [1.0, 2.0, 3
 )
 def test_malformed_annotation_is_a_problem_naming_task_and_annotation(result, message):
     annotation = {"id": 40, "result": result, "created_at": "2026-11-22T10:00:00Z"}
-    with pytest.raises(convert.AnnotationError) as info:
-        convert.annotation_to_correction(TASK, annotation, SCHEMA4)
+    with pytest.raises(annotations.AnnotationError) as info:
+        annotations.annotation_to_correction(TASK, annotation, SCHEMA4)
     problem = info.value.problem
     assert (problem.task_id, problem.annotation_id) == (11, 40)
     assert problem.message.startswith("task 11, annotation 40: ")
     assert message in problem.message
-    assert convert.convert_annotation(TASK, annotation, SCHEMA4) == problem
+    assert annotations.convert_annotation(TASK, annotation, SCHEMA4) == problem
 
 
 def test_skip_no_person_and_missing_box():
     base = {"id": 40, "created_at": "2026-11-22T10:00:00Z", "completed_by": {"id": 2, "email": "x@y.z"}}
-    skip = convert.annotation_to_correction(
+    skip = annotations.annotation_to_correction(
         TASK, {**base, "result": [_point("a", "snout", 1, 1)], "was_cancelled": True}, SCHEMA4
     )
     # the skip carries the task's box as the person's fingerprint (the task has no image_file: an older export)
     assert skip == Skip(7, 11, 40, "x@y.z", "2026-11-22T10:00:00Z", "skipped", instance_bbox=(1.0, 2.0, 30.0, 40.0))
-    assert convert.annotation_to_correction(TASK, {**base, "result": []}, SCHEMA4).reason == "no_person"
+    assert annotations.annotation_to_correction(TASK, {**base, "result": []}, SCHEMA4).reason == "no_person"
     # Keypoints without a rectangle: the task's box is kept; unplaced keypoints are 0, 0, 0.
-    record = convert.annotation_to_correction(TASK, {**base, "result": [_point("a", "tail", 50.0, 50.0)]}, SCHEMA4)
+    record = annotations.annotation_to_correction(TASK, {**base, "result": [_point("a", "tail", 50.0, 50.0)]}, SCHEMA4)
     assert record.bbox == (1.0, 2.0, 30.0, 40.0)
     assert record.keypoints == (0.0, 0.0, 0, 0.0, 0.0, 0, 0.0, 0.0, 0, 49.5, 24.5, 2)
 
@@ -259,7 +260,7 @@ def test_collect_task_records_rules():
         {"id": 15, "data": {"image": "y.png"}, "annotations": []},  # not ours, nothing done: ignored
         {"id": 16, "data": {"instance_id": 10, "image_id": 3}, "annotations": [{**accepted, "id": 6, "result": 7}]},
     ]
-    records = convert.collect_task_records(tasks, SCHEMA4)
+    records = annotations.collect_task_records(tasks, SCHEMA4)
     assert [(c.task_id, c.annotation_id) for c in records.corrections] == [(11, 1)]
     assert [(s.instance_id, s.reason) for s in records.skips] == [(8, "skipped")]
     assert records.pending == [9, 10]  # a task whose annotation is an AnnotationProblem stays pending
@@ -271,7 +272,7 @@ def test_collect_task_records_rules():
 
 
 def test_parse_export_file(tmp_path):
-    task = convert.instance_to_task(
+    task = task_format.instance_to_task(
         instance_id=3,
         image_id=1,
         image_path="prepared/images/a.png",
@@ -299,14 +300,14 @@ def test_parse_export_file(tmp_path):
     inbox = tmp_path / "inbox"
     inbox.mkdir()
     (inbox / "export.json").write_text(json.dumps(export))
-    corrections, skips, problems = convert.parse_export_file(inbox / "export.json", SCHEMA4)
+    corrections, skips, problems = annotations.parse_export_file(inbox / "export.json", SCHEMA4)
     assert [c.keypoints for c in corrections] == [(1.0, 2.0, 2, 3.0, 4.0, 1, 0.0, 0.0, 0, 70.25, 50.75, 2)]
     assert corrections[0].annotator == "user 1" and corrections[0].model_version == "m/2"
     assert [(s.instance_id, s.task_id) for s in skips] == [(4, 22)]
     assert [(p.task_id, p.annotation_id) for p in problems] == [(23, 33)]
     (inbox / "bad.json").write_text('{"tasks": []}')
     with pytest.raises(ValueError, match="not a Label Studio JSON export"):
-        convert.parse_export_file(inbox / "bad.json", SCHEMA4)
+        annotations.parse_export_file(inbox / "bad.json", SCHEMA4)
 
 
 # ----------------------------------------------------------------------------------------- pure: client plumbing
@@ -372,7 +373,7 @@ def test_project_config_accepted_storage_once_and_images_served(labelstudio_env)
     assert len(ls.import_storage.local.list(project=pid)) == 1  # attached once
     assert keypoint_labels(ls.projects.get(id=pid).label_config) == list(COCO17.names)
     # The editor loads images through the local-files URL of the task: the storage makes it servable.
-    url = convert.image_url(f"prepared/{coco['images'][0]['file_name']}")
+    url = task_format.image_url(f"prepared/{coco['images'][0]['file_name']}")
     request = urllib.request.Request(
         labelstudio_env.url + url, headers={"Authorization": f"Token {labelstudio_env.token}"}
     )
@@ -433,7 +434,7 @@ def test_simulate_then_fetch_round_trip(labelstudio_env, tmp_path):
     coco = _dataset(labelstudio_env, "oracle", COCO17, [(64, 48), (50, 70), (97, 31)], per_image=3, seed=2)
     pid = client.get_or_create_project(ls, "oracle check", COCO17, labelstudio_env.document_root)
     tasks = tasks_for(coco, COCO17, "pose/7")
-    outsider = convert.instance_to_task(  # exported, but the oracle does not know it: stays pending
+    outsider = task_format.instance_to_task(  # exported, but the oracle does not know it: stays pending
         instance_id=999,
         image_id=1,
         image_path=tasks[0]["data"]["image"].split("?d=")[1],
@@ -470,7 +471,7 @@ def test_simulate_then_fetch_round_trip(labelstudio_env, tmp_path):
     headers = {"Authorization": f"Token {labelstudio_env.token}"}
     with urllib.request.urlopen(urllib.request.Request(export, headers=headers), timeout=60) as response:
         (tmp_path / "export.json").write_bytes(response.read())
-    from_file, file_skips, file_problems = convert.parse_export_file(tmp_path / "export.json", COCO17)
+    from_file, file_skips, file_problems = annotations.parse_export_file(tmp_path / "export.json", COCO17)
     # Same records; only the origin differs (the file, not the server), and the key holds it.
     assert file_problems == [] and [s.key()[2:] for s in file_skips] == [s.key()[2:] for s in skips]
     assert [(c.key()[2:], c.model_version, c.image_file) for c in from_file] == [

@@ -128,7 +128,8 @@ def test_label_studio_data_folder_is_private(labelstudio):
 
 
 def test_annotators_get_images_and_never_the_label_files(labelstudio_env):
-    from pipeline.labelstudio import client, convert
+    from pipeline.labelstudio import client
+    from pipeline.labelstudio import tasks as task_format
     from tests.labelstudio_server import write_images
 
     ls = client.connect()
@@ -144,7 +145,7 @@ def test_annotators_get_images_and_never_the_label_files(labelstudio_env):
     assert paths == [(prepared / "images").resolve()]
 
     def get(relative: str) -> int:
-        request = urllib.request.Request(labelstudio_env.url + convert.image_url(relative),
+        request = urllib.request.Request(labelstudio_env.url + task_format.image_url(relative),
                                          headers={"Authorization": f"Token {labelstudio_env.token}"})  # fmt: skip
         try:
             with urllib.request.urlopen(request, timeout=30) as response:

@@ -34,8 +34,8 @@ from label_studio_sdk.core.api_error import ApiError
 
 from pipeline.corrections import AnnotationProblem, Correction, Skip
 from pipeline.keypoints import KeypointSchema
+from pipeline.labelstudio.annotations import collect_task_records, parse_model_versions
 from pipeline.labelstudio.config import keypoint_labels, labeling_config
-from pipeline.labelstudio.convert import collect_task_records, parse_model_versions
 
 log = logging.getLogger(__name__)
 
@@ -415,7 +415,7 @@ def export_tasks(
     attempts: int = 5,
     base_delay: float = 1.0,
 ) -> dict[int, int]:
-    """Make every task of ``tasks`` (from ``convert.instance_to_task``) exist in the project; idempotent.
+    """Make every task of ``tasks`` (from ``tasks.instance_to_task``) exist in the project; idempotent.
 
     Returns instance_id -> task_id for every given task. Tasks are keyed by ``data.instance_id``: one already in the
     project is not imported again. The missing ones are imported in ``batch_size`` batches, in the given order (the
@@ -432,7 +432,7 @@ def export_tasks(
     when the server stays away, LabelStudioUnavailableError. Re-running after a restart completes without duplicates.
     """
     if "," in model_version:
-        # The Data Manager joins versions with commas (convert.parse_model_versions): one with a comma is ambiguous.
+        # The Data Manager joins versions with commas (annotations.parse_model_versions): one with a comma is ambiguous.
         raise ValueError(f"model_version {model_version!r} must not contain a comma")
     if batch_size < 1 or prediction_batch_size < 1:
         raise ValueError(f"batch sizes must be >= 1, got {batch_size} and {prediction_batch_size}")
@@ -556,7 +556,7 @@ def fetch_annotations(
 ) -> tuple[list[Correction], list[Skip], list[AnnotationProblem], list[int]]:
     """Everything annotators did in the project: (corrections, skips, problems, pending instance ids).
 
-    Rules: ``convert.collect_task_records`` (first completed annotation per task; later ones are Problems; skipped
+    Rules: ``annotations.collect_task_records`` (first completed annotation per task; later ones are Problems; skipped
     tasks are Skips; pending = exported tasks with neither a usable completed annotation nor a skip, ascending).
     Each correction's ``model_version``: the task's only prediction version; with several, the one of the annotation's
     ``parent_prediction`` (the editor sets it when the annotator started from a prediction), else the project's

@@ -1,32 +1,6 @@
-"""Person instances <-> Label Studio tasks, and annotations -> corrections. Pure functions, no network.
+"""Label Studio annotations -> corrections, skips and problems (the store's records). Pure functions, no network.
 
-Coordinates. poseloop keypoints are image pixels with integer pixel centres (pixel ``i`` covers ``[i - 0.5, i + 0.5)``,
-see ``pipeline.data.transforms``); the image spans ``[-0.5, W - 0.5]``. Label Studio stores region positions in
-percent of the original image, 0 % being the image's left / top edge and 100 % its right / bottom edge. So::
-
-    percent = (x + 0.5) * 100 / W          x = percent * W / 100 - 0.5
-
-for keypoints and for a box's top-left corner (one affine map for every point); box widths and heights are lengths,
-``w * 100 / W``. Percentages are never rounded (Label Studio keeps the floats as sent; its own COCO export rounds to
-whole pixels and loses visibility 1, which is why we never use it); pixels read back are rounded to 1e-6 px, so
-px -> percent -> px agrees to 1e-6 px.
-
-Task (``instance_to_task``)::
-
-    {"data": {"image": "/data/local-files/?d=<path relative to the document root>", "instance_id": 7, "image_id": 3,
-              "bbox": [x, y, w, h]},
-     "predictions": [{"model_version": "poseloop-pose/3", "score": <uncertainty>, "result": [
-         {"id": "box", "type": "rectanglelabels", "from_name": "box", ..., "value": {"x", "y", "width", "height",
-          "rotation": 0, "rectanglelabels": ["person"]}},
-         {"id": "kp0", "parentID": "box", "type": "keypointlabels", "from_name": "kp", "score": 0.93, ...,
-          "value": {"x", "y", "width": <point size %>, "keypointlabels": ["nose"]}},
-         {"id": "kp3", "type": "choices", "from_name": "occluded",
-          "value": {"x", "y", "width", "choices": ["occluded"]}}
-     ]}]}
-
-``parentID`` nests the keypoints under their box in Label Studio's region list (the frontend of 1.23 reads and writes
-it); every item carries ``original_width`` / ``original_height`` / ``image_rotation``. A per-region choice shares the
-id of its keypoint region, as the frontend writes it.
+Coordinates and the task format: ``pipeline.labelstudio.tasks``.
 
 Annotation -> record (``annotation_to_correction``): a placed keypoint is v=2, a placed keypoint with the ``occluded``
 choice v=1, a keypoint not placed v=0 with x = y = 0. The box is the annotation's rectangle, or the task's box when
@@ -45,216 +19,25 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path, PurePath
+from pathlib import Path
 from typing import Any
-from urllib.parse import quote
-
-import numpy as np
 
 from pipeline.corrections import AnnotationProblem, Correction, Skip
 from pipeline.keypoints import KeypointSchema
 from pipeline.labelstudio.config import (
     BOX_NAME,
-    IMAGE_NAME,
     KEYPOINT_NAME,
     OCCLUDED_CHOICE,
     OCCLUDED_NAME,
     PERSON_LABEL,
 )
+from pipeline.labelstudio.tasks import percent_to_px
 
 log = logging.getLogger(__name__)
 
-LOCAL_FILES_PREFIX = "/data/local-files/?d="
-BOX_REGION_ID = "box"
-POINT_SIZE_PX = 3.0  # drawn keypoint size; Label Studio stores it as value.width in percent of the image width
 # Percent coordinates a hair outside [0, 100] are float noise from the frontend, not an annotator's mistake.
 _PERCENT_TOLERANCE = 1e-6
 _NOT_OURS = "the task has no integer data.instance_id (it was not exported by poseloop)"
-
-
-# ------------------------------------------------------------------------------------------------------ coordinates
-
-
-def px_to_percent(value: float | np.ndarray, size: float) -> float | np.ndarray:
-    """Image pixel coordinate (integer = pixel centre) -> Label Studio percent of ``size`` (width or height)."""
-    return (value + 0.5) * 100.0 / size
-
-
-def percent_to_px(value: float | np.ndarray, size: float) -> float | np.ndarray:
-    """Label Studio percent of ``size`` -> image pixel coordinate (integer = pixel centre); inverse of px_to_percent."""
-    return value * size / 100.0 - 0.5
-
-
-def image_url(relative_path: str | PurePath) -> str:
-    """The URL Label Studio serves a local file under: ``/data/local-files/?d=<path relative to the document root>``.
-
-    The path is POSIX and percent-quoted (a space or ``&`` in a file name would otherwise end the parameter).
-    """
-    rel = PurePath(relative_path).as_posix()
-    if rel.startswith("/") or rel.startswith("../") or "/../" in rel:
-        raise ValueError(f"image path must be relative to the document root and inside it, got {rel!r}")
-    return LOCAL_FILES_PREFIX + quote(rel, safe="/")
-
-
-# ------------------------------------------------------------------------------------------------- building results
-
-
-def _region_base(region_id: str, from_name: str, kind: str, width: int, height: int) -> dict:
-    return {
-        "id": region_id,
-        "from_name": from_name,
-        "to_name": IMAGE_NAME,
-        "type": kind,
-        "original_width": int(width),
-        "original_height": int(height),
-        "image_rotation": 0,
-    }
-
-
-def box_region(bbox: Sequence[float], width: int, height: int, region_id: str = BOX_REGION_ID) -> dict:
-    """A ``person`` rectangle result item for a box ``(x, y, w, h)`` in image pixels, clipped to the image.
-
-    Clipped because the server validates prediction geometry against [0, 100] % and, in ``import_predictions``,
-    silently drops a prediction that fails (1.23.2: only its log says so).
-    """
-    x, y, w, h = (float(v) for v in bbox)
-    x0, x1 = (min(max(v, -0.5), width - 0.5) for v in (x, x + w))
-    y0, y1 = (min(max(v, -0.5), height - 0.5) for v in (y, y + h))
-    item = _region_base(region_id, BOX_NAME, "rectanglelabels", width, height)
-    item["value"] = {
-        "x": px_to_percent(x0, width),
-        "y": px_to_percent(y0, height),
-        "width": (x1 - x0) * 100.0 / width,
-        "height": (y1 - y0) * 100.0 / height,
-        "rotation": 0,
-        "rectanglelabels": [PERSON_LABEL],
-    }
-    return item
-
-
-def keypoint_regions(
-    xy: np.ndarray,
-    visibility: np.ndarray,
-    width: int,
-    height: int,
-    schema: KeypointSchema,
-    scores: np.ndarray | None = None,
-    parent_id: str | None = BOX_REGION_ID,
-) -> list[dict]:
-    """Result items for the keypoints of one instance.
-
-    ``xy`` (K, 2) image pixels, ``visibility`` (K,) COCO flags: 0 -> no item, 1 -> keypoint + ``occluded`` choice,
-    2 -> keypoint. ``scores`` (K,) per-point confidence (written as the item's ``score``), or None. Points outside the
-    image are clipped onto its border so the annotator sees (and fixes) them instead of Label Studio hiding them.
-    """
-    items: list[dict] = []
-    point_width = POINT_SIZE_PX * 100.0 / width
-    for j, name in enumerate(schema.names):
-        v = int(visibility[j])
-        if v <= 0:
-            continue
-        px = min(max(float(xy[j, 0]), -0.5), width - 0.5)
-        py = min(max(float(xy[j, 1]), -0.5), height - 0.5)
-        geometry = {"x": px_to_percent(px, width), "y": px_to_percent(py, height), "width": point_width}
-        region_id = f"kp{j}"
-        item = _region_base(region_id, KEYPOINT_NAME, "keypointlabels", width, height)
-        if parent_id is not None:
-            item["parentID"] = parent_id
-        item["value"] = {**geometry, "keypointlabels": [name]}
-        if scores is not None and math.isfinite(float(scores[j])):
-            item["score"] = float(scores[j])
-        items.append(item)
-        if v == 1:
-            choice = _region_base(region_id, OCCLUDED_NAME, "choices", width, height)
-            choice["value"] = {**geometry, "choices": [OCCLUDED_CHOICE]}
-            items.append(choice)
-    return items
-
-
-def _keypoint_arrays(keypoints: Any, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """(xy (K, 2), visibility (K,)) from a flat 3K COCO list, a flat 2K list, (K, 2) or (K, 3), or None.
-
-    Without flags, a finite point is visible (2) and a NaN point is absent (0).
-    """
-    if keypoints is None:
-        return np.zeros((k, 2)), np.zeros(k, dtype=np.int64)
-    arr = np.asarray(keypoints, dtype=np.float64).reshape(-1)
-    if arr.size == 3 * k:
-        arr = arr.reshape(k, 3)
-        vis = np.where(np.isfinite(arr[:, 2]), arr[:, 2], 0).astype(np.int64)
-        xy = arr[:, :2]
-    elif arr.size == 2 * k:
-        xy = arr.reshape(k, 2)
-        vis = np.full(k, 2, dtype=np.int64)
-    else:
-        raise ValueError(f"keypoints: expected 2*{k} (x, y) or 3*{k} (x, y, v) values, got {arr.size}")
-    vis[~np.isfinite(xy).all(axis=1)] = 0
-    return np.nan_to_num(xy), vis
-
-
-def instance_to_task(
-    *,
-    instance_id: int,
-    image_id: int,
-    image_path: str | PurePath,
-    width: int,
-    height: int,
-    bbox: Sequence[float],
-    keypoints: Any,
-    schema: KeypointSchema,
-    model_version: str,
-    uncertainty: float,
-    scores: Sequence[float] | np.ndarray | None = None,
-    min_score: float = 0.0,
-    image_file: str | PurePath | None = None,
-    queue: str | None = None,
-) -> dict:
-    """One Label Studio task (one person instance) with its prediction; format in the module docstring.
-
-    Args:
-        image_path: the image file relative to Label Studio's document root (``LOCAL_FILES_DOCUMENT_ROOT``), e.g.
-            ``prepared/images/000001.jpg`` when the document root is ``data/``.
-        width, height: the image size in pixels (pool.json's ``images``).
-        bbox: the person box ``(x, y, w, h)`` in image pixels.
-        keypoints: predicted keypoints in image pixels: a flat ``2K`` list (selection.parquet's column), ``(K, 2)``,
-            or COCO ``3K`` with flags (v=0 -> not pre-placed, v=1 -> pre-placed as occluded). NaN = no prediction.
-            None: the task gets the box only.
-        scores: ``(K,)`` per-keypoint confidence in [0, 1], written as each keypoint's ``score``.
-        min_score: keypoints scoring below it are not pre-placed (0 pre-places every predicted keypoint).
-        uncertainty: the task score (selection's ``uncertainty``, higher = more uncertain).
-        model_version: the MLflow ``name/version`` that produced the prediction.
-        image_file: the image's ``file_name`` in pool.json (e.g. ``images/000001.jpg``); written as
-            ``data.image_file`` and carried by the correction, so it lands on this person even if ids change.
-        queue: selection.parquet's ``queue`` ("correct", or "review" for a person the teacher finds hopeless: look,
-            label it if it can be labeled, else skip), written as ``data.queue`` so the data manager can filter it.
-    """
-    k = schema.num_keypoints
-    xy, vis = _keypoint_arrays(keypoints, k)
-    score_arr = None
-    if scores is not None:
-        score_arr = np.asarray(scores, dtype=np.float64).reshape(-1)
-        if score_arr.size != k:
-            raise ValueError(f"instance {instance_id}: {score_arr.size} scores for {k} keypoints")
-        vis[np.isfinite(score_arr) & (score_arr < min_score)] = 0
-    if width <= 0 or height <= 0:
-        raise ValueError(f"instance {instance_id}: image size {width}x{height} must be positive")
-    box = [float(v) for v in bbox]
-    if len(box) != 4:
-        raise ValueError(f"instance {instance_id}: bbox needs 4 numbers (x, y, w, h), got {box}")
-    result = [box_region(box, width, height)]
-    result += keypoint_regions(xy, vis, width, height, schema, score_arr)
-    return {
-        "data": {
-            IMAGE_NAME: image_url(image_path),
-            "instance_id": int(instance_id),
-            "image_id": int(image_id),
-            "bbox": box,
-            # what identifies the person beside our numbering (corrections.py): the prepared file_name of the image
-            **({"image_file": str(image_file)} if image_file is not None else {}),  # as pool.json spells it
-            **({"queue": str(queue)} if queue is not None else {}),
-        },
-        "predictions": [{"model_version": str(model_version), "score": float(uncertainty), "result": result}],
-    }
 
 
 # ------------------------------------------------------------------------------------------ annotations -> records
