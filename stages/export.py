@@ -13,9 +13,6 @@ import json
 import os
 from pathlib import Path
 
-import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipeline.config import load_params
@@ -23,45 +20,8 @@ from pipeline.data.coco import read_coco
 from pipeline.files import atomic_write, write_json
 from pipeline.labelstudio.client import ENV_URL, connect, export_tasks, get_or_create_project
 from pipeline.labelstudio.config import labeling_config
-from pipeline.labelstudio.tasks import instance_to_task
+from pipeline.labelstudio.tasks import tasks_for_selection
 from pipeline.model_store import model_version
-from pipeline.scoring import list_column
-
-
-def pending_ids(path: Path) -> list[int]:
-    return json.loads(path.read_text())["pending"] if path.is_file() else []
-
-
-def build_tasks(selection: Path, predictions: Path, pending: list[int], pool_file: Path, images_root: Path,
-                document_root: Path, version: str, min_score: float) -> list[dict]:  # fmt: skip
-    """Tasks in the order annotators should get them: the selection by rank, then older pending instances with the
-    current teacher's prediction (from the pool predictions)."""
-    pool = read_coco(pool_file)
-    images = {int(im["id"]): im for im in pool.images}
-    chosen = pq.read_table(selection).sort_by("rank")
-    chosen_ids = set(chosen.column("instance_id").to_pylist())
-    refresh = [i for i in pending if i not in chosen_ids]
-    if refresh:
-        table = pq.read_table(predictions)
-        older = table.filter(pc.is_in(table.column("instance_id"), value_set=pa.array(refresh, pa.int64())))
-        tables = [(chosen, chosen.column("uncertainty").to_numpy()), (older, np.zeros(older.num_rows))]
-    else:
-        tables = [(chosen, chosen.column("uncertainty").to_numpy())]
-    tasks = []
-    for table, uncertainty in tables:
-        keypoints, scores, boxes = (list_column(table, c) for c in ("keypoints", "scores", "bbox"))
-        ids, image_ids = table.column("instance_id").to_pylist(), table.column("image_id").to_pylist()
-        queues = table.column("queue").to_pylist() if "queue" in table.column_names else ["correct"] * len(ids)
-        for row, (iid, image_id) in enumerate(zip(ids, image_ids, strict=True)):
-            image = images[int(image_id)]
-            relative = os.path.relpath(images_root / image["file_name"], document_root)
-            tasks.append(instance_to_task(
-                instance_id=iid, image_id=image_id, image_path=relative, width=int(image["width"]),
-                height=int(image["height"]), bbox=boxes[row], keypoints=keypoints[row], scores=scores[row],
-                schema=pool.schema, model_version=version, uncertainty=float(uncertainty[row]), min_score=min_score,
-                image_file=image["file_name"], queue=queues[row],
-            ))  # fmt: skip
-    return tasks
 
 
 def main() -> None:
@@ -81,10 +41,13 @@ def main() -> None:
     cfg = load_params(args.params).export
     document_root = Path(cfg.document_root)
     version = model_version(args.model, args.registry)
-    tasks = build_tasks(args.selection, args.predictions, pending_ids(args.pending), args.pool, args.images_root,
-                        document_root, version, cfg.min_score)  # fmt: skip
+    pool = read_coco(args.pool)
+    pending = json.loads(args.pending.read_text())["pending"] if args.pending.is_file() else []
+    tasks = tasks_for_selection(pq.read_table(args.selection), pq.read_table(args.predictions), pending,
+                                {int(im["id"]): im for im in pool.images}, pool.schema, args.images_root,
+                                document_root, version, cfg.min_score)  # fmt: skip
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    schema = read_coco(args.pool).schema
+    schema = pool.schema
     # the tasks file and the labeling config are written in both modes: with a server they are a record of what was
     # sent, without one they are what a person imports by hand
     atomic_write(args.tasks_file, json.dumps(tasks, indent=1) + "\n")

@@ -35,12 +35,15 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
-from pathlib import PurePath
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path, PurePath
 from typing import Any
 from urllib.parse import quote
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from pipeline.keypoints import KeypointSchema
 from pipeline.labelstudio.config import (
@@ -51,6 +54,7 @@ from pipeline.labelstudio.config import (
     OCCLUDED_NAME,
     PERSON_LABEL,
 )
+from pipeline.scoring import list_column
 
 log = logging.getLogger(__name__)
 
@@ -242,3 +246,36 @@ def instance_to_task(
         },
         "predictions": [{"model_version": str(model_version), "score": float(uncertainty), "result": result}],
     }
+
+
+def tasks_for_selection(selection: pa.Table, predictions: pa.Table, pending: Sequence[int], images: Mapping[int, dict],
+                        schema: KeypointSchema, images_root: Path, document_root: Path, version: str,
+                        min_score: float) -> list[dict]:  # fmt: skip
+    """Tasks in the order annotators should get them: the selection (selection.parquet) by rank, then the instances
+    still ``pending`` from earlier rounds with the current teacher's prediction (pool_predictions.parquet rows).
+
+    ``images``: pool.json's images by id (file_name relative to ``images_root``); image URLs are relative to the
+    server's ``document_root``.
+    """
+    chosen = selection.sort_by("rank")
+    chosen_ids = set(chosen.column("instance_id").to_pylist())
+    refresh = [i for i in pending if i not in chosen_ids]
+    tables = [(chosen, chosen.column("uncertainty").to_numpy())]
+    if refresh:
+        older = predictions.filter(pc.is_in(predictions.column("instance_id"), value_set=pa.array(refresh, pa.int64())))
+        tables.append((older, np.zeros(older.num_rows)))
+    out = []
+    for table, uncertainty in tables:
+        keypoints, scores, boxes = (list_column(table, c) for c in ("keypoints", "scores", "bbox"))
+        ids, image_ids = table.column("instance_id").to_pylist(), table.column("image_id").to_pylist()
+        queues = table.column("queue").to_pylist() if "queue" in table.column_names else ["correct"] * len(ids)
+        for row, (iid, image_id) in enumerate(zip(ids, image_ids, strict=True)):
+            image = images[int(image_id)]
+            relative = os.path.relpath(Path(images_root) / image["file_name"], document_root)
+            out.append(instance_to_task(
+                instance_id=iid, image_id=image_id, image_path=relative, width=int(image["width"]),
+                height=int(image["height"]), bbox=boxes[row], keypoints=keypoints[row], scores=scores[row],
+                schema=schema, model_version=version, uncertainty=float(uncertainty[row]), min_score=min_score,
+                image_file=image["file_name"], queue=queues[row],
+            ))  # fmt: skip
+    return out
