@@ -69,7 +69,7 @@ import yaml
 
 from bench.report import RESULTS_DIR, available_cores, write_section
 from pipeline.config import Params, params_from_dict
-from pipeline.corrections import Correction, Skip, merge, read_store, write_pull
+from pipeline.corrections import Correction, Skip, read_store, write_pull
 from pipeline.data.coco import read_coco, write_coco
 from pipeline.data.dataset import TopDownDataset, instances_from_coco
 from pipeline.data.prepare import prepare
@@ -77,6 +77,7 @@ from pipeline.data.synthetic import TAGS
 from pipeline.inference import predict, prediction_columns, predictions_table
 from pipeline.labelstudio.annotations import keypoint_effort
 from pipeline.labelstudio.oracle import is_unlabelable
+from pipeline.merge import merge
 from pipeline.model_store import build_codec, model_from_params
 from pipeline.scoring import (
     EXCLUDES_HOPELESS,

@@ -48,7 +48,8 @@ def label_studio_state(project_title: str = "poseloop") -> dict | None:
 def status_dict(project_root: Path = Path(".")) -> dict:
     """The status as data: round, labeled, labeled_file, pool, pending, corrected, corrections, skipped, registry
     (``registry.registry_summary``, or ``{"error": ...}`` when the store cannot be read), label_studio."""
-    from pipeline.corrections import effort_summary, read_store
+    from pipeline.corrections import read_store
+    from pipeline.merge import effort_summary
     from pipeline.registry import registry_summary, round_number
 
     root = Path(project_root)

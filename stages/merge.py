@@ -1,6 +1,6 @@
 """DVC stage `merge`: seed labels + pool + data/corrections/ -> data/train.json, data/merge_report.json.
 
-The rules are in pipeline/corrections.py (``merge``). A missing corrections folder is an empty store: in round 1
+The rules are in pipeline/merge.py (``merge``). A missing corrections folder is an empty store: in round 1
 train.json holds the seed labels only.
 """
 
@@ -12,9 +12,10 @@ import logging
 import sys
 from pathlib import Path
 
-from pipeline.corrections import merge, read_store, round_number
+from pipeline.corrections import read_store, round_number
 from pipeline.data.coco import read_coco, write_coco
 from pipeline.files import write_json
+from pipeline.merge import merge
 
 
 def main() -> None:

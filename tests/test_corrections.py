@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.corrections import AnnotationProblem, Correction, Skip, merge, read_store, write_pull
+from pipeline.corrections import AnnotationProblem, Correction, Skip, read_store, write_pull
 from pipeline.data.coco import read_coco
 from pipeline.keypoints import KeypointSchema
+from pipeline.merge import merge
 
 REPO = Path(__file__).resolve().parents[1]
 K = 17

@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.corrections import effort_summary, merge
 from pipeline.keypoints import KeypointSchema
 from pipeline.labelstudio.annotations import keypoint_effort
+from pipeline.merge import effort_summary, merge
 
 COCO17 = KeypointSchema.coco17()
 K = 17

@@ -20,9 +20,10 @@ import numpy as np
 import pytest
 import yaml
 
-from pipeline.corrections import Correction, Skip, merge, read_store, round_number, write_pull
+from pipeline.corrections import Correction, Skip, read_store, round_number, write_pull
 from pipeline.data.deeplabcut import read_deeplabcut_project
 from pipeline.keypoints import KeypointSchema
+from pipeline.merge import merge
 from tests.labelstudio_server import require_label_studio, tasks_for, true_instances, write_images
 from tests.test_deeplabcut import BODYPARTS, ROWS, _project
 

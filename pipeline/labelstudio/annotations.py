@@ -312,7 +312,7 @@ def annotation_to_correction(
     ``annotators`` maps user ids to emails; ``model_version`` overrides ``annotation_model_version``.
     ``completed_at`` / ``at`` is the annotation's ``updated_at`` (the version read), else ``created_at``.
     ``origin`` (where the task lives: server and project, or the inbox file) and the task's ``data.image_file`` /
-    ``data.bbox`` go into the record as its provenance (corrections.py).
+    ``data.bbox`` go into the record as its provenance (pipeline/corrections.py).
 
     Raises AnnotationError, whose ``problem`` lists every issue found (unknown label or control, point outside the
     image, missing original size, duplicate label, several boxes, a task without ``instance_id``), each message

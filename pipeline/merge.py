@@ -1,0 +1,275 @@
+"""The merge rules: seed labels + the corrections store -> train.json (docs/DESIGN.md §3). The records and their
+store are ``pipeline.corrections``.
+
+Which person a record labels. ``instance_id`` is our numbering, which changes when the data set is split again
+(``data.seed``) or grows (a DeepLabCut project that gains frames renumbers every instance). Each record therefore
+also carries what identifies the person independently of it: ``image_file`` (the image's ``file_name`` in the
+prepared files: for DeepLabCut the frame path) and ``instance_bbox`` (the person's box as it was exported). Merge
+applies a record only to the instance they identify: the one with its id when they match, else the instance on the
+same image whose box matches (re-mapped, reported), else nobody (refused, reported by name).
+
+Merge. ``merge`` is a pure function of the seed labels, the pool and the store's records: the same inputs give the same
+dict, so re-running the stage gives the same bytes and DVC sees no change. Times are compared as instants (parsed
+ISO-8601), not as strings: ``...:00.5Z`` sorts before ``...:00Z`` as text.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import replace
+from datetime import datetime
+
+from pipeline.corrections import SKIP_REASONS, Correction, Skip, box_iou, origin_identity, parse_time
+
+log = logging.getLogger(__name__)
+
+# Same-person tests of merge: IoU of the record's exported box with the instance's box. The exported box is the
+# instance's own box, so the same person matches at ~1; 0.9 leaves room for rounding and a re-saved source file.
+# A record of a /1 file knows only the box the annotator submitted, which they may have redrawn: 0.5 there.
+SAME_BOX_IOU = 0.9
+LEGACY_BOX_IOU = 0.5
+
+
+def _num_labeled(keypoints: Sequence[float]) -> int:
+    return sum(1 for v in keypoints[2::3] if v > 0)
+
+
+class _People:
+    """The instances of seed + pool, found by id or by what identifies a person independently of ids (module doc)."""
+
+    def __init__(self, seed: dict, pool: dict, images: dict[int, dict]) -> None:
+        self.by_id = {a["id"]: a for a in pool["annotations"]}
+        self.by_id.update({a["id"]: a for a in seed["annotations"]})
+        self.file_of = {i: im.get("file_name") for i, im in images.items()}
+        self.on_file: dict[str, list[dict]] = {}
+        for a in self.by_id.values():
+            self.on_file.setdefault(self.file_of.get(a["image_id"]), []).append(a)
+
+    def _matches(self, record: Correction | Skip, ann: dict, box: Sequence[float], threshold: float) -> bool:
+        same_file = record.image_file is None or self.file_of.get(ann["image_id"]) == record.image_file
+        return same_file and box_iou(box, ann["bbox"]) >= threshold
+
+    def identify(self, record: Correction | Skip) -> tuple[dict | None, str | None]:
+        """(the instance ``record`` labels, None), or (None, why none does). A record of a ``/1`` file (no
+        ``image_file``, no ``instance_bbox``) is checked by the box the annotator submitted (skips: by id only)."""
+        base = self.by_id.get(record.instance_id)
+        legacy = record.image_file is None and record.instance_bbox is None
+        if legacy:
+            if base is None:
+                return None, f"instance {record.instance_id} is in neither seed nor pool"
+            if isinstance(record, Skip) or self._matches(record, base, record.bbox, LEGACY_BOX_IOU):
+                return base, None
+            return None, (
+                f"instance {record.instance_id}'s box {base['bbox']} does not overlap the labeled box "
+                f"{list(record.bbox)} (IoU < {LEGACY_BOX_IOU}): the data set changed since it was made"
+            )
+        box = record.instance_bbox if record.instance_bbox is not None else getattr(record, "bbox", None)
+        # the annotator's own box (no exported box recorded) may be redrawn: the looser legacy threshold
+        threshold = SAME_BOX_IOU if record.instance_bbox is not None else LEGACY_BOX_IOU
+        if box is None:  # a skip with an image file but no box: the file is all there is to check
+            if base is not None and self._matches(record, base, base["bbox"], 0.0):
+                return base, None
+            return None, f"instance {record.instance_id} is not on {record.image_file!r}"
+        if base is not None and self._matches(record, base, box, threshold):
+            return base, None
+        candidates = self.on_file.get(record.image_file, []) if record.image_file is not None else []
+        scored = sorted(((box_iou(box, a["bbox"]), a["id"]) for a in candidates), reverse=True)
+        if scored and scored[0][0] >= threshold:
+            return self.by_id[scored[0][1]], None
+        now = (
+            "not in this data set"
+            if base is None
+            else (f"now {self.file_of.get(base['image_id'])!r} box {[round(v, 1) for v in base['bbox']]}")
+        )
+        return None, (
+            f"made for the person on {record.image_file!r} box {[round(v, 1) for v in box]}; instance "
+            f"{record.instance_id} is {now}, and no person of this data set matches: not applied"
+        )
+
+
+def effort_summary(corrections: Iterable[Correction]) -> dict:
+    """Annotator effort over the corrections whose pre-annotation is known, the latest version of each annotation:
+    ``tasks`` counted and the keypoints moved / added / deleted per task (means; None when no task has one)."""
+    # one per annotation, its latest version: an edit is measured against the same pre-annotation again
+    latest: dict[tuple, Correction] = {}
+    for c in corrections:
+        if c.moved_keypoints is None:
+            continue
+        key = (origin_identity(c.origin), c.task_id, c.annotation_id) if c.task_id is not None else c.key()
+        if key not in latest or parse_time(c.completed_at) >= parse_time(latest[key].completed_at):
+            latest[key] = c
+    known = list(latest.values())
+    n = len(known)
+
+    def mean(values: list[int]) -> float | None:
+        return round(sum(values) / n, 3) if n else None
+
+    return {
+        "tasks": n,
+        "moved_per_task": mean([c.moved_keypoints or 0 for c in known]),
+        "added_per_task": mean([c.added_keypoints or 0 for c in known]),
+        "deleted_per_task": mean([c.deleted_keypoints or 0 for c in known]),
+        "moved_total": sum(c.moved_keypoints or 0 for c in known),
+    }
+
+
+def merge(seed: dict, pool: dict, corrections: list[Correction], skips: list[Skip]) -> tuple[dict, dict]:
+    """Seed labels + the store's records -> (train COCO dict, report dict). Pure and deterministic.
+
+    ``seed``: COCO dict of the seed labels (labeled.json); ``pool``: COCO dict of the unlabeled instances (pool.json,
+    zero keypoints); ``corrections`` / ``skips`` in store order (``read_store``). Rules (docs/DESIGN.md §3):
+
+    * a correction of a seed instance replaces its label; of a pool instance, adds it (box and keypoints from the
+      correction; image, category, ``area`` and other fields from the pool annotation);
+    * several corrections of one instance: the latest ``completed_at`` wins, ties go to the later in store order; the
+      instance is listed under ``conflict_instance_ids``;
+    * a ``no_person`` skip removes the instance (seed label included) unless a correction completed after it exists;
+      other skips are only counted;
+    * a record is applied to the person it identifies (``image_file`` + ``instance_bbox``, module doc): the instance
+      with its id when they match, else the matching person on the same image (``remapped``), else nobody
+      (``mismatched``, with the reason);
+    * an instance id in neither file (``unknown_instances``) and a correction that does not fit its instance (other
+      image, wrong number of keypoints: ``invalid_corrections``) are reported and left out, not raised: the store is
+      append-only, so an exception here would block every later round.
+
+    Output annotations carry ``source`` ("seed" / "human"); human ones also ``correction_id``
+    ("<task_id>:<annotation_id>") and ``model_version``. ``num_keypoints`` is recounted from the flags. Images are
+    those referenced, sorted by id; annotations sorted by id; categories and other top-level keys from ``seed``.
+    The inputs are not modified; nested values merge does not change (e.g. segmentation) are shared with them.
+    """
+    seed_by_id = {a["id"]: a for a in seed["annotations"]}
+    pool_by_id = {a["id"]: a for a in pool["annotations"]}
+    images = {im["id"]: im for im in pool["images"]}
+    images.update({im["id"]: im for im in seed["images"]})  # seed's record wins when both have the image
+    num_kps = {c["id"]: len(c["keypoints"]) for c in seed["categories"] if c.get("keypoints")}
+    people = _People(seed, pool, images)
+
+    unknown: set[int] = set()
+    invalid = []
+    remapped: list[dict] = []
+    mismatched: list[dict] = []
+
+    def locate(record: Correction | Skip, record_id: str) -> dict | None:
+        """The instance the record labels (re-mapped when our numbering moved); None: reported, not applied."""
+        base, why = people.identify(record)
+        if base is None:
+            if record.image_file is None and record.instance_bbox is None and record.instance_id not in people.by_id:
+                unknown.add(record.instance_id)
+            else:
+                mismatched.append({"instance_id": record.instance_id, "record": record_id, "message": why})
+                log.warning("merge: %s of instance %d: %s", record_id, record.instance_id, why)
+            return None
+        if base["id"] != record.instance_id:
+            remapped.append({"record": record_id, "from_instance": record.instance_id, "to_instance": base["id"]})
+            log.warning("merge: %s was made for instance %d, which is instance %d in this data set: applied there",
+                        record_id, record.instance_id, base["id"])  # fmt: skip
+        return base
+
+    # instance id -> (sort key, correction); the key makes "latest, then later in store order" one comparison.
+    winner: dict[int, tuple[tuple, Correction]] = {}
+    count: Counter[int] = Counter()
+    for order, c in enumerate(corrections):
+        base = locate(c, f"correction {c.correction_id}")
+        if base is None:
+            continue
+        if c.image_file is not None:  # identified by file and box: the ids follow (else _misfit checks image_id)
+            c = replace(c, instance_id=base["id"], image_id=base["image_id"])
+        # Checked before the vote, so a broken record never shadows an earlier good one.
+        problem = _misfit(c, base, num_kps)
+        if problem:
+            invalid.append({"instance_id": c.instance_id, "correction_id": c.correction_id, "message": problem})
+            log.warning("merge: correction %s of instance %d left out: %s", c.correction_id, c.instance_id, problem)
+            continue
+        count[c.instance_id] += 1
+        key = (parse_time(c.completed_at), order)
+        if c.instance_id not in winner or key > winner[c.instance_id][0]:
+            winner[c.instance_id] = (key, c)
+
+    no_person: dict[int, datetime] = {}  # instance id -> latest no_person time
+    skipped = dict.fromkeys(SKIP_REASONS, 0)
+    for s in skips:
+        skipped[s.reason] += 1
+        base = locate(s, f"skip {s.task_id}:{s.annotation_id}")
+        if base is None:
+            continue
+        if s.image_file is not None:
+            s = replace(s, instance_id=base["id"])
+        if s.reason == "no_person":
+            t = parse_time(s.at)
+            no_person[s.instance_id] = max(t, no_person.get(s.instance_id, t))
+
+    removed: set[int] = set()
+    for iid, t in no_person.items():
+        # Only a correction completed after the "no person" verdict overrides it; a tie keeps the person out.
+        if iid in winner and winner[iid][0][0] > t:
+            continue
+        if iid in seed_by_id or iid in winner:  # it would have been in the training set
+            removed.add(iid)
+        winner.pop(iid, None)
+
+    out: dict[int, dict] = {}
+    for iid, ann in seed_by_id.items():
+        if iid not in removed:
+            kps = list(ann["keypoints"])
+            out[iid] = {**ann, "keypoints": kps, "num_keypoints": _num_labeled(kps), "source": "seed"}
+    overridden = 0
+    for iid, (_, c) in winner.items():
+        base = seed_by_id.get(iid, pool_by_id.get(iid))
+        overridden += iid in seed_by_id
+        out[iid] = {
+            **base,
+            "bbox": list(c.bbox),
+            "area": base.get("area", c.bbox[2] * c.bbox[3]),
+            "keypoints": list(c.keypoints),
+            "num_keypoints": _num_labeled(c.keypoints),
+            "source": "human",
+            "correction_id": c.correction_id,
+            "model_version": c.model_version,
+        }
+    if unknown:
+        log.warning("merge: %d instance id(s) in neither seed nor pool, left out: %s", len(unknown), sorted(unknown))
+
+    annotations = [out[i] for i in sorted(out)]
+    used = sorted({a["image_id"] for a in annotations})
+    content = {
+        "images": [dict(images[i]) for i in used],
+        "annotations": annotations,
+        "categories": [dict(c) for c in seed["categories"]],
+    }
+    train = {k: content.get(k, v) for k, v in seed.items()}
+    train.update({k: v for k, v in content.items() if k not in train})
+    conflicts = sorted(i for i, n in count.items() if n > 1)
+    report = {
+        "seed": len(seed_by_id),
+        "corrections": len(corrections),
+        "human_instances": sum(1 for a in annotations if a["source"] == "human"),
+        "overridden_seed": overridden,
+        "conflicts": len(conflicts),
+        "conflict_instance_ids": conflicts,
+        "removed_no_person": len(removed),
+        "removed_no_person_ids": sorted(removed),
+        "skipped": skipped,
+        "unknown_instances": sorted(unknown),
+        "invalid_corrections": sorted(invalid, key=lambda d: d["instance_id"]),  # stable: store order within one
+        "remapped": remapped,
+        "mismatched": mismatched,
+        "effort": effort_summary(corrections),
+        "labeled_total": len(annotations),
+    }
+    return train, report
+
+
+def _misfit(c: Correction, base: dict, num_kps: dict[int, int]) -> str | None:
+    """Why a correction cannot label the annotation it names (None when it can)."""
+    if c.image_id != base["image_id"]:
+        return f"image_id {c.image_id} but instance {c.instance_id} is on image {base['image_id']}"
+    k = num_kps.get(base.get("category_id"))
+    if k is None:
+        return f"category {base.get('category_id')!r} has no keypoints in the seed's categories"
+    if len(c.keypoints) != 3 * k:
+        return f"{len(c.keypoints)} keypoint values, expected 3*{k}={3 * k}"
+    if c.bbox[2] <= 0 or c.bbox[3] <= 0:
+        return f"box width and height must be > 0, got {list(c.bbox)}"
+    return None
