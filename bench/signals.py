@@ -19,7 +19,7 @@ from bench.report import write_section
 from pipeline.config import load_params
 from pipeline.data.coco import read_coco
 from pipeline.evaluation import coco_keypoint_ap, oks
-from pipeline.inference import pool_predictions_to_coco_results, predict_pool
+from pipeline.pool import pool_predictions_to_coco_results, predict_pool
 from pipeline.ray_cluster import ray_session
 from pipeline.scoring import (
     SIGNALS,

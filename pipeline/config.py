@@ -189,7 +189,7 @@ class TrainParams:
 
 @dataclass(frozen=True)
 class PseudolabelParams:
-    """The teacher over the pool on Ray Data (pipeline/inference.py, stages/pseudolabel.py)."""
+    """The teacher over the pool on Ray Data (pipeline/pool.py, stages/pseudolabel.py)."""
 
     teacher: Literal["latest", "champion"] = "latest"  # latest: this round's model; champion: the registry alias
     batch_size: int = _p(64, ge=1, le=4096)  # instances per predictor call

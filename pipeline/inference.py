@@ -6,19 +6,13 @@ and the Ray Data predictor all call it (or ``predict_batch`` for one collated ba
 
 from __future__ import annotations
 
-import json
 import logging
-import os
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
-import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
@@ -26,10 +20,8 @@ from tqdm import tqdm
 from models.pose_model import PoseModel
 from pipeline.data.coco import CocoKeypoints
 from pipeline.data.dataset import IMAGENET_MEAN, IMAGENET_STD, InstanceRecord, TopDownDataset, instances_from_coco
-from pipeline.data.transforms import crop_to_image, sample_transform, warp_crop
+from pipeline.data.transforms import crop_to_image
 from pipeline.evaluation import oks
-from pipeline.model_store import DESCRIPTION_FILE, load_model
-from pipeline.ray_cluster import route_ray_logs, verbose
 from pipeline.ssl import adaptive_mask_difficulty
 
 log = logging.getLogger(__name__)
@@ -194,66 +186,7 @@ def worst_instances(
     return rows[:count]
 
 
-# --------------------------------------------------------------------------------------------------- the pool
-# The teacher over the unlabeled pool on Ray Data: instance rows -> crop tasks (CPU, any node) -> predictor actors
-# (one model load per actor; GPU when asked) -> the driver streams each batch into one parquet file. The crops and
-# the predictions never accumulate: memory stays flat however large the pool is.
-
-
-@dataclass(frozen=True)
-class PoolRun:
-    """What ``predict_pool`` did: rows written, wall seconds, and seconds until the first batch came back (actor
-    start-up and model load; the rest is the steady state)."""
-
-    rows: int
-    seconds: float
-    first_batch_seconds: float
-
-
-def pool_frame(pool: dict, images_root: Path) -> pd.DataFrame:
-    """Pool instances (COCO dict) -> one row each: instance_id, image_id, image_path, bbox (4 floats x, y, w, h).
-
-    Sorted by image then instance, so a crop batch reads each image once; boxes with w or h <= 1 are left out (no
-    crop exists), as in ``instances_from_coco``.
-    """
-    files = {int(im["id"]): str(Path(images_root) / im["file_name"]) for im in pool["images"]}
-    rows = []
-    for ann in pool["annotations"]:
-        x, y, w, h = (float(v) for v in ann["bbox"])
-        image_id = int(ann["image_id"])
-        if w <= 1 or h <= 1 or image_id not in files or ann.get("iscrowd", 0):
-            continue
-        rows.append((int(ann["id"]), image_id, files[image_id], [x, y, w, h]))
-    frame = pd.DataFrame(rows, columns=["instance_id", "image_id", "image_path", "bbox"])
-    return frame.sort_values(["image_id", "instance_id"], kind="stable").reset_index(drop=True)
-
-
-def crop_batch(batch: dict[str, np.ndarray], input_size: tuple[int, int], padding: float) -> dict[str, np.ndarray]:
-    """Ray Data map_batches function: instance rows -> their evaluation crops.
-
-    Adds ``crop`` (B, H, W, 3) uint8 RGB (uint8 keeps the object store traffic 4x below float), ``matrix`` (B, 2, 3)
-    image -> crop and ``image_readable`` (B,) bool; an unreadable image gives a zero crop and is logged.
-    """
-    w, h = input_size
-    count = len(batch["instance_id"])
-    crops = np.zeros((count, h, w, 3), np.uint8)
-    matrices = np.zeros((count, 2, 3), np.float64)
-    readable = np.zeros(count, bool)
-    image, image_path = None, None
-    for i in range(count):
-        path = str(batch["image_path"][i])
-        if path != image_path:
-            image_path = path
-            bgr = cv2.imread(path, cv2.IMREAD_COLOR)
-            image = None if bgr is None else cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-            if image is None:
-                log.warning("cannot read image %s: its instances get no prediction", path)
-        box = np.asarray(batch["bbox"][i], dtype=np.float64)
-        matrices[i] = sample_transform(None, box, None, None, None, (w, h), padding=padding).matrix
-        if image is not None:
-            crops[i] = warp_crop(image, matrices[i], (w, h))
-            readable[i] = True
-    return {**batch, "crop": crops, "matrix": matrices, "image_readable": readable}
+# --------------------------------------------------------------------------------------------------- batch -> columns
 
 
 def normalize_crops(crops: np.ndarray) -> torch.Tensor:
@@ -283,33 +216,6 @@ def instance_scores(pred: dict, tau: float) -> dict[str, np.ndarray]:
         "difficulty": difficulty.astype(np.float64),
         "flip_disagreement": nan if pred["flip_disagreement"] is None else pred["flip_disagreement"].astype(np.float64),
     }
-
-
-class TeacherPredictor:
-    """Ray Data callable class: loads the teacher once per actor, then predicts crop batches.
-
-    Output columns (B rows, K keypoints): instance_id, image_id, bbox (B, 4), keypoints (B, 2K) image px as x0, y0,
-    x1, ...; scores (B, K); the signals of ``pipeline.scoring.SIGNALS`` (B,); image_readable (B,). Unreadable rows get
-    NaN scores.
-    """
-
-    def __init__(self, model_dir: str, flip_test: bool, tau: float, threads: int, use_gpu: bool) -> None:
-        torch.set_num_threads(threads)
-        device = "cuda" if use_gpu and torch.cuda.is_available() else "cpu"
-        self.model = load_model(Path(model_dir), device)
-        self.flip_test, self.tau = flip_test, tau
-
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        count = len(batch["instance_id"])
-        torch_batch = {
-            "image": normalize_crops(batch["crop"]),
-            "matrix": torch.from_numpy(np.ascontiguousarray(batch["matrix"])),
-            "flipped": torch.zeros(count, dtype=torch.bool),
-            "instance_id": torch.from_numpy(np.array(batch["instance_id"], np.int64)),  # a writable copy
-            "bbox": torch.from_numpy(np.stack(batch["bbox"]).astype(np.float32)),
-        }
-        pred = predict_batch(self.model, torch_batch, flip_test=self.flip_test)
-        return prediction_columns(batch, pred, self.tau)
 
 
 def prediction_columns(batch: dict[str, np.ndarray], pred: dict, tau: float) -> dict[str, np.ndarray]:
@@ -349,90 +255,3 @@ def predictions_table(columns: dict[str, np.ndarray]) -> pa.Table:
             arrays.append(pa.array(values))
         names.append(name)
     return pa.Table.from_arrays(arrays, names=names)
-
-
-def predict_pool(
-    model_dir: Path,
-    pool: dict,
-    images_root: Path,
-    out_path: Path,
-    *,
-    batch_size: int = 64,
-    actors: int = 1,
-    cpus_per_actor: float = 0.5,
-    gpus_per_actor: float = 0.0,
-    threads_per_actor: int = 2,
-    flip_test: bool = True,
-    tau: float = 0.5,
-    progress: bool = False,
-) -> PoolRun:
-    """Run the teacher in ``model_dir`` over every pool instance on Ray Data; write ``out_path`` (parquet, one row
-    per instance in pool order: image then instance id) atomically. Needs a running Ray (``ray_session``).
-
-    ``gpus_per_actor`` > 0 puts each actor on a GPU. ``progress``: one tqdm line of instances done (Ray Data's own
-    progress bars and execution banner are off unless POSELOOP_VERBOSE=1).
-    """
-    import ray
-
-    description = json.loads((Path(model_dir) / DESCRIPTION_FILE).read_text())
-    input_size = tuple(description["input_size"])
-    padding = float(description["params"]["codec"].get("box_padding", 1.25))
-    frame = pool_frame(pool, images_root)
-    out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_path.with_name(out_path.name + ".tmp")
-    if frame.empty:
-        raise ValueError(f"the pool has no instance with a usable box ({len(pool['annotations'])} annotations)")
-
-    context = ray.data.DataContext.get_current()
-    context.execution_options.preserve_order = True  # rows in pool order: the same pool gives the same file
-    if not verbose():
-        context.enable_progress_bars = False
-        context.print_on_execution_start = False
-    # metadata blocks of one batch each, so crop tasks start at once and run beside the predictors
-    table = pa.Table.from_pandas(frame, preserve_index=False)
-    table = table.set_column(3, "bbox", pa.FixedSizeListArray.from_arrays(pa.array(np.concatenate(frame["bbox"])), 4))
-    dataset = ray.data.from_arrow([table.slice(i, batch_size) for i in range(0, len(frame), batch_size)])
-    dataset = dataset.map_batches(crop_batch, fn_kwargs={"input_size": input_size, "padding": padding},
-                                  batch_size=batch_size, num_cpus=0.5)  # fmt: skip
-    predictor_kwargs = {"model_dir": str(Path(model_dir).resolve()), "flip_test": flip_test, "tau": tau,
-                        "threads": threads_per_actor, "use_gpu": gpus_per_actor > 0}  # fmt: skip
-    dataset = dataset.map_batches(
-        TeacherPredictor,
-        fn_constructor_kwargs=predictor_kwargs,
-        batch_size=batch_size,
-        num_cpus=cpus_per_actor,
-        num_gpus=gpus_per_actor,
-        compute=ray.data.ActorPoolStrategy(size=actors),
-    )
-    written, first = 0, None
-    started = time.perf_counter()
-    writer: pq.ParquetWriter | None = None
-    route_ray_logs(None)  # Ray Data configures its loggers on first use: keep their INFO off the terminal
-    bar = tqdm(total=len(frame), desc="pseudolabel", unit="person", disable=not progress, dynamic_ncols=True)
-    try:
-        for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
-            table = predictions_table(batch)
-            if writer is None:
-                first = time.perf_counter()
-                writer = pq.ParquetWriter(tmp, table.schema)
-            writer.write_table(table)
-            written += table.num_rows
-            bar.update(table.num_rows)
-    finally:
-        bar.close()
-        if writer is not None:
-            writer.close()
-    os.replace(tmp, out_path)
-    finished = time.perf_counter()
-    return PoolRun(rows=written, seconds=finished - started, first_batch_seconds=(first or finished) - started)
-
-
-def pool_predictions_to_coco_results(table: pa.Table, category_id: int) -> list[dict]:
-    """``coco_results`` of the readable rows of pool_predictions.parquet."""
-    from pipeline.scoring import list_column
-
-    readable = table.column("image_readable").to_numpy(zero_copy_only=False)
-    ids, image_ids = (table.column(c).to_numpy()[readable] for c in ("instance_id", "image_id"))
-    keypoints = list_column(table, "keypoints")[readable].reshape(len(ids), -1, 2)
-    return coco_results(ids, image_ids, keypoints, list_column(table, "scores")[readable], category_id)

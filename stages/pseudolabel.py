@@ -15,8 +15,8 @@ from pathlib import Path
 from pipeline.config import load_params
 from pipeline.data.coco import read_coco, write_coco
 from pipeline.files import write_json
-from pipeline.inference import predict_pool
 from pipeline.model_store import model_version
+from pipeline.pool import predict_pool
 from pipeline.ray_cluster import ray_session, resolve_use_gpu
 from pipeline.scoring import SIGNALS, confident_rows, list_column, pseudo_label_coco, read_scores
 from pipeline.tracking import download_model_alias, stage_run

@@ -20,8 +20,9 @@ from pipeline.config import params_from_dict
 from pipeline.data.coco import read_coco
 from pipeline.data.dataset import TopDownDataset, instances_from_coco
 from pipeline.evaluation import evaluate_keypoints, oks
-from pipeline.inference import pool_predictions_to_coco_results, predict, predict_pool
+from pipeline.inference import predict
 from pipeline.model_store import load_model
+from pipeline.pool import pool_predictions_to_coco_results, predict_pool
 from pipeline.ray_cluster import ray_session
 from pipeline.scoring import combined_uncertainty, read_scores
 from pipeline.training import load_data
