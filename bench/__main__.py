@@ -54,8 +54,11 @@ def main() -> None:
             print(f"[bench] {name} FAILED after {time.perf_counter() - start:.1f} s", flush=True)
             continue
         print(f"[bench] {name} done in {time.perf_counter() - start:.1f} s", flush=True)
-    print(f"[bench] {len(names) - len(failed)}/{len(names)} benchmarks in {(time.perf_counter() - total) / 60:.1f} min"
-          + (f"; FAILED: {', '.join(failed)}" if failed else ""), flush=True)  # fmt: skip
+    print(
+        f"[bench] {len(names) - len(failed)}/{len(names)} benchmarks in {(time.perf_counter() - total) / 60:.1f} min"
+        + (f"; FAILED: {', '.join(failed)}" if failed else ""),
+        flush=True,
+    )
     sys.exit(1 if failed else 0)
 
 

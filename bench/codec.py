@@ -28,8 +28,14 @@ def run() -> None:
         for _ in range(repeats):
             codec.decode(heatmaps)
         ms = (time.perf_counter() - start) / repeats * 1000
-        rows.append({"decoder": "DARK" if dark else "standard", "mean_err_hm_px": float(err_hm.mean()),
-                     "max_err_hm_px": float(err_hm.max()), "ms_per_batch": ms})  # fmt: skip
+        rows.append(
+            {
+                "decoder": "DARK" if dark else "standard",
+                "mean_err_hm_px": float(err_hm.mean()),
+                "max_err_hm_px": float(err_hm.max()),
+                "ms_per_batch": ms,
+            }
+        )
     start = time.perf_counter()
     for p in points:
         plain.encode(p, np.full(K, 2))
@@ -43,5 +49,10 @@ def run() -> None:
         f"{BATCH}x{K} random sub-pixel keypoints at least 8 px inside a 192x256 crop, 48x64 heatmaps, sigma 2; "
         f"noise-free targets.\n\n{table}\n\nEncoding: {encode_ms:.2f} ms per instance ({K} keypoints)."
     )
-    write_section("codec", "Heatmap codec", "make bench  # python -m bench codec", body, {"rows": rows,
-                  "encode_ms_per_instance": encode_ms})  # fmt: skip
+    write_section(
+        "codec",
+        "Heatmap codec",
+        "make bench  # python -m bench codec",
+        body,
+        {"rows": rows, "encode_ms_per_instance": encode_ms},
+    )

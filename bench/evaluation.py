@@ -40,11 +40,16 @@ def _files(folder: Path, n_annotations: int, rng: np.random.Generator) -> tuple[
     predicted = kps.copy()
     predicted[:, 0::3] += 1.0
     predicted[:, 2::3] = 1.0
-    results = [{"image_id": a // 2 + 1, "category_id": 1, "score": 0.9, "keypoints": predicted[a].tolist()}
-               for a in range(n_annotations)]  # fmt: skip
+    results = [
+        {"image_id": a // 2 + 1, "category_id": 1, "score": 0.9, "keypoints": predicted[a].tolist()}
+        for a in range(n_annotations)
+    ]
     gt, res = folder / f"gt_{n_annotations}.json", folder / f"results_{n_annotations}.json"
-    gt.write_text(json.dumps({"images": images, "annotations": annotations,
-                              "categories": [KeypointSchema.coco17().to_coco_category()]}))  # fmt: skip
+    gt.write_text(
+        json.dumps(
+            {"images": images, "annotations": annotations, "categories": [KeypointSchema.coco17().to_coco_category()]}
+        )
+    )
     res.write_text(json.dumps(results))
     return gt, res
 
@@ -56,8 +61,12 @@ def run() -> None:
         for n in SIZES:
             gt, res = _files(Path(tmp), n, rng)
             start = time.perf_counter()
-            done = subprocess.run([sys.executable, "-m", "pipeline", "evaluate", str(gt), str(res), "--json"],
-                                  capture_output=True, text=True, check=True)  # fmt: skip
+            done = subprocess.run(
+                [sys.executable, "-m", "pipeline", "evaluate", str(gt), str(res), "--json"],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
             seconds = time.perf_counter() - start
             rows.append({"annotations": n, "seconds": round(seconds, 2), "ap": json.loads(done.stdout)["ap"]})
     ratio = rows[1]["seconds"] / rows[0]["seconds"]
@@ -70,5 +79,10 @@ def run() -> None:
         f"{table}\n\n10x the annotations took {ratio:.1f}x the time (linear: ~10x; the quadratic pairing it replaced "
         "took 21.6x, 10.5 s -> 227 s, in the probe of issue #15)."
     )
-    write_section("evaluation", "Evaluation at scale", "make bench-evaluation  # python -m bench evaluation", body,
-                  {"rows": rows, "ratio": ratio})  # fmt: skip
+    write_section(
+        "evaluation",
+        "Evaluation at scale",
+        "make bench-evaluation  # python -m bench evaluation",
+        body,
+        {"rows": rows, "ratio": ratio},
+    )

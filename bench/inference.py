@@ -44,8 +44,9 @@ def _plain(model_dir: Path, pool_file: Path, root: Path, threads: int) -> float:
     torch.set_num_threads(threads)
     model = load_model(model_dir)
     pool = read_coco(pool_file)
-    records = instances_from_coco(pool.images, pool.annotations, root, pool.schema.num_keypoints,
-                                  require_keypoints=False)  # fmt: skip
+    records = instances_from_coco(
+        pool.images, pool.annotations, root, pool.schema.num_keypoints, require_keypoints=False
+    )
     dataset = TopDownDataset(records, pool.schema, model.codec)
     start = time.perf_counter()
     predict(model, dataset, batch_size=BATCH, flip_test=True)
@@ -53,8 +54,9 @@ def _plain(model_dir: Path, pool_file: Path, root: Path, threads: int) -> float:
 
 
 def rate_steady(rows: list[dict], actors: int, threads: int) -> float:
-    return next(r["steady_instances_per_s"] for r in rows if r["setup"] == f"Ray Data, {actors} actor(s) x {threads} "
-                "thread(s)")  # fmt: skip
+    return next(
+        r["steady_instances_per_s"] for r in rows if r["setup"] == f"Ray Data, {actors} actor(s) x {threads} thread(s)"
+    )
 
 
 def run() -> None:
@@ -67,21 +69,38 @@ def run() -> None:
         count = len(pool["annotations"])
         before = torch.get_num_threads()
         for threads in (1, 2):
-            rows.append({"setup": f"plain torch loop, 1 process x {threads} thread(s)",
-                         "instances_per_s": _plain(model_dir, prepared / "pool.json", prepared, threads)})  # fmt: skip
+            rows.append(
+                {
+                    "setup": f"plain torch loop, 1 process x {threads} thread(s)",
+                    "instances_per_s": _plain(model_dir, prepared / "pool.json", prepared, threads),
+                }
+            )
         torch.set_num_threads(before)
         with ray_session(num_cpus=2, log_to_driver=False):
             # warm-up: Ray's worker processes and imports, paid once per stage, not per arm
             warm = {**pool, "annotations": pool["annotations"][:BATCH]}
             predict_pool(model_dir, warm, prepared, root / "warm.parquet", batch_size=BATCH, threads_per_actor=1)
             for actors, threads in ((1, 1), (1, 2), (2, 1)):
-                done = predict_pool(model_dir, pool, prepared, root / f"ray-{actors}-{threads}.parquet",
-                                    batch_size=BATCH, actors=actors, cpus_per_actor=0.5, threads_per_actor=threads,
-                                    flip_test=True)  # fmt: skip
+                done = predict_pool(
+                    model_dir,
+                    pool,
+                    prepared,
+                    root / f"ray-{actors}-{threads}.parquet",
+                    batch_size=BATCH,
+                    actors=actors,
+                    cpus_per_actor=0.5,
+                    threads_per_actor=threads,
+                    flip_test=True,
+                )
                 steady = (done.rows - BATCH) / max(done.seconds - done.first_batch_seconds, 1e-9)
-                rows.append({"setup": f"Ray Data, {actors} actor(s) x {threads} thread(s)",
-                             "instances_per_s": done.rows / done.seconds, "steady_instances_per_s": steady,
-                             "startup_s": done.first_batch_seconds})  # fmt: skip
+                rows.append(
+                    {
+                        "setup": f"Ray Data, {actors} actor(s) x {threads} thread(s)",
+                        "instances_per_s": done.rows / done.seconds,
+                        "steady_instances_per_s": steady,
+                        "startup_s": done.first_batch_seconds,
+                    }
+                )
 
     rate = {r["setup"]: r["instances_per_s"] for r in rows}
     plain1, plain2 = (
@@ -90,8 +109,10 @@ def run() -> None:
     )
     ray11, ray12 = rate["Ray Data, 1 actor(s) x 1 thread(s)"], rate["Ray Data, 1 actor(s) x 2 thread(s)"]
     ray21 = rate["Ray Data, 2 actor(s) x 1 thread(s)"]
-    table = ("| setup | instances/s end to end | vs plain, same threads per process | after the first batch | "
-             "first batch after (s) |\n|---|---|---|---|---|\n")  # fmt: skip
+    table = (
+        "| setup | instances/s end to end | vs plain, same threads per process | after the first batch | "
+        "first batch after (s) |\n|---|---|---|---|---|\n"
+    )
     for r in rows:
         threads = 2 if "x 2 thread" in r["setup"] else 1
         r["vs_plain"] = r["instances_per_s"] / (plain2 if threads == 2 else plain1)
@@ -109,5 +130,10 @@ def run() -> None:
         "the predictor, so even the 1-actor arm already keeps part of the second core busy with decoding and warping: "
         "on 2 cores a second actor can only add what is left of that core, which bounds the 2-actor gain well below 2."
     )
-    write_section("inference", "Pool inference: Ray Data against a plain loop", "make bench  # python -m bench "
-                  "inference", body, rows)  # fmt: skip
+    write_section(
+        "inference",
+        "Pool inference: Ray Data against a plain loop",
+        "make bench  # python -m bench inference",
+        body,
+        rows,
+    )

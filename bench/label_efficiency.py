@@ -130,12 +130,39 @@ ALL_POLICIES = ("random", "uncertainty", "cold_start", "skip_hopeless", "effort"
 # reference reached 0.375 AP in 1000 steps (below the regime check's 0.4), and input size was the largest lever of
 # the recipe search. SSL off for every policy, then on for random and the best: 93 trainings of ~1 min (SSL ~2.3x),
 # two single-thread processes at a time (~80 min measured budget: 24 min per SSL-off unit, 5 per reference).
-CPU = Grid(policies=ALL_POLICIES, ssl=("off", "adaptive_mixup"), seeds=(0, 1, 2), rounds=4, seed_labels=0.05,
-           budget=0.0375, epochs=2, steps=100, batch_size=32, input_size=(128, 160), variant=None, images=1000,
-           warm_start=True)  # fmt: skip
-FULL = Grid(policies=ALL_POLICIES, ssl=("off", "adaptive_mixup"), seeds=(0, 1, 2), rounds=5, seed_labels=0.05,
-            budget=0.05, epochs=10, steps=100, batch_size=32, input_size=(192, 256), variant=None, images=2000,
-            warm_start=False, ssl_policies=ALL_POLICIES, threads=4, loader_workers=8)  # fmt: skip
+CPU = Grid(
+    policies=ALL_POLICIES,
+    ssl=("off", "adaptive_mixup"),
+    seeds=(0, 1, 2),
+    rounds=4,
+    seed_labels=0.05,
+    budget=0.0375,
+    epochs=2,
+    steps=100,
+    batch_size=32,
+    input_size=(128, 160),
+    variant=None,
+    images=1000,
+    warm_start=True,
+)
+FULL = Grid(
+    policies=ALL_POLICIES,
+    ssl=("off", "adaptive_mixup"),
+    seeds=(0, 1, 2),
+    rounds=5,
+    seed_labels=0.05,
+    budget=0.05,
+    epochs=10,
+    steps=100,
+    batch_size=32,
+    input_size=(192, 256),
+    variant=None,
+    images=2000,
+    warm_start=False,
+    ssl_policies=ALL_POLICIES,
+    threads=4,
+    loader_workers=8,
+)
 # coco_mini has 86 people with keypoints in train2017: counts, not fractions, and a seed big enough to learn from.
 CPU_COCO = dataclasses.replace(CPU, policies=("random", "uncertainty"), ssl=("off",), rounds=3, seed_labels=8, budget=8)
 GRIDS = {"cpu": CPU, "full": FULL}
@@ -149,8 +176,10 @@ def policy_spec(spec: str) -> tuple[str, float]:
     "uncertainty+random0.5" -> ("uncertainty", 0.5), half of each round's budget drawn at random."""
     policy, _, share = spec.partition("+random")
     if policy not in POLICIES or (share and not 0.0 < float(share) <= 1.0) or (_ and not share):
-        raise argparse.ArgumentTypeError(f"{spec!r}: expected one of {', '.join(POLICIES)}, optionally followed by "
-                                         "+random<share in (0, 1]>, e.g. uncertainty+random0.5")  # fmt: skip
+        raise argparse.ArgumentTypeError(
+            f"{spec!r}: expected one of {', '.join(POLICIES)}, optionally followed by "
+            "+random<share in (0, 1]>, e.g. uncertainty+random0.5"
+        )
     return policy, float(share or 0.0)
 
 
@@ -165,16 +194,26 @@ def base_params(grid: Grid, seed: int, source: str) -> dict:
     else:  # coco_mini: 32 val2017 images hold people with keypoints
         root = COCO_MINI.resolve()
         data.update(source="coco", val_images=28, test_images=4)
-        data["coco"].update(annotations=str(root / "annotations/person_keypoints_train2017.json"),
-                            images=str(root / "train2017"),
-                            val_annotations=str(root / "annotations/person_keypoints_val2017.json"),
-                            val_images=str(root / "val2017"))  # fmt: skip
+        data["coco"].update(
+            annotations=str(root / "annotations/person_keypoints_train2017.json"),
+            images=str(root / "train2017"),
+            val_annotations=str(root / "annotations/person_keypoints_val2017.json"),
+            val_images=str(root / "val2017"),
+        )
     raw["codec"]["input_size"] = list(grid.input_size)
     raw["model"]["variant"] = grid.variant
-    raw["train"].update(epochs=grid.epochs, min_steps_per_epoch=grid.steps, batch_size=grid.batch_size, seed=seed,
-                        warmup_steps=min(raw["train"]["warmup_steps"], grid.steps), num_workers=1,
-                        threads_per_worker=grid.threads,
-                        loader_workers=grid.loader_workers, warm_start="scratch", pseudo_labels=False)  # fmt: skip
+    raw["train"].update(
+        epochs=grid.epochs,
+        min_steps_per_epoch=grid.steps,
+        batch_size=grid.batch_size,
+        seed=seed,
+        warmup_steps=min(raw["train"]["warmup_steps"], grid.steps),
+        num_workers=1,
+        threads_per_worker=grid.threads,
+        loader_workers=grid.loader_workers,
+        warm_start="scratch",
+        pseudo_labels=False,
+    )
     raw["train"]["ssl"]["rampup_epochs"] = min(raw["train"]["ssl"]["rampup_epochs"], max(1, grid.epochs // 3))
     return raw
 
@@ -211,8 +250,12 @@ class Project:
         return len(self.seed_coco["annotations"]) + len(self.pool["annotations"])
 
     def paths(self, labels: Path) -> dict[str, str]:
-        return {"labels": str(labels), "pool": str(self.prepared / "pool.json"),
-                "val": str(self.prepared / "val.json"), "images_root": str(self.prepared)}  # fmt: skip
+        return {
+            "labels": str(labels),
+            "pool": str(self.prepared / "pool.json"),
+            "val": str(self.prepared / "val.json"),
+            "images_root": str(self.prepared),
+        }
 
 
 def make_project(raw: dict, seed: int, root: Path) -> Project:
@@ -223,13 +266,21 @@ def make_project(raw: dict, seed: int, root: Path) -> Project:
     pool = json.loads((prepared / "pool.json").read_text())
     oracle = json.loads((prepared / "oracle.json").read_text())  # raw JSON: keeps synthetic_tags as written
     schema = read_coco(prepared / "labeled.json").schema
-    records = instances_from_coco(pool["images"], pool["annotations"], prepared, schema.num_keypoints,
-                                  require_keypoints=False)  # fmt: skip
+    records = instances_from_coco(
+        pool["images"], pool["annotations"], prepared, schema.num_keypoints, require_keypoints=False
+    )
     pool_set = TopDownDataset(records, schema, build_codec(params), padding=params.codec.box_padding)
-    return Project(seed=seed, root=root, prepared=prepared, seed_coco=seed_coco, pool=pool,
-                   truth={int(a["id"]): a for a in oracle["annotations"]}, pool_set=pool_set,
-                   image_of={int(a["id"]): int(a["image_id"]) for a in pool["annotations"]},
-                   bbox_of={int(a["id"]): [float(v) for v in a["bbox"]] for a in pool["annotations"]})  # fmt: skip
+    return Project(
+        seed=seed,
+        root=root,
+        prepared=prepared,
+        seed_coco=seed_coco,
+        pool=pool,
+        truth={int(a["id"]): a for a in oracle["annotations"]},
+        pool_set=pool_set,
+        image_of={int(a["id"]): int(a["image_id"]) for a in pool["annotations"]},
+        bbox_of={int(a["id"]): [float(v) for v in a["bbox"]] for a in pool["annotations"]},
+    )
 
 
 # --------------------------------------------------------------------------------------------------- the steps
@@ -258,8 +309,14 @@ def train(raw: dict, project: Project, labels: Path, out: Path, init: Path | Non
     labeled = len(json.loads(labels.read_text())["annotations"])
     cfg = raw["train"]
     steps = cfg["epochs"] * max(math.ceil(labeled / cfg["batch_size"]), cfg["min_steps_per_epoch"])
-    return Trained(out, float(best["val_ap"]), float(history[-1]["val_ap"]), float(best["val_pck10"]), steps,
-                   time.perf_counter() - started)  # fmt: skip
+    return Trained(
+        out,
+        float(best["val_ap"]),
+        float(history[-1]["val_ap"]),
+        float(best["val_pck10"]),
+        steps,
+        time.perf_counter() - started,
+    )
 
 
 def score_pool(raw: dict, project: Project, weights: Path, out: Path):
@@ -272,16 +329,27 @@ def score_pool(raw: dict, project: Project, weights: Path, out: Path):
     model.to("cuda" if torch.cuda.is_available() else "cpu")
     pred = predict(model.eval(), project.pool_set, batch_size=64, flip_test=params.pseudolabel.flip_test)
     ids = pred.instance_id.astype(np.int64)
-    batch = {"instance_id": ids, "image_id": np.array([project.image_of[int(i)] for i in ids], np.int64),
-             "bbox": np.array([project.bbox_of[int(i)] for i in ids], np.float64)}  # fmt: skip
-    columns = prediction_columns(batch, {f.name: getattr(pred, f.name) for f in dataclasses.fields(pred)},
-                                 params.pseudolabel.tau)  # fmt: skip
+    batch = {
+        "instance_id": ids,
+        "image_id": np.array([project.image_of[int(i)] for i in ids], np.int64),
+        "bbox": np.array([project.bbox_of[int(i)] for i in ids], np.float64),
+    }
+    columns = prediction_columns(
+        batch, {f.name: getattr(pred, f.name) for f in dataclasses.fields(pred)}, params.pseudolabel.tau
+    )
     pq.write_table(predictions_table(columns), out)
     return read_scores(out)
 
 
-def annotate(project: Project, store: Path, chosen: list[int], round_: int, arm: str, shown: dict[int, np.ndarray],
-             skip_below_visible: int) -> dict[str, int]:  # fmt: skip
+def annotate(
+    project: Project,
+    store: Path,
+    chosen: list[int],
+    round_: int,
+    arm: str,
+    shown: dict[int, np.ndarray],
+    skip_below_visible: int,
+) -> dict[str, int]:
     """The simulated annotator, one pull: each chosen instance is skipped when the truth makes it unlabelable
     (``is_unlabelable``: < 3 labeled or < ``skip_below_visible`` clearly visible keypoints), else corrected to the
     truth of oracle.json. Effort is counted as for a person in Label Studio (``keypoint_effort`` against the teacher's
@@ -295,20 +363,33 @@ def annotate(project: Project, store: Path, chosen: list[int], round_: int, arm:
     for iid in chosen:
         ann = project.truth[iid]
         if is_unlabelable(ann["keypoints"], min_visible=skip_below_visible):
-            skips.append(Skip(instance_id=iid, task_id=None, annotation_id=None, annotator="oracle", at=stamp,
-                              reason="skipped"))  # fmt: skip
+            skips.append(
+                Skip(instance_id=iid, task_id=None, annotation_id=None, annotator="oracle", at=stamp, reason="skipped")
+            )
             effort["skipped"] += 1
             continue
         if iid in shown:
             xy = shown[iid].reshape(-1, 2)
-            predicted = {name: (float(x), float(y)) for name, (x, y) in zip(schema.names, xy, strict=True)
-                         if np.isfinite(x) and np.isfinite(y)}  # fmt: skip
+            predicted = {
+                name: (float(x), float(y))
+                for name, (x, y) in zip(schema.names, xy, strict=True)
+                if np.isfinite(x) and np.isfinite(y)
+            }
             moved, added, deleted = keypoint_effort(predicted, ann["keypoints"], ann["bbox"], schema)
             effort.update(moved=moved, added=added, deleted=deleted)
-        corrections.append(Correction(instance_id=iid, image_id=int(ann["image_id"]), bbox=tuple(ann["bbox"]),
-                                      keypoints=tuple(ann["keypoints"]), task_id=None, annotation_id=None,
-                                      annotator="oracle", completed_at=stamp,
-                                      model_version=f"bench/{arm}/round{round_ - 1}"))  # fmt: skip
+        corrections.append(
+            Correction(
+                instance_id=iid,
+                image_id=int(ann["image_id"]),
+                bbox=tuple(ann["bbox"]),
+                keypoints=tuple(ann["keypoints"]),
+                task_id=None,
+                annotation_id=None,
+                annotator="oracle",
+                completed_at=stamp,
+                model_version=f"bench/{arm}/round{round_ - 1}",
+            )
+        )
     write_pull(store, corrections, skips, [], source=f"inbox:{NAME}-round{round_}", now=at)
     return dict(effort)
 
@@ -371,23 +452,40 @@ def run_unit(grid: Grid, source: str, unit: Unit, workdir: Path) -> dict:
     def progress(text: str) -> None:
         elapsed = time.perf_counter() - started
         eta = elapsed / done * (trainings - done) if done else float("nan")
-        print(f"[{NAME}] {source} {unit.label}: {done}/{trainings} trainings, {elapsed / 60:.1f} min elapsed, "
-              f"~{eta / 60:.0f} min left | {text}", flush=True)  # fmt: skip
+        print(
+            f"[{NAME}] {source} {unit.label}: {done}/{trainings} trainings, {elapsed / 60:.1f} min elapsed, "
+            f"~{eta / 60:.0f} min left | {text}",
+            flush=True,
+        )
 
     budget = count_of(grid.budget, project.labelable)
     n0 = len(project.seed_coco["annotations"])
     visible = grid.skip_below_visible
     unlabelable = {i for i, a in project.truth.items() if is_unlabelable(a["keypoints"], min_visible=visible)}
-    results = {"rows": rows, "references": references, "selections": selections, "base_rates": base_rates,
-               "hopeless_checks": hopeless_checks}  # fmt: skip
+    results = {
+        "rows": rows,
+        "references": references,
+        "selections": selections,
+        "base_rates": base_rates,
+        "hopeless_checks": hopeless_checks,
+    }
     try:
         if unit.ssl is None:
             # the fully supervised reference: every labelable person through the same merge, SSL off, same steps
             tags = Counter(t for a in project.truth.values() for t in a.get("synthetic_tags", []))
             tagged = sum(bool(a.get("synthetic_tags")) for a in project.truth.values())
-            base_rates.append({"seed": seed, "pool": len(project.truth), "labelable": project.labelable,
-                               "seed_labels": n0, "budget": budget, "tags": dict(tags), "any_tag": tagged,
-                               "unlabelable": len(unlabelable)})  # fmt: skip
+            base_rates.append(
+                {
+                    "seed": seed,
+                    "pool": len(project.truth),
+                    "labelable": project.labelable,
+                    "seed_labels": n0,
+                    "budget": budget,
+                    "tags": dict(tags),
+                    "any_tag": tagged,
+                    "unlabelable": len(unlabelable),
+                }
+            )
             ref_dir = project.root / "reference"
             ref_dir.mkdir(parents=True)
             labelable = [i for i in sorted(project.truth) if i not in unlabelable]
@@ -396,9 +494,17 @@ def run_unit(grid: Grid, source: str, unit: Unit, workdir: Path) -> dict:
             epochs = grid.epochs * (grid.rounds + 1 if grid.warm_start else 1)
             ref = train(with_ssl(raw, "off", epochs), project, ref_dir / "train.json", ref_dir / "model.pt", None)
             done += 1
-            references.append({"seed": seed, "labeled": report["labeled_total"], "ap": ref.ap,
-                               "final_ap": ref.final_ap, "pck10": ref.pck10, "steps": ref.steps,
-                               "seconds": ref.seconds})  # fmt: skip
+            references.append(
+                {
+                    "seed": seed,
+                    "labeled": report["labeled_total"],
+                    "ap": ref.ap,
+                    "final_ap": ref.final_ap,
+                    "pck10": ref.pck10,
+                    "steps": ref.steps,
+                    "seconds": ref.seconds,
+                }
+            )
             progress(f"reference ({report['labeled_total']} labels): val AP {ref.ap:.4f}")
             return results
 
@@ -422,31 +528,69 @@ def run_unit(grid: Grid, source: str, unit: Unit, workdir: Path) -> dict:
             labels_file = project.prepared / "labeled.json"
             current, (scores, table) = zero, zero_scores
             spent = Counter(tasks=0, skipped=0, moved=0, added=0, deleted=0, review=0)
-            rows.append({"seed": seed, "ssl": ssl, "policy": policy, "arm": arm, "round": 0, "labeled": n0,
-                         "share": n0 / project.labelable, **dict(spent), **_metrics(zero)})  # fmt: skip
+            rows.append(
+                {
+                    "seed": seed,
+                    "ssl": ssl,
+                    "policy": policy,
+                    "arm": arm,
+                    "round": 0,
+                    "labeled": n0,
+                    "share": n0 / project.labelable,
+                    **dict(spent),
+                    **_metrics(zero),
+                }
+            )
             for r in range(1, grid.rounds + 1):
                 # what the select stage excludes: labeled (seed + corrections) and skipped instances
                 exclude = excluded_instances([labels_file], store, None)
-                chosen = select_with_params(scores, table, cfg, exclude=exclude, labeled_count=len(exclude["labeled"]),
-                                            seed=seed * 1000 + r, budget=budget)  # fmt: skip
+                chosen = select_with_params(
+                    scores,
+                    table,
+                    cfg,
+                    exclude=exclude,
+                    labeled_count=len(exclude["labeled"]),
+                    seed=seed * 1000 + r,
+                    budget=budget,
+                )
                 ids = scores["instance_id"].to_numpy()
                 if r == 1 or base_policy in EXCLUDES_HOPELESS:
-                    flagged = hopeless_rows(list_column(table, "scores"), cfg.hopeless_min_keypoints,
-                                            cfg.hopeless_min_score)  # fmt: skip
+                    flagged = hopeless_rows(
+                        list_column(table, "scores"), cfg.hopeless_min_keypoints, cfg.hopeless_min_score
+                    )
                     truly = np.isin(ids, list(unlabelable))
-                    hopeless_checks.append({"seed": seed, "arm": arm, "round": r, "flagged": int(flagged.sum()),
-                                            "unlabelable": int(truly.sum()), "both": int((flagged & truly).sum()),
-                                            "pool": len(ids)})  # fmt: skip
+                    hopeless_checks.append(
+                        {
+                            "seed": seed,
+                            "arm": arm,
+                            "round": r,
+                            "flagged": int(flagged.sum()),
+                            "unlabelable": int(truly.sum()),
+                            "both": int((flagged & truly).sum()),
+                            "pool": len(ids),
+                        }
+                    )
                 picked = [int(i) for i in ids[chosen.rows]]
                 review = [int(i) for i in ids[chosen.review_rows]]
                 for queue, members in (("correct", picked), ("review", review)):
                     for iid in members:
-                        selections.append({"seed": seed, "arm": arm, "round": r, "instance_id": iid, "queue": queue,
-                                           "skipped": iid in unlabelable,
-                                           "tags": list(project.truth[iid].get("synthetic_tags", []))})  # fmt: skip
+                        selections.append(
+                            {
+                                "seed": seed,
+                                "arm": arm,
+                                "round": r,
+                                "instance_id": iid,
+                                "queue": queue,
+                                "skipped": iid in unlabelable,
+                                "tags": list(project.truth[iid].get("synthetic_tags", [])),
+                            }
+                        )
                 keypoints = list_column(table, "keypoints")
-                shown = {int(i): keypoints[row] for i, row in zip(ids, range(len(ids)), strict=True)
-                         if int(i) in set(picked + review)}  # fmt: skip
+                shown = {
+                    int(i): keypoints[row]
+                    for i, row in zip(ids, range(len(ids)), strict=True)
+                    if int(i) in set(picked + review)
+                }
                 spent.update(annotate(project, store, picked + review, r, arm, shown, grid.skip_below_visible))
                 spent["review"] += len(review)
                 labels_file = arm_dir / f"train_round{r}.json"
@@ -454,11 +598,23 @@ def run_unit(grid: Grid, source: str, unit: Unit, workdir: Path) -> dict:
                 init = current.weights if grid.warm_start else None
                 current = train(arm_raw, project, labels_file, arm_dir / f"round{r}.pt", init)
                 done += 1
-                rows.append({"seed": seed, "ssl": ssl, "policy": policy, "arm": arm, "round": r,
-                             "labeled": report["labeled_total"], "share": report["labeled_total"] /
-                             project.labelable, **dict(spent), **_metrics(current)})  # fmt: skip
-                progress(f"{arm} round {r} ({report['labeled_total']} labels, {spent['moved']} moved keypoints, "
-                         f"{spent['skipped']} skipped): val AP {current.ap:.4f}")  # fmt: skip
+                rows.append(
+                    {
+                        "seed": seed,
+                        "ssl": ssl,
+                        "policy": policy,
+                        "arm": arm,
+                        "round": r,
+                        "labeled": report["labeled_total"],
+                        "share": report["labeled_total"] / project.labelable,
+                        **dict(spent),
+                        **_metrics(current),
+                    }
+                )
+                progress(
+                    f"{arm} round {r} ({report['labeled_total']} labels, {spent['moved']} moved keypoints, "
+                    f"{spent['skipped']} skipped): val AP {current.ap:.4f}"
+                )
                 if r < grid.rounds:
                     out = arm_dir / f"pool_predictions_round{r}.parquet"
                     scores, table = score_pool(arm_raw, project, current.weights, out)
@@ -474,8 +630,7 @@ def run_units(grid: Grid, source: str, units: list[Unit], workdir: Path, jobs: i
     """``units`` of ``grid`` on ``source``, ``jobs`` at a time (spawned processes, one per unit); the raw results
     concatenated in unit order (seed, reference first), the same whatever ``jobs`` is."""
     started = time.perf_counter()
-    print(f"[{NAME}] {source}: {len(units)} units ({', '.join(u.label for u in units)}), {jobs} at a time",
-          flush=True)  # fmt: skip
+    print(f"[{NAME}] {source}: {len(units)} units ({', '.join(u.label for u in units)}), {jobs} at a time", flush=True)
     if jobs <= 1:
         results = {u: run_unit(grid, source, u, workdir) for u in units}
     else:
@@ -485,8 +640,11 @@ def run_units(grid: Grid, source: str, units: list[Unit], workdir: Path, jobs: i
             for future in as_completed(futures):
                 unit = futures[future]
                 results[unit] = future.result()  # a failed unit fails the run, with its traceback
-                print(f"[{NAME}] {source}: {unit.label} done ({len(results)}/{len(units)} units, "
-                      f"{(time.perf_counter() - started) / 60:.1f} min)", flush=True)  # fmt: skip
+                print(
+                    f"[{NAME}] {source}: {unit.label} done ({len(results)}/{len(units)} units, "
+                    f"{(time.perf_counter() - started) / 60:.1f} min)",
+                    flush=True,
+                )
     modes = ("off", *grid.ssl)
     ordered = sorted(units, key=lambda u: (u.seed, u.ssl is not None, modes.index(u.ssl) if u.ssl else 0))
     return {key: [item for u in ordered for item in results[u][key]] for key in RESULT_KEYS}
@@ -527,8 +685,12 @@ def curves(rows: list[dict]) -> dict[str, list[dict]]:
         points = []
         for rnd in sorted({r["round"] for r in rows if r["arm"] == arm}):
             sel = [r for r in rows if r["arm"] == arm and r["round"] == rnd]
-            point = {"round": rnd, "labeled": statistics.mean(r["labeled"] for r in sel),
-                     "share": statistics.mean(r["share"] for r in sel), "seeds": len(sel)}  # fmt: skip
+            point = {
+                "round": rnd,
+                "labeled": statistics.mean(r["labeled"] for r in sel),
+                "share": statistics.mean(r["share"] for r in sel),
+                "seeds": len(sel),
+            }
             for key in ("moved", "added", "tasks", "skipped", "review"):  # cumulative annotator work (mean)
                 point[key] = statistics.mean(r.get(key, 0) for r in sel)
             for key in ("ap", "pck10"):
@@ -587,11 +749,18 @@ def summary(curve: dict[str, list[dict]], ref_ap: float, best: str | None, grid:
     """docs/bench/label_efficiency_summary.json: the issue's keys (numbers on the 0-1 AP scale, None where a value
     does not exist, e.g. a level never reached)."""
     random_final = curve["random"][-1] if "random" in curve else None
-    out: dict = {"reference_ap": round(ref_ap, 4), "random_final_ap": round(random_final["ap"], 4) if random_final
-                 else None, "best_policy": best, "best_labels_to_random_final": None,
-                 "best_moved_keypoints_to_random_final": None, "ssl_best_fraction_of_reference_at_20pct": None,
-                 "ssl_gain_ap_at_5pct": None, "seeds": len(grid.seeds), "wall_minutes": round(seconds / 60, 1),
-                 "regime_check_passed": ref_ap >= MIN_REFERENCE_AP}  # fmt: skip
+    out: dict = {
+        "reference_ap": round(ref_ap, 4),
+        "random_final_ap": round(random_final["ap"], 4) if random_final else None,
+        "best_policy": best,
+        "best_labels_to_random_final": None,
+        "best_moved_keypoints_to_random_final": None,
+        "ssl_best_fraction_of_reference_at_20pct": None,
+        "ssl_gain_ap_at_5pct": None,
+        "seeds": len(grid.seeds),
+        "wall_minutes": round(seconds / 60, 1),
+        "regime_check_passed": ref_ap >= MIN_REFERENCE_AP,
+    }
     if best and random_final:
         labels = cost_to_reach(curve[best], random_final["ap"], "labeled")
         moved = cost_to_reach(curve[best], random_final["ap"], "moved")
@@ -618,41 +787,67 @@ def targets(curve: dict[str, list[dict]], ref_ap: float, best: str | None) -> li
         "SSL >= supervised + 5 AP at the seed labels (5%)",
     )
     if ref_ap < MIN_REFERENCE_AP:
-        why = (f"void: the all-labels reference reached {ref_ap:.4f} val AP, below the regime check's "
-               f"{MIN_REFERENCE_AP}: more labels cannot help enough for selection to matter")  # fmt: skip
+        why = (
+            f"void: the all-labels reference reached {ref_ap:.4f} val AP, below the regime check's "
+            f"{MIN_REFERENCE_AP}: more labels cannot help enough for selection to matter"
+        )
         return [(n, "void", why) for n in names]
     out = []
     if best is None or "random" not in curve:
-        out += [(names[0], "not measured", "needs random and another policy"),
-                (names[1], "not measured", "needs random and another policy")]  # fmt: skip
+        out += [
+            (names[0], "not measured", "needs random and another policy"),
+            (names[1], "not measured", "needs random and another policy"),
+        ]
     else:
         final = curve["random"][-1]
         for name, cost, unit in ((names[0], "labeled", "labels"), (names[1], "moved", "moved keypoints")):
             reach = cost_to_reach(curve[best], final["ap"], cost)
             if reach is None:
-                out.append((name, "NOT met", f"{best} never reached random's final AP {final['ap']:.4f}; its final "
-                            f"mean AP {curve[best][-1]['ap']:.4f}"))  # fmt: skip
+                out.append(
+                    (
+                        name,
+                        "NOT met",
+                        f"{best} never reached random's final AP {final['ap']:.4f}; its final "
+                        f"mean AP {curve[best][-1]['ap']:.4f}",
+                    )
+                )
                 continue
             ratio = reach / final[cost] if final[cost] else float("nan")
-            out.append((name, "met" if ratio <= 0.6 else "NOT met",
-                        f"{best}: {reach:.0f} {unit} (interpolated between rounds) against random's {final[cost]:.0f}"
-                        f" for {final['ap']:.4f} AP = {ratio:.0%}"))  # fmt: skip
+            out.append(
+                (
+                    name,
+                    "met" if ratio <= 0.6 else "NOT met",
+                    f"{best}: {reach:.0f} {unit} (interpolated between rounds) against random's {final[cost]:.0f}"
+                    f" for {final['ap']:.4f} AP = {ratio:.0%}",
+                )
+            )
     ssl_best = next((a for a in curve if best and a.startswith(f"{best} + SSL (")), None)
     if ssl_best is None:
         out.append((names[2], "not measured", "no SSL arm of the best policy in this grid"))
     else:
         point = at_share(curve[ssl_best], 0.20)
         fraction = point["ap"] / ref_ap
-        out.append((names[2], "met" if fraction >= 0.95 else "NOT met",
-                    f"{ssl_best}: {point['ap']:.4f} at {point['share']:.0%} labeled = {fraction:.0%} of the "
-                    f"reference {ref_ap:.4f}"))  # fmt: skip
+        out.append(
+            (
+                names[2],
+                "met" if fraction >= 0.95 else "NOT met",
+                f"{ssl_best}: {point['ap']:.4f} at {point['share']:.0%} labeled = {fraction:.0%} of the "
+                f"reference {ref_ap:.4f}",
+            )
+        )
     ssl_random = next((a for a in curve if a.startswith("random + SSL (")), None)
     if ssl_random is None or "random" not in curve:
         out.append((names[3], "not measured", "needs random with SSL off and on"))
     else:
         gain = (curve[ssl_random][0]["ap"] - curve["random"][0]["ap"]) * 100
-        out.append((names[3], "met" if gain >= 5 else "NOT met", f"{gain:+.1f} AP points at round 0 "
-                    f"({curve[ssl_random][0]['ap']:.4f} vs {curve['random'][0]['ap']:.4f}, same steps)"))  # fmt: skip
+        out.append(
+            (
+                names[3],
+                "met" if gain >= 5 else "NOT met",
+                f"{gain:+.1f} AP points at round 0 "
+                f"({curve[ssl_random][0]['ap']:.4f} vs {curve['random'][0]['ap']:.4f}, same steps)",
+            )
+        )
     return out
 
 
@@ -698,19 +893,33 @@ def plot(curve: dict[str, list[dict]], ref: dict, path: Path, title: str) -> Pat
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.8), dpi=110)
-    panels = ((axes[0], "labeled", "ap", "labeled instances", "val OKS AP"),
-              (axes[1], "moved", "ap", "moved keypoints (cumulative)", "val OKS AP"),
-              (axes[2], "labeled", "pck10", "labeled instances", "val PCK@0.1"))  # fmt: skip
+    panels = (
+        (axes[0], "labeled", "ap", "labeled instances", "val OKS AP"),
+        (axes[1], "moved", "ap", "moved keypoints (cumulative)", "val OKS AP"),
+        (axes[2], "labeled", "pck10", "labeled instances", "val PCK@0.1"),
+    )
     policies = list(dict.fromkeys(arm.split(" + SSL", 1)[0] for arm in curve))
     for ax, x_key, key, x_label, label in panels:
         for arm, points in curve.items():
             x = [p.get(x_key, 0) for p in points]
             colour = f"C{policies.index(arm.split(' + SSL', 1)[0]) % 10}"
             ssl = " + SSL" in arm
-            ax.plot(x, [p[key] for p in points], marker="s" if ssl else "o", linestyle="--" if ssl else "-",
-                    color=colour, label=arm)  # fmt: skip
-            ax.fill_between(x, [p[f"{key}_min"] for p in points], [p[f"{key}_max"] for p in points], color=colour,
-                            alpha=0.06 if len(curve) > 4 else 0.15, linewidth=0)  # fmt: skip
+            ax.plot(
+                x,
+                [p[key] for p in points],
+                marker="s" if ssl else "o",
+                linestyle="--" if ssl else "-",
+                color=colour,
+                label=arm,
+            )
+            ax.fill_between(
+                x,
+                [p[f"{key}_min"] for p in points],
+                [p[f"{key}_max"] for p in points],
+                color=colour,
+                alpha=0.06 if len(curve) > 4 else 0.15,
+                linewidth=0,
+            )
         ax.axhline(ref[key], color="black", linestyle="--", linewidth=1, label=f"all {ref['labeled']:.0f} labels")
         if key == "ap":
             ax.axhline(0.95 * ref[key], color="grey", linestyle=":", linewidth=1, label="95% of that")
@@ -745,15 +954,19 @@ def hopeless_table(checks: list[dict]) -> str:
     """How well the teacher's hopeless flag (``hopeless_rows``) finds the people the annotator skips, per round."""
     if not checks:
         return ""
-    lines = ["| round | pool | flagged hopeless | annotator would skip | both | precision | recall |",
-             "|---|---|---|---|---|---|---|"]  # fmt: skip
+    lines = [
+        "| round | pool | flagged hopeless | annotator would skip | both | precision | recall |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for rnd in sorted({c["round"] for c in checks}):
         sel = [c for c in checks if c["round"] == rnd]
         total = {k: sum(c[k] for c in sel) for k in ("pool", "flagged", "unlabelable", "both")}
         precision = f"{total['both'] / total['flagged']:.0%}" if total["flagged"] else "-"
         recall = f"{total['both'] / total['unlabelable']:.0%}" if total["unlabelable"] else "-"
-        lines.append(f"| {rnd} | {total['pool']} | {total['flagged']} | {total['unlabelable']} | {total['both']} | "
-                     f"{precision} | {recall} |")  # fmt: skip
+        lines.append(
+            f"| {rnd} | {total['pool']} | {total['flagged']} | {total['unlabelable']} | {total['both']} | "
+            f"{precision} | {recall} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -769,8 +982,11 @@ def report(
 ) -> None:
     rows, refs = result["rows"], result["references"]
     curve = curves(rows)
-    ref = {"ap": statistics.mean(r["ap"] for r in refs), "pck10": statistics.mean(r["pck10"] for r in refs),
-           "labeled": statistics.mean(r["labeled"] for r in refs)}  # fmt: skip
+    ref = {
+        "ap": statistics.mean(r["ap"] for r in refs),
+        "pck10": statistics.mean(r["pck10"] for r in refs),
+        "labeled": statistics.mean(r["labeled"] for r in refs),
+    }
     ref_ap_sd = _mean_sd([r["ap"] for r in refs])[1]
     best = result.get("best_policy")
     picture = plot(curve, ref, RESULTS_DIR / f"{section}.png", plot_title(source, grid.seeds))
@@ -779,16 +995,26 @@ def report(
     head = "| arm | " + " | ".join(f"round {r}" for r in rounds) + " |\n|---|" + "---|" * len(rounds) + "\n"
     ap_table = pck_table = head
     for arm, points in curve.items():
-        ap_table += f"| {arm} | " + " | ".join(
-            f"{p['labeled']:.0f} ({p['share']:.0%}), {p['moved']:.0f} moved: {p['ap']:.4f} ± {p['ap_sd']:.4f}"
-            for p in points) + " |\n"  # fmt: skip
-        pck_table += f"| {arm} | " + " | ".join(
-            f"{p['labeled']:.0f}: {p['pck10']:.3f} ± {p['pck10_sd']:.3f}" for p in points) + " |\n"  # fmt: skip
+        ap_table += (
+            f"| {arm} | "
+            + " | ".join(
+                f"{p['labeled']:.0f} ({p['share']:.0%}), {p['moved']:.0f} moved: {p['ap']:.4f} ± {p['ap_sd']:.4f}"
+                for p in points
+            )
+            + " |\n"
+        )
+        pck_table += (
+            f"| {arm} | "
+            + " | ".join(f"{p['labeled']:.0f}: {p['pck10']:.3f} ± {p['pck10_sd']:.3f}" for p in points)
+            + " |\n"
+        )
 
     random_final = curve["random"][-1]["ap"] if "random" in curve else None
-    reach = ("| arm | labels to random's final AP | moved keypoints to random's final AP | labels to 95% of the "
-             "reference | moved keypoints per task | skipped tasks | review-queue tasks | final AP (share of the "
-             "reference) |\n|---|---|---|---|---|---|---|---|\n")  # fmt: skip
+    reach = (
+        "| arm | labels to random's final AP | moved keypoints to random's final AP | labels to 95% of the "
+        "reference | moved keypoints per task | skipped tasks | review-queue tasks | final AP (share of the "
+        "reference) |\n|---|---|---|---|---|---|---|---|\n"
+    )
     for arm, points in curve.items():
         last = points[-1]
 
@@ -799,9 +1025,11 @@ def report(
         per_task = last["moved"] / last["tasks"] if last["tasks"] else 0.0
         skipped = f"{last['skipped'] / last['tasks']:.1%}" if last["tasks"] else "-"
         share = f" ({last['ap'] / ref['ap']:.0%})" if ref["ap"] > 0 else ""
-        reach += (f"| {arm} | {cost(random_final, 'labeled')} | {cost(random_final, 'moved')} | "
-                  f"{cost(0.95 * ref['ap'], 'labeled')} | {per_task:.2f} | {skipped} | {last['review']:.0f} | "
-                  f"{last['ap']:.4f}{share} |\n")  # fmt: skip
+        reach += (
+            f"| {arm} | {cost(random_final, 'labeled')} | {cost(random_final, 'moved')} | "
+            f"{cost(0.95 * ref['ap'], 'labeled')} | {per_task:.2f} | {skipped} | {last['review']:.0f} | "
+            f"{last['ap']:.4f}{share} |\n"
+        )
 
     verdict_rows = targets(curve, ref["ap"], best)
     verdicts = "\n".join(f"- {name}: **{verdict}** ({evidence})." for name, verdict, evidence in verdict_rows)
@@ -864,8 +1092,10 @@ def report(
     ]
     hopeless = hopeless_table(result.get("hopeless_checks", []))
     if hopeless:
-        paragraphs.append("The teacher's hopeless flag (fewer than 3 keypoints scoring >= 0.3) against the "
-                          f"annotator's skips, over the pool (all seeds):\n\n{hopeless}")  # fmt: skip
+        paragraphs.append(
+            "The teacher's hopeless flag (fewer than 3 keypoints scoring >= 0.3) against the "
+            f"annotator's skips, over the pool (all seeds):\n\n{hopeless}"
+        )
     tags = tag_table(result["selections"], result["base_rates"])
     if tags:
         paragraphs.append(
@@ -874,8 +1104,16 @@ def report(
         )
     paragraphs.append(f"![label efficiency: AP against labels and moved keypoints](bench/{picture.name})")
     body = "\n\n".join(p.strip() for p in paragraphs)
-    raw = {"grid": dataclasses.asdict(grid), "source": source, "command": command, "wall_seconds": seconds,
-           "curves": curve, "reference": ref, "targets": [list(t) for t in verdict_rows], **result}  # fmt: skip
+    raw = {
+        "grid": dataclasses.asdict(grid),
+        "source": source,
+        "command": command,
+        "wall_seconds": seconds,
+        "curves": curve,
+        "reference": ref,
+        "targets": [list(t) for t in verdict_rows],
+        **result,
+    }
     title = (title or "Label efficiency: which selection policy saves annotation work?") + (
         "" if grid == FULL else " (CPU-sized)"
     )
@@ -894,11 +1132,20 @@ def report(
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.label_efficiency", description=__doc__.split("\n\n")[0])
     parser.add_argument("--grid", choices=sorted(GRIDS), default="cpu", help="preset; the flags below override it")
-    parser.add_argument("--source", choices=("synthetic", "coco_mini", "all"), default="all",
-                        help="synthetic (part 1), real photos of coco_mini (part 2), or both")  # fmt: skip
-    parser.add_argument("--policies", nargs="+", type=lambda v: policy_spec(v) and v, metavar="POLICY",
-                        help=f"of {', '.join(POLICIES)}; POLICY+random<share> draws that share of each round's "
-                        "budget at random (select.random_share)")  # fmt: skip
+    parser.add_argument(
+        "--source",
+        choices=("synthetic", "coco_mini", "all"),
+        default="all",
+        help="synthetic (part 1), real photos of coco_mini (part 2), or both",
+    )
+    parser.add_argument(
+        "--policies",
+        nargs="+",
+        type=lambda v: policy_spec(v) and v,
+        metavar="POLICY",
+        help=f"of {', '.join(POLICIES)}; POLICY+random<share> draws that share of each round's "
+        "budget at random (select.random_share)",
+    )
     parser.add_argument("--ssl", nargs="+", choices=SSL_MODES, help="train.ssl.mode of each arm (off = supervised)")
     parser.add_argument("--seeds", nargs="+", type=int)
     parser.add_argument("--rounds", type=int)
@@ -913,10 +1160,14 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--warm-start", action=argparse.BooleanOptionalAction, default=None)
     parser.add_argument("--threads", type=int, help="torch threads (default 1: see Grid.threads)")
     parser.add_argument("--loader-workers", type=int, help="DataLoader worker processes per training")
-    parser.add_argument("--jobs", type=int, help="units trained in parallel processes (default: cores / threads on a "
-                        "CPU, 1 on a GPU)")  # fmt: skip
-    parser.add_argument("--section", help="the docs/BENCHMARKS.md section to write (default: label_efficiency"
-                        "[_coco_mini]); name a new one for a side experiment so the main grid's stays")  # fmt: skip
+    parser.add_argument(
+        "--jobs", type=int, help="units trained in parallel processes (default: cores / threads on a CPU, 1 on a GPU)"
+    )
+    parser.add_argument(
+        "--section",
+        help="the docs/BENCHMARKS.md section to write (default: label_efficiency"
+        "[_coco_mini]); name a new one for a side experiment so the main grid's stays",
+    )
     parser.add_argument("--title", help="that section's title")
     parser.add_argument("--replot", action="store_true", help="only redraw the plots from docs/bench/*.json")
     parser.add_argument("--no-report", action="store_true", help="print the summary only (smoke runs)")
@@ -924,11 +1175,23 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 
 def grid_from(args: argparse.Namespace, base: Grid) -> Grid:
-    overrides = {"policies": args.policies, "ssl": args.ssl, "seeds": args.seeds, "rounds": args.rounds,
-                 "seed_labels": args.seed_labels, "budget": args.budget, "epochs": args.epochs, "steps": args.steps,
-                 "batch_size": args.batch_size, "input_size": args.input_size, "variant": args.variant,
-                 "images": args.images, "warm_start": args.warm_start, "threads": args.threads,
-                 "loader_workers": args.loader_workers}  # fmt: skip
+    overrides = {
+        "policies": args.policies,
+        "ssl": args.ssl,
+        "seeds": args.seeds,
+        "rounds": args.rounds,
+        "seed_labels": args.seed_labels,
+        "budget": args.budget,
+        "epochs": args.epochs,
+        "steps": args.steps,
+        "batch_size": args.batch_size,
+        "input_size": args.input_size,
+        "variant": args.variant,
+        "images": args.images,
+        "warm_start": args.warm_start,
+        "threads": args.threads,
+        "loader_workers": args.loader_workers,
+    }
     overrides = {k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items() if v is not None}
     return dataclasses.replace(base, **overrides)
 

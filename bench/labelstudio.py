@@ -30,10 +30,21 @@ def _tasks(schema: KeypointSchema, count: int, version: str) -> list[dict]:
     for i in range(count):
         x, y = rng.uniform(0, 400), rng.uniform(0, 200)
         keypoints = np.c_[rng.uniform(x, x + 200, k), rng.uniform(y, y + 250, k)]
-        tasks.append(instance_to_task(instance_id=100_000 + i, image_id=i, image_path=f"prepared/images/{i:06d}.jpg",
-                                      width=WIDTH, height=HEIGHT, bbox=[x, y, 200, 250], keypoints=keypoints.ravel(),
-                                      scores=rng.random(k), schema=schema, model_version=version,
-                                      uncertainty=float(rng.random())))  # fmt: skip
+        tasks.append(
+            instance_to_task(
+                instance_id=100_000 + i,
+                image_id=i,
+                image_path=f"prepared/images/{i:06d}.jpg",
+                width=WIDTH,
+                height=HEIGHT,
+                bbox=[x, y, 200, 250],
+                keypoints=keypoints.ravel(),
+                scores=rng.random(k),
+                schema=schema,
+                model_version=version,
+                uncertainty=float(rng.random()),
+            )
+        )
     return tasks
 
 
@@ -61,8 +72,9 @@ def run() -> None:
             noop_s = time.perf_counter() - t0
 
             annotated = get_or_create_project(ls, "bench pull", schema, root / "docs")
-            with_annotations = [{**t, "annotations": [{"result": t["predictions"][0]["result"],
-                                                       "was_cancelled": False}]} for t in tasks]  # fmt: skip
+            with_annotations = [
+                {**t, "annotations": [{"result": t["predictions"][0]["result"], "was_cancelled": False}]} for t in tasks
+            ]
             for i in range(0, TASKS, 1000):
                 ls.projects.import_tasks(id=annotated, request=with_annotations[i : i + 1000])
             t0 = time.perf_counter()
@@ -70,8 +82,15 @@ def run() -> None:
             pull_s = time.perf_counter() - t0
         finally:
             server.stop()
-    rows = {"tasks": TASKS, "server_first_start_s": start_s, "export_s": export_s, "export_noop_s": noop_s,
-            "pull_s": pull_s, "pulled_corrections": len(corrections), "pull_problems": len(problems)}  # fmt: skip
+    rows = {
+        "tasks": TASKS,
+        "server_first_start_s": start_s,
+        "export_s": export_s,
+        "export_noop_s": noop_s,
+        "pull_s": pull_s,
+        "pulled_corrections": len(corrections),
+        "pull_problems": len(problems),
+    }
     body = (
         f"A fresh local Label Studio 1.23.2 (sqlite) on this machine, {TASKS:,} person instances with 17 keypoints "
         f"each (a box + 17 points per prediction, 640x480 images).\n\n"
@@ -85,5 +104,6 @@ def run() -> None:
         f"Target: 10,000 tasks exported in < 60 s: **{'met' if export_s < 60 else 'NOT met'}** ({export_s:.1f} s). "
         f"Pull problems: {len(problems)}; pending after the pull: {len(pending)}."
     )
-    write_section("labelstudio", "Label Studio export and pull", "make bench  # python -m bench labelstudio", body,
-                  rows)  # fmt: skip
+    write_section(
+        "labelstudio", "Label Studio export and pull", "make bench  # python -m bench labelstudio", body, rows
+    )

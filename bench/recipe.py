@@ -35,9 +35,11 @@ from pipeline.training import after_warmup_mean, train_in_process
 BENCH_ARMS = (
     ("default round (params.yaml)", []),
     ("default round, fp32", ['train.amp="off"']),  # quoted: YAML reads a bare off as false
-    ("every person labeled, SSL off", ["data.labeled=0.999", 'train.ssl.mode="off"', "train.epochs=12",
-                                       "train.min_steps_per_epoch=225"]),
-)  # fmt: skip
+    (
+        "every person labeled, SSL off",
+        ["data.labeled=0.999", 'train.ssl.mode="off"', "train.epochs=12", "train.min_steps_per_epoch=225"],
+    ),
+)
 DEFAULT_ARMS = tuple(f"{name}:{';'.join(sets)}" for name, sets in BENCH_ARMS)
 
 
@@ -61,8 +63,12 @@ def train_arm(raw: dict, root: Path, name: str) -> dict:
     prepared = root / f"prepared-{abs(hash(json.dumps(raw['data'], sort_keys=True)))}"
     if not prepared.exists():
         prepare(params_from_dict(raw).data, prepared)
-    paths = {"labels": str(prepared / "labeled.json"), "pool": str(prepared / "pool.json"),
-             "val": str(prepared / "val.json"), "images_root": str(prepared)}  # fmt: skip
+    paths = {
+        "labels": str(prepared / "labeled.json"),
+        "pool": str(prepared / "pool.json"),
+        "val": str(prepared / "val.json"),
+        "images_root": str(prepared),
+    }
     checkpoints = root / f"ckpt-{name}".replace(" ", "_")
     shutil.rmtree(checkpoints, ignore_errors=True)
     started = time.perf_counter()
@@ -72,11 +78,18 @@ def train_arm(raw: dict, root: Path, name: str) -> dict:
     labeled = len(json.loads((prepared / "labeled.json").read_text())["annotations"])
     cfg = raw["train"]
     steps = cfg["epochs"] * max(math.ceil(labeled / cfg["batch_size"]), cfg["min_steps_per_epoch"])
-    return {"arm": name, "labeled": labeled, "steps": steps, "seconds": round(seconds, 1),
-            "images_per_s": round(after_warmup_mean(history, "images_per_s"), 1),
-            "val_ap": round(best["val_ap"], 4), "val_pck10": round(best["val_pck10"], 4),
-            "final_val_ap": round(history[-1]["val_ap"], 4), "best_epoch": best["epoch"],
-            "curve": [round(h["val_ap"], 4) for h in history]}  # fmt: skip
+    return {
+        "arm": name,
+        "labeled": labeled,
+        "steps": steps,
+        "seconds": round(seconds, 1),
+        "images_per_s": round(after_warmup_mean(history, "images_per_s"), 1),
+        "val_ap": round(best["val_ap"], 4),
+        "val_pck10": round(best["val_pck10"], 4),
+        "final_val_ap": round(history[-1]["val_ap"], 4),
+        "best_epoch": best["epoch"],
+        "curve": [round(h["val_ap"], 4) for h in history],
+    }
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
@@ -115,8 +128,10 @@ def write_report(rows: list[dict]) -> None:
     table += "|---|---|---|---|---|---|---|---|\n"
     for r in rows:
         curve = " ".join(f"{v:.2f}" for v in r["curve"])
-        table += (f"| {r['arm']} | {r['labeled']} | {r['steps']} | {r['seconds']:.0f} | {r['images_per_s']:.0f} | "
-                  f"{r['val_ap']:.3f} | {r['val_pck10']:.3f} | {curve} |\n")  # fmt: skip
+        table += (
+            f"| {r['arm']} | {r['labeled']} | {r['steps']} | {r['seconds']:.0f} | {r['images_per_s']:.0f} | "
+            f"{r['val_ap']:.3f} | {r['val_pck10']:.3f} | {curve} |\n"
+        )
     body = (
         "`train_worker` in one plain process (2 torch threads), on a synthetic set prepared from params.yaml's `data` "
         "section; each arm differs from params.yaml only by what its name says (bench/recipe.py BENCH_ARMS). "
@@ -126,8 +141,13 @@ def write_report(rows: list[dict]) -> None:
         f"{default['images_per_s'] / fp32['images_per_s']:.2f}x the images/s, val AP {default['val_ap']:.3f} vs "
         f"{fp32['val_ap']:.3f}, PCK@0.1 {default['val_pck10']:.3f} vs {fp32['val_pck10']:.3f}."
     )
-    write_section("recipe", "The CPU training recipe: default round, fp32, every person labeled",
-                  "make bench-recipe  # python -m bench recipe", body, {"rows": rows})  # fmt: skip
+    write_section(
+        "recipe",
+        "The CPU training recipe: default round, fp32, every person labeled",
+        "make bench-recipe  # python -m bench recipe",
+        body,
+        {"rows": rows},
+    )
 
 
 if __name__ == "__main__":

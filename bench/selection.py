@@ -15,11 +15,18 @@ WEIGHTS = {"response": 1.0, "min_response": 0.0, "sahr_sigma": 1.0, "difficulty"
 
 
 def _scores(rng: np.random.Generator) -> pd.DataFrame:
-    return pd.DataFrame({
-        "instance_id": np.arange(ROWS, dtype=np.int64), "image_id": rng.integers(0, ROWS // 3, ROWS),
-        "image_readable": np.ones(ROWS, bool), "response": rng.random(ROWS), "min_response": rng.random(ROWS) / 2,
-        "sahr_sigma": 1.5 + rng.random(ROWS), "difficulty": rng.integers(0, 18, ROWS) / 17,
-        "flip_disagreement": rng.exponential(0.1, ROWS)})  # fmt: skip
+    return pd.DataFrame(
+        {
+            "instance_id": np.arange(ROWS, dtype=np.int64),
+            "image_id": rng.integers(0, ROWS // 3, ROWS),
+            "image_readable": np.ones(ROWS, bool),
+            "response": rng.random(ROWS),
+            "min_response": rng.random(ROWS) / 2,
+            "sahr_sigma": 1.5 + rng.random(ROWS),
+            "difficulty": rng.integers(0, 18, ROWS) / 17,
+            "flip_disagreement": rng.exponential(0.1, ROWS),
+        }
+    )
 
 
 def run() -> None:
@@ -52,5 +59,6 @@ def run() -> None:
         f"ordering, cap / diversity; the embedding is built inside the diversity arm's time).\n\n{table}\n"
         f"Slowest setting: **{worst:.2f} s** (target < 5 s: {'met' if worst < 5 else 'NOT met'})."
     )
-    write_section("selection", "Scoring and selection of a million rows", "make bench  # python -m bench selection",
-                  body, rows)  # fmt: skip
+    write_section(
+        "selection", "Scoring and selection of a million rows", "make bench  # python -m bench selection", body, rows
+    )

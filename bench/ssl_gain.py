@@ -29,8 +29,9 @@ def _params(seed: int, mode: str) -> dict:
     raw = yaml.safe_load(Path("params.yaml").read_text())
     raw["data"].update(labeled=0.05, seed=seed, val_images=40, test_images=10)
     raw["codec"]["input_size"] = [128, 160]
-    raw["train"].update(epochs=EPOCHS, min_steps_per_epoch=STEPS, batch_size=32, seed=seed, num_workers=1,
-                        threads_per_worker=2)  # fmt: skip
+    raw["train"].update(
+        epochs=EPOCHS, min_steps_per_epoch=STEPS, batch_size=32, seed=seed, num_workers=1, threads_per_worker=2
+    )
     raw["train"]["ssl"].update(mode=mode, rampup_epochs=2)
     return raw
 
@@ -43,8 +44,12 @@ def run() -> None:
         for seed in SEEDS:
             root = Path(tmp) / f"seed{seed}"
             prepare(params_from_dict(_params(seed, "off")).data, root / "prepared")
-            paths = {"labels": str(root / "prepared" / "labeled.json"), "pool": str(root / "prepared" / "pool.json"),
-                     "val": str(root / "prepared" / "val.json"), "images_root": str(root / "prepared")}  # fmt: skip
+            paths = {
+                "labels": str(root / "prepared" / "labeled.json"),
+                "pool": str(root / "prepared" / "pool.json"),
+                "val": str(root / "prepared" / "val.json"),
+                "images_root": str(root / "prepared"),
+            }
             for arm in ARMS:
                 raw = copy.deepcopy(_params(seed, arm))
                 start = time.perf_counter()
@@ -54,8 +59,16 @@ def run() -> None:
                 results[arm].append(best)
                 pck[arm].append(max(h["val_pck10"] for h in history))
                 last = history[-1]
-                raw_rows.append({"seed": seed, "arm": arm, "best_val_ap": best, "final_val_ap": last["val_ap"],
-                                 "final_pck10": last["val_pck10"], "seconds": time.perf_counter() - start})  # fmt: skip
+                raw_rows.append(
+                    {
+                        "seed": seed,
+                        "arm": arm,
+                        "best_val_ap": best,
+                        "final_val_ap": last["val_ap"],
+                        "final_pck10": last["val_pck10"],
+                        "seconds": time.perf_counter() - start,
+                    }
+                )
                 print(f"[ssl_gain] seed {seed} {arm}: best val AP {best:.4f}", flush=True)
 
     def stats(arm: str, values_by_arm: dict[str, list[float]] = results) -> tuple[float, float]:
@@ -78,5 +91,10 @@ def run() -> None:
         f"adaptive masking + Mixup vs supervised: {gain:+.1f} AP points. Target (>= +5 AP and >= fixed cutout): "
         f"**{met}**."
     )
-    write_section("ssl_gain", "SSL gain at 5% labels (CPU-sized)", "make bench  # python -m bench ssl_gain", body,
-                  {"rows": raw_rows})  # fmt: skip
+    write_section(
+        "ssl_gain",
+        "SSL gain at 5% labels (CPU-sized)",
+        "make bench  # python -m bench ssl_gain",
+        body,
+        {"rows": raw_rows},
+    )

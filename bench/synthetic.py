@@ -24,8 +24,15 @@ def run() -> None:
                 start = time.perf_counter()
                 coco = generate_dataset(Path(tmp), cfg, progress=False)
                 seconds = time.perf_counter() - start
-            rows.append({"size": size, "images": NUM_IMAGES, "people": len(coco["annotations"]),
-                         "seconds": seconds, "images_per_s": NUM_IMAGES / seconds})  # fmt: skip
+            rows.append(
+                {
+                    "size": size,
+                    "images": NUM_IMAGES,
+                    "people": len(coco["annotations"]),
+                    "seconds": seconds,
+                    "images_per_s": NUM_IMAGES / seconds,
+                }
+            )
     finally:
         os.sched_setaffinity(0, before)
     table = "| image size | images | people | seconds | images/s |\n|---|---|---|---|---|\n" + "\n".join(

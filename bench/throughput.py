@@ -95,9 +95,10 @@ def run() -> None:
         rates += [f"| scoring + selection, {r['setting']} | {r['rows_per_s'] / 1e6:.2f} M rows/s |" for r in selection]
     ls = _earlier("labelstudio")
     if ls:
-        rates += [f"| Label Studio export (10,000 tasks) | {ls['tasks'] / ls['export_s']:.0f} tasks/s |",
-                  f"| Label Studio pull (10,000 annotations) | {ls['pulled_corrections'] / ls['pull_s']:.0f} "
-                  "annotations/s |"]  # fmt: skip
+        rates += [
+            f"| Label Studio export (10,000 tasks) | {ls['tasks'] / ls['export_s']:.0f} tasks/s |",
+            f"| Label Studio pull (10,000 annotations) | {ls['pulled_corrections'] / ls['pull_s']:.0f} annotations/s |",
+        ]
     body = (
         "Each stage of one round of the default loop (synthetic data, tiny model, SSL on, file hand-off), run by DVC "
         "in a fresh copy of the project; peak memory is the resident memory of the stage's process tree (DVC, the "
@@ -105,5 +106,10 @@ def run() -> None:
         "Throughput, from the latest run of each benchmark (their sections above have the setups and ratios):\n\n"
         "| what | rate |\n|---|---|\n" + "\n".join(rates) + "\n"
     )
-    write_section("throughput", "Throughput and memory of the loop", "make bench  # python -m bench throughput",
-                  body, {"stages": stages, "noop_s": noop, "noop_peak_mb": noop_mb})  # fmt: skip
+    write_section(
+        "throughput",
+        "Throughput and memory of the loop",
+        "make bench  # python -m bench throughput",
+        body,
+        {"stages": stages, "noop_s": noop, "noop_peak_mb": noop_mb},
+    )

@@ -68,9 +68,11 @@ def run() -> None:
         return sum(p[0] for p in pairs) / len(pairs), sum(p[1] for p in pairs) / len(pairs)
 
     rows = []
-    for setup, (rate, wall) in (("plain process, 2 threads (mean of 2 runs)", mean(runs["plain"])),
-                                ("Ray Train, 1 worker(s) x 2 thread(s) (mean of 2 runs)", mean(runs["ray1"])),
-                                ("Ray Train, 2 worker(s) x 1 thread(s)", two)):  # fmt: skip
+    for setup, (rate, wall) in (
+        ("plain process, 2 threads (mean of 2 runs)", mean(runs["plain"])),
+        ("Ray Train, 1 worker(s) x 2 thread(s) (mean of 2 runs)", mean(runs["ray1"])),
+        ("Ray Train, 2 worker(s) x 1 thread(s)", two),
+    ):
         rows.append({"setup": setup, "images_per_s": rate, "wall_s": wall})
     rows[0]["runs"] = [r[0] for r in runs["plain"]]
     rows[1]["runs"] = [r[0] for r in runs["ray1"]]

@@ -94,8 +94,16 @@ def summary_rows(
         backbone = build_backbone(name, variant)  # type: ignore[arg-type]
         model = with_head(backbone, num_keypoints)
         gflops = count_flops(model, input_size)
-        rows.append({"backbone": name, "variant": variant, "params_backbone": count_parameters(backbone),
-                     "params": count_parameters(model), "gmacs": gflops / 2, "gflops": gflops})  # fmt: skip
+        rows.append(
+            {
+                "backbone": name,
+                "variant": variant,
+                "params_backbone": count_parameters(backbone),
+                "params": count_parameters(model),
+                "gmacs": gflops / 2,
+                "gflops": gflops,
+            }
+        )
     return rows
 
 
@@ -125,8 +133,14 @@ def format_table(rows: Sequence[dict], input_size: Size, num_keypoints: int) -> 
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m models.summary", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--input-size", type=int, nargs=2, default=(192, 256), metavar=("W", "H"),
-                        help="network input width and height (multiples of 32; default 192 256)")  # fmt: skip
+    parser.add_argument(
+        "--input-size",
+        type=int,
+        nargs=2,
+        default=(192, 256),
+        metavar=("W", "H"),
+        help="network input width and height (multiples of 32; default 192 256)",
+    )
     parser.add_argument("--keypoints", type=int, default=17, help="heatmap channels of the 1x1 head (default 17)")
     args = parser.parse_args(argv)
     w, h = args.input_size

@@ -143,8 +143,13 @@ def load_state_dict_file(
     if missing or unexpected:
         log.warning(
             "%s loaded non-strictly into %s: %d missing keys [%s], %d unexpected keys [%s]",
-            path, type(module).__name__, len(missing), _listing(missing), len(unexpected), _listing(unexpected),
-        )  # fmt: skip
+            path,
+            type(module).__name__,
+            len(missing),
+            _listing(missing),
+            len(unexpected),
+            _listing(unexpected),
+        )
     fitting = {k: v for k, v in state.items() if k in own}
     if not fitting:  # a non-strict load that loads nothing is a wrong file or prefix, never what was meant
         raise WeightsError(f"{path}: none of its {len(state)} tensors fit {type(module).__name__} (prefix {prefix!r})")

@@ -50,8 +50,12 @@ def _dispatch(argv: list[str] | None) -> int:
     q.add_argument("--miss-rate", type=float, default=0.0, help="probability of skipping a task")
     q.add_argument("--seed", type=int, default=0)
     q.add_argument("--delay", type=float, default=0.0, help="seconds between tasks")
-    q.add_argument("--min-keypoints", type=int, default=3,
-                   help="skip a person with fewer labeled keypoints in the truth as unlabelable")  # fmt: skip
+    q.add_argument(
+        "--min-keypoints",
+        type=int,
+        default=3,
+        help="skip a person with fewer labeled keypoints in the truth as unlabelable",
+    )
 
     p = sub.add_parser("promote", help="move the registry's champion alias to a version (default: the challenger)")
     p.add_argument("--version", type=int, default=None, help="model version number (default: the challenger)")
@@ -83,8 +87,9 @@ def _dispatch(argv: list[str] | None) -> int:
     if args.command == "labelstudio" and args.ls_command == "simulate":
         from pipeline.labelstudio.oracle import simulate_command
 
-        return simulate_command(args.oracle, args.project, args.noise, args.miss_rate, args.seed, args.delay,
-                                args.min_keypoints)  # fmt: skip
+        return simulate_command(
+            args.oracle, args.project, args.noise, args.miss_rate, args.seed, args.delay, args.min_keypoints
+        )
     if args.command == "promote":
         from pipeline.registry import promote_command
 

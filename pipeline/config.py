@@ -30,8 +30,15 @@ class ParamsError(ValueError):
     """A params.yaml value that is unknown, of the wrong type or out of range."""
 
 
-def _p(default: Any = dataclasses.MISSING, *, ge: float | None = None, le: float | None = None,
-       gt: float | None = None, lt: float | None = None, length: int | None = None) -> Any:  # fmt: skip
+def _p(
+    default: Any = dataclasses.MISSING,
+    *,
+    ge: float | None = None,
+    le: float | None = None,
+    gt: float | None = None,
+    lt: float | None = None,
+    length: int | None = None,
+) -> Any:
     """A dataclass field with range / length constraints checked by ``_build``."""
     meta = {"ge": ge, "le": le, "gt": gt, "lt": lt, "length": length}
     if isinstance(default, (list, dict, tuple)) or dataclasses.is_dataclass(default):
@@ -220,8 +227,18 @@ class SelectWeights:
 class SelectParams:
     """Which pool instances go to the annotators (pipeline/scoring.py, stages/select.py)."""
 
-    policy: Literal["uncertainty", "random", "cold_start", "skip_hopeless", "effort", "response", "min_response",
-                    "sahr_sigma", "difficulty", "flip_disagreement"] = "uncertainty"  # fmt: skip
+    policy: Literal[
+        "uncertainty",
+        "random",
+        "cold_start",
+        "skip_hopeless",
+        "effort",
+        "response",
+        "min_response",
+        "sahr_sigma",
+        "difficulty",
+        "flip_disagreement",
+    ] = "uncertainty"
     budget: int = _p(20, ge=1, le=1_000_000)  # instances per round
     weights: SelectWeights = _p(SelectWeights())
     per_image: int = _p(0, ge=0, le=10_000)  # at most this many instances of one image (0: no cap)
@@ -388,8 +405,10 @@ class _StrictLoader(yaml.SafeLoader):
             if not isinstance(key, str | int | float | bool) and key is not None:
                 raise ParamsError(f"{self.name}: line {line}: a key must be a name, got {type(key).__name__}")
             if key in seen:
-                raise ParamsError(f"{self.name}: line {line}: duplicate key {key!r} (first on line {seen[key]}); "
-                                  "YAML would silently keep the last value")  # fmt: skip
+                raise ParamsError(
+                    f"{self.name}: line {line}: duplicate key {key!r} (first on line {seen[key]}); "
+                    "YAML would silently keep the last value"
+                )
             seen[key] = line
         return super().construct_mapping(node, deep=deep)
 

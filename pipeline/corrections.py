@@ -51,8 +51,10 @@ def _check_texts(record: Any, names: tuple[str, ...]) -> None:
     for name in names:
         value = getattr(record, name)
         if value is not None and not isinstance(value, str):
-            raise ValueError(f"{type(record).__name__} of instance {record.instance_id}: {name} must be text, got "
-                             f"{type(value).__name__} {value!r:.40}")  # fmt: skip
+            raise ValueError(
+                f"{type(record).__name__} of instance {record.instance_id}: {name} must be text, got "
+                f"{type(value).__name__} {value!r:.40}"
+            )
 
 
 def origin_identity(origin: str | None) -> str | None:
@@ -241,8 +243,11 @@ class Correction:
             raise ValueError(f"correction of instance {self.instance_id}: {problem or 'bbox not finite numbers'}")
         _check_time(self.completed_at, f"correction of instance {self.instance_id}: completed_at")
         _check_texts(self, ("annotator", "model_version", "origin", "image_file"))
-        _set_ids(self, ("instance_id", "image_id"),
-                 ("task_id", "annotation_id", "moved_keypoints", "added_keypoints", "deleted_keypoints"))  # fmt: skip
+        _set_ids(
+            self,
+            ("instance_id", "image_id"),
+            ("task_id", "annotation_id", "moved_keypoints", "added_keypoints", "deleted_keypoints"),
+        )
         object.__setattr__(self, "bbox", _bbox(self.bbox))
         object.__setattr__(self, "keypoints", _keypoints(self.keypoints))
         if self.instance_bbox is not None:
@@ -518,9 +523,15 @@ def _log_new_versions(new: list[Correction], stored: list[Correction], source: s
     for c in new:
         ids = (c.task_id, c.annotation_id)
         if c.task_id is not None and ((origin_identity(c.origin), *ids) in known or ids in anywhere):
-            log.warning("pull %s: task %s annotation %s (instance %d) was edited after it was pulled; the version of "
-                        "%s is stored as a new correction and the later one wins", source, c.task_id, c.annotation_id,
-                        c.instance_id, c.completed_at)  # fmt: skip
+            log.warning(
+                "pull %s: task %s annotation %s (instance %d) was edited after it was pulled; the version of "
+                "%s is stored as a new correction and the later one wins",
+                source,
+                c.task_id,
+                c.annotation_id,
+                c.instance_id,
+                c.completed_at,
+            )
 
 
 def write_pull(

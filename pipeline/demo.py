@@ -60,16 +60,31 @@ def main(argv: list[str] | None = None) -> int:
             _run(["dvc", "repro", "--force", "--single-item", "export"], env)
             if round_index < args.rounds:
                 _step(f"round {round_index}: the simulated annotator corrects the exported tasks")
-                _run([python, "-m", "pipeline", "labelstudio", "simulate", "--oracle", "data/prepared/oracle.json",
-                      "--noise", str(args.noise)], env)  # fmt: skip
+                _run(
+                    [
+                        python,
+                        "-m",
+                        "pipeline",
+                        "labelstudio",
+                        "simulate",
+                        "--oracle",
+                        "data/prepared/oracle.json",
+                        "--noise",
+                        str(args.noise),
+                    ],
+                    env,
+                )
         _step("status")
         print(status_table(Path()), flush=True)
         minutes = (time.perf_counter() - started) / 60
-        print(f"\ndemo finished in {minutes:.1f} min. Where to look:\n"
-              f"  models and review reports:  mlflow ui --backend-store-uri sqlite:///mlflow.db  (then http://127.0.0.1:5000)\n"
-              f"  metrics per round:          dvc metrics show;  dvc plots show (PNGs in plots/)\n"
-              f"  Label Studio:               {server.url}  (login {server.username}, password in "
-              f"{server.credentials_path})", flush=True)  # fmt: skip
+        print(
+            f"\ndemo finished in {minutes:.1f} min. Where to look:\n"
+            f"  models and review reports:  mlflow ui --backend-store-uri sqlite:///mlflow.db  (then http://127.0.0.1:5000)\n"
+            f"  metrics per round:          dvc metrics show;  dvc plots show (PNGs in plots/)\n"
+            f"  Label Studio:               {server.url}  (login {server.username}, password in "
+            f"{server.credentials_path})",
+            flush=True,
+        )
         if args.keep_serving:
             print("Label Studio stays up; Ctrl-C stops it.", flush=True)
             server.wait()

@@ -195,8 +195,9 @@ def read_predictions(path: Path, gt: dict, schema: KeypointSchema, max_listed: i
     from_annotations = isinstance(doc, dict) and isinstance(doc.get("annotations"), list)
     records = doc["annotations"] if from_annotations else doc
     if not isinstance(records, list):
-        raise PredictionsError(f"{where}: expected a COCO results list (or a COCO file with 'annotations'), "
-                               f"got a {type(records).__name__}")  # fmt: skip
+        raise PredictionsError(
+            f"{where}: expected a COCO results list (or a COCO file with 'annotations'), got a {type(records).__name__}"
+        )
     image_ids = {im["id"] for im in gt["images"]}
     k = schema.num_keypoints
     problems: list[str] = []
@@ -213,8 +214,10 @@ def read_predictions(path: Path, gt: dict, schema: KeypointSchema, max_listed: i
         if not isinstance(image_id, int) or isinstance(image_id, bool) or image_id not in image_ids:
             found.append(f"field 'image_id': {image_id!r:.40} is not an image of the ground truth")
         if rec.get("category_id", schema.category_id) != schema.category_id:
-            found.append(f"field 'category_id': {rec['category_id']!r:.40}, the ground truth's keypoint category "
-                         f"is {schema.category_id}")  # fmt: skip
+            found.append(
+                f"field 'category_id': {rec['category_id']!r:.40}, the ground truth's keypoint category "
+                f"is {schema.category_id}"
+            )
         kps = rec.get("keypoints")
         if not isinstance(kps, list) or len(kps) != 3 * k:
             size = f"{len(kps)} values" if isinstance(kps, list) else repr(kps)[:40]

@@ -128,8 +128,9 @@ def predict(
     )
 
 
-def coco_results(instance_ids: np.ndarray, image_ids: np.ndarray, keypoints: np.ndarray, scores: np.ndarray,
-                 category_id: int) -> list[dict]:  # fmt: skip
+def coco_results(
+    instance_ids: np.ndarray, image_ids: np.ndarray, keypoints: np.ndarray, scores: np.ndarray, category_id: int
+) -> list[dict]:
     """COCO keypoint results, one per instance, with ``instance_id`` kept for paired distance metrics.
 
     ``instance_ids``, ``image_ids`` (N,); ``keypoints`` (N, K, 2) image px; ``scores`` (N, K). The instance score is
@@ -137,10 +138,15 @@ def coco_results(instance_ids: np.ndarray, image_ids: np.ndarray, keypoints: np.
     """
     triples = np.concatenate([keypoints, scores[..., None]], axis=2).reshape(len(instance_ids), -1)
     return [
-        {"image_id": int(img), "category_id": category_id, "keypoints": [round(float(v), 3) for v in flat],
-         "score": float(np.mean(sc)), "instance_id": int(iid)}
+        {
+            "image_id": int(img),
+            "category_id": category_id,
+            "keypoints": [round(float(v), 3) for v in flat],
+            "score": float(np.mean(sc)),
+            "instance_id": int(iid),
+        }
         for iid, img, flat, sc in zip(instance_ids, image_ids, triples, scores, strict=True)
-    ]  # fmt: skip
+    ]
 
 
 def to_coco_results(
@@ -161,13 +167,13 @@ def predict_split(
     """The split's labeled instances (as training validates them) and the model's predictions, in record order;
     ``padding``: params.codec.box_padding. Raises ValueError when the file's schema is not the model's."""
     if gt.schema.num_keypoints != model.schema.num_keypoints:
-        raise ValueError(f"{gt.path}: {gt.schema.num_keypoints} keypoints, the model predicts "
-                         f"{model.schema.num_keypoints}")  # fmt: skip
+        raise ValueError(
+            f"{gt.path}: {gt.schema.num_keypoints} keypoints, the model predicts {model.schema.num_keypoints}"
+        )
     records = instances_from_coco(gt.images, gt.annotations, images_root, gt.schema.num_keypoints)
     if not records:
         return [], None
-    dataset = TopDownDataset(records, model.schema, model.codec, input_size=model.codec.input_size,
-                             padding=padding)  # fmt: skip
+    dataset = TopDownDataset(records, model.schema, model.codec, input_size=model.codec.input_size, padding=padding)
     return records, predict(model, dataset, flip_test=flip_test)
 
 
@@ -180,8 +186,15 @@ def worst_instances(
     rows = []
     for i, record in enumerate(records):
         score = oks(pred.keypoints[i], record.keypoints, area[record.instance_id], sigmas)
-        rows.append({"index": i, "instance_id": record.instance_id, "image_id": record.image_id, "oks": score,
-                     "image": str(record.image_path)})  # fmt: skip
+        rows.append(
+            {
+                "index": i,
+                "instance_id": record.instance_id,
+                "image_id": record.image_id,
+                "oks": score,
+                "image": str(record.image_path),
+            }
+        )
     rows.sort(key=lambda r: (r["oks"], r["instance_id"]))
     return rows[:count]
 

@@ -163,8 +163,12 @@ def merge(seed: dict, pool: dict, corrections: list[Correction], skips: list[Ski
             return None
         if base["id"] != record.instance_id:
             remapped.append({"record": record_id, "from_instance": record.instance_id, "to_instance": base["id"]})
-            log.warning("merge: %s was made for instance %d, which is instance %d in this data set: applied there",
-                        record_id, record.instance_id, base["id"])  # fmt: skip
+            log.warning(
+                "merge: %s was made for instance %d, which is instance %d in this data set: applied there",
+                record_id,
+                record.instance_id,
+                base["id"],
+            )
         return base
 
     # instance id -> (sort key, correction); the key makes "latest, then later in store order" one comparison.

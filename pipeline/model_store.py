@@ -35,8 +35,14 @@ def model_from_params(params: Params, codec: HeatmapCodec, schema: KeypointSchem
     return build_model(codec=codec, schema=schema, **dataclasses.asdict(params.model))
 
 
-def save_model(out_dir: Path, weights: dict[str, torch.Tensor], params_raw: dict, schema: KeypointSchema,
-               metrics: dict, extra: dict | None = None) -> Path:  # fmt: skip
+def save_model(
+    out_dir: Path,
+    weights: dict[str, torch.Tensor],
+    params_raw: dict,
+    schema: KeypointSchema,
+    metrics: dict,
+    extra: dict | None = None,
+) -> Path:
     """Write model.pt and model.json (schema, input size, backbone, head, the params it was trained with, metrics)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -163,10 +163,16 @@ def predict_pool(
     table = pa.Table.from_pandas(frame, preserve_index=False)
     table = table.set_column(3, "bbox", pa.FixedSizeListArray.from_arrays(pa.array(np.concatenate(frame["bbox"])), 4))
     dataset = ray.data.from_arrow([table.slice(i, batch_size) for i in range(0, len(frame), batch_size)])
-    dataset = dataset.map_batches(crop_batch, fn_kwargs={"input_size": input_size, "padding": padding},
-                                  batch_size=batch_size, num_cpus=0.5)  # fmt: skip
-    predictor_kwargs = {"model_dir": str(Path(model_dir).resolve()), "flip_test": flip_test, "tau": tau,
-                        "threads": threads_per_actor, "use_gpu": gpus_per_actor > 0}  # fmt: skip
+    dataset = dataset.map_batches(
+        crop_batch, fn_kwargs={"input_size": input_size, "padding": padding}, batch_size=batch_size, num_cpus=0.5
+    )
+    predictor_kwargs = {
+        "model_dir": str(Path(model_dir).resolve()),
+        "flip_test": flip_test,
+        "tau": tau,
+        "threads": threads_per_actor,
+        "use_gpu": gpus_per_actor > 0,
+    }
     dataset = dataset.map_batches(
         TeacherPredictor,
         fn_constructor_kwargs=predictor_kwargs,

@@ -52,8 +52,16 @@ EVAL_FILE = "eval.json"
 WORST_IMAGE = "worst_examples.png"
 WORST_TABLE = "worst_examples.csv"
 # (eval.json key, label) of the side-by-side table; higher is better for all of them
-METRIC_ROWS = (("ap", "AP"), ("ap50", "AP50"), ("ap75", "AP75"), ("apm", "APm"), ("apl", "APl"), ("ar", "AR"),
-               ("pck05", "PCK@0.05"), ("pck10", "PCK@0.1"))  # fmt: skip
+METRIC_ROWS = (
+    ("ap", "AP"),
+    ("ap50", "AP50"),
+    ("ap75", "AP75"),
+    ("apm", "APm"),
+    ("apl", "APl"),
+    ("ar", "AR"),
+    ("pck05", "PCK@0.05"),
+    ("pck10", "PCK@0.1"),
+)
 
 
 @dataclass(frozen=True)
@@ -76,8 +84,17 @@ class RegisteredVersion:
 
     def registry_json(self) -> dict:
         """The content of artifacts/registry.json (``model_store.model_version`` reads weights_md5 / model_version)."""
-        keys = ("name", "version", "model_version", "weights_md5", "run_id", "champion_version",
-                "challenger_version", "promoted", "round")  # fmt: skip
+        keys = (
+            "name",
+            "version",
+            "model_version",
+            "weights_md5",
+            "run_id",
+            "champion_version",
+            "challenger_version",
+            "promoted",
+            "round",
+        )
         return {k: getattr(self, k) for k in keys}
 
 
@@ -144,8 +161,9 @@ def _run_eval_metrics(run_id: str | None, uri: str) -> dict | None:
 
     with tempfile.TemporaryDirectory() as tmp:
         try:
-            local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=f"review/{EVAL_FILE}",
-                                                        dst_path=tmp, tracking_uri=uri)  # fmt: skip
+            local = mlflow.artifacts.download_artifacts(
+                run_id=run_id, artifact_path=f"review/{EVAL_FILE}", dst_path=tmp, tracking_uri=uri
+            )
         except (MlflowException, OSError):
             return None
         return json.loads(Path(local).read_text())
@@ -219,13 +237,21 @@ def register_version(
         version = int(mv.version)
         _restore_review(mv.run_id, review_dir, uri)
         challenger = before.get(CHALLENGER)
-        return RegisteredVersion(name=name, version=version, model_version=f"{name}/{version}", run_id=mv.run_id,
-                                 weights_md5=weights_md5, round=int(mv.tags.get("round", round)), ap=ap,
-                                 champion_version=int(champion) if champion is not None else version,
-                                 challenger_version=int(challenger) if challenger is not None else version,
-                                 previous_champion=champion, promoted=False,
-                                 promotion_reason=f"these weights are already version {version}: not registered again",
-                                 review_dir=review_dir)  # fmt: skip
+        return RegisteredVersion(
+            name=name,
+            version=version,
+            model_version=f"{name}/{version}",
+            run_id=mv.run_id,
+            weights_md5=weights_md5,
+            round=int(mv.tags.get("round", round)),
+            ap=ap,
+            champion_version=int(champion) if champion is not None else version,
+            challenger_version=int(challenger) if challenger is not None else version,
+            previous_champion=champion,
+            promoted=False,
+            promotion_reason=f"these weights are already version {version}: not registered again",
+            review_dir=review_dir,
+        )
     champion_mv = client.get_model_version(name, str(champion)) if champion is not None else None
     champion_ap = _float_tag(champion_mv.tags, "ap") if champion_mv is not None else None
     champion_eval = _run_eval_metrics(champion_mv.run_id, uri) if champion_mv is not None else None
@@ -236,8 +262,14 @@ def register_version(
         mlflow.log_artifacts(str(model_dir), artifact_path="model")
         mlflow.log_metrics(flat_eval_metrics(eval_metrics))
         mlflow.log_params({"auto_promote": auto_promote, "promote_margin": promote_margin, "model_name": name})
-        tags = {"round": str(round), "ap": f"{ap:.6f}", "labeled_instances": str(labeled_instances),
-                "train_md5": train_md5, "data_hash": data_hash, "weights_md5": weights_md5}  # fmt: skip
+        tags = {
+            "round": str(round),
+            "ap": f"{ap:.6f}",
+            "labeled_instances": str(labeled_instances),
+            "train_md5": train_md5,
+            "data_hash": data_hash,
+            "weights_md5": weights_md5,
+        }
         mv = client.create_model_version(name, source=f"runs:/{run_id}/model", run_id=run_id, tags=tags)
         version = int(mv.version)
         model_version = f"{name}/{version}"
@@ -252,8 +284,10 @@ def register_version(
             promoted, reason = True, f"auto_promote: val AP gain {gain:+.4f} > margin {promote_margin}"
         elif not auto_promote:
             promoted = False
-            reason = (f"champion stays version {champion}: auto_promote is off; review this report and run "
-                      f"`python -m pipeline promote --version {version}` to promote")  # fmt: skip
+            reason = (
+                f"champion stays version {champion}: auto_promote is off; review this report and run "
+                f"`python -m pipeline promote --version {version}` to promote"
+            )
         else:
             promoted = False
             why = f"val AP gain {gain:+.4f} <= margin {promote_margin}" if gain is not None else "it has no ap tag"
@@ -261,20 +295,41 @@ def register_version(
         if promoted:
             _set_champion(client, name, version, previous=champion, how="register")
 
-        report = review_markdown(name, version, round, eval_metrics, champion_eval, champion, reason,
-                                 labeled_instances=labeled_instances, train_md5=train_md5, data_hash=data_hash,
-                                 keypoints=_keypoint_names(model_dir / DESCRIPTION_FILE), worst_table=worst_table,
-                                 has_picture=worst_examples is not None and Path(worst_examples).is_file())  # fmt: skip
+        report = review_markdown(
+            name,
+            version,
+            round,
+            eval_metrics,
+            champion_eval,
+            champion,
+            reason,
+            labeled_instances=labeled_instances,
+            train_md5=train_md5,
+            data_hash=data_hash,
+            keypoints=_keypoint_names(model_dir / DESCRIPTION_FILE),
+            worst_table=worst_table,
+            has_picture=worst_examples is not None and Path(worst_examples).is_file(),
+        )
         files = _write_review(review_dir, report, eval_metrics, worst_examples, worst_table)
         for path in files:
             mlflow.log_artifact(str(path), artifact_path="review")
         client.update_model_version(name, str(version), description=_truncate(report))
 
-    return RegisteredVersion(name=name, version=version, model_version=model_version, run_id=run_id,
-                             weights_md5=weights_md5, round=round, ap=ap,
-                             champion_version=version if promoted else int(champion), challenger_version=version,
-                             previous_champion=champion, promoted=promoted, promotion_reason=reason,
-                             review_dir=review_dir)  # fmt: skip
+    return RegisteredVersion(
+        name=name,
+        version=version,
+        model_version=model_version,
+        run_id=run_id,
+        weights_md5=weights_md5,
+        round=round,
+        ap=ap,
+        champion_version=version if promoted else int(champion),
+        challenger_version=version,
+        previous_champion=champion,
+        promoted=promoted,
+        promotion_reason=reason,
+        review_dir=review_dir,
+    )
 
 
 def _restore_review(run_id: str, review_dir: Path, uri: str) -> None:
@@ -286,8 +341,9 @@ def _restore_review(run_id: str, review_dir: Path, uri: str) -> None:
     review_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         try:
-            local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="review", dst_path=tmp,
-                                                        tracking_uri=uri)  # fmt: skip
+            local = mlflow.artifacts.download_artifacts(
+                run_id=run_id, artifact_path="review", dst_path=tmp, tracking_uri=uri
+            )
         except Exception as exc:  # the run's artifacts are gone (e.g. a pruned store): say so in the report
             (review_dir / REVIEW_FILE).write_text(f"The review report of run {run_id} could not be read: {exc}\n")
             return
@@ -308,8 +364,9 @@ def _keypoint_names(description_file: Path) -> list[str]:
     return list(json.loads(description_file.read_text()).get("schema", {}).get("names", []))
 
 
-def _write_review(review_dir: Path, report: str, eval_metrics: dict, worst_examples: Path | None,
-                  worst_table: Path | None) -> list[Path]:  # fmt: skip
+def _write_review(
+    review_dir: Path, report: str, eval_metrics: dict, worst_examples: Path | None, worst_table: Path | None
+) -> list[Path]:
     """The review files in ``review_dir``; only files written now are returned (and logged)."""
     review_dir.mkdir(parents=True, exist_ok=True)
     (review_dir / REVIEW_FILE).write_text(report)
@@ -376,24 +433,36 @@ def review_markdown(
         if not isinstance(mine, dict):
             continue
         theirs = (champion_eval or {}).get(split) or {}
-        lines += [f"## Metrics ({split}, {mine.get('instances', '?')} instances)", "",
-                  f"| metric | v{version} | {other} | delta |", "|---|---:|---:|---:|"]  # fmt: skip
+        lines += [
+            f"## Metrics ({split}, {mine.get('instances', '?')} instances)",
+            "",
+            f"| metric | v{version} | {other} | delta |",
+            "|---|---:|---:|---:|",
+        ]
         for key, label in METRIC_ROWS:
-            lines.append(f"| {label} | {_fmt(mine.get(key))} | {_fmt(theirs.get(key))} | "
-                         f"{_delta(mine.get(key), theirs.get(key))} |")  # fmt: skip
+            lines.append(
+                f"| {label} | {_fmt(mine.get(key))} | {_fmt(theirs.get(key))} | "
+                f"{_delta(mine.get(key), theirs.get(key))} |"
+            )
         lines.append("")
     errors = eval_metrics["val"].get("per_keypoint_error") or {}
     champion_errors = ((champion_eval or {}).get("val") or {}).get("per_keypoint_error") or {}
-    lines += ["## Per-keypoint error (val, px; a negative delta is better)", "",
-              f"| keypoint | v{version} | {other} | delta |", "|---|---:|---:|---:|"]  # fmt: skip
+    lines += [
+        "## Per-keypoint error (val, px; a negative delta is better)",
+        "",
+        f"| keypoint | v{version} | {other} | delta |",
+        "|---|---:|---:|---:|",
+    ]
     order = [k for k in keypoints if k in errors] + [k for k in errors if k not in keypoints]
     for keypoint in order:
         value, old = errors[keypoint], champion_errors.get(keypoint)
         lines.append(f"| {keypoint} | {_fmt(value, 2)} | {_fmt(old, 2)} | {_delta(value, old, 2)} |")
     lines += ["", "## Worst val examples (lowest OKS)", ""]
     if has_picture:
-        lines += [f"Ground truth (left) and this version's prediction (right): run artifact `review/{WORST_IMAGE}`.",
-                  ""]  # fmt: skip
+        lines += [
+            f"Ground truth (left) and this version's prediction (right): run artifact `review/{WORST_IMAGE}`.",
+            "",
+        ]
     else:
         lines += ["No picture (the evaluate stage's plots/eval_worst.png was not given).", ""]
     if worst_table is not None and Path(worst_table).is_file():

@@ -23,6 +23,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipeline.config import SelectParams
 from pipeline.corrections import read_store
 
 # +1: a larger value means more uncertain; -1: a smaller one does. Orientations are measured, not assumed
@@ -182,9 +183,13 @@ def typicality(embedding: np.ndarray, neighbours: int = 20) -> np.ndarray:
 
 
 def cold_start_rows(
-    candidates: np.ndarray, uncertainty: np.ndarray, embedding: np.ndarray, count: int, uncertainty_weight: float,
+    candidates: np.ndarray,
+    uncertainty: np.ndarray,
+    embedding: np.ndarray,
+    count: int,
+    uncertainty_weight: float,
     seed: int = 0,
-) -> np.ndarray:  # fmt: skip
+) -> np.ndarray:
     """``count`` rows of ``candidates`` (positions, best first), one per k-means cluster of their pose embedding.
 
     Within a cluster the pick maximises (1 - w) x typicality rank + w x uncertainty rank (both in [0, 1] within the
@@ -369,9 +374,15 @@ def select(
 
 
 def select_with_params(
-    scores: pd.DataFrame, table: pa.Table, cfg, *, exclude: dict[str, Iterable[int]], labeled_count: int,
-    seed: int | None = None, budget: int | None = None,
-) -> Selection:  # fmt: skip
+    scores: pd.DataFrame,
+    table: pa.Table,
+    cfg: SelectParams,
+    *,
+    exclude: dict[str, Iterable[int]],
+    labeled_count: int,
+    seed: int | None = None,
+    budget: int | None = None,
+) -> Selection:
     """``select`` with params.yaml's ``select`` section (``cfg``: pipeline.config.SelectParams), the embedding and
     keypoint scores read from the pool predictions ``table`` where the policy needs them: what the select stage and
     bench label_efficiency both call. ``seed`` / ``budget`` override the section's."""
@@ -379,14 +390,26 @@ def select_with_params(
     needs_embedding = cfg.diversity or cfg.policy == "cold_start"
     embedding = pose_embedding(list_column(table, "keypoints"), bbox) if needs_embedding else None
     keypoint_scores = list_column(table, "scores") if cfg.policy in EXCLUDES_HOPELESS else None
-    return select(scores, policy=cfg.policy, budget=cfg.budget if budget is None else budget,
-                  weights=dataclasses.asdict(cfg.weights), exclude=exclude, per_image=cfg.per_image,
-                  diversity=cfg.diversity, diversity_candidates=cfg.diversity_candidates, embedding=embedding,
-                  random_share=cfg.random_share, seed=cfg.seed if seed is None else seed,
-                  keypoint_scores=keypoint_scores, labeled_count=labeled_count,
-                  cold_start_labels=cfg.cold_start_labels, hopeless_min_keypoints=cfg.hopeless_min_keypoints,
-                  hopeless_min_score=cfg.hopeless_min_score, review_budget=cfg.review_budget,
-                  box_area=bbox[:, 2] * bbox[:, 3])  # fmt: skip
+    return select(
+        scores,
+        policy=cfg.policy,
+        budget=cfg.budget if budget is None else budget,
+        weights=dataclasses.asdict(cfg.weights),
+        exclude=exclude,
+        per_image=cfg.per_image,
+        diversity=cfg.diversity,
+        diversity_candidates=cfg.diversity_candidates,
+        embedding=embedding,
+        random_share=cfg.random_share,
+        seed=cfg.seed if seed is None else seed,
+        keypoint_scores=keypoint_scores,
+        labeled_count=labeled_count,
+        cold_start_labels=cfg.cold_start_labels,
+        hopeless_min_keypoints=cfg.hopeless_min_keypoints,
+        hopeless_min_score=cfg.hopeless_min_score,
+        review_budget=cfg.review_budget,
+        box_area=bbox[:, 2] * bbox[:, 3],
+    )
 
 
 def selection_table(table: pa.Table, selection: Selection) -> pa.Table:
@@ -414,8 +437,11 @@ def excluded_instances(labeled: list[Path], corrections: Path, pending: Path | N
     pending_ids: set[int] = set()
     if pending is not None and pending.is_file():
         pending_ids = {int(i) for i in json.loads(pending.read_text())["pending"]}
-    return {"labeled": labeled_ids | {c.instance_id for c in done}, "skipped": {s.instance_id for s in skips},
-            "pending": pending_ids}  # fmt: skip
+    return {
+        "labeled": labeled_ids | {c.instance_id for c in done},
+        "skipped": {s.instance_id for s in skips},
+        "pending": pending_ids,
+    }
 
 
 def selection_metrics(
@@ -427,8 +453,12 @@ def selection_metrics(
     chosen[selection.rows] = True
     signals = {s: scores[s].to_numpy(np.float64, na_value=np.nan) for s in SIGNALS}
     signals["uncertainty"] = selection.uncertainty
-    metrics = {"policy": policy, "budget": budget, **selection.counts,
-               "images_selected": int(scores["image_id"][chosen].nunique())}  # fmt: skip
+    metrics = {
+        "policy": policy,
+        "budget": budget,
+        **selection.counts,
+        "images_selected": int(scores["image_id"][chosen].nunique()),
+    }
     for name, values in signals.items():
         if np.isfinite(values).any() and chosen.any():
             metrics[f"{name}_selected_mean"] = round(float(np.nanmean(values[chosen])), 5)
@@ -469,9 +499,16 @@ def pseudo_label_coco(
         xy = kp.reshape(-1, 2)
         keep = np.nan_to_num(sc, nan=0.0) >= min_score
         flat = np.concatenate([np.where(keep[:, None], xy, 0.0), np.where(keep, 2.0, 0.0)[:, None]], axis=1)
-        annotations.append({**base, "keypoints": [round(float(v), 3) for v in flat.ravel()],
-                            "num_keypoints": int(keep.sum()), "source": "pseudo", "model_version": model_version,
-                            "score": round(float(np.nanmean(sc)), 4)})  # fmt: skip
+        annotations.append(
+            {
+                **base,
+                "keypoints": [round(float(v), 3) for v in flat.ravel()],
+                "num_keypoints": int(keep.sum()),
+                "source": "pseudo",
+                "model_version": model_version,
+                "score": round(float(np.nanmean(sc)), 4),
+            }
+        )
     image_ids = {a["image_id"] for a in annotations}
     images = [im for im in pool["images"] if im["id"] in image_ids]
     return {"images": images, "annotations": annotations, "categories": pool["categories"]}

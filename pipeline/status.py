@@ -40,9 +40,14 @@ def label_studio_state(project_title: str = "poseloop") -> dict | None:
         return {"error": str(exc)}
     done = sum(1 for t in tasks if t["total_annotations"] > 0)
     skipped = sum(1 for t in tasks if t["total_annotations"] == 0 and t["cancelled_annotations"] > 0)
-    return {"project": f"{project_title} (id {project_id})", "tasks": len(tasks), "completed": done,
-            "skipped": skipped, "waiting": len(tasks) - done - skipped,
-            "model_version": getattr(project, "model_version", None) or "-"}  # fmt: skip
+    return {
+        "project": f"{project_title} (id {project_id})",
+        "tasks": len(tasks),
+        "completed": done,
+        "skipped": skipped,
+        "waiting": len(tasks) - done - skipped,
+        "model_version": getattr(project, "model_version", None) or "-",
+    }
 
 
 def status_dict(project_root: Path = Path(".")) -> dict:
@@ -91,8 +96,10 @@ def _model_line(info: dict | None) -> str:
         return "none"
     ap = f"{info['ap']:.4f}" if info.get("ap") is not None else "-"
     labeled = info.get("labeled_instances")
-    return (f"v{info['version']} ({info['model_version']}), round {info.get('round') or '-'}, val AP {ap}, "
-            f"{labeled if labeled is not None else '-'} labeled")  # fmt: skip
+    return (
+        f"v{info['version']} ({info['model_version']}), round {info.get('round') or '-'}, val AP {ap}, "
+        f"{labeled if labeled is not None else '-'} labeled"
+    )
 
 
 def status_table(project_root: Path = Path("."), status: dict | None = None) -> str:
@@ -113,8 +120,10 @@ def status_table(project_root: Path = Path("."), status: dict | None = None) -> 
     ]
     effort = s.get("effort") or {}
     if effort.get("tasks"):
-        per_task = (f"{effort['moved_per_task']:.1f} moved, {effort['added_per_task']:.1f} added, "
-                    f"{effort['deleted_per_task']:.1f} deleted")  # fmt: skip
+        per_task = (
+            f"{effort['moved_per_task']:.1f} moved, {effort['added_per_task']:.1f} added, "
+            f"{effort['deleted_per_task']:.1f} deleted"
+        )
         rows.append(("effort", f"{per_task} keypoints per task ({effort['tasks']} tasks)"))
     if "error" in registry:
         rows.append(("registry", f"unavailable: {registry['error']}"))

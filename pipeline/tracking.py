@@ -105,8 +105,9 @@ def log_training(history: list[dict], params_raw: dict, model_dir: Path, images:
     mlflow.log_params({k: str(v)[:500] for k, v in flat_params(params_raw, ("codec", "model", "train")).items()})
     for entry in history:
         step = int(entry["epoch"])
-        mlflow.log_metrics({k: float(v) for k, v in entry.items() if isinstance(v, (int, float)) and k != "epoch"},
-                           step=step)  # fmt: skip
+        mlflow.log_metrics(
+            {k: float(v) for k, v in entry.items() if isinstance(v, (int, float)) and k != "epoch"}, step=step
+        )
     mlflow.log_artifacts(str(model_dir), artifact_path="model")
     for image in images:
         if Path(image).is_file():
@@ -151,9 +152,12 @@ def download_model_alias(alias: str, dest: Path, name: str = REGISTERED_MODEL) -
     try:
         version = client.get_model_version_by_alias(name, alias)
     except MlflowException as exc:
-        raise ValueError(f"no model version of {name!r} has the alias {alias!r} in {tracking_uri()} "
-                         f"(promote one with `python -m pipeline promote`): {exc.message}") from None  # fmt: skip
+        raise ValueError(
+            f"no model version of {name!r} has the alias {alias!r} in {tracking_uri()} "
+            f"(promote one with `python -m pipeline promote`): {exc.message}"
+        ) from None
     Path(dest).mkdir(parents=True, exist_ok=True)
-    local = mlflow.artifacts.download_artifacts(artifact_uri=version.source, dst_path=str(dest),
-                                                tracking_uri=tracking_uri())  # fmt: skip
+    local = mlflow.artifacts.download_artifacts(
+        artifact_uri=version.source, dst_path=str(dest), tracking_uri=tracking_uri()
+    )
     return Path(local), f"{name}/{version.version}"

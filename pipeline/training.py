@@ -202,8 +202,16 @@ def load_data(params: Params, paths: dict[str, str]) -> Data:
     def dataset(records: list, augmented: bool, offset: int) -> TopDownDataset:
         # decoded images stay in memory: imread was 38% of a sample's time (profiled at 96x128), and every image
         # is read again each epoch
-        return TopDownDataset(records, schema, codec, input_size=size, augment=augment if augmented else None,
-                              seed=seed + offset, padding=pad, cache_size=IMAGE_CACHE)  # fmt: skip
+        return TopDownDataset(
+            records,
+            schema,
+            codec,
+            input_size=size,
+            augment=augment if augmented else None,
+            seed=seed + offset,
+            padding=pad,
+            cache_size=IMAGE_CACHE,
+        )
 
     labeled_records = instances_from_coco(labeled.images, labeled.annotations, root, k)
     if not labeled_records:
@@ -224,8 +232,9 @@ def load_data(params: Params, paths: dict[str, str]) -> Data:
         unlabeled = dataset(pool_records, True, 1) if pool_records else None
     val = read_coco(paths["val"], sigmas=params.data.sigmas, flip_pairs=params.data.flip_pairs)
     val_records = instances_from_coco(val.images, val.annotations, root, k)
-    return Data(schema, codec, dataset(labeled_records, True, 0), unlabeled, dataset(val_records, False, 2),
-                val.to_dict())  # fmt: skip
+    return Data(
+        schema, codec, dataset(labeled_records, True, 0), unlabeled, dataset(val_records, False, 2), val.to_dict()
+    )
 
 
 def _loader(dataset: TopDownDataset, batch_size: int, session: Session, seed: int, workers: int) -> DataLoader:
@@ -236,8 +245,14 @@ def _loader(dataset: TopDownDataset, batch_size: int, session: Session, seed: in
         sampler = RandomSampler(dataset, generator=torch.Generator().manual_seed(seed))
     # drop_last keeps BatchNorm away from batches of one when the set is not a multiple of the batch size
     drop_last = len(dataset) // session.world_size > batch_size
-    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers, drop_last=drop_last,
-                      persistent_workers=False)  # fmt: skip
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        num_workers=workers,
+        drop_last=drop_last,
+        persistent_workers=False,
+    )
 
 
 def _cycle(loader: DataLoader, dataset: TopDownDataset, epoch: int) -> Iterator[dict]:
@@ -303,9 +318,13 @@ class SslInputs:
 
 
 def ssl_step_inputs(
-    raw: PoseModel, teacher: PoseModel, unlabeled: dict, params: Params, rng: np.random.Generator,
+    raw: PoseModel,
+    teacher: PoseModel,
+    unlabeled: dict,
+    params: Params,
+    rng: np.random.Generator,
     generator: torch.Generator,
-) -> SslInputs:  # fmt: skip
+) -> SslInputs:
     """Teacher targets and the student's unlabeled inputs of one step (see the module docstring)."""
     cfg = params.train.ssl
     weak = unlabeled["image"]
@@ -323,9 +342,14 @@ def ssl_step_inputs(
     else:
         heat = teacher_out["heatmaps"] if raw.head_type == "heatmap" else torch.sigmoid(teacher_out["logits"])
         strong, _ = ssl.adaptive_keypoint_masking(
-            weak.cpu(), heat.float().cpu(), teacher_kp.cpu(), max_masks=cfg.max_masks, tau=cfg.tau, floor=cfg.floor,
+            weak.cpu(),
+            heat.float().cpu(),
+            teacher_kp.cpu(),
+            max_masks=cfg.max_masks,
+            tau=cfg.tau,
+            floor=cfg.floor,
             generator=generator,
-        )  # fmt: skip
+        )
     mixup = None
     if cfg.mode == "adaptive_mixup":
         permutation = torch.randperm(weak.shape[0], generator=generator).to(weak.device)
@@ -549,8 +573,10 @@ def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
     """Weight decay on the weights of convolutions and linear layers only (tensors of 2 or more dims, nanoGPT's rule):
     decaying a norm's scale or a bias pulls it toward 0 and regularises nothing."""
     trainable = [p for p in model.parameters() if p.requires_grad]
-    return [{"params": [p for p in trainable if p.ndim >= 2], "weight_decay": weight_decay},
-            {"params": [p for p in trainable if p.ndim < 2], "weight_decay": 0.0}]  # fmt: skip
+    return [
+        {"params": [p for p in trainable if p.ndim >= 2], "weight_decay": weight_decay},
+        {"params": [p for p in trainable if p.ndim < 2], "weight_decay": 0.0},
+    ]
 
 
 def setup(config: dict) -> TrainRun:
@@ -573,8 +599,9 @@ def setup(config: dict) -> TrainRun:
     teacher_ema = copy.deepcopy(raw).eval() if cfg.ssl.mode != "off" and cfg.ssl.ema_teacher else None
     model: torch.nn.Module = raw
     if session.world_size > 1:
-        model = torch.nn.parallel.DistributedDataParallel(raw, device_ids=[device.index] if device.type == "cuda"
-                                                          else None)  # fmt: skip
+        model = torch.nn.parallel.DistributedDataParallel(
+            raw, device_ids=[device.index] if device.type == "cuda" else None
+        )
     opt_cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
     optimizer = opt_cls(parameter_groups(raw, cfg.weight_decay), lr=cfg.lr)
     per_worker = math.ceil(len(data.labeled) / session.world_size)
@@ -604,25 +631,46 @@ def setup(config: dict) -> TrainRun:
             if is_main:
                 log.info("resumed from %s at epoch %d (best val AP %.4f)", checkpoint.path, start_epoch, best_ap)
 
-    labeled = _cycle(_loader(data.labeled, cfg.batch_size, session, cfg.seed, cfg.loader_workers), data.labeled,
-                     start_epoch)  # fmt: skip
+    labeled = _cycle(
+        _loader(data.labeled, cfg.batch_size, session, cfg.seed, cfg.loader_workers), data.labeled, start_epoch
+    )
     unlabeled = None
     if data.unlabeled is not None:
         loader = _loader(data.unlabeled, cfg.ssl.unlabeled_batch_size, session, cfg.seed + 1, cfg.loader_workers)
         unlabeled = _cycle(loader, data.unlabeled, start_epoch)
-    progress = Progress(config.get("progress", True) if is_main else False, cfg.epochs * steps_per_epoch,
-                        start_epoch * steps_per_epoch)  # fmt: skip
+    progress = Progress(
+        config.get("progress", True) if is_main else False, cfg.epochs * steps_per_epoch, start_epoch * steps_per_epoch
+    )
     if best_ap >= 0:
         progress.note(f"resumed from the checkpoint of epoch {start_epoch}/{cfg.epochs} (best val AP {best_ap:.4f})")
         progress.update(force=True, best_ap=round(best_ap, 4))
     return TrainRun(
-        params=params, session=session, device=device, data=data, raw=raw, model=model, eval_ema=eval_ema,
-        teacher_ema=teacher_ema, optimizer=optimizer, scheduler=scheduler, autocast=autocast, scaler=scaler,
-        amp_mode=amp_mode, steps_per_epoch=steps_per_epoch, flops_per_image=flops_per_image, peak_flops=peak_flops,
-        labeled=labeled, unlabeled=unlabeled, rng=np.random.default_rng([cfg.seed, session.rank, start_epoch]),
+        params=params,
+        session=session,
+        device=device,
+        data=data,
+        raw=raw,
+        model=model,
+        eval_ema=eval_ema,
+        teacher_ema=teacher_ema,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        autocast=autocast,
+        scaler=scaler,
+        amp_mode=amp_mode,
+        steps_per_epoch=steps_per_epoch,
+        flops_per_image=flops_per_image,
+        peak_flops=peak_flops,
+        labeled=labeled,
+        unlabeled=unlabeled,
+        rng=np.random.default_rng([cfg.seed, session.rank, start_epoch]),
         generator=torch.Generator().manual_seed(cfg.seed * 1000 + session.rank * 100 + start_epoch),
-        progress=progress, start_epoch=start_epoch, best_ap=best_ap, best_weights=best_weights, history=history,
-    )  # fmt: skip
+        progress=progress,
+        start_epoch=start_epoch,
+        best_ap=best_ap,
+        best_weights=best_weights,
+        history=history,
+    )
 
 
 @dataclass(frozen=True)
@@ -689,15 +737,22 @@ def train_step(run: TrainRun, epoch: int, step: int) -> StepResult:
     return StepResult({k: v.detach() for k, v in losses.items()}, images.shape[0], flops)
 
 
-def end_of_epoch(run: TrainRun, epoch: int, loss_sums: dict[str, torch.Tensor], images: int, flops: float,
-                 seconds: float) -> None:  # fmt: skip
+def end_of_epoch(
+    run: TrainRun, epoch: int, loss_sums: dict[str, torch.Tensor], images: int, flops: float, seconds: float
+) -> None:
     """Epoch metrics, validation and the checkpoint on rank 0, then every rank reports (the checkpoint with it)."""
     cfg = run.params.train
     metrics: dict = {f"loss_{k}": float(v) / run.steps_per_epoch for k, v in loss_sums.items()}  # the epoch's sync
-    metrics.update(epoch=epoch, lr=run.scheduler.get_last_lr()[0], epoch_seconds=seconds,
-                   images_per_s=images * run.session.world_size / seconds, mfu=flops / seconds / run.peak_flops,
-                   gflops_per_image=run.flops_per_image / 1e9, peak_tflops=run.peak_flops / 1e12,
-                   amp=run.amp_mode)  # fmt: skip
+    metrics.update(
+        epoch=epoch,
+        lr=run.scheduler.get_last_lr()[0],
+        epoch_seconds=seconds,
+        images_per_s=images * run.session.world_size / seconds,
+        mfu=flops / seconds / run.peak_flops,
+        gflops_per_image=run.flops_per_image / 1e9,
+        peak_tflops=run.peak_flops / 1e12,
+        amp=run.amp_mode,
+    )
     with tempfile.TemporaryDirectory() as tmp:
         checkpoint = None
         if run.is_main:
@@ -709,10 +764,15 @@ def end_of_epoch(run: TrainRun, epoch: int, loss_sums: dict[str, torch.Tensor], 
                 run.best_weights = {k: v.detach().cpu().clone() for k, v in evaluated.state_dict().items()}
             metrics["best_val_ap"] = run.best_ap
             run.history.append(metrics)
-            state = {"model": run.raw.state_dict(), "optimizer": run.optimizer.state_dict(),
-                     "scheduler": run.scheduler.state_dict(), "epoch": epoch, "best_ap": float(run.best_ap),
-                     "ema": run.eval_ema.state_dict() if run.eval_ema is not None else None,
-                     "teacher_ema": run.teacher_ema.state_dict() if run.teacher_ema is not None else None}  # fmt: skip
+            state = {
+                "model": run.raw.state_dict(),
+                "optimizer": run.optimizer.state_dict(),
+                "scheduler": run.scheduler.state_dict(),
+                "epoch": epoch,
+                "best_ap": float(run.best_ap),
+                "ema": run.eval_ema.state_dict() if run.eval_ema is not None else None,
+                "teacher_ema": run.teacher_ema.state_dict() if run.teacher_ema is not None else None,
+            }
             checkpoint = Checkpoint.write(Path(tmp), state, run.best_weights, run.history)
             line = (
                 f"epoch {epoch + 1}/{cfg.epochs}: loss {metrics['loss_total']:.4f} val AP {val['ap']:.4f} "
@@ -722,9 +782,14 @@ def end_of_epoch(run: TrainRun, epoch: int, loss_sums: dict[str, torch.Tensor], 
                 run.progress.bar.write(line)
             else:
                 print(line, flush=True)  # a Ray worker's log file, or a benchmark's output
-            run.progress.update(force=True, step=(epoch + 1) * run.steps_per_epoch, val_ap=round(val["ap"], 4),
-                                best_ap=round(run.best_ap, 4), img_s=round(metrics["images_per_s"]),
-                                mfu=f"{metrics['mfu']:.0%}")  # fmt: skip
+            run.progress.update(
+                force=True,
+                step=(epoch + 1) * run.steps_per_epoch,
+                val_ap=round(val["ap"], 4),
+                best_ap=round(run.best_ap, 4),
+                img_s=round(metrics["images_per_s"]),
+                mfu=f"{metrics['mfu']:.0%}",
+            )
         if run.session.world_size > 1 and dist.is_initialized():
             dist.barrier()  # rank 0's validation must not race the others into the next epoch's collectives
         run.session.report(metrics, checkpoint)
@@ -745,17 +810,33 @@ def train_worker(config: dict) -> None:
                 loss_sums[key] = loss_sums[key] + value if key in loss_sums else value.clone()
             images, flops = result.images, flops + result.flops
             if run.progress.due():  # the one sync per logging interval
-                run.progress.update(step=epoch * run.steps_per_epoch + step + 1, epoch=epoch + 1,
-                                    loss=round(float(loss_sums["total"]) / (step + 1), 5))  # fmt: skip
+                run.progress.update(
+                    step=epoch * run.steps_per_epoch + step + 1,
+                    epoch=epoch + 1,
+                    loss=round(float(loss_sums["total"]) / (step + 1), 5),
+                )
         end_of_epoch(run, epoch, loss_sums, images * run.steps_per_epoch, flops, time.perf_counter() - started)
     run.progress.close()
 
 
-def train_in_process(params_raw: dict, paths: dict[str, str], checkpoint_dir: Path, *,
-                     init_weights: Path | str | None = None, progress: bool = False) -> Checkpoint:  # fmt: skip
+def train_in_process(
+    params_raw: dict,
+    paths: dict[str, str],
+    checkpoint_dir: Path,
+    *,
+    init_weights: Path | str | None = None,
+    progress: bool = False,
+) -> Checkpoint:
     """The loop in this process, without Ray (benchmarks, tests): returns the last checkpoint, whose ``history`` and
     ``best_weights`` are what the train stage reads from Ray's. A ``checkpoint_dir`` holding a checkpoint resumes."""
-    train_worker({"params": params_raw, "paths": paths, "local_checkpoint_dir": str(checkpoint_dir),
-                  "init_weights": str(init_weights) if init_weights else None, "progress": progress,
-                  "use_gpu": torch.cuda.is_available()})  # fmt: skip
+    train_worker(
+        {
+            "params": params_raw,
+            "paths": paths,
+            "local_checkpoint_dir": str(checkpoint_dir),
+            "init_weights": str(init_weights) if init_weights else None,
+            "progress": progress,
+            "use_gpu": torch.cuda.is_available(),
+        }
+    )
     return Checkpoint.latest_in(checkpoint_dir)

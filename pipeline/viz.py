@@ -208,8 +208,9 @@ def rounds_curve(rows: Sequence[dict], path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
     ax.plot(labeled, [num(r["val_ap"]) for r in rows], marker="o", color="tab:orange", label="val OKS AP")
     pck = ax.twinx()
-    pck.plot(labeled, [num(r.get("val_pck10")) for r in rows], marker="s", color="tab:blue", alpha=0.6,
-             label="val PCK@0.1")  # fmt: skip
+    pck.plot(
+        labeled, [num(r.get("val_pck10")) for r in rows], marker="s", color="tab:blue", alpha=0.6, label="val PCK@0.1"
+    )
     for r, x in zip(rows, labeled, strict=True):
         ax.annotate(f"round {r['round']}", (x, num(r["val_ap"])), textcoords="offset points", xytext=(4, 4), fontsize=8)
     # both axes from 0: a gain of 0.001 AP must not look like a jump
@@ -226,8 +227,9 @@ def rounds_curve(rows: Sequence[dict], path: Path) -> Path:
     return Path(path)
 
 
-def worst_examples_sheet(rows: list[dict], records: Sequence, keypoints: np.ndarray, scores: np.ndarray,
-                         schema: KeypointSchema) -> np.ndarray:  # fmt: skip
+def worst_examples_sheet(
+    rows: list[dict], records: Sequence, keypoints: np.ndarray, scores: np.ndarray, schema: KeypointSchema
+) -> np.ndarray:
     """One row per instance of ``rows`` (``worst_instances``: index, instance_id, oks, image): ground truth (left)
     beside the prediction (right). ``records``: the InstanceRecords the predictions ``keypoints`` (N, K, 2) and
     ``scores`` (N, K) were made on."""
@@ -239,11 +241,11 @@ def worst_examples_sheet(rows: list[dict], records: Sequence, keypoints: np.ndar
     paths = [records[i].image_path for i in index]
     boxes = np.array([records[i].bbox for i in index])
     truth = np.stack([records[i].keypoints for i in index])  # (N, K, 3) with COCO flags
-    left = prediction_sheet(paths, boxes, truth[..., :2], (truth[..., 2] > 0).astype(float), schema, columns=1,
-                            min_score=0.5)  # fmt: skip
+    left = prediction_sheet(
+        paths, boxes, truth[..., :2], (truth[..., 2] > 0).astype(float), schema, columns=1, min_score=0.5
+    )
     # Every predicted keypoint is drawn (min_score 0): on the worst examples the wrong ones are the point.
-    right = prediction_sheet(paths, boxes, keypoints[index], scores[index], schema, columns=1,
-                             min_score=0.0)  # fmt: skip
+    right = prediction_sheet(paths, boxes, keypoints[index], scores[index], schema, columns=1, min_score=0.0)
     sheet = np.ascontiguousarray(np.hstack([left, right]))
     for n, row in enumerate(rows):
         y = n * SHEET_TILE + 16

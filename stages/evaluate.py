@@ -74,8 +74,17 @@ def main() -> None:
         for plot in plots:
             mlflow.log_artifact(str(plot), artifact_path="plots")
     val, test = results["val"], results["test"]
-    print(json.dumps({"metrics": str(args.metrics), "val_ap": val["ap"], "val_pck10": val["pck10"],
-                      "test_ap": None if test is None else test["ap"], "flip_test": flip_test}))  # fmt: skip
+    print(
+        json.dumps(
+            {
+                "metrics": str(args.metrics),
+                "val_ap": val["ap"],
+                "val_pck10": val["pck10"],
+                "test_ap": None if test is None else test["ap"],
+                "flip_test": flip_test,
+            }
+        )
+    )
 
 
 def _write_plots(plots_dir: Path, results: dict, worst_rows: list[dict], sheet: np.ndarray) -> list[Path]:

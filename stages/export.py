@@ -43,9 +43,17 @@ def main() -> None:
     version = model_version(args.model, args.registry)
     pool = read_coco(args.pool)
     pending = json.loads(args.pending.read_text())["pending"] if args.pending.is_file() else []
-    tasks = tasks_for_selection(pq.read_table(args.selection), pq.read_table(args.predictions), pending,
-                                {int(im["id"]): im for im in pool.images}, pool.schema, args.images_root,
-                                document_root, version, cfg.min_score)  # fmt: skip
+    tasks = tasks_for_selection(
+        pq.read_table(args.selection),
+        pq.read_table(args.predictions),
+        pending,
+        {int(im["id"]): im for im in pool.images},
+        pool.schema,
+        args.images_root,
+        document_root,
+        version,
+        cfg.min_score,
+    )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     schema = pool.schema
     # the tasks file and the labeling config are written in both modes: with a server they are a record of what was
@@ -55,17 +63,20 @@ def main() -> None:
     atomic_write(config_file, labeling_config(schema))
     if os.environ.get(ENV_URL):
         ls = connect()
-        project = get_or_create_project(ls, cfg.project_title, schema, document_root, version,
-                                        image_root=args.images_root / "images")  # fmt: skip
+        project = get_or_create_project(
+            ls, cfg.project_title, schema, document_root, version, image_root=args.images_root / "images"
+        )
         mapping: dict[int, int | None] = dict(export_tasks(ls, project, tasks, version, batch_size=cfg.batch_size))
         record = {"mode": "server", "project_id": project, "project_title": cfg.project_title}
         message = f"exported {len(tasks)} tasks to Label Studio project {cfg.project_title!r} (id {project})"
     else:
         mapping = {int(t["data"]["instance_id"]): None for t in tasks}
         record = {"mode": "file", "tasks_file": str(args.tasks_file), "labeling_config": str(config_file)}
-        message = (f"{ENV_URL} is not set: wrote {len(tasks)} tasks to {args.tasks_file}; import them into a Label "
-                   f"Studio project made with the labeling config {config_file} (or start a server with `python -m "
-                   "pipeline labelstudio serve` and set the two variables it prints)")  # fmt: skip
+        message = (
+            f"{ENV_URL} is not set: wrote {len(tasks)} tasks to {args.tasks_file}; import them into a Label "
+            f"Studio project made with the labeling config {config_file} (or start a server with `python -m "
+            "pipeline labelstudio serve` and set the two variables it prints)"
+        )
     record.update(model_version=version, tasks={str(k): v for k, v in sorted(mapping.items())})
     write_json(args.out, record)
     print(message)

@@ -43,8 +43,17 @@ def main() -> None:
     summary = {
         k: report[k] for k in ("round", "labeled_total", "seed", "human_instances", "conflicts", "removed_no_person")
     }
-    print(json.dumps({"train": str(args.out), **summary, "unknown_instances": len(report["unknown_instances"]),
-                      "remapped": len(report["remapped"]), "mismatched": len(report["mismatched"])}))  # fmt: skip
+    print(
+        json.dumps(
+            {
+                "train": str(args.out),
+                **summary,
+                "unknown_instances": len(report["unknown_instances"]),
+                "remapped": len(report["remapped"]),
+                "mismatched": len(report["mismatched"]),
+            }
+        )
+    )
     for m in report["mismatched"]:  # human work that cannot be placed: say so where the user looks
         print(f"merge: {m['record']} of instance {m['instance_id']} not applied: {m['message']}", file=sys.stderr)
 

@@ -31,8 +31,12 @@ def main() -> None:
     parser.add_argument("--pseudo-labels", type=Path, default=Path("artifacts/pseudo_labels.json"))
     parser.add_argument("--registry", type=Path, default=Path("artifacts/registry.json"))
     parser.add_argument("--metrics", type=Path, default=Path("metrics/pseudolabel.json"))
-    parser.add_argument("--teacher-dir", type=Path, default=Path("artifacts/teacher"),
-                        help="where pseudolabel.teacher: champion downloads the champion's files")  # fmt: skip
+    parser.add_argument(
+        "--teacher-dir",
+        type=Path,
+        default=Path("artifacts/teacher"),
+        help="where pseudolabel.teacher: champion downloads the champion's files",
+    )
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     args = parser.parse_args()
     params = load_params(args.params)
@@ -46,24 +50,45 @@ def main() -> None:
     started = time.perf_counter()
     with ray_session(stage="pseudolabel"):
         use_gpu = resolve_use_gpu(cfg.use_gpu)
-        run = predict_pool(model_dir, pool.to_dict(), args.images_root, args.out, batch_size=cfg.batch_size,
-                            actors=cfg.actors, cpus_per_actor=cfg.cpus_per_actor,
-                            gpus_per_actor=cfg.gpus_per_actor if use_gpu else 0.0,
-                            threads_per_actor=cfg.threads_per_actor, flip_test=cfg.flip_test, tau=cfg.tau,
-                            progress=True)  # fmt: skip
+        run = predict_pool(
+            model_dir,
+            pool.to_dict(),
+            args.images_root,
+            args.out,
+            batch_size=cfg.batch_size,
+            actors=cfg.actors,
+            cpus_per_actor=cfg.cpus_per_actor,
+            gpus_per_actor=cfg.gpus_per_actor if use_gpu else 0.0,
+            threads_per_actor=cfg.threads_per_actor,
+            flip_test=cfg.flip_test,
+            tau=cfg.tau,
+            progress=True,
+        )
     seconds = time.perf_counter() - started
 
     scores, table = read_scores(args.out)
-    confident = confident_rows(scores, list_column(table, "scores"), min_score=cfg.pseudo_min_score,
-                               min_keypoints=cfg.pseudo_min_keypoints, max_flip=cfg.pseudo_max_flip)  # fmt: skip
-    pseudo = pseudo_label_coco(pool.to_dict(), table, confident.nonzero()[0], min_score=cfg.pseudo_min_score,
-                               model_version=version)  # fmt: skip
+    confident = confident_rows(
+        scores,
+        list_column(table, "scores"),
+        min_score=cfg.pseudo_min_score,
+        min_keypoints=cfg.pseudo_min_keypoints,
+        max_flip=cfg.pseudo_max_flip,
+    )
+    pseudo = pseudo_label_coco(
+        pool.to_dict(), table, confident.nonzero()[0], min_score=cfg.pseudo_min_score, model_version=version
+    )
     write_coco(args.pseudo_labels, pseudo)
     rows = run.rows
-    metrics = {"instances": rows, "seconds": round(seconds, 2), "instances_per_s": round(rows / seconds, 2),
-               "startup_seconds": round(run.first_batch_seconds, 2),
-               "teacher": cfg.teacher, "model_version": version, "confident_pseudo_labels": int(confident.sum()),
-               "unreadable": int((~scores["image_readable"]).sum())}  # fmt: skip
+    metrics = {
+        "instances": rows,
+        "seconds": round(seconds, 2),
+        "instances_per_s": round(rows / seconds, 2),
+        "startup_seconds": round(run.first_batch_seconds, 2),
+        "teacher": cfg.teacher,
+        "model_version": version,
+        "confident_pseudo_labels": int(confident.sum()),
+        "unreadable": int((~scores["image_readable"]).sum()),
+    }
     metrics.update({f"mean_{s}": round(float(scores[s].mean()), 5) for s in SIGNALS if scores[s].notna().any()})
     write_json(args.metrics, metrics)
     with stage_run("pseudolabel", tags={"model_version": version}):

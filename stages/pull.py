@@ -87,8 +87,10 @@ def main() -> None:
     # (failing here would leave the new store file outside dvc.lock). A broken file stays in the inbox and is read
     # again at every pull, so fixing it is all it takes.
     for message in unreadable:
-        print(f"warning: not imported: {message} (fix or remove the file; it is read again at every pull)",
-              file=sys.stderr)  # fmt: skip
+        print(
+            f"warning: not imported: {message} (fix or remove the file; it is read again at every pull)",
+            file=sys.stderr,
+        )
 
 
 if __name__ == "__main__":

@@ -65,8 +65,15 @@ def main() -> None:
         worst_table=args.plots_dir / "eval_worst.csv",
     )
     registry = result.registry_json()
-    record_round(args.rounds, {"round": registry["round"], "version": registry["version"],
-                               "labeled_instances": len(train.annotations), **_headline(eval_metrics)})  # fmt: skip
+    record_round(
+        args.rounds,
+        {
+            "round": registry["round"],
+            "version": registry["version"],
+            "labeled_instances": len(train.annotations),
+            **_headline(eval_metrics),
+        },
+    )
     write_json(args.out, registry)
     print(json.dumps({**registry, "ap": result.ap, "decision": result.promotion_reason}))
 

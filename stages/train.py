@@ -51,8 +51,13 @@ def main() -> None:
     params_raw = yaml.safe_load(args.params.read_text())
     previous = args.out / WEIGHTS_FILE
     init_weights = str(previous) if params.train.warm_start == "previous" and previous.is_file() else None
-    paths = {"labels": str(args.labels), "pool": str(args.pool), "val": str(args.val),
-             "images_root": str(args.images_root), "pseudo": str(args.pseudo)}  # fmt: skip
+    paths = {
+        "labels": str(args.labels),
+        "pool": str(args.pool),
+        "val": str(args.val),
+        "images_root": str(args.images_root),
+        "pseudo": str(args.pseudo),
+    }
     with ray_session(stage="train"):
         result = fit(params, params_raw, paths, args.ray_storage, init_weights=init_weights)
     if result.checkpoint is None:
@@ -65,9 +70,12 @@ def main() -> None:
     labels = read_coco(args.labels, sigmas=params.data.sigmas, flip_pairs=params.data.flip_pairs)
     final = {"best_epoch": best["epoch"], "epochs": len(history)}
     final.update({k: v for k, v in best.items() if k.startswith("val_")})
-    final.update(images_per_s=round(after_warmup_mean(history, "images_per_s"), 1),
-                 mfu=round(after_warmup_mean(history, "mfu"), 4), amp=history[-1].get("amp", "off"),
-                 train_seconds=round(sum(h["epoch_seconds"] for h in history), 1))  # fmt: skip
+    final.update(
+        images_per_s=round(after_warmup_mean(history, "images_per_s"), 1),
+        mfu=round(after_warmup_mean(history, "mfu"), 4),
+        amp=history[-1].get("amp", "off"),
+        train_seconds=round(sum(h["epoch_seconds"] for h in history), 1),
+    )
     extra = {"labeled_instances": len(labels.annotations), "warm_start": init_weights}
     save_model(args.out, weights, params_raw, labels.schema, final, extra=extra)
     write_json(args.metrics, final)
@@ -88,11 +96,13 @@ def _val_predictions(args: argparse.Namespace, params: Params, count: int = 8) -
     model = load_model(args.out)
     val = read_coco(args.val, sigmas=params.data.sigmas, flip_pairs=params.data.flip_pairs)
     records = instances_from_coco(val.images, val.annotations, args.images_root, model.schema.num_keypoints)[:count]
-    dataset = TopDownDataset(records, model.schema, model.codec, input_size=model.codec.input_size,
-                             padding=params.codec.box_padding)  # fmt: skip
+    dataset = TopDownDataset(
+        records, model.schema, model.codec, input_size=model.codec.input_size, padding=params.codec.box_padding
+    )
     pred = predict(model, dataset)
-    sheet = prediction_sheet([r.image_path for r in records], np.array([r.bbox for r in records]), pred.keypoints,
-                             pred.scores, model.schema)  # fmt: skip
+    sheet = prediction_sheet(
+        [r.image_path for r in records], np.array([r.bbox for r in records]), pred.keypoints, pred.scores, model.schema
+    )
     return save_png(args.curve.parent / "val_predictions.png", sheet)
 
 

@@ -25,8 +25,18 @@ def small_params(**train: object) -> dict:
     raw["data"]["synthetic"].update(num_images=80)
     raw["codec"]["input_size"] = [96, 128]
     raw["model"]["variant"] = 24
-    raw["train"].update({"epochs": 4, "min_steps_per_epoch": 45, "batch_size": 16, "lr": 0.003, "warmup_steps": 10,
-                         "num_workers": 1, "threads_per_worker": 2, **train})  # fmt: skip
+    raw["train"].update(
+        {
+            "epochs": 4,
+            "min_steps_per_epoch": 45,
+            "batch_size": 16,
+            "lr": 0.003,
+            "warmup_steps": 10,
+            "num_workers": 1,
+            "threads_per_worker": 2,
+            **train,
+        }
+    )
     raw["train"]["ssl"]["mode"] = "off"
     raw["pseudolabel"] = {**raw.get("pseudolabel", {}), "batch_size": 32, "threads_per_actor": 2}
     return raw
@@ -42,8 +52,7 @@ def make_project(root: Path, raw: dict) -> Path:
 def train_teacher(project: Path, raw: dict, out: Path) -> Path:
     """Train on the seed labels in this process and save the best weights as a model folder."""
     prepared = project / "data" / "prepared"
-    paths = {"labels": str(prepared / "labeled.json"), "val": str(prepared / "val.json"),
-             "images_root": str(prepared)}  # fmt: skip
+    paths = {"labels": str(prepared / "labeled.json"), "val": str(prepared / "val.json"), "images_root": str(prepared)}
     weights = train_in_process(raw, paths, out.parent / f"{out.name}-checkpoints").best_weights()
     schema = read_coco(prepared / "labeled.json").schema
     return save_model(out, weights, raw, schema, {})

@@ -79,8 +79,11 @@ def test_every_stage_declares_the_code_it_runs_as_deps():
         module = spec["cmd"].split(" -m ", 1)[1].split()[0]
         assert module == f"stages.{stage}", f"{stage}: cmd runs {module}"
         deps = [d if isinstance(d, str) else next(iter(d)) for d in spec["deps"]]
-        code = {str(MODULES[m].relative_to(REPO)) for m in _reachable(module)
-                if MODULES[m].read_text().strip() or MODULES[m].name != "__init__.py"}  # fmt: skip
+        code = {
+            str(MODULES[m].relative_to(REPO))
+            for m in _reachable(module)
+            if MODULES[m].read_text().strip() or MODULES[m].name != "__init__.py"
+        }
         missing = sorted(f for f in code if not any(f == d or f.startswith(d.rstrip("/") + "/") for d in deps))
         assert not missing, f"dvc.yaml stage {stage} runs {missing} but does not list them in deps"
 
@@ -91,9 +94,13 @@ def test_stage_paths_are_spelled_in_dvc_yaml():
     for stage, spec in stages.items():
         source = (REPO / "stages" / f"{stage}.py").read_text()
         for node in ast.walk(ast.parse(source)):
-            if (isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "add_argument" and node.args
-                    and isinstance(node.args[0], ast.Constant) and any(
-                        k.arg == "type" and getattr(k.value, "id", "") == "Path" for k in node.keywords)):  # fmt: skip
+            if (
+                isinstance(node, ast.Call)
+                and getattr(node.func, "attr", "") == "add_argument"
+                and node.args
+                and isinstance(node.args[0], ast.Constant)
+                and any(k.arg == "type" and getattr(k.value, "id", "") == "Path" for k in node.keywords)
+            ):
                 flag = node.args[0].value
                 if flag != "--params":  # params.yaml is DVC's own default
                     assert f"{flag} " in spec["cmd"] + " ", f"dvc.yaml stage {stage}: cmd does not pass {flag}"

@@ -30,9 +30,15 @@ def _gt(n_images: int = 2, per_image: int = 1, area: bool = True) -> dict:
     anns = []
     for i in range(n_images * per_image):
         xy = rng.uniform(20, 180, (K, 2))
-        ann = {"id": i + 1, "image_id": i // per_image + 1, "category_id": 1, "iscrowd": 0,
-               "bbox": [10.0, 10.0, 180.0, 180.0], "keypoints": np.c_[xy, np.full(K, 2)].ravel().tolist(),
-               "num_keypoints": K}  # fmt: skip
+        ann = {
+            "id": i + 1,
+            "image_id": i // per_image + 1,
+            "category_id": 1,
+            "iscrowd": 0,
+            "bbox": [10.0, 10.0, 180.0, 180.0],
+            "keypoints": np.c_[xy, np.full(K, 2)].ravel().tolist(),
+            "num_keypoints": K,
+        }
         if area:
             ann["area"] = 180.0 * 180.0
         anns.append(ann)
@@ -41,17 +47,36 @@ def _gt(n_images: int = 2, per_image: int = 1, area: bool = True) -> dict:
 
 
 def _results(gt: dict) -> list[dict]:
-    return [{"image_id": a["image_id"], "category_id": 1, "score": 0.9,
-             "keypoints": [v + (0.5 if j % 3 < 2 else 0) for j, v in enumerate(a["keypoints"])]}
-            for a in gt["annotations"]]  # fmt: skip
+    return [
+        {
+            "image_id": a["image_id"],
+            "category_id": 1,
+            "score": 0.9,
+            "keypoints": [v + (0.5 if j % 3 < 2 else 0) for j, v in enumerate(a["keypoints"])],
+        }
+        for a in gt["annotations"]
+    ]
 
 
 def _evaluate(tmp_path: Path, gt: dict, predictions: object) -> subprocess.CompletedProcess:
     (tmp_path / "gt.json").write_text(json.dumps(gt))
     (tmp_path / "pred.json").write_text(json.dumps(predictions))
-    return subprocess.run([sys.executable, "-m", "pipeline", "evaluate", str(tmp_path / "gt.json"),
-                           str(tmp_path / "pred.json"), "--json"], cwd=REPO, capture_output=True, text=True,
-                          env=dict(os.environ, PYTHONPATH=str(REPO)), timeout=120)  # fmt: skip
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pipeline",
+            "evaluate",
+            str(tmp_path / "gt.json"),
+            str(tmp_path / "pred.json"),
+            "--json",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, PYTHONPATH=str(REPO)),
+        timeout=120,
+    )
 
 
 # ------------------------------------------------------------------------------------------- 12: evaluate's input
@@ -185,8 +210,9 @@ def test_a_stage_runs_through_the_venvs_dvc_with_the_venv_not_on_path(tmp_path):
     env = {"PATH": "/usr/bin:/bin", "HOME": os.environ.get("HOME", str(tmp_path)), "DVC_NO_ANALYTICS": "1"}
     for cmd in (["git", "init", "-q"], [str(venv / "bin" / "dvc"), "init", "-q"]):
         subprocess.run(cmd, cwd=project, env=env, check=True, capture_output=True, timeout=120)
-    done = subprocess.run([".venv/bin/dvc", "repro", "-s", "prepare"], cwd=project, env=env, capture_output=True,
-                          text=True, timeout=600)  # fmt: skip
+    done = subprocess.run(
+        [".venv/bin/dvc", "repro", "-s", "prepare"], cwd=project, env=env, capture_output=True, text=True, timeout=600
+    )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     assert (project / "data" / "prepared" / "pool.json").is_file()
     assert "ModuleNotFoundError" not in done.stderr

@@ -289,18 +289,42 @@ def _base() -> dict:
             {"id": 2, "file_name": "b.jpg", "width": 32, "height": 32},
         ],
         "annotations": [
-            {"id": 10, "image_id": 1, "category_id": 1, "keypoints": [10, 11, 2, 12.5, 13, 1, 0, 0, 0],
-             "num_keypoints": 2, "bbox": [5, 5, 20, 20], "area": 400.0, "iscrowd": 0},
-            {"id": 11, "image_id": 1, "category_id": 1, "keypoints": [0] * 3 * K,
-             "num_keypoints": 0, "bbox": [30, 5, 10, 30], "area": 300, "iscrowd": 0},
-            {"id": 12, "image_id": 2, "category_id": 1, "keypoints": [0] * 3 * K,
-             "num_keypoints": 0, "bbox": [0, 0, 32, 32], "area": 900, "iscrowd": 1,
-             "segmentation": {"counts": [0, 1024], "size": [32, 32]}},
+            {
+                "id": 10,
+                "image_id": 1,
+                "category_id": 1,
+                "keypoints": [10, 11, 2, 12.5, 13, 1, 0, 0, 0],
+                "num_keypoints": 2,
+                "bbox": [5, 5, 20, 20],
+                "area": 400.0,
+                "iscrowd": 0,
+            },
+            {
+                "id": 11,
+                "image_id": 1,
+                "category_id": 1,
+                "keypoints": [0] * 3 * K,
+                "num_keypoints": 0,
+                "bbox": [30, 5, 10, 30],
+                "area": 300,
+                "iscrowd": 0,
+            },
+            {
+                "id": 12,
+                "image_id": 2,
+                "category_id": 1,
+                "keypoints": [0] * 3 * K,
+                "num_keypoints": 0,
+                "bbox": [0, 0, 32, 32],
+                "area": 900,
+                "iscrowd": 1,
+                "segmentation": {"counts": [0, 1024], "size": [32, 32]},
+            },
         ],
         "categories": [
             {"id": 1, "name": "person", "keypoints": ["head", "left_hand", "right_hand"], "skeleton": [[1, 2], [1, 3]]}
         ],
-    }  # fmt: skip
+    }
 
 
 def _set(section: str, index: int, key: str, value) -> Callable[[dict], None]:
@@ -326,13 +350,23 @@ def _kp(index: int, value) -> Callable[[dict], None]:
 
 # (case id, mutation, record, field, a fragment of the message)
 BAD_CASES = [
-    ("kps_too_short", _set("annotations", 0, "keypoints", [1, 2, 2] * 2 + [1, 2]), "annotation 10", "keypoints",
-     "length 8, expected 3*3=9"),
+    (
+        "kps_too_short",
+        _set("annotations", 0, "keypoints", [1, 2, 2] * 2 + [1, 2]),
+        "annotation 10",
+        "keypoints",
+        "length 8, expected 3*3=9",
+    ),
     ("kps_not_list", _set("annotations", 0, "keypoints", "1,2,2"), "annotation 10", "keypoints", "expected a list"),
     ("kps_missing", _delete("annotations", 0, "keypoints"), "annotation 10", "keypoints", "expected a list"),
     ("kps_string_value", _kp(4, "13"), "annotation 10", "keypoints", "non-numeric value(s), first at index 4"),
-    ("kps_nested", _set("annotations", 0, "keypoints", [[1]] * 9), "annotation 10", "keypoints",
-     "9 non-numeric value(s), first at index 0: [1]"),
+    (
+        "kps_nested",
+        _set("annotations", 0, "keypoints", [[1]] * 9),
+        "annotation 10",
+        "keypoints",
+        "9 non-numeric value(s), first at index 0: [1]",
+    ),
     ("kps_ragged", _kp(3, [1, 2]), "annotation 10", "keypoints", "1 non-numeric value(s), first at index 3: [1, 2]"),
     ("kps_null", _kp(3, None), "annotation 10", "keypoints", "first at index 3: None"),
     ("visibility_3", _kp(5, 3), "annotation 10", "keypoints", "visibility must be 0, 1 or 2"),
@@ -355,19 +389,44 @@ BAD_CASES = [
     ("image_id_missing", _delete("images", 1, "id"), "images[1]", "id", "expected an integer id"),
     ("unknown_image", _set("annotations", 1, "image_id", 99), "annotation 11", "image_id", "no image with id 99"),
     ("image_id_list", _set("annotations", 1, "image_id", [1]), "annotation 11", "image_id", "no image with id [1]"),
-    ("unknown_category", _set("annotations", 1, "category_id", 7), "annotation 11", "category_id",
-     "no category with id 7"),
+    (
+        "unknown_category",
+        _set("annotations", 1, "category_id", 7),
+        "annotation 11",
+        "category_id",
+        "no category with id 7",
+    ),
     ("image_width_zero", _set("images", 0, "width", 0), "image 1", "width", "positive integer"),
     ("image_no_file_name", _delete("images", 0, "file_name"), "image 1", "file_name", "non-empty string"),
-    ("category_no_keypoints", _delete("categories", 0, "keypoints"), "categories", "keypoints",
-     "no category defines 'keypoints'"),
-    ("category_empty_keypoints", _set("categories", 0, "keypoints", []), "category 1", "keypoints",
-     "non-empty list of keypoint names"),
-    ("category_duplicate_names", _set("categories", 0, "keypoints", ["a", "b", "a"]), "category 1", "keypoints",
-     "duplicate keypoint names ['a']"),
-    ("skeleton_out_of_range", _set("categories", 0, "skeleton", [[1, 4]]), "category 1", "skeleton",
-     "1-based keypoint indices in 1..3"),
-]  # fmt: skip
+    (
+        "category_no_keypoints",
+        _delete("categories", 0, "keypoints"),
+        "categories",
+        "keypoints",
+        "no category defines 'keypoints'",
+    ),
+    (
+        "category_empty_keypoints",
+        _set("categories", 0, "keypoints", []),
+        "category 1",
+        "keypoints",
+        "non-empty list of keypoint names",
+    ),
+    (
+        "category_duplicate_names",
+        _set("categories", 0, "keypoints", ["a", "b", "a"]),
+        "category 1",
+        "keypoints",
+        "duplicate keypoint names ['a']",
+    ),
+    (
+        "skeleton_out_of_range",
+        _set("categories", 0, "skeleton", [[1, 4]]),
+        "category 1",
+        "skeleton",
+        "1-based keypoint indices in 1..3",
+    ),
+]
 
 
 @pytest.mark.parametrize(
@@ -490,9 +549,17 @@ def test_several_keypoint_categories_need_a_choice(tmp_path):
     data = _base()
     data["categories"].append({"id": 5, "name": "dog", "keypoints": ["nose", "tail"]})
     data["annotations"].append(
-        {"id": 30, "image_id": 2, "category_id": 5, "keypoints": [1, 2, 2, 3, 4, 2], "num_keypoints": 2,
-         "bbox": [0, 0, 8, 8], "area": 64, "iscrowd": 0}
-    )  # fmt: skip
+        {
+            "id": 30,
+            "image_id": 2,
+            "category_id": 5,
+            "keypoints": [1, 2, 2, 3, 4, 2],
+            "num_keypoints": 2,
+            "bbox": [0, 0, 8, 8],
+            "area": 64,
+            "iscrowd": 0,
+        }
+    )
     path = tmp_path / "two.json"
     path.write_text(json.dumps(data))
     with pytest.raises(CocoFormatError, match=r"several categories define keypoints: 1 'person' .* 5 'dog'"):
@@ -608,10 +675,20 @@ def test_validate_command_reports_every_problem(tmp_path, capsys):
 @pytest.mark.skipif(not (REPO_ROOT / "pipeline" / "__main__.py").exists(), reason="pipeline/__main__.py not wired yet")
 def test_validate_cli_subprocess(coco_val4, tmp_path):
     ok = subprocess.run(
-        [sys.executable, "-m", "pipeline", "validate", str(coco_val4 / "test_coco.json"), "--images",
-         str(coco_val4 / "images")],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "pipeline",
+            "validate",
+            str(coco_val4 / "test_coco.json"),
+            "--images",
+            str(coco_val4 / "images"),
+        ],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert ok.returncode == 0, ok.stdout + ok.stderr
     assert "2 (visible) 164" in ok.stdout
     bad = tmp_path / "bad.json"
@@ -619,9 +696,12 @@ def test_validate_cli_subprocess(coco_val4, tmp_path):
     data["annotations"][0]["keypoints"].pop()
     bad.write_text(json.dumps(data))
     res = subprocess.run(
-        [sys.executable, "-m", "pipeline", "validate", str(bad)], cwd=REPO_ROOT, capture_output=True, text=True,
+        [sys.executable, "-m", "pipeline", "validate", str(bad)],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
         timeout=120,
-    )  # fmt: skip
+    )
     assert res.returncode == 2
     assert f"{bad}: annotation 10: field 'keypoints': length 8" in res.stdout
 
@@ -637,10 +717,25 @@ _any_json = st.recursive(
 @given(
     section=st.sampled_from(["images", "annotations", "categories"]),
     index=st.integers(0, 2),
-    key=st.sampled_from(["id", "image_id", "category_id", "keypoints", "bbox", "area", "iscrowd", "num_keypoints",
-                         "file_name", "width", "height", "skeleton", "name"]),
+    key=st.sampled_from(
+        [
+            "id",
+            "image_id",
+            "category_id",
+            "keypoints",
+            "bbox",
+            "area",
+            "iscrowd",
+            "num_keypoints",
+            "file_name",
+            "width",
+            "height",
+            "skeleton",
+            "name",
+        ]
+    ),
     value=_any_json,
-)  # fmt: skip
+)
 def test_validation_never_crashes_on_garbage(section, index, key, value):
     data = _base()
     records = data[section]

@@ -65,11 +65,21 @@ def test_real_label_studio_effort_reaches_pull_merge_and_status(labelstudio_env,
             far_x = np.where(kps[:, 0] < image["width"] / 2, image["width"] - 1.0, 0.0)
             far_y = np.where(kps[:, 1] < image["height"] / 2, image["height"] - 1.0, 0.0)
             kps[:, 0], kps[:, 1] = far_x, far_y
-        tasks.append(instance_to_task(
-            instance_id=ann["id"], image_id=ann["image_id"], image_path=f"prepared/{image['file_name']}",
-            width=image["width"], height=image["height"], bbox=ann["bbox"], keypoints=kps.ravel(), schema=COCO17,
-            model_version="pose/9", uncertainty=0.5, image_file=image["file_name"],
-        ))  # fmt: skip
+        tasks.append(
+            instance_to_task(
+                instance_id=ann["id"],
+                image_id=ann["image_id"],
+                image_path=f"prepared/{image['file_name']}",
+                width=image["width"],
+                height=image["height"],
+                bbox=ann["bbox"],
+                keypoints=kps.ravel(),
+                schema=COCO17,
+                model_version="pose/9",
+                uncertainty=0.5,
+                image_file=image["file_name"],
+            )
+        )
     pid = client.get_or_create_project(ls, "effort check", COCO17, labelstudio_env.document_root)
     client.export_tasks(ls, pid, tasks, "pose/9")
     counts = oracle.simulate(ls, pid, coco, COCO17)
@@ -81,8 +91,13 @@ def test_real_label_studio_effort_reaches_pull_merge_and_status(labelstudio_env,
     assert by_id[bad["id"]].moved_keypoints == labeled_bad and by_id[bad["id"]].deleted_keypoints == 0
 
     summary = effort_summary(corrections)
-    assert summary == {"tasks": 2, "moved_per_task": labeled_bad / 2, "added_per_task": 0.0,
-                       "deleted_per_task": 0.0, "moved_total": labeled_bad}  # fmt: skip
+    assert summary == {
+        "tasks": 2,
+        "moved_per_task": labeled_bad / 2,
+        "added_per_task": 0.0,
+        "deleted_per_task": 0.0,
+        "moved_total": labeled_bad,
+    }
     pool = {**coco, "annotations": [dict(a, keypoints=[0.0] * 3 * K, num_keypoints=0) for a in coco["annotations"]]}
     _, report = merge({**coco, "annotations": []}, pool, corrections, [])
     assert report["effort"] == summary
@@ -118,8 +133,20 @@ def test_the_simulated_annotator_skips_a_person_it_cannot_place(labelstudio_env)
 def test_effort_fields_round_trip_through_the_store(tmp_path, field):
     from pipeline.corrections import Correction, read_store, write_pull
 
-    c = Correction(1, 1, (1.0, 2.0, 3.0, 4.0), tuple([1.0, 2.0, 2] * K), 5, 6, None, "2026-12-01T00:00:00Z", None,
-                   moved_keypoints=3, added_keypoints=1, deleted_keypoints=2)  # fmt: skip
+    c = Correction(
+        1,
+        1,
+        (1.0, 2.0, 3.0, 4.0),
+        tuple([1.0, 2.0, 2] * K),
+        5,
+        6,
+        None,
+        "2026-12-01T00:00:00Z",
+        None,
+        moved_keypoints=3,
+        added_keypoints=1,
+        deleted_keypoints=2,
+    )
     write_pull(tmp_path, [c], [], [], "test")
     [back] = read_store(tmp_path)[0]
     assert getattr(back, field) == getattr(c, field)

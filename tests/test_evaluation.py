@@ -115,13 +115,27 @@ def test_custom_schema_uses_its_sigmas():
     gt = {
         "images": [{"id": 1, "file_name": "a.png", "width": 640, "height": 480}],
         "annotations": [
-            {"id": 1, "image_id": 1, "category_id": 1, "bbox": [100, 100, 100, 100], "area": 10000.0, "iscrowd": 0,
-             "num_keypoints": 4, "keypoints": [120, 120, 2, 150, 110, 2, 170, 110, 2, 180, 190, 2]},
+            {
+                "id": 1,
+                "image_id": 1,
+                "category_id": 1,
+                "bbox": [100, 100, 100, 100],
+                "area": 10000.0,
+                "iscrowd": 0,
+                "num_keypoints": 4,
+                "keypoints": [120, 120, 2, 150, 110, 2, 170, 110, 2, 180, 190, 2],
+            },
         ],
         "categories": [cat],
-    }  # fmt: skip
-    pred = [{"image_id": 1, "category_id": 1, "score": 1.0,
-             "keypoints": [124, 120, 1, 154, 110, 1, 174, 110, 1, 184, 190, 1]}]  # fmt: skip
+    }
+    pred = [
+        {
+            "image_id": 1,
+            "category_id": 1,
+            "score": 1.0,
+            "keypoints": [124, 120, 1, 154, 110, 1, 174, 110, 1, 184, 190, 1],
+        }
+    ]
     loose = evaluate_keypoints(gt, pred, KeypointSchema.from_coco_category(cat))
     tight = evaluate_keypoints(gt, pred, KeypointSchema.from_coco_category(cat, sigmas=[0.01] * 4))
     assert loose["sigma_source"] == "default" and tight["sigma_source"] == "params"
@@ -135,8 +149,11 @@ def test_evaluate_cli_json(coco_val4, tmp_path):
     pred_path.write_text(json.dumps(preds))
     out = subprocess.run(
         [sys.executable, "-m", "pipeline", "evaluate", str(gt_path), str(pred_path), "--json"],
-        cwd=REPO, capture_output=True, text=True, check=True,
-    )  # fmt: skip
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     metrics = json.loads(out.stdout)
     for key in ("ap", "ap50", "ap75", "apm", "apl", "ar", "pck05", "pck10", "dist_p50", "dist_p90", "dist_p95"):
         assert key in metrics

@@ -33,8 +33,9 @@ def _stage(project: Path, module: str, *args: str, check: bool = True) -> subpro
     env = dict(os.environ, PYTHONPATH=str(REPO), MLFLOW_TRACKING_URI=f"sqlite:///{project / 'mlflow.db'}")
     env.pop("LABEL_STUDIO_URL", None)
     env.pop("LABEL_STUDIO_API_KEY", None)
-    done = subprocess.run([sys.executable, "-m", module, *args], cwd=project, env=env, capture_output=True,
-                          text=True, timeout=300)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-m", module, *args], cwd=project, env=env, capture_output=True, text=True, timeout=300
+    )
     if check:
         assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
     return done
@@ -48,14 +49,21 @@ def _pool_predictions(project: Path, count: int) -> None:
     rng = np.random.default_rng(0)
     kp = np.stack([np.asarray(truth[a["id"]]["keypoints"], float).reshape(-1, 3)[:, :2] for a in pool])
     scores = rng.random((count, 17)).astype(np.float32)
-    table = predictions_table({
-        "instance_id": np.array([a["id"] for a in pool], np.int64),
-        "image_id": np.array([a["image_id"] for a in pool], np.int64),
-        "bbox": np.array([a["bbox"] for a in pool], float), "keypoints": kp.reshape(count, -1) + rng.normal(0, 2, (
-            count, 34)), "scores": scores, "response": scores.mean(1).astype(float),
-        "min_response": scores.min(1).astype(float), "sahr_sigma": np.full(count, np.nan),
-        "difficulty": rng.random(count), "flip_disagreement": rng.random(count) / 5,
-        "image_readable": np.ones(count, bool)})  # fmt: skip
+    table = predictions_table(
+        {
+            "instance_id": np.array([a["id"] for a in pool], np.int64),
+            "image_id": np.array([a["image_id"] for a in pool], np.int64),
+            "bbox": np.array([a["bbox"] for a in pool], float),
+            "keypoints": kp.reshape(count, -1) + rng.normal(0, 2, (count, 34)),
+            "scores": scores,
+            "response": scores.mean(1).astype(float),
+            "min_response": scores.min(1).astype(float),
+            "sahr_sigma": np.full(count, np.nan),
+            "difficulty": rng.random(count),
+            "flip_disagreement": rng.random(count) / 5,
+            "image_readable": np.ones(count, bool),
+        }
+    )
     (project / "artifacts").mkdir(exist_ok=True)
     pq.write_table(table, project / "artifacts" / "pool_predictions.parquet")
     chosen = select(table.to_pandas(), policy="uncertainty", budget=count, weights={"response": 1.0})
@@ -64,9 +72,15 @@ def _pool_predictions(project: Path, count: int) -> None:
 
 def _accept(task: dict, task_id: int, annotation_id: int, **extra) -> dict:
     """Label Studio's JSON export of a task whose annotator accepted the prediction (or skipped it)."""
-    annotation = {"id": annotation_id, "result": task["predictions"][0]["result"], "was_cancelled": False,
-                  "completed_by": 1, "created_at": "2026-11-22T10:00:00Z", "updated_at": "2026-11-22T10:00:05Z",
-                  **extra}  # fmt: skip
+    annotation = {
+        "id": annotation_id,
+        "result": task["predictions"][0]["result"],
+        "was_cancelled": False,
+        "completed_by": 1,
+        "created_at": "2026-11-22T10:00:00Z",
+        "updated_at": "2026-11-22T10:00:05Z",
+        **extra,
+    }
     return {"id": task_id, **task, "annotations": [annotation]}
 
 
@@ -133,8 +147,12 @@ def test_select_stage_sends_hopeless_people_to_a_review_queue_that_export_marks(
     _pool_predictions(project, 12)
     path = project / "artifacts" / "pool_predictions.parquet"
     table = pq.read_table(path)
-    columns = {c: list_column(table, c) if pa.types.is_fixed_size_list(table.schema.field(c).type) else
-               table.column(c).to_numpy(zero_copy_only=False) for c in table.column_names}  # fmt: skip
+    columns = {
+        c: list_column(table, c)
+        if pa.types.is_fixed_size_list(table.schema.field(c).type)
+        else table.column(c).to_numpy(zero_copy_only=False)
+        for c in table.column_names
+    }
     scores = columns["scores"] = columns["scores"].copy()
     scores[8:] = 0.05  # the teacher finds nothing in the last four people: hopeless (the first five are already
     scores[:8] = np.maximum(scores[:8], 0.5)  # corrected, skipped or pending from the test above)

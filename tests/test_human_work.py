@@ -68,9 +68,16 @@ def _correction(iid: int, image_id: int, image_file: str | None, box: list[float
         model_version="pose/1",
         origin="labelstudio:http://127.0.0.1:8080/projects/1@2026-11-30T09:00:00",
     )
-    fields.update(kw)  # fmt: skip
-    return Correction(instance_id=iid, image_id=image_id, bbox=tuple(box), keypoints=tuple(_kps(x)),
-                      image_file=image_file, instance_bbox=tuple(box), **fields)  # fmt: skip
+    fields.update(kw)
+    return Correction(
+        instance_id=iid,
+        image_id=image_id,
+        bbox=tuple(box),
+        keypoints=tuple(_kps(x)),
+        image_file=image_file,
+        instance_bbox=tuple(box),
+        **fields,
+    )
 
 
 EMPTY_SEED = {"images": [], "annotations": [], "categories": [COCO17.to_coco_category()]}
@@ -112,8 +119,17 @@ def test_a_correction_whose_person_is_gone_is_refused_by_name_never_applied_to_a
     # a no-person verdict is checked the same way: it must not remove somebody else's seed label
     seed = _coco([(1, "images/c.jpg", BOX_C)])
     seed["annotations"][0].update(keypoints=_kps(1), num_keypoints=K)
-    skip = Skip(1, 7, 10, "a@b.c", "2026-11-30T10:00:00Z", "no_person", origin="x", image_file="images/a.jpg",
-                instance_bbox=tuple(BOX_A))  # fmt: skip
+    skip = Skip(
+        1,
+        7,
+        10,
+        "a@b.c",
+        "2026-11-30T10:00:00Z",
+        "no_person",
+        origin="x",
+        image_file="images/a.jpg",
+        instance_bbox=tuple(BOX_A),
+    )
     train, report = merge(seed, _coco([]), [], [skip])
     assert [a["id"] for a in train["annotations"]] == [1] and report["removed_no_person"] == 0
     assert report["mismatched"][0]["record"] == "skip 7:10"
@@ -134,9 +150,20 @@ def test_a_deeplabcut_project_that_gains_frames_keeps_corrections_on_their_frame
     frame = "labeled-data/vid1/img2.png"
     on_img2 = next(a for a in before["annotations"] if before["images"][a["image_id"] - 1]["file_name"] == frame)
     k = len(BODYPARTS)
-    made = Correction(on_img2["id"], on_img2["image_id"], tuple(on_img2["bbox"]), tuple([1.0, 2.0, 2] * k), 3, 4,
-                      None, "2026-11-30T10:00:00Z", None, origin="inbox:x.json", image_file=frame,
-                      instance_bbox=tuple(on_img2["bbox"]))  # fmt: skip
+    made = Correction(
+        on_img2["id"],
+        on_img2["image_id"],
+        tuple(on_img2["bbox"]),
+        tuple([1.0, 2.0, 2] * k),
+        3,
+        4,
+        None,
+        "2026-11-30T10:00:00Z",
+        None,
+        origin="inbox:x.json",
+        image_file=frame,
+        instance_bbox=tuple(on_img2["bbox"]),
+    )
     # a new frame that sorts first renumbers every image and instance
     folder = project / "labeled-data" / "vid1"
     lines = (folder / "CollectedData_me.csv").read_text().splitlines()
@@ -184,10 +211,23 @@ def test_a_fresh_label_studio_restarting_ids_at_1_loses_nothing(tmp_path, monkey
     store = tmp_path / "corrections"
     port = free_port()
     old_origin = f"labelstudio:http://127.0.0.1:{port}/projects/1@2026-11-01T09:00:00+00:00"
-    old = [Correction(a["id"], a["image_id"], tuple(a["bbox"]), tuple(a["keypoints"]), n + 1, n + 1, "a@b.c",
-                      "2026-11-01T10:00:00Z", "pose/1", origin=old_origin,
-                      image_file=images[a["image_id"] - 1]["file_name"], instance_bbox=tuple(a["bbox"]))
-           for n, a in enumerate(old_work)]  # fmt: skip
+    old = [
+        Correction(
+            a["id"],
+            a["image_id"],
+            tuple(a["bbox"]),
+            tuple(a["keypoints"]),
+            n + 1,
+            n + 1,
+            "a@b.c",
+            "2026-11-01T10:00:00Z",
+            "pose/1",
+            origin=old_origin,
+            image_file=images[a["image_id"] - 1]["file_name"],
+            instance_bbox=tuple(a["bbox"]),
+        )
+        for n, a in enumerate(old_work)
+    ]
     assert write_pull(store, old, [], [], "labelstudio", now=_t(0)) is not None
 
     server = LocalLabelStudio(data_dir=tmp_path / "new-server", document_root=docs, port=port).start()
@@ -252,8 +292,10 @@ def test_a_servers_export_in_the_inbox_adds_nothing_already_pulled_and_old_recor
     old_store = tmp_path / "old"
     legacy = replace(pulled, origin=None, image_file=None, instance_bbox=None)
     assert write_pull(old_store, [legacy], [], [], "labelstudio", now=_t(0)) is not None
-    assert write_pull(old_store, [replace(pulled, image_file=None, instance_bbox=None)], [], [], "labelstudio",
-                      now=_t(60)) is None  # fmt: skip
+    assert (
+        write_pull(old_store, [replace(pulled, image_file=None, instance_bbox=None)], [], [], "labelstudio", now=_t(60))
+        is None
+    )
     # but the same ids and time with other content from another server is somebody's work: stored
     other = replace(pulled, origin="labelstudio:http://127.0.0.1:8080/projects/1@2026-12-01T00:00:00")
     other = replace(other, keypoints=tuple(_kps(99)))
@@ -285,19 +327,49 @@ def test_odd_label_studio_data_becomes_a_problem_or_clean_text_never_a_poisoned_
     from pipeline.labelstudio.annotations import collect_task_records
     from pipeline.labelstudio.tasks import instance_to_task
 
-    task = instance_to_task(instance_id=5, image_id=1, image_path="prepared/images/a.jpg", width=64, height=64,
-                            bbox=[1, 1, 30, 30], keypoints=None, schema=COCO17, model_version="pose/1",
-                            uncertainty=0.5, image_file="images/a.jpg")  # fmt: skip
-    point = {"id": "p", "type": "keypointlabels", "from_name": "kp", "to_name": "image", "original_width": 64,
-             "original_height": 64, "value": {"x": 10, "y": 10, "keypointlabels": ["nose"]}}  # fmt: skip
+    task = instance_to_task(
+        instance_id=5,
+        image_id=1,
+        image_path="prepared/images/a.jpg",
+        width=64,
+        height=64,
+        bbox=[1, 1, 30, 30],
+        keypoints=None,
+        schema=COCO17,
+        model_version="pose/1",
+        uncertainty=0.5,
+        image_file="images/a.jpg",
+    )
+    point = {
+        "id": "p",
+        "type": "keypointlabels",
+        "from_name": "kp",
+        "to_name": "image",
+        "original_width": 64,
+        "original_height": 64,
+        "value": {"x": 10, "y": 10, "keypointlabels": ["nose"]},
+    }
     odd_label = dict(point, id="q", value={"x": 20, "y": 20, "keypointlabels": [["left_eye"]]})
     tasks = [
-        {"id": 1, **task, "predictions": 5,
-         "annotations": [{"id": 1, "result": [point], "completed_by": {"email": 123, "id": 4},
-                          "updated_at": "2026-12-01T10:00:00Z"}]},
-        {"id": 2, **dict(task, data=dict(task["data"], instance_id=6)),
-         "annotations": [{"id": 2, "result": [odd_label], "completed_by": 4, "updated_at": "2026-12-01T10:00:00Z"}]},
-    ]  # fmt: skip
+        {
+            "id": 1,
+            **task,
+            "predictions": 5,
+            "annotations": [
+                {
+                    "id": 1,
+                    "result": [point],
+                    "completed_by": {"email": 123, "id": 4},
+                    "updated_at": "2026-12-01T10:00:00Z",
+                }
+            ],
+        },
+        {
+            "id": 2,
+            **dict(task, data=dict(task["data"], instance_id=6)),
+            "annotations": [{"id": 2, "result": [odd_label], "completed_by": 4, "updated_at": "2026-12-01T10:00:00Z"}],
+        },
+    ]
     records = collect_task_records(tasks, COCO17, origin="inbox:odd.json")
     [c] = records.corrections
     assert c.annotator == "user 4"  # the email was not text: the id instead, never the number 123
@@ -326,8 +398,9 @@ def project(tmp_path_factory) -> Path:
 def _stage(project: Path, module: str) -> subprocess.CompletedProcess:
     env = dict(os.environ, PYTHONPATH=str(REPO))
     env.pop("LABEL_STUDIO_URL", None)
-    return subprocess.run([sys.executable, "-m", module], cwd=project, env=env, capture_output=True, text=True,
-                          timeout=300)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", module], cwd=project, env=env, capture_output=True, text=True, timeout=300
+    )
 
 
 def _inbox_file(project: Path, name: str, instance_ids: list[int], first_task: int) -> None:
@@ -354,9 +427,14 @@ def _inbox_file(project: Path, name: str, instance_ids: list[int], first_task: i
             uncertainty=0.5,
             image_file=im["file_name"],
         )
-        annotation = {"id": first_task + n, "result": task["predictions"][0]["result"],
-                      "was_cancelled": False, "completed_by": 1, "created_at": "2026-11-30T10:00:00Z",
-                      "updated_at": "2026-11-30T10:00:00Z"}  # fmt: skip
+        annotation = {
+            "id": first_task + n,
+            "result": task["predictions"][0]["result"],
+            "was_cancelled": False,
+            "completed_by": 1,
+            "created_at": "2026-11-30T10:00:00Z",
+            "updated_at": "2026-11-30T10:00:00Z",
+        }
         tasks.append({"id": first_task + n, **task, "annotations": [annotation]})
     inbox = project / "data" / "inbox"
     inbox.mkdir(parents=True, exist_ok=True)
@@ -399,8 +477,13 @@ def test_a_write_killed_half_way_leaves_nothing_in_the_store(tmp_path):
     store = tmp_path / "data" / "corrections"
     store.mkdir(parents=True)
     (store / ".20260101T000000Z-abc.json.1.x.tmp").write_text("{")  # what an older version left behind
-    writer = subprocess.Popen([sys.executable, "-c", _KILLED_WRITER, str(store)], cwd=REPO, stdout=subprocess.PIPE,
-                              text=True, env=dict(os.environ, PYTHONPATH=str(REPO)))  # fmt: skip
+    writer = subprocess.Popen(
+        [sys.executable, "-c", _KILLED_WRITER, str(store)],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=dict(os.environ, PYTHONPATH=str(REPO)),
+    )
     assert writer.stdout.readline().strip() == "writing"  # the temp file is written, the link not yet made
     writer.send_signal(signal.SIGKILL)
     writer.wait(timeout=30)

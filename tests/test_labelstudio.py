@@ -182,10 +182,18 @@ def test_predictions_pass_label_studio_validation():
         xy[:4] = [(-0.5, -0.5), (width - 0.5, height - 0.5), (-3, height + 2), (width + 9, -7)]
         kps = np.c_[xy, rng.choice([0, 1, 2], 17)].ravel()
         task = task_format.instance_to_task(
-            instance_id=1, image_id=1, image_path="a.png", width=width, height=height,
-            bbox=[-3.0, -2.0, width + 10.0, height + 10.0], keypoints=kps, scores=rng.random(17), schema=COCO17,
-            model_version="m/1", uncertainty=0.5,
-        )  # fmt: skip
+            instance_id=1,
+            image_id=1,
+            image_path="a.png",
+            width=width,
+            height=height,
+            bbox=[-3.0, -2.0, width + 10.0, height + 10.0],
+            keypoints=kps,
+            scores=rng.random(17),
+            schema=COCO17,
+            model_version="m/1",
+            uncertainty=0.5,
+        )
         assert interface.validate_prediction(task["predictions"][0], return_errors=True) == [], (width, height)
         box = task["predictions"][0]["result"][0]["value"]
         assert (box["x"], box["y"], box["width"], box["height"]) == (0.0, 0.0, 100.0, 100.0)
@@ -652,8 +660,13 @@ def test_server_dies_midway_then_restart_completes_without_duplicates(labelstudi
     ]
     # SIGINT as in a terminal: a test run started in the background (`make test &`, nohup) passes SIGINT on as
     # ignored, and Python then keeps ignoring it, so Ctrl-C would never reach `serve`.
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # fmt: skip
+    proc = subprocess.Popen(
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     try:
         lines = []
         for line in proc.stdout:

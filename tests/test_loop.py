@@ -41,9 +41,14 @@ def loop(tmp_path_factory):
     (project / "data").mkdir()
     server = LocalLabelStudio(data_dir=root / "labelstudio", document_root=project / "data", port=free_port())
     server.start()
-    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-               MLFLOW_TRACKING_URI=f"sqlite:///{project / 'mlflow.db'}", LABEL_STUDIO_URL=server.url,
-               LABEL_STUDIO_API_KEY=server.token, PYTHONPATH=str(project))  # fmt: skip
+    env = dict(
+        os.environ,
+        PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        MLFLOW_TRACKING_URI=f"sqlite:///{project / 'mlflow.db'}",
+        LABEL_STUDIO_URL=server.url,
+        LABEL_STUDIO_API_KEY=server.token,
+        PYTHONPATH=str(project),
+    )
     env.pop("RAY_ADDRESS", None)
     for cmd in (["git", "init", "-q"], ["dvc", "init", "-q"], ["dvc", "config", "core.analytics", "false"]):
         subprocess.run(cmd, cwd=project, env=env, check=True, capture_output=True)
@@ -62,8 +67,9 @@ def _tasks(server) -> list[dict]:
 
     ls = LabelStudio(base_url=server.url, api_key=server.token)
     project = next(p for p in ls.projects.list() if p.title == "poseloop")
-    return [t.model_dump() if hasattr(t, "model_dump") else dict(t)
-            for t in ls.tasks.list(project=project.id, fields="all")]  # fmt: skip
+    return [
+        t.model_dump() if hasattr(t, "model_dump") else dict(t) for t in ls.tasks.list(project=project.id, fields="all")
+    ]
 
 
 def _json(path: Path) -> dict:
@@ -77,8 +83,14 @@ def test_two_rounds_with_simulated_annotation_then_a_noop_then_promote(loop):
     # ---- round 1: seed labels only; the most uncertain people become pre-annotated tasks
     out = _run(project, env, "dvc", "repro")
     # a clean run: the workers' output and Ray's own logs stay off the terminal (artifacts/logs/<stage>.log)
-    for chatter in ("PlacementGroupCleaner", "State API", "(RayTrainWorker", "(TrainController", "Running Dataset",
-                    "Started a local Ray instance"):  # fmt: skip
+    for chatter in (
+        "PlacementGroupCleaner",
+        "State API",
+        "(RayTrainWorker",
+        "(TrainController",
+        "Running Dataset",
+        "Started a local Ray instance",
+    ):
         assert chatter not in out, f"{chatter!r} on the terminal:\n{out[-3000:]}"
     assert (project / "artifacts" / "logs" / "train.log").is_file()
     assert (project / "artifacts" / "logs" / "pseudolabel.log").is_file()
@@ -91,8 +103,19 @@ def test_two_rounds_with_simulated_annotation_then_a_noop_then_promote(loop):
     assert _json(project / "artifacts" / "export.json")["mode"] == "server"
 
     # ---- the annotator corrects every exported task (through the API, from the hidden truth)
-    _run(project, env, sys.executable, "-m", "pipeline", "labelstudio", "simulate", "--oracle",
-         "data/prepared/oracle.json", "--noise", "0.5")  # fmt: skip
+    _run(
+        project,
+        env,
+        sys.executable,
+        "-m",
+        "pipeline",
+        "labelstudio",
+        "simulate",
+        "--oracle",
+        "data/prepared/oracle.json",
+        "--noise",
+        "0.5",
+    )
 
     # ---- round 2: pull -> merge -> retrain -> register v2 -> new selection exported with v2's predictions
     _run(project, env, "dvc", "repro")

@@ -23,8 +23,18 @@ MAX_STEPS = 600  # measured: both heads reach PCK@0.05 0.9 well before this (see
 def crops(tmp_path_factory) -> dict[str, torch.Tensor]:
     """32 fixed (unaugmented) crops of synthetic people, collated into one batch."""
     root: Path = tmp_path_factory.mktemp("synthetic")
-    cfg = SyntheticConfig(num_images=40, seed=11, rare_pose=0, occluded=0, small=0, low_contrast=0, crowded=0,
-                          truncated=0, blur=0, noise=0.1)  # fmt: skip
+    cfg = SyntheticConfig(
+        num_images=40,
+        seed=11,
+        rare_pose=0,
+        occluded=0,
+        small=0,
+        low_contrast=0,
+        crowded=0,
+        truncated=0,
+        blur=0,
+        noise=0.1,
+    )
     coco = generate_dataset(root, cfg, progress=False)
     schema = KeypointSchema.coco17()
     records = instances_from_coco(coco["images"], coco["annotations"], root, schema.num_keypoints)

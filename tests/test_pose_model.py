@@ -36,9 +36,13 @@ def _batch(b: int, k: int) -> dict[str, torch.Tensor]:
 @pytest.mark.parametrize("head", ["heatmap", "asla"])
 @pytest.mark.parametrize("k", [17, 4])
 def test_interface_shapes_and_stem_split(head, k):
-    schema = KeypointSchema.coco17() if k == 17 else KeypointSchema.from_coco_category(
-        {"id": 1, "name": "mouse", "keypoints": ["snout", "leftear", "rightear", "tailbase"]}
-    )  # fmt: skip
+    schema = (
+        KeypointSchema.coco17()
+        if k == 17
+        else KeypointSchema.from_coco_category(
+            {"id": 1, "name": "mouse", "keypoints": ["snout", "leftear", "rightear", "tailbase"]}
+        )
+    )
     model = _model(head, schema)
     batch = _batch(3, k)
     outputs = model(batch["image"])

@@ -100,8 +100,13 @@ def test_coco_source_on_real_photos(tmp_path, coco_mini):
 
 
 def test_deeplabcut_source_four_keypoints(tmp_path, dlc_openfield):
-    raw = {"source": "deeplabcut", "labeled": 10, "val_images": 10, "test_images": 10,
-           "deeplabcut": {"project": str(dlc_openfield)}}  # fmt: skip
+    raw = {
+        "source": "deeplabcut",
+        "labeled": 10,
+        "val_images": 10,
+        "test_images": 10,
+        "deeplabcut": {"project": str(dlc_openfield)},
+    }
     out = tmp_path / "prepared"
     counts = prepare(params_from_dict({"data": raw}).data, out)
     assert counts == {"labeled": 10, "pool": 86, "val": 10, "test": 10, "oracle": 86}

@@ -64,22 +64,64 @@ def test_stages_write_predictions_pseudo_labels_and_a_selection_without_excluded
     env = dict(os.environ, PYTHONPATH=str(REPO), MLFLOW_TRACKING_URI=f"sqlite:///{project / 'mlflow.db'}")
     env.pop("RAY_ADDRESS", None)
     common = ["--params", str(project / "params.yaml")]
-    subprocess.run([sys.executable, "-m", "stages.pseudolabel", "--model", str(project / "artifacts" / "model"),
-                    "--pool", str(prepared / "pool.json"), "--images-root", str(prepared),
-                    "--out", str(project / "pp.parquet"), "--pseudo-labels", str(project / "pseudo.json"),
-                    "--metrics", str(project / "pl.json"), *common], cwd=REPO, env=env, check=True,
-                   capture_output=True, timeout=600)  # fmt: skip
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "stages.pseudolabel",
+            "--model",
+            str(project / "artifacts" / "model"),
+            "--pool",
+            str(prepared / "pool.json"),
+            "--images-root",
+            str(prepared),
+            "--out",
+            str(project / "pp.parquet"),
+            "--pseudo-labels",
+            str(project / "pseudo.json"),
+            "--metrics",
+            str(project / "pl.json"),
+            *common,
+        ],
+        cwd=REPO,
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=600,
+    )
     metrics = json.loads((project / "pl.json").read_text())
     assert metrics["instances"] == len(pool_ids) and metrics["model_version"].startswith("local/")
     pseudo = read_coco(project / "pseudo.json")  # a valid COCO file training can read
     assert len(pseudo.annotations) == metrics["confident_pseudo_labels"]
     assert all(a["source"] == "pseudo" for a in pseudo.annotations)
 
-    out = subprocess.run([sys.executable, "-m", "stages.select", "--predictions", str(project / "pp.parquet"),
-                          "--labeled", str(prepared / "labeled.json"), "--corrections", str(project / "none"),
-                          "--pending", str(pending), "--out", str(project / "sel.parquet"),
-                          "--metrics", str(project / "sel.json"), "--plot", str(project / "sel.png"), *common],
-                         cwd=REPO, env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "stages.select",
+            "--predictions",
+            str(project / "pp.parquet"),
+            "--labeled",
+            str(prepared / "labeled.json"),
+            "--corrections",
+            str(project / "none"),
+            "--pending",
+            str(pending),
+            "--out",
+            str(project / "sel.parquet"),
+            "--metrics",
+            str(project / "sel.json"),
+            "--plot",
+            str(project / "sel.png"),
+            *common,
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     selection = pq.read_table(project / "sel.parquet").to_pandas()
     budget = params_from_dict(yaml.safe_load((project / "params.yaml").read_text())).select.budget
@@ -97,10 +139,13 @@ def test_ray_data_predictions_are_image_pixels_and_beat_an_untrained_teacher(pro
     _, untrained_table = _run_pool(project, project / "untrained", tmp_path / "untrained.parquet")
     category = oracle.schema.category_id
     trained = evaluate_keypoints(oracle.to_dict(), pool_predictions_to_coco_results(table, category), oracle.schema)
-    baseline = evaluate_keypoints(oracle.to_dict(), pool_predictions_to_coco_results(untrained_table, category),
-                                  oracle.schema)  # fmt: skip
-    print(f"pool AP trained {trained['ap']:.3f} (PCK@0.1 {trained['pck10']:.3f}) vs untrained {baseline['ap']:.3f} "
-          f"(PCK@0.1 {baseline['pck10']:.3f})")  # fmt: skip
+    baseline = evaluate_keypoints(
+        oracle.to_dict(), pool_predictions_to_coco_results(untrained_table, category), oracle.schema
+    )
+    print(
+        f"pool AP trained {trained['ap']:.3f} (PCK@0.1 {trained['pck10']:.3f}) vs untrained {baseline['ap']:.3f} "
+        f"(PCK@0.1 {baseline['pck10']:.3f})"
+    )
     assert trained["ap"] > baseline["ap"] + 0.005 and trained["pck10"] > baseline["pck10"] + 0.2
     # rows in pool order, every instance once, signals present for the heatmap head with flip test
     assert scores["image_id"].is_monotonic_increasing and scores["instance_id"].is_unique
@@ -112,12 +157,16 @@ def test_ray_data_predictions_are_image_pixels_and_beat_an_untrained_teacher(pro
     params = params_from_dict(raw)
     pool = read_coco(prepared / "pool.json")
     records = instances_from_coco(pool.images, pool.annotations, prepared, 17, require_keypoints=False)
-    data = load_data(params, {"labels": str(prepared / "labeled.json"), "val": str(prepared / "val.json"),
-                              "images_root": str(prepared)})  # fmt: skip
+    data = load_data(
+        params,
+        {"labels": str(prepared / "labeled.json"), "val": str(prepared / "val.json"), "images_root": str(prepared)},
+    )
     dataset = TopDownDataset(records, data.schema, data.codec, padding=params.codec.box_padding)
     direct = predict(model, dataset, batch_size=32, flip_test=True)
-    ray_kp = {r["instance_id"]: np.asarray(r["keypoints"]).reshape(-1, 3)[:, :2]
-              for r in pool_predictions_to_coco_results(table, category)}  # fmt: skip
+    ray_kp = {
+        r["instance_id"]: np.asarray(r["keypoints"]).reshape(-1, 3)[:, :2]
+        for r in pool_predictions_to_coco_results(table, category)
+    }
     diff = max(np.abs(ray_kp[int(i)] - kp).max() for i, kp in zip(direct.instance_id, direct.keypoints, strict=True))
     assert diff < 0.01, diff
 
@@ -160,8 +209,12 @@ def test_training_reads_confident_pseudo_labels_only_when_asked(project, tmp_pat
     images = pool["images"] + [im for im in labeled["images"] if im["id"] == human_twin["image_id"]]
     (tmp_path / "pseudo.json").write_text(json.dumps({**pool, "images": images, "annotations": [ann, human_twin]}))
     raw = yaml.safe_load((project / "params.yaml").read_text())
-    paths = {"labels": str(prepared / "labeled.json"), "val": str(prepared / "val.json"),
-             "images_root": str(prepared), "pseudo": str(tmp_path / "pseudo.json")}  # fmt: skip
+    paths = {
+        "labels": str(prepared / "labeled.json"),
+        "val": str(prepared / "val.json"),
+        "images_root": str(prepared),
+        "pseudo": str(tmp_path / "pseudo.json"),
+    }
     torch.set_num_threads(1)
     base = len(load_data(params_from_dict(raw), paths).labeled)
     raw["train"]["pseudo_labels"] = True

@@ -49,9 +49,19 @@ def store(tmp_path, monkeypatch) -> Path:
 
 def _eval(ap: float, error: float = 10.0) -> dict:
     """A metrics/eval.json as the evaluate stage writes it (test split empty)."""
-    val = {"ap": ap, "ap50": ap + 0.2, "ap75": ap - 0.1, "apm": ap, "apl": -1.0, "ar": ap + 0.05, "pck05": 0.4,
-           "pck10": 0.6, "instances": 10, "sigma_source": "coco",
-           "per_keypoint_error": {"nose": error, "left_eye": error + 1.0, "right_eye": None}}  # fmt: skip
+    val = {
+        "ap": ap,
+        "ap50": ap + 0.2,
+        "ap75": ap - 0.1,
+        "apm": ap,
+        "apl": -1.0,
+        "ar": ap + 0.05,
+        "pck05": 0.4,
+        "pck10": 0.6,
+        "instances": 10,
+        "sigma_source": "coco",
+        "per_keypoint_error": {"nose": error, "left_eye": error + 1.0, "right_eye": None},
+    }
     return {"val": val, "test": None}
 
 
@@ -66,12 +76,29 @@ def _distinct_model(project: Path, store: Path) -> Path:
     return target
 
 
-def _register(project: Path, store: Path, ap: float, *, round: int = 1, auto: bool = False, margin: float = 0.01,
-              worst: Path | None = None) -> registry.RegisteredVersion:  # fmt: skip
-    return register_version(_distinct_model(project, store), _eval(ap, error=20.0 - 10 * ap), name=NAME, round=round,
-                            labeled_instances=40 + round, train_md5="0" * 32, data_hash="d" * 32,
-                            auto_promote=auto, promote_margin=margin, review_dir=store / f"review-{round}",
-                            worst_examples=worst)  # fmt: skip
+def _register(
+    project: Path,
+    store: Path,
+    ap: float,
+    *,
+    round: int = 1,
+    auto: bool = False,
+    margin: float = 0.01,
+    worst: Path | None = None,
+) -> registry.RegisteredVersion:
+    return register_version(
+        _distinct_model(project, store),
+        _eval(ap, error=20.0 - 10 * ap),
+        name=NAME,
+        round=round,
+        labeled_instances=40 + round,
+        train_md5="0" * 32,
+        data_hash="d" * 32,
+        auto_promote=auto,
+        promote_margin=margin,
+        review_dir=store / f"review-{round}",
+        worst_examples=worst,
+    )
 
 
 def _client() -> mlflow.MlflowClient:
@@ -115,8 +142,14 @@ def test_second_version_is_challenger_until_promoted(project, store):
     summary = registry_summary(NAME)
     assert summary["versions"] == 2
     champion = summary["champion"]
-    assert champion == {"version": 1, "round": 1, "ap": 0.3, "labeled_instances": 41, "model_version": f"{NAME}/1",
-                        "promoted_at": champion["promoted_at"]}  # fmt: skip
+    assert champion == {
+        "version": 1,
+        "round": 1,
+        "ap": 0.3,
+        "labeled_instances": 41,
+        "model_version": f"{NAME}/1",
+        "promoted_at": champion["promoted_at"],
+    }
     assert champion["promoted_at"].endswith("Z")
     assert summary["challenger"]["version"] == 2 and summary["challenger"]["ap"] == pytest.approx(0.5)
 
@@ -196,12 +229,30 @@ def test_status_reports_counts_and_the_registry(project, store):
     (root / "data" / "labelstudio").mkdir(parents=True)
     (root / "data" / "labelstudio" / "pending.json").write_text(json.dumps({"pending": [a["id"] for a in pool[:5]]}))
     k = 17
-    corrections = [Correction(instance_id=a["id"], image_id=a["image_id"], bbox=tuple(a["bbox"]),
-                              keypoints=(10.0, 10.0, 2) * k, task_id=i, annotation_id=i, annotator="a",
-                              completed_at="2026-01-01T00:00:00Z", model_version=f"{NAME}/1")
-                   for i, a in enumerate(pool[5:8])]  # fmt: skip
-    skips = [Skip(instance_id=pool[9]["id"], task_id=99, annotation_id=None, annotator="a",
-                  at="2026-01-01T00:00:00Z", reason="skipped")]  # fmt: skip
+    corrections = [
+        Correction(
+            instance_id=a["id"],
+            image_id=a["image_id"],
+            bbox=tuple(a["bbox"]),
+            keypoints=(10.0, 10.0, 2) * k,
+            task_id=i,
+            annotation_id=i,
+            annotator="a",
+            completed_at="2026-01-01T00:00:00Z",
+            model_version=f"{NAME}/1",
+        )
+        for i, a in enumerate(pool[5:8])
+    ]
+    skips = [
+        Skip(
+            instance_id=pool[9]["id"],
+            task_id=99,
+            annotation_id=None,
+            annotator="a",
+            at="2026-01-01T00:00:00Z",
+            reason="skipped",
+        )
+    ]
     write_pull(root / "data" / "corrections", corrections, skips, [], source="labelstudio")
     _register(project, store, 0.4, round=1)
     _register(project, store, 0.45, round=2)
@@ -218,10 +269,15 @@ def test_status_reports_counts_and_the_registry(project, store):
 
 
 def _stage(module: str, args: list[str], cwd: Path, store: Path) -> dict:
-    env = dict(os.environ, PYTHONPATH=str(REPO), MLFLOW_TRACKING_URI=f"sqlite:///{store / 'mlflow.db'}",
-               MLFLOW_DISABLE_TELEMETRY="true")  # fmt: skip
-    out = subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, env=env, capture_output=True, text=True,
-                         timeout=300)  # fmt: skip
+    env = dict(
+        os.environ,
+        PYTHONPATH=str(REPO),
+        MLFLOW_TRACKING_URI=f"sqlite:///{store / 'mlflow.db'}",
+        MLFLOW_DISABLE_TELEMETRY="true",
+    )
+    out = subprocess.run(
+        [sys.executable, "-m", module, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -231,18 +287,36 @@ def test_evaluate_and_register_stages(project, tmp_path):
     prepared = project / "data" / "prepared"
     model_dir = project / "artifacts" / "model"
     params_file = project / "params.yaml"
-    _stage("stages.evaluate", ["--model", str(model_dir), "--val", str(prepared / "val.json"),
-                               "--test", str(prepared / "test.json"), "--images-root", str(prepared),
-                               "--metrics", str(tmp_path / "metrics" / "eval.json"),
-                               "--plots-dir", str(tmp_path / "plots"), "--params", str(params_file)],
-           tmp_path, tmp_path)  # fmt: skip
+    _stage(
+        "stages.evaluate",
+        [
+            "--model",
+            str(model_dir),
+            "--val",
+            str(prepared / "val.json"),
+            "--test",
+            str(prepared / "test.json"),
+            "--images-root",
+            str(prepared),
+            "--metrics",
+            str(tmp_path / "metrics" / "eval.json"),
+            "--plots-dir",
+            str(tmp_path / "plots"),
+            "--params",
+            str(params_file),
+        ],
+        tmp_path,
+        tmp_path,
+    )
     metrics = json.loads((tmp_path / "metrics" / "eval.json").read_text())
     assert set(metrics) == {"val", "test"} and metrics["test"]["instances"] > 0
     raw = yaml.safe_load(params_file.read_text())
     params = params_from_dict(raw)
     # the stage's val numbers are training's validation numbers for the same weights
-    data = load_data(params, {"labels": str(prepared / "labeled.json"), "val": str(prepared / "val.json"),
-                              "images_root": str(prepared)})  # fmt: skip
+    data = load_data(
+        params,
+        {"labels": str(prepared / "labeled.json"), "val": str(prepared / "val.json"), "images_root": str(prepared)},
+    )
     expected = validate(load_model(model_dir), data, flip_test=params.train.flip_test)
     assert metrics["val"]["ap"] == pytest.approx(expected["ap"]) and metrics["val"]["pck10"] == expected["pck10"]
     with open(tmp_path / "plots" / "eval_per_keypoint.csv") as f:
@@ -261,11 +335,28 @@ def test_evaluate_and_register_stages(project, tmp_path):
     train = tmp_path / "train.json"
     train.write_bytes((prepared / "labeled.json").read_bytes())
     registry_file = tmp_path / "artifacts" / "registry.json"
-    args = ["--model", str(model_dir), "--eval", str(tmp_path / "metrics" / "eval.json"), "--train", str(train),
-            "--pool", str(prepared / "pool.json"), "--merge-report", str(tmp_path / "none.json"),
-            "--corrections", str(tmp_path / "corrections"), "--out", str(registry_file),
-            "--review-dir", str(tmp_path / "review"), "--plots-dir", str(tmp_path / "plots"),
-            "--params", str(params_file)]  # fmt: skip
+    args = [
+        "--model",
+        str(model_dir),
+        "--eval",
+        str(tmp_path / "metrics" / "eval.json"),
+        "--train",
+        str(train),
+        "--pool",
+        str(prepared / "pool.json"),
+        "--merge-report",
+        str(tmp_path / "none.json"),
+        "--corrections",
+        str(tmp_path / "corrections"),
+        "--out",
+        str(registry_file),
+        "--review-dir",
+        str(tmp_path / "review"),
+        "--plots-dir",
+        str(tmp_path / "plots"),
+        "--params",
+        str(params_file),
+    ]
     printed = _stage("stages.register", args, tmp_path, tmp_path)
     first = json.loads(registry_file.read_text())
     assert list(first) == sorted(first) and printed["version"] == first["version"] == 1
@@ -309,9 +400,23 @@ def test_evaluate_with_an_empty_test_split_writes_null(project, store, monkeypat
     empty = json.loads((prepared / "test.json").read_text())
     empty.update(images=[], annotations=[])
     (store / "test.json").write_text(json.dumps(empty))
-    argv = ["evaluate", "--model", str(project / "artifacts" / "model"), "--val", str(prepared / "val.json"),
-            "--test", str(store / "test.json"), "--images-root", str(prepared), "--metrics", str(store / "eval.json"),
-            "--plots-dir", str(store / "plots"), "--params", str(project / "params.yaml")]  # fmt: skip
+    argv = [
+        "evaluate",
+        "--model",
+        str(project / "artifacts" / "model"),
+        "--val",
+        str(prepared / "val.json"),
+        "--test",
+        str(store / "test.json"),
+        "--images-root",
+        str(prepared),
+        "--metrics",
+        str(store / "eval.json"),
+        "--plots-dir",
+        str(store / "plots"),
+        "--params",
+        str(project / "params.yaml"),
+    ]
     monkeypatch.setattr(sys, "argv", argv)
     evaluate.main()
     metrics = json.loads((store / "eval.json").read_text())

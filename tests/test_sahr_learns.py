@@ -39,15 +39,20 @@ def _batch(rng: np.random.Generator, codec: HeatmapCodec, n: int) -> dict[str, t
         hm, w = codec.encode(labels, np.full(K, 2))
         heatmaps.append(hm)
         weights.append(w)
-    return {"image": images, "heatmaps": torch.from_numpy(np.stack(heatmaps)),
-            "target_weight": torch.from_numpy(np.stack(weights)), "centres": torch.from_numpy(centres)}  # fmt: skip
+    return {
+        "image": images,
+        "heatmaps": torch.from_numpy(np.stack(heatmaps)),
+        "target_weight": torch.from_numpy(np.stack(weights)),
+        "centres": torch.from_numpy(centres),
+    }
 
 
 def test_sahr_sigma_is_larger_for_ambiguous_keypoints():
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
-    schema = KeypointSchema.from_coco_category({"id": 1, "name": "dots", "keypoints": [f"k{i}" for i in range(K)],
-                                                "skeleton": []})  # fmt: skip
+    schema = KeypointSchema.from_coco_category(
+        {"id": 1, "name": "dots", "keypoints": [f"k{i}" for i in range(K)], "skeleton": []}
+    )
     codec = HeatmapCodec((INPUT, INPUT), (INPUT // 4, INPUT // 4), sigma=2.0)
     model = build_model(backbone="tiny", variant=16, head="heatmap", codec=codec, schema=schema, sahr=True, wahr=True)
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)

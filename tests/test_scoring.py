@@ -50,8 +50,14 @@ def test_rank_normalize_orders_ties_and_keeps_nan():
 
 
 def test_combined_uncertainty_orients_signals_and_drops_absent_ones():
-    scores = pd.DataFrame({"response": [0.9, 0.1, 0.5], "sahr_sigma": [np.nan] * 3, "difficulty": [0.0, 1.0, 0.5],
-                           "flip_disagreement": [np.nan] * 3})  # fmt: skip
+    scores = pd.DataFrame(
+        {
+            "response": [0.9, 0.1, 0.5],
+            "sahr_sigma": [np.nan] * 3,
+            "difficulty": [0.0, 1.0, 0.5],
+            "flip_disagreement": [np.nan] * 3,
+        }
+    )
     u = combined_uncertainty(scores, WEIGHTS)
     # low response and high difficulty = uncertain; the absent SAHR / flip signals (ASLA head, no flip) drop out
     assert np.argsort(u).tolist() == [0, 2, 1] and u[1] == 1.0 and u[0] == 0.0
@@ -67,13 +73,14 @@ def test_selection_respects_exclusions_budget_and_per_image_cap():
     assert not set(picked) & (exclude["labeled"] | exclude["pending"] | exclude["skipped"])
     assert scores["image_id"].to_numpy()[chosen.rows].tolist() == list(
         dict.fromkeys(scores["image_id"].to_numpy()[chosen.rows])
-    )  # fmt: skip  (one instance per image)
+    )  # one instance per image
     assert chosen.counts["excluded_labeled"] == 400 and chosen.counts["excluded_pending"] == 300
     assert chosen.counts["excluded_skipped"] == 100 and chosen.counts["eligible"] == 2200
     # without the cap the same budget takes several people of one image
     uncapped = select(scores, policy="uncertainty", budget=150, weights=WEIGHTS, exclude=exclude)
-    assert scores["image_id"].to_numpy()[uncapped.rows].tolist() != list(dict.fromkeys(
-        scores["image_id"].to_numpy()[uncapped.rows]))  # fmt: skip
+    assert scores["image_id"].to_numpy()[uncapped.rows].tolist() != list(
+        dict.fromkeys(scores["image_id"].to_numpy()[uncapped.rows])
+    )
     # the most uncertain eligible instances, in order
     u = uncapped.uncertainty[uncapped.rows]
     assert np.all(np.diff(u) <= 0)
@@ -93,8 +100,10 @@ def test_a_small_pool_gives_what_it_has_and_unreadable_images_are_never_chosen()
 
 def test_policies_give_different_selections_and_are_deterministic():
     scores = random_scores(2000)
-    picked = {p: set(select(scores, policy=p, budget=100, weights=WEIGHTS).rows.tolist())
-              for p in ("uncertainty", "random", "response", "difficulty", "flip_disagreement")}  # fmt: skip
+    picked = {
+        p: set(select(scores, policy=p, budget=100, weights=WEIGHTS).rows.tolist())
+        for p in ("uncertainty", "random", "response", "difficulty", "flip_disagreement")
+    }
     names = list(picked)
     for i, a in enumerate(names):
         for b in names[i + 1 :]:
@@ -123,8 +132,9 @@ def test_random_share_draws_part_of_the_budget_from_what_the_policy_left():
     other = select(scores, policy="uncertainty", budget=100, weights=WEIGHTS, exclude=exclude, random_share=0.4, seed=1)
     assert again.rows.tolist() == mixed.rows.tolist() and set(other.rows[60:]) != set(drawn)
     capped = select(scores, policy="uncertainty", budget=100, weights=WEIGHTS, per_image=1, random_share=0.5)
-    assert scores["image_id"].to_numpy()[capped.rows].tolist() == list(dict.fromkeys(
-        scores["image_id"].to_numpy()[capped.rows].tolist()))  # fmt: skip
+    assert scores["image_id"].to_numpy()[capped.rows].tolist() == list(
+        dict.fromkeys(scores["image_id"].to_numpy()[capped.rows].tolist())
+    )
     small = select(scores.head(30), policy="uncertainty", budget=100, weights=WEIGHTS, random_share=0.5)
     assert len(small.rows) == len(set(small.rows.tolist())) <= 30
     with pytest.raises(ValueError, match="random_share"):
@@ -143,8 +153,15 @@ def test_k_center_diversity_spreads_over_poses():
     scores["response"] = np.where(cluster == 0, 0.01 * rng.random(n), 0.5 + rng.random(n))
     embedding = pose_embedding(keypoints, bbox)
     plain = select(scores, policy="response", budget=9, weights=WEIGHTS)
-    diverse = select(scores, policy="response", budget=9, weights=WEIGHTS, diversity=True, diversity_candidates=40,
-                     embedding=embedding)  # fmt: skip
+    diverse = select(
+        scores,
+        policy="response",
+        budget=9,
+        weights=WEIGHTS,
+        diversity=True,
+        diversity_candidates=40,
+        embedding=embedding,
+    )
     assert set(cluster[plain.rows]) == {0}
     assert set(cluster[diverse.rows]) == {0, 1, 2} and diverse.rows[0] == plain.rows[0]
     assert len(k_center_greedy(embedding, 500)) == n
@@ -153,8 +170,10 @@ def test_k_center_diversity_spreads_over_poses():
 def test_pose_embedding_ignores_where_and_how_large_a_person_is():
     kp = np.array([[10.0, 20.0, 30.0, 60.0]])
     moved = np.array([[110.0, 220.0, 150.0, 300.0]])  # twice as large, elsewhere
-    assert np.allclose(pose_embedding(kp, np.array([[0.0, 0.0, 40.0, 80.0]])),
-                       pose_embedding(moved, np.array([[90.0, 180.0, 80.0, 160.0]])))  # fmt: skip
+    assert np.allclose(
+        pose_embedding(kp, np.array([[0.0, 0.0, 40.0, 80.0]])),
+        pose_embedding(moved, np.array([[90.0, 180.0, 80.0, 160.0]])),
+    )
 
 
 def test_100k_rows_are_scored_and_selected_quickly():
@@ -172,13 +191,21 @@ def _predictions(n: int, k: int = 4) -> pa.Table:
     scores = rng.random((n, k)).astype(np.float32)
     scores[0] = 0.9  # confident
     scores[1] = [0.9, 0.9, 0.1, 0.9]
-    return predictions_table({
-        "instance_id": np.arange(n, dtype=np.int64) + 10, "image_id": np.arange(n, dtype=np.int64),
-        "bbox": np.tile([1.0, 2.0, 30.0, 40.0], (n, 1)), "keypoints": rng.random((n, 2 * k)) * 30,
-        "scores": scores, "response": scores.mean(1).astype(np.float64), "min_response": scores.min(1).astype(float),
-        "sahr_sigma": np.full(n, np.nan), "difficulty": rng.random(n), "flip_disagreement": np.r_[0.01, 0.01, 0.5,
-                                                                                                   np.full(n - 3, 0.2)],
-        "image_readable": np.ones(n, bool)})  # fmt: skip
+    return predictions_table(
+        {
+            "instance_id": np.arange(n, dtype=np.int64) + 10,
+            "image_id": np.arange(n, dtype=np.int64),
+            "bbox": np.tile([1.0, 2.0, 30.0, 40.0], (n, 1)),
+            "keypoints": rng.random((n, 2 * k)) * 30,
+            "scores": scores,
+            "response": scores.mean(1).astype(np.float64),
+            "min_response": scores.min(1).astype(float),
+            "sahr_sigma": np.full(n, np.nan),
+            "difficulty": rng.random(n),
+            "flip_disagreement": np.r_[0.01, 0.01, 0.5, np.full(n - 3, 0.2)],
+            "image_readable": np.ones(n, bool),
+        }
+    )
 
 
 def test_confident_pseudo_labels_pass_every_threshold():
@@ -190,10 +217,23 @@ def test_confident_pseudo_labels_pass_every_threshold():
     assert ok.tolist() == [True, False, False, False, False, False]
     ok3 = confident_rows(frame, keypoint_scores, min_score=0.6, min_keypoints=3, max_flip=0.05)
     assert ok3[:2].tolist() == [True, True]
-    pool = {"images": [{"id": i, "file_name": f"{i}.jpg", "width": 64, "height": 64} for i in range(6)],
-            "annotations": [{"id": i + 10, "image_id": i, "category_id": 1, "bbox": [1, 2, 30, 40], "area": 1200,
-                             "iscrowd": 0, "keypoints": [0] * 12, "num_keypoints": 0} for i in range(6)],
-            "categories": [{"id": 1, "name": "x", "keypoints": list("abcd"), "skeleton": []}]}  # fmt: skip
+    pool = {
+        "images": [{"id": i, "file_name": f"{i}.jpg", "width": 64, "height": 64} for i in range(6)],
+        "annotations": [
+            {
+                "id": i + 10,
+                "image_id": i,
+                "category_id": 1,
+                "bbox": [1, 2, 30, 40],
+                "area": 1200,
+                "iscrowd": 0,
+                "keypoints": [0] * 12,
+                "num_keypoints": 0,
+            }
+            for i in range(6)
+        ],
+        "categories": [{"id": 1, "name": "x", "keypoints": list("abcd"), "skeleton": []}],
+    }
     coco = pseudo_label_coco(pool, table, ok3.nonzero()[0], min_score=0.6, model_version="m/1")
     assert [a["id"] for a in coco["annotations"]] == [10, 11]
     second = coco["annotations"][1]
@@ -232,16 +272,32 @@ def test_cold_start_picks_one_typical_person_per_pose_cluster_then_moves_to_unce
     distance = np.linalg.norm(embedding - np.stack([embedding[cluster == c].mean(0) for c in cluster]), axis=1)
     scores["response"] = 1.0 / (1.0 + distance)
     by_response = {"response": 1.0}
-    early = select(scores, policy="cold_start", budget=3, weights=by_response, embedding=embedding, labeled_count=0,
-                   cold_start_labels=100)  # fmt: skip
-    late = select(scores, policy="cold_start", budget=3, weights=by_response, embedding=embedding, labeled_count=500,
-                  cold_start_labels=100)  # fmt: skip
+    early = select(
+        scores,
+        policy="cold_start",
+        budget=3,
+        weights=by_response,
+        embedding=embedding,
+        labeled_count=0,
+        cold_start_labels=100,
+    )
+    late = select(
+        scores,
+        policy="cold_start",
+        budget=3,
+        weights=by_response,
+        embedding=embedding,
+        labeled_count=500,
+        cold_start_labels=100,
+    )
     assert sorted(cluster[early.rows]) == [0, 1, 2] and sorted(cluster[late.rows]) == [0, 1, 2]
     rank_in_cluster = pd.Series(distance).groupby(cluster).rank().to_numpy()  # 1 = nearest the cluster's pose
     assert rank_in_cluster[early.rows].max() <= 10  # typical: among the 10 closest of 100 to the cluster's pose
     assert (rank_in_cluster[late.rows] == 100).all()  # the most uncertain of each cluster = its least typical here
-    assert early.counts["cold_start_uncertainty_weight_pct"] == 0 and late.counts[
-        "cold_start_uncertainty_weight_pct"] == 100  # fmt: skip
+    assert (
+        early.counts["cold_start_uncertainty_weight_pct"] == 0
+        and late.counts["cold_start_uncertainty_weight_pct"] == 100
+    )
     with pytest.raises(ValueError, match="cold_start policy needs a pose embedding"):
         select(scores, policy="cold_start", budget=3, weights=WEIGHTS)
 
@@ -259,8 +315,15 @@ def test_skip_hopeless_leaves_hopeless_people_out_and_queues_the_largest_for_rev
     by_response = {"response": 1.0}
     plain = select(scores, policy="uncertainty", budget=20, weights=by_response)
     assert hopeless[plain.rows].all()
-    skipping = select(scores, policy="skip_hopeless", budget=20, weights=by_response, keypoint_scores=keypoint_scores,
-                      review_budget=3, box_area=area)  # fmt: skip
+    skipping = select(
+        scores,
+        policy="skip_hopeless",
+        budget=20,
+        weights=by_response,
+        keypoint_scores=keypoint_scores,
+        review_budget=3,
+        box_area=area,
+    )
     assert not hopeless[skipping.rows].any() and len(skipping.rows) == 20
     assert skipping.counts["excluded_hopeless"] == 30 and skipping.counts["review_queue"] == 3
     largest = np.flatnonzero(hopeless)[np.argsort(-area[hopeless])][:3]
@@ -270,11 +333,20 @@ def test_skip_hopeless_leaves_hopeless_people_out_and_queues_the_largest_for_rev
     assert len(weak.rows) == 20 and weak.counts["hopeless_selected"] == 20
     with pytest.raises(ValueError, match="needs the per-keypoint scores"):
         select(scores, policy="skip_hopeless", budget=3, weights=by_response)
-    out = selection_table(predictions_table({
-        "instance_id": scores["instance_id"].to_numpy(), "image_id": scores["image_id"].to_numpy(),
-        "bbox": np.tile([0.0, 0.0, 10.0, 10.0], (n, 1)), "keypoints": rng.random((n, 2 * k)),
-        "scores": keypoint_scores.astype(np.float32), **{s: scores[s].to_numpy() for s in SIGNALS},
-        "image_readable": np.ones(n, bool)}), skipping)  # fmt: skip
+    out = selection_table(
+        predictions_table(
+            {
+                "instance_id": scores["instance_id"].to_numpy(),
+                "image_id": scores["image_id"].to_numpy(),
+                "bbox": np.tile([0.0, 0.0, 10.0, 10.0], (n, 1)),
+                "keypoints": rng.random((n, 2 * k)),
+                "scores": keypoint_scores.astype(np.float32),
+                **{s: scores[s].to_numpy() for s in SIGNALS},
+                "image_readable": np.ones(n, bool),
+            }
+        ),
+        skipping,
+    )
     assert out.column("queue").to_pylist() == ["correct"] * 20 + ["review"] * 3
     assert out.column("rank").to_pylist() == list(range(23))
 

@@ -36,12 +36,20 @@ REPO = Path(__file__).resolve().parents[1]
 def _params(tmp: Path, **train) -> dict:
     raw = yaml.safe_load((REPO / "params.yaml").read_text())
     raw["data"].update(labeled=0.3, val_images=6, test_images=2, seed=1)
-    raw["data"]["synthetic"].update(num_images=60, rare_pose=0, occluded=0, small=0, low_contrast=0, crowded=0,
-                                    truncated=0, blur=0)  # fmt: skip
+    raw["data"]["synthetic"].update(
+        num_images=60, rare_pose=0, occluded=0, small=0, low_contrast=0, crowded=0, truncated=0, blur=0
+    )
     raw["codec"]["input_size"] = [96, 128]
     raw["model"]["variant"] = 24
-    settings = {"epochs": 3, "min_steps_per_epoch": 20, "batch_size": 16, "lr": 0.003, "warmup_steps": 10,
-                "num_workers": 2, "cpus_per_worker": 1.0}  # fmt: skip
+    settings = {
+        "epochs": 3,
+        "min_steps_per_epoch": 20,
+        "batch_size": 16,
+        "lr": 0.003,
+        "warmup_steps": 10,
+        "num_workers": 2,
+        "cpus_per_worker": 1.0,
+    }
     raw["train"].update({**settings, **train})
     raw["train"]["ssl"].update(mode="off", unlabeled_batch_size=8)
     return raw
@@ -62,14 +70,34 @@ def _write_params(project: Path, raw: dict) -> Path:
 
 def _stage(project: Path, params_file: Path, out: str = "model") -> subprocess.Popen:
     prepared = project / "data" / "prepared"
-    cmd = [sys.executable, "-m", "stages.train", "--labels", str(prepared / "labeled.json"), "--pool",
-           str(prepared / "pool.json"), "--val", str(prepared / "val.json"), "--images-root", str(prepared),
-           "--out", str(project / out), "--ray-storage", str(project / "ray"), "--params", str(params_file),
-           "--metrics", str(project / f"{out}-metrics.json"), "--curve", str(project / f"{out}-curve.csv")]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "stages.train",
+        "--labels",
+        str(prepared / "labeled.json"),
+        "--pool",
+        str(prepared / "pool.json"),
+        "--val",
+        str(prepared / "val.json"),
+        "--images-root",
+        str(prepared),
+        "--out",
+        str(project / out),
+        "--ray-storage",
+        str(project / "ray"),
+        "--params",
+        str(params_file),
+        "--metrics",
+        str(project / f"{out}-metrics.json"),
+        "--curve",
+        str(project / f"{out}-curve.csv"),
+    ]
     env = dict(os.environ, PYTHONPATH=str(REPO), MLFLOW_TRACKING_URI=f"sqlite:///{project / 'mlflow.db'}")
     env.pop("RAY_ADDRESS", None)
-    return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)  # fmt: skip
+    return subprocess.Popen(
+        cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+    )
 
 
 def _finish(proc: subprocess.Popen, timeout: float = 420) -> str:
@@ -81,8 +109,10 @@ def _finish(proc: subprocess.Popen, timeout: float = 420) -> str:
 def _untrained_metrics(project: Path, raw: dict) -> dict:
     params = params_from_dict(raw)
     prepared = project / "data" / "prepared"
-    data = load_data(params, {"labels": str(prepared / "labeled.json"), "val": str(prepared / "val.json"),
-                              "images_root": str(prepared)})  # fmt: skip
+    data = load_data(
+        params,
+        {"labels": str(prepared / "labeled.json"), "val": str(prepared / "val.json"), "images_root": str(prepared)},
+    )
     torch.manual_seed(0)
     return validate(model_from_params(params, data.codec, data.schema).eval(), data, flip_test=False)
 
@@ -93,8 +123,10 @@ def test_two_worker_ray_training_beats_the_untrained_model(prepared):
     _finish(_stage(prepared, _write_params(prepared, raw), out="model2w"))
     metrics = json.loads((prepared / "model2w-metrics.json").read_text())
     untrained = _untrained_metrics(prepared, raw)
-    print(f"trained val AP {metrics['val_ap']:.3f} PCK@0.1 {metrics['val_pck10']:.3f}; untrained AP "
-          f"{untrained['ap']:.3f} PCK@0.1 {untrained['pck10']:.3f}")  # fmt: skip
+    print(
+        f"trained val AP {metrics['val_ap']:.3f} PCK@0.1 {metrics['val_pck10']:.3f}; untrained AP "
+        f"{untrained['ap']:.3f} PCK@0.1 {untrained['pck10']:.3f}"
+    )
     assert metrics["val_ap"] > untrained["ap"] and metrics["val_pck10"] > untrained["pck10"] + 0.1
     model = load_model(prepared / "model2w")
     description = json.loads((prepared / "model2w" / "model.json").read_text())
@@ -107,8 +139,10 @@ def test_two_worker_ray_training_beats_the_untrained_model(prepared):
     assert (prepared / "val_predictions.png").stat().st_size > 1000
     # the run is in the MLflow store with per-epoch val AP and the model files
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{prepared / 'mlflow.db'}")
-    runs = client.search_runs(client.get_experiment_by_name("poseloop").experiment_id,
-                              filter_string="tags.stage = 'train' and params.`train.num_workers` = '2'")  # fmt: skip
+    runs = client.search_runs(
+        client.get_experiment_by_name("poseloop").experiment_id,
+        filter_string="tags.stage = 'train' and params.`train.num_workers` = '2'",
+    )
     assert len(runs) == 1
     ap_history = client.get_metric_history(runs[0].info.run_id, "val_ap")
     assert len(ap_history) == 10 and max(m.value for m in ap_history) == pytest.approx(metrics["val_ap"])
@@ -186,8 +220,12 @@ def test_an_ssl_step_runs_for_both_heads(prepared, tmp_path, head, mode):
     raw["model"]["head"] = head
     raw["train"]["ssl"].update(mode=mode, unlabeled_batch_size=4)
     prepared_dir = prepared / "data" / "prepared"
-    paths = {"labels": str(prepared_dir / "labeled.json"), "pool": str(prepared_dir / "pool.json"),
-             "val": str(prepared_dir / "val.json"), "images_root": str(prepared_dir)}  # fmt: skip
+    paths = {
+        "labels": str(prepared_dir / "labeled.json"),
+        "pool": str(prepared_dir / "pool.json"),
+        "val": str(prepared_dir / "val.json"),
+        "images_root": str(prepared_dir),
+    }
     history = train_in_process(raw, paths, tmp_path).history()
     last = history[-1]
     assert np.isfinite(last["loss_total"]) and np.isfinite(last["loss_unsup"])
@@ -218,28 +256,66 @@ def test_train_stage_runs_unchanged_on_an_external_ray_cluster(prepared, tmp_pat
     temp = Path(tempfile.mkdtemp(prefix="rt", dir="/tmp"))
     try:
         for cmd in (
-            [ray_bin, "start", "--head", f"--port={port}", "--node-ip-address=127.0.0.1", "--num-cpus=1",
-             "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={temp}"],
-            [ray_bin, "start", f"--address=127.0.0.1:{port}", "--node-ip-address=127.0.0.1", "--num-cpus=1",
-             "--disable-usage-stats"],
-        ):  # fmt: skip
+            [
+                ray_bin,
+                "start",
+                "--head",
+                f"--port={port}",
+                "--node-ip-address=127.0.0.1",
+                "--num-cpus=1",
+                "--include-dashboard=false",
+                "--disable-usage-stats",
+                f"--temp-dir={temp}",
+            ],
+            [
+                ray_bin,
+                "start",
+                f"--address=127.0.0.1:{port}",
+                "--node-ip-address=127.0.0.1",
+                "--num-cpus=1",
+                "--disable-usage-stats",
+            ],
+        ):
             done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
             assert done.returncode == 0, done.stdout + done.stderr
         raw = _params(prepared, epochs=2, min_steps_per_epoch=5, num_workers=2, seed=13)
         prepared_dir = prepared / "data" / "prepared"
-        cmd = [sys.executable, "-m", "stages.train", "--labels", str(prepared_dir / "labeled.json"), "--pool",
-               str(prepared_dir / "pool.json"), "--val", str(prepared_dir / "val.json"), "--images-root",
-               str(prepared_dir), "--out", str(tmp_path / "model"), "--ray-storage", str(tmp_path / "storage"),
-               "--params", str(_write_params(prepared, raw)), "--metrics", str(tmp_path / "metrics.json"),
-               "--curve", str(tmp_path / "curve.csv")]  # fmt: skip
-        run_env = dict(env, PYTHONPATH=str(REPO), RAY_ADDRESS=f"127.0.0.1:{port}",
-                       MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path / 'mlflow.db'}")  # fmt: skip
+        cmd = [
+            sys.executable,
+            "-m",
+            "stages.train",
+            "--labels",
+            str(prepared_dir / "labeled.json"),
+            "--pool",
+            str(prepared_dir / "pool.json"),
+            "--val",
+            str(prepared_dir / "val.json"),
+            "--images-root",
+            str(prepared_dir),
+            "--out",
+            str(tmp_path / "model"),
+            "--ray-storage",
+            str(tmp_path / "storage"),
+            "--params",
+            str(_write_params(prepared, raw)),
+            "--metrics",
+            str(tmp_path / "metrics.json"),
+            "--curve",
+            str(tmp_path / "curve.csv"),
+        ]
+        run_env = dict(
+            env,
+            PYTHONPATH=str(REPO),
+            RAY_ADDRESS=f"127.0.0.1:{port}",
+            MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path / 'mlflow.db'}",
+        )
         done = subprocess.run(cmd, cwd=REPO, env=run_env, capture_output=True, text=True, timeout=420)
         assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
         assert (tmp_path / "model" / "model.pt").is_file()
         assert json.loads((tmp_path / "metrics.json").read_text())["epochs"] == 2
-        status = subprocess.run([ray_bin, "status", f"--address=127.0.0.1:{port}"], env=env, capture_output=True,
-                                text=True, timeout=60)  # fmt: skip
+        status = subprocess.run(
+            [ray_bin, "status", f"--address=127.0.0.1:{port}"], env=env, capture_output=True, text=True, timeout=60
+        )
         assert status.stdout.count("node_") >= 2, status.stdout  # both nodes were there
     finally:
         _stop_cluster(port)

@@ -173,11 +173,14 @@ def test_sample_transform_is_deterministic_given_the_generator():
     b = sample_transform(np.random.default_rng(7), box, vis, kps, aug, (192, 256), SCHEMA)
     np.testing.assert_array_equal(a.matrix, b.matrix)
     assert a.flipped == b.flipped
-    mats = {sample_transform(np.random.default_rng(s), box, vis, kps, aug, (192, 256), SCHEMA).matrix.tobytes()
-            for s in range(20)}  # fmt: skip
+    mats = {
+        sample_transform(np.random.default_rng(s), box, vis, kps, aug, (192, 256), SCHEMA).matrix.tobytes()
+        for s in range(20)
+    }
     assert len(mats) == 20
-    flips = [sample_transform(np.random.default_rng(s), box, vis, kps, aug, (192, 256), SCHEMA).flipped
-             for s in range(200)]  # fmt: skip
+    flips = [
+        sample_transform(np.random.default_rng(s), box, vis, kps, aug, (192, 256), SCHEMA).flipped for s in range(200)
+    ]
     assert 60 < sum(flips) < 140
 
 

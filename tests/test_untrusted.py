@@ -32,12 +32,25 @@ ESCAPE = "../../../../.git/hooks/pre-commit"
 def _coco_with(file_name: str) -> dict:
     kps = [v for j in range(17) for v in (10.0 + j, 10.0 + j, 2)]
     return {
-        "images": [{"id": 1, "file_name": "ok.jpg", "width": 64, "height": 64},
-                   {"id": 2, "file_name": file_name, "width": 64, "height": 64}],
-        "annotations": [{"id": i, "image_id": i, "category_id": 1, "bbox": [5.0, 5.0, 40.0, 40.0], "area": 1600.0,
-                         "iscrowd": 0, "keypoints": kps, "num_keypoints": 17} for i in (1, 2)],
+        "images": [
+            {"id": 1, "file_name": "ok.jpg", "width": 64, "height": 64},
+            {"id": 2, "file_name": file_name, "width": 64, "height": 64},
+        ],
+        "annotations": [
+            {
+                "id": i,
+                "image_id": i,
+                "category_id": 1,
+                "bbox": [5.0, 5.0, 40.0, 40.0],
+                "area": 1600.0,
+                "iscrowd": 0,
+                "keypoints": kps,
+                "num_keypoints": 17,
+            }
+            for i in (1, 2)
+        ],
         "categories": [COCO17.to_coco_category()],
-    }  # fmt: skip
+    }
 
 
 # ------------------------------------------------------------------------------ 7: paths stay inside their folder
@@ -47,8 +60,14 @@ def _coco_with(file_name: str) -> dict:
 def test_validate_refuses_a_file_name_that_leaves_the_image_folder(tmp_path, name):
     path = tmp_path / "people.json"
     path.write_text(json.dumps(_coco_with(name)))
-    done = subprocess.run([sys.executable, "-m", "pipeline", "validate", str(path)], cwd=REPO, capture_output=True,
-                          text=True, env=dict(os.environ, PYTHONPATH=str(REPO)), timeout=120)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-m", "pipeline", "validate", str(path)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, PYTHONPATH=str(REPO)),
+        timeout=120,
+    )
     assert done.returncode == 2, done.stdout + done.stderr
     report = done.stdout + done.stderr
     assert "image 2" in report and "file_name" in report and ("'..'" in report or "absolute" in report)
@@ -62,8 +81,12 @@ def test_prepare_refuses_it_and_links_nothing_outside(tmp_path):
     (hooks / "pre-commit").write_text("#!/bin/sh\necho planted\n")
     coco = _coco_with("../../.git/hooks/pre-commit")
     (source / "people.json").write_text(json.dumps(coco))
-    raw = {"data": {"source": "coco", "coco": {"annotations": str(source / "people.json"),
-                                               "images": str(source / "images")}}}  # fmt: skip
+    raw = {
+        "data": {
+            "source": "coco",
+            "coco": {"annotations": str(source / "people.json"), "images": str(source / "images")},
+        }
+    }
     out = tmp_path / "project" / "data" / "prepared"
     with pytest.raises((PrepareError, ValueError), match=r"image 2.*file_name|'\.\.' would leave"):
         prepare(params_from_dict(raw).data, out)
@@ -145,8 +168,10 @@ def test_annotators_get_images_and_never_the_label_files(labelstudio_env):
     assert paths == [(prepared / "images").resolve()]
 
     def get(relative: str) -> int:
-        request = urllib.request.Request(labelstudio_env.url + task_format.image_url(relative),
-                                         headers={"Authorization": f"Token {labelstudio_env.token}"})  # fmt: skip
+        request = urllib.request.Request(
+            labelstudio_env.url + task_format.image_url(relative),
+            headers={"Authorization": f"Token {labelstudio_env.token}"},
+        )
         try:
             with urllib.request.urlopen(request, timeout=30) as response:
                 return response.status

@@ -410,8 +410,9 @@ def convert_annotation(
         return exc.problem
     except ValueError as exc:  # a record the store would refuse (a field of the wrong type): a problem too
         task_id, annotation_id = _task_int(task, "id"), _task_int(annotation, "id")
-        return AnnotationProblem(task_id=task_id, annotation_id=annotation_id,
-                       message=f"task {task_id}, annotation {annotation_id}: {exc}")  # fmt: skip
+        return AnnotationProblem(
+            task_id=task_id, annotation_id=annotation_id, message=f"task {task_id}, annotation {annotation_id}: {exc}"
+        )
 
 
 @dataclass

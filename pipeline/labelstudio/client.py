@@ -338,8 +338,11 @@ def get_or_create_project(
     for storage in storages:
         if storage.title == STORAGE_TITLE and Path(storage.path or "").resolve() != image_root:
             retry(lambda s=storage: ls.import_storage.local.delete(id=s.id), f"remove storage on {storage.path}")
-            log.warning("project %d: removed the local-files storage on %s (it served more than the images)",
-                        project_id, storage.path)  # fmt: skip
+            log.warning(
+                "project %d: removed the local-files storage on %s (it served more than the images)",
+                project_id,
+                storage.path,
+            )
     if not any(Path(s.path or "").resolve() == image_root for s in storages):
         retry(
             lambda: ls.import_storage.local.create(

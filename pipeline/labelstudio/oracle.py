@@ -130,8 +130,12 @@ def simulate(
         if parent is not None:
             kwargs["parent_prediction"] = parent
         # One attempt: a create is not idempotent, and a half-done simulation resumes by running again.
-        with_retries(lambda kw=kwargs, tid=task["id"]: ls.annotations.create(id=tid, **kw), 1, url=url,
-                     what=f"annotate task {task['id']}")  # fmt: skip
+        with_retries(
+            lambda kw=kwargs, tid=task["id"]: ls.annotations.create(id=tid, **kw),
+            1,
+            url=url,
+            what=f"annotate task {task['id']}",
+        )
         counts["skipped" if skip else "annotated"] += 1
         if delay_s > 0:
             time.sleep(delay_s)
@@ -156,8 +160,17 @@ def simulate_command(
     try:
         ls = connect()
         project_id = find_project(ls, project)
-        counts = simulate(ls, project_id, coco.to_dict(), coco.schema, noise_px, miss_rate, seed, delay_s=delay_s,
-                          min_keypoints=min_keypoints)  # fmt: skip
+        counts = simulate(
+            ls,
+            project_id,
+            coco.to_dict(),
+            coco.schema,
+            noise_px,
+            miss_rate,
+            seed,
+            delay_s=delay_s,
+            min_keypoints=min_keypoints,
+        )
     except LabelStudioError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -248,9 +248,17 @@ def instance_to_task(
     }
 
 
-def tasks_for_selection(selection: pa.Table, predictions: pa.Table, pending: Sequence[int], images: Mapping[int, dict],
-                        schema: KeypointSchema, images_root: Path, document_root: Path, version: str,
-                        min_score: float) -> list[dict]:  # fmt: skip
+def tasks_for_selection(
+    selection: pa.Table,
+    predictions: pa.Table,
+    pending: Sequence[int],
+    images: Mapping[int, dict],
+    schema: KeypointSchema,
+    images_root: Path,
+    document_root: Path,
+    version: str,
+    min_score: float,
+) -> list[dict]:
     """Tasks in the order annotators should get them: the selection (selection.parquet) by rank, then the instances
     still ``pending`` from earlier rounds with the current teacher's prediction (pool_predictions.parquet rows).
 
@@ -272,10 +280,22 @@ def tasks_for_selection(selection: pa.Table, predictions: pa.Table, pending: Seq
         for row, (iid, image_id) in enumerate(zip(ids, image_ids, strict=True)):
             image = images[int(image_id)]
             relative = os.path.relpath(Path(images_root) / image["file_name"], document_root)
-            out.append(instance_to_task(
-                instance_id=iid, image_id=image_id, image_path=relative, width=int(image["width"]),
-                height=int(image["height"]), bbox=boxes[row], keypoints=keypoints[row], scores=scores[row],
-                schema=schema, model_version=version, uncertainty=float(uncertainty[row]), min_score=min_score,
-                image_file=image["file_name"], queue=queues[row],
-            ))  # fmt: skip
+            out.append(
+                instance_to_task(
+                    instance_id=iid,
+                    image_id=image_id,
+                    image_path=relative,
+                    width=int(image["width"]),
+                    height=int(image["height"]),
+                    bbox=boxes[row],
+                    keypoints=keypoints[row],
+                    scores=scores[row],
+                    schema=schema,
+                    model_version=version,
+                    uncertainty=float(uncertainty[row]),
+                    min_score=min_score,
+                    image_file=image["file_name"],
+                    queue=queues[row],
+                )
+            )
     return out
