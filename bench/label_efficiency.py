@@ -88,7 +88,7 @@ from pipeline.scoring import (
     read_scores,
     select_with_params,
 )
-from pipeline.training import train_in_process
+from pipeline.training import epoch_steps, train_in_process
 
 NAME = "label_efficiency"
 COCO_MINI = Path("../shared/data/coco_mini")
@@ -307,8 +307,7 @@ def train(raw: dict, project: Project, labels: Path, out: Path, init: Path | Non
     shutil.rmtree(checkpoints)
     best = max(history, key=lambda h: h["val_ap"])  # the first epoch with the best AP: the one kept
     labeled = len(json.loads(labels.read_text())["annotations"])
-    cfg = raw["train"]
-    steps = cfg["epochs"] * max(math.ceil(labeled / cfg["batch_size"]), cfg["min_steps_per_epoch"])
+    steps = raw["train"]["epochs"] * epoch_steps(labeled, params_from_dict(raw))
     return Trained(
         out,
         float(best["val_ap"]),

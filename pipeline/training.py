@@ -524,6 +524,20 @@ def after_warmup_mean(history: list[dict], key: str) -> float:
     return sum(h[key] for h in later) / len(later)
 
 
+def training_summary(history: list[dict]) -> dict:
+    """metrics/train.json: the val metrics of the best epoch (the weights the stage keeps), and the run's speed."""
+    best = max(history, key=lambda h: h.get("val_ap", -1.0))
+    return {
+        "best_epoch": best["epoch"],
+        "epochs": len(history),
+        **{k: v for k, v in best.items() if k.startswith("val_")},
+        "images_per_s": round(after_warmup_mean(history, "images_per_s"), 1),
+        "mfu": round(after_warmup_mean(history, "mfu"), 4),
+        "amp": history[-1].get("amp", "off"),
+        "train_seconds": round(sum(h["epoch_seconds"] for h in history), 1),
+    }
+
+
 def validate(model: PoseModel, data: Data, flip_test: bool) -> dict:
     predictions = predict(model, data.val, batch_size=64, flip_test=flip_test)
     results = to_coco_results(predictions, data.val.records, data.schema.category_id)
@@ -569,6 +583,13 @@ class TrainRun:
         return self.session.rank == 0
 
 
+def epoch_steps(labeled: int, params: Params, world_size: int = 1) -> int:
+    """Optimiser steps per epoch: one pass over this worker's share of the ``labeled`` crops, at least
+    ``train.min_steps_per_epoch`` (a small labeled set would otherwise get a handful of steps per epoch)."""
+    per_worker = math.ceil(labeled / world_size)
+    return max(math.ceil(per_worker / params.train.batch_size), params.train.min_steps_per_epoch)
+
+
 def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
     """Weight decay on the weights of convolutions and linear layers only (tensors of 2 or more dims, nanoGPT's rule):
     decaying a norm's scale or a bias pulls it toward 0 and regularises nothing."""
@@ -604,8 +625,7 @@ def setup(config: dict) -> TrainRun:
         )
     opt_cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
     optimizer = opt_cls(parameter_groups(raw, cfg.weight_decay), lr=cfg.lr)
-    per_worker = math.ceil(len(data.labeled) / session.world_size)
-    steps_per_epoch = max(math.ceil(per_worker / cfg.batch_size), cfg.min_steps_per_epoch)
+    steps_per_epoch = epoch_steps(len(data.labeled), params, session.world_size)
     scheduler = build_schedule(optimizer, params, steps_per_epoch)
     amp_mode = resolve_amp(device, cfg.amp)
     autocast, scaler = autocast_for(device, amp_mode)

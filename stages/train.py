@@ -23,7 +23,7 @@ from pipeline.model_store import WEIGHTS_FILE, load_model, save_model
 from pipeline.ray_cluster import ray_session
 from pipeline.ray_train import fit
 from pipeline.tracking import log_training, stage_run
-from pipeline.training import Checkpoint, after_warmup_mean
+from pipeline.training import Checkpoint, training_summary
 from pipeline.viz import learning_curve, prediction_sheet, save_png
 
 
@@ -66,16 +66,8 @@ def main() -> None:
         checkpoint = Checkpoint(Path(ckpt))
         weights, history = checkpoint.best_weights(), checkpoint.history()
 
-    best = max(history, key=lambda h: h.get("val_ap", -1.0))
     labels = read_coco(args.labels, sigmas=params.data.sigmas, flip_pairs=params.data.flip_pairs)
-    final = {"best_epoch": best["epoch"], "epochs": len(history)}
-    final.update({k: v for k, v in best.items() if k.startswith("val_")})
-    final.update(
-        images_per_s=round(after_warmup_mean(history, "images_per_s"), 1),
-        mfu=round(after_warmup_mean(history, "mfu"), 4),
-        amp=history[-1].get("amp", "off"),
-        train_seconds=round(sum(h["epoch_seconds"] for h in history), 1),
-    )
+    final = training_summary(history)
     extra = {"labeled_instances": len(labels.annotations), "warm_start": init_weights}
     save_model(args.out, weights, params_raw, labels.schema, final, extra=extra)
     write_json(args.metrics, final)
