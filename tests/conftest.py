@@ -65,3 +65,14 @@ def labelstudio_env(labelstudio, monkeypatch):
     monkeypatch.setenv("LABEL_STUDIO_URL", labelstudio.url)
     monkeypatch.setenv("LABEL_STUDIO_API_KEY", labelstudio.token)
     return labelstudio
+
+
+# Tests that start a real Label Studio (the session's server costs ~30 s to start, each test a few seconds) belong to
+# the slow tier whatever their module: `make test-fast` (-m "not slow") leaves them out, `make test` runs them.
+SERVER_FIXTURES = {"labelstudio", "labelstudio_env"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if SERVER_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
