@@ -1,44 +1,44 @@
-"""Label efficiency (issue #8, part 1): does uncertainty selection save labels?
+"""Label efficiency (issue #14): which selection policy saves annotation work, in the label-limited regime?
 
 A simulated active-learning loop through the real pipeline code, with file hand-off between the steps as in the DVC
 stages and the oracle (``oracle.json``, the pool's hidden truth) as the annotator; no Label Studio, no Ray:
 
     prepare (seed labels: a few % of the labelable people)
-    round 0: train on the seed labels                        train_worker, one plain process (local_checkpoint_dir)
+    round 0: train on the seed labels                        train_in_process (the loop Ray Train runs)
     round r = 1..R:
         teacher (round r-1's kept weights) over the pool     pipeline.inference.predict + prediction_columns
                                                              -> pool_predictions.parquet -> scoring.read_scores
-        select B instances with the arm's policy,            scoring.select, exclude = labeled (as stages/select.py)
-        "annotate" them from oracle.json                     corrections.Correction -> write_pull (store folder)
-        merge seed + store -> train.json                     corrections.read_store + merge (the real merge rules)
-        train on train.json, evaluate val AP                 train_worker (val OKS AP each epoch, best kept)
+        select B instances with the arm's policy             scoring.select_with_params with scoring.excluded_instances
+                                                             (what the select stage calls)
+        "annotate" them from oracle.json                     Correction / Skip -> write_pull (a store folder); effort
+                                                             by annotations.keypoint_effort against the teacher's
+                                                             keypoints; skips by oracle.is_unlabelable
+        merge seed + store -> train.json                     corrections.read_store + merge.merge
+        train on train.json, evaluate val AP                 train_in_process (val OKS AP each epoch, best kept)
 
-An arm is (selection policy, ``train.ssl.mode``): random, combined uncertainty (params.yaml's ``select.weights``),
-or one signal of ``pipeline.scoring.SIGNALS`` alone. Round 0 is the same for every policy of one (seed, SSL mode), so
-it is trained once and shared. The per-instance signals are exactly the pipeline's: ``prediction_columns`` (which
-calls ``instance_scores``) on the output of ``predict``, the function the Ray Data predictor runs per batch, so
-nothing is reimplemented; only Ray's actor plumbing is skipped (bench ``inference`` measures that).
+An arm is (selection policy, ``train.ssl.mode``): any policy of ``pipeline.scoring.POLICIES`` (random, combined
+uncertainty, cold_start, skip_hopeless, effort, or one signal), optionally ``+random<share>``. The SSL-off arms run
+first with the references; then ``Grid.ssl_policies`` (random and the best SSL-off policy) run with SSL on. Round 0
+is the same for every policy of one (seed, SSL mode), so it is trained once and shared.
 
-The fully supervised reference is trained once per seed on every labelable person (seed + the whole pool, through
-the same merge) with SSL off and the same number of optimiser steps as an arm's final model has seen (with warm
-start: (R + 1) x the steps of one round, from scratch).
+The regime check: the fully supervised reference (every labelable person through the same merge, SSL off, from
+scratch, as many optimiser steps as an arm's final model has seen) must reach ``MIN_REFERENCE_AP`` val AP, or the
+verdicts are void: below it more labels cannot help enough for selection to matter.
 
 Warm start (CPU grid): each round starts from the previous round's kept weights, with a fresh optimiser and cosine
-schedule, like ``train.warm_start: previous``. It saves time, and the AP of a round then also reflects the extra
-steps; every arm gets the same steps, so the comparison between arms stays fair. The FULL grid trains each round from
-scratch.
+schedule, like ``train.warm_start: previous``; every arm gets the same steps, so the comparison stays fair. The FULL
+grid trains each round from scratch.
 
-Grids: ``CPU`` (the default, what ``python -m bench label_efficiency`` runs: every policy, SSL off and on, 3 seeds,
-3 rounds, 96x128 crops; about an hour on 2 cores) and ``FULL`` (the same arms at 192x256 with 5 rounds and longer
-training; GPU-sized, days on a CPU). Units (a seed's reference, or a seed's round 0 and every policy for one SSL
-mode) run in parallel processes, ``--jobs`` of them (default: cores / threads per training on a CPU, 1 on a GPU).
-Every knob is a flag: ``python -m bench.label_efficiency --help``. ``--source coco_mini`` (part 2) runs the same loop
-on the real photos of ``../shared/data/coco_mini`` (train as the pool, val as validation); it is skipped with a
-message when that folder is absent. ``--source all`` runs both.
+Grids: ``CPU`` (the default, what ``python -m bench label_efficiency`` runs; sized in its comment to fit 2 hours on 2
+cores) and ``FULL`` (192x256, 5 rounds, every policy with SSL too; GPU-sized: ``--grid full``). Units (a seed's
+reference, or a seed's round 0 and its policies for one SSL mode) run in parallel processes, ``--jobs`` of them
+(default: cores / threads per training on a CPU, 1 on a GPU). Every knob is a flag: ``python -m
+bench.label_efficiency --help``. ``--source coco_mini`` runs the same loop on the real photos of
+``../shared/data/coco_mini`` (skipped with a message when absent); ``--source all`` runs both.
 
 Outputs: a section of docs/BENCHMARKS.md (``label_efficiency`` / ``label_efficiency_coco_mini``), the raw numbers in
-docs/bench/<section>.json and the plot docs/bench/<section>.png (val AP and PCK@0.1 against labels, one line per arm,
-shaded min-max over seeds).
+docs/bench/<section>.json, docs/bench/label_efficiency_summary.json (the issue's keys) and the plot
+docs/bench/<section>.png (val AP against labels and against moved keypoints, PCK@0.1, shaded min-max over seeds).
 """
 
 from __future__ import annotations
