@@ -690,7 +690,7 @@ def curves(rows: list[dict]) -> dict[str, list[dict]]:
                 "share": statistics.mean(r["share"] for r in sel),
                 "seeds": len(sel),
             }
-            for key in ("moved", "added", "tasks", "skipped", "review"):  # cumulative annotator work (mean)
+            for key in ("moved", "added", "deleted", "tasks", "skipped", "review"):  # cumulative annotator work
                 point[key] = statistics.mean(r.get(key, 0) for r in sel)
             for key in ("ap", "pck10"):
                 values = [r[key] for r in sel]
@@ -1011,8 +1011,8 @@ def report(
     random_final = curve["random"][-1]["ap"] if "random" in curve else None
     reach = (
         "| arm | labels to random's final AP | moved keypoints to random's final AP | labels to 95% of the "
-        "reference | moved keypoints per task | skipped tasks | review-queue tasks | final AP (share of the "
-        "reference) |\n|---|---|---|---|---|---|---|---|\n"
+        "reference | moved / deleted keypoints per task | skipped tasks | review-queue tasks | final AP (share of "
+        "the reference) |\n|---|---|---|---|---|---|---|---|\n"
     )
     for arm, points in curve.items():
         last = points[-1]
@@ -1022,12 +1022,13 @@ def report(
             return "never" if value is None else f"{value:.0f}"
 
         per_task = last["moved"] / last["tasks"] if last["tasks"] else 0.0
+        deleted_per_task = last.get("deleted", 0) / last["tasks"] if last["tasks"] else 0.0
         skipped = f"{last['skipped'] / last['tasks']:.1%}" if last["tasks"] else "-"
         share = f" ({last['ap'] / ref['ap']:.0%})" if ref["ap"] > 0 else ""
         reach += (
             f"| {arm} | {cost(random_final, 'labeled')} | {cost(random_final, 'moved')} | "
-            f"{cost(0.95 * ref['ap'], 'labeled')} | {per_task:.2f} | {skipped} | {last['review']:.0f} | "
-            f"{last['ap']:.4f}{share} |\n"
+            f"{cost(0.95 * ref['ap'], 'labeled')} | {per_task:.2f} / {deleted_per_task:.2f} | {skipped} | "
+            f"{last['review']:.0f} | {last['ap']:.4f}{share} |\n"
         )
 
     verdict_rows = targets(curve, ref["ap"], best)

@@ -136,7 +136,7 @@ def coco_results(
     ``instance_ids``, ``image_ids`` (N,); ``keypoints`` (N, K, 2) image px; ``scores`` (N, K). The instance score is
     the mean keypoint score (what pycocotools ranks detections by).
     """
-    triples = np.concatenate([keypoints, scores[..., None]], axis=2).reshape(len(instance_ids), -1)
+    triples = np.concatenate([keypoints, scores[..., None]], axis=2).reshape(len(instance_ids), 3 * scores.shape[1])
     return [
         {
             "image_id": int(img),

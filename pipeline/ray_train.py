@@ -16,6 +16,7 @@ from pathlib import Path
 from pipeline.config import Params
 from pipeline.files import file_md5
 from pipeline.ray_cluster import resolve_use_gpu
+from pipeline.training import CHECKPOINT_FORMAT
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +31,8 @@ def run_name(params_raw: dict, paths: dict[str, str], init_weights: str | None) 
     relevant["data"] = {k: params_raw.get("data", {}).get(k) for k in ("sigmas", "flip_pairs")}
     digest.update(json.dumps(relevant, sort_keys=True).encode())
     digest.update(f"init={file_md5(Path(init_weights)) if init_weights else None}".encode())
+    # the checkpoint layout: a run checkpointed by an older loop (one optimiser group) is not resumed by this one
+    digest.update(f"checkpoint={CHECKPOINT_FORMAT}".encode())
     return f"train-{digest.hexdigest()[:12]}"
 
 

@@ -168,16 +168,19 @@ def k_means(embedding: np.ndarray, clusters: int, seed: int = 0, iterations: int
     return assignment
 
 
-def typicality(embedding: np.ndarray, neighbours: int = 20) -> np.ndarray:
+def typicality(embedding: np.ndarray, neighbours: int = 20, reference: int = 2000, seed: int = 0) -> np.ndarray:
     """(M, D) -> (M,) inverse mean distance to the ``neighbours`` nearest others (TypiClust's density): large where
-    many people stand in nearly the same pose. O(M^2) memory: call it per cluster."""
+    many people stand in nearly the same pose. Distances go to at most ``reference`` people drawn at random (memory
+    M x reference, not M^2: a cluster of a 150k pool holds thousands)."""
     m = len(embedding)
     if m <= 1:
         return np.ones(m)
-    d2 = (embedding**2).sum(1)[:, None] - 2 * embedding @ embedding.T + (embedding**2).sum(1)[None, :]
+    ref = np.arange(m) if m <= reference else np.sort(np.random.default_rng(seed).choice(m, reference, replace=False))
+    others = embedding[ref]
+    d2 = (embedding**2).sum(1)[:, None] - 2 * embedding @ others.T + (others**2).sum(1)[None, :]
     distance = np.sqrt(np.maximum(d2, 0.0))
-    np.fill_diagonal(distance, np.inf)
-    k = min(neighbours, m - 1)
+    distance[ref, np.arange(len(ref))] = np.inf  # a person is not its own neighbour
+    k = min(neighbours, len(ref) - 1)
     nearest = np.partition(distance, k - 1, axis=1)[:, :k]
     return 1.0 / (nearest.mean(axis=1) + 1e-9)
 
@@ -207,7 +210,10 @@ def cold_start_rows(
         blended = (1.0 - uncertainty_weight) * typical + uncertainty_weight * uncertain
         picks.append((len(members), int(members[np.lexsort((members, -blended))[0]])))
     picks.sort(key=lambda p: (-p[0], p[1]))
-    return np.asarray([row for _, row in picks[:count]], np.int64)
+    rows = [row for _, row in picks[:count]]
+    if len(rows) < count:  # fewer clusters than picks (people in identical poses): the rest in candidate order
+        rows += [int(r) for r in candidates if r not in set(rows)][: count - len(rows)]
+    return np.asarray(rows, np.int64)
 
 
 def policy_scores(scores: pd.DataFrame, policy: str, weights: dict[str, float], seed: int = 0) -> np.ndarray:
@@ -341,8 +347,16 @@ def select(
         raise ValueError(f"random_share must be in [0, 1], got {random_share}")
     by_policy = budget - round(budget * random_share)
     if hopeless.any() and len(candidates) < budget:
-        # a weak teacher finds most people hopeless: fill the budget with them (policy order) rather than starve it
-        filling = order[hopeless[order]][: budget - len(candidates)]
+        # a weak teacher finds most people hopeless: fill the budget with them (policy order) rather than starve it,
+        # under the same per-image cap
+        filling = order[hopeless[order]]
+        if per_image > 0:
+            image_ids = scores["image_id"].to_numpy(np.int64)
+            taken = pd.Series(image_ids[candidates]).value_counts()
+            nth = pd.Series(image_ids[filling]).groupby(image_ids[filling]).cumcount().to_numpy()
+            already = taken.reindex(image_ids[filling], fill_value=0).to_numpy()
+            filling = filling[nth + already < per_image]
+        filling = filling[: budget - len(candidates)]
         counts["hopeless_selected"] = len(filling)
         candidates = np.concatenate([candidates, filling])
         hopeless[filling] = False

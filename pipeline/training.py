@@ -56,6 +56,7 @@ from pipeline.model_store import build_codec, model_from_params
 
 log = logging.getLogger(__name__)
 
+CHECKPOINT_FORMAT = 2  # 2: two optimiser groups (no weight decay on norms and biases), separate teacher EMA
 IMAGE_CACHE = 2048  # decoded images kept per data set and loader process (256x256 synthetic: 0.4 GB)
 
 
@@ -640,6 +641,11 @@ def setup(config: dict) -> TrainRun:
         if checkpoint is not None:
             state = checkpoint.training_state(device)
             raw.load_state_dict(state["model"])
+            if len(state["optimizer"]["param_groups"]) != len(optimizer.param_groups):
+                raise ValueError(
+                    f"{checkpoint.path}: a checkpoint of an older training loop (format < "
+                    f"{CHECKPOINT_FORMAT}); remove it to train this round anew"
+                )
             optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
             # checkpoints before the teacher EMA had its own key kept the one EMA under "ema"

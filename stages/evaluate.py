@@ -52,7 +52,10 @@ def main() -> None:
     sheet = np.zeros((64, 128, 3), np.uint8)
     for split, path in (("val", args.val), ("test", args.test)):
         gt = read_coco(path, sigmas=params.data.sigmas, flip_pairs=params.data.flip_pairs)
-        records, pred = predict_split(model, gt, args.images_root, params.codec.box_padding, flip_test)
+        try:
+            records, pred = predict_split(model, gt, args.images_root, params.codec.box_padding, flip_test)
+        except ValueError as exc:  # the file's keypoints are not the model's
+            raise SystemExit(str(exc)) from None
         if not records:  # e.g. data.test_images: 0
             results[split] = None
             continue

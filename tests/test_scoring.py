@@ -369,3 +369,25 @@ def test_the_annotators_skip_rule():
     assert not is_unlabelable(visible_2)  # 4 labeled keypoints
     assert is_unlabelable(visible_2, min_visible=3)  # only 2 clearly visible
     assert is_unlabelable([10, 10, 2, 20, 20, 2] + [0, 0, 0] * 15)  # 2 labeled
+
+
+def test_hopeless_filling_keeps_the_per_image_cap_and_cold_start_fills_its_budget():
+    n, k = 12, 17
+    scores = random_scores(n)
+    scores["image_id"] = 0  # one image holds everyone
+    keypoint_scores = np.full((n, k), 0.05)
+    keypoint_scores[:2] = 0.9  # two people the teacher sees, ten hopeless ones
+    chosen = select(
+        scores,
+        policy="skip_hopeless",
+        budget=6,
+        weights={"response": 1.0},
+        per_image=3,
+        keypoint_scores=keypoint_scores,
+    )
+    assert len(chosen.rows) == 3 and chosen.counts["hopeless_selected"] == 1  # 2 + 1 filled: the image's cap is 3
+    # five distinct poses, ten people each: k-means finds at most five clusters, the budget of 20 is filled anyway
+    same = random_scores(50)
+    embedding = np.repeat(np.random.default_rng(0).normal(size=(5, 34)), 10, axis=0)
+    picked = select(same, policy="cold_start", budget=20, weights={"response": 1.0}, embedding=embedding)
+    assert len(picked.rows) == 20 == len(set(picked.rows.tolist()))
