@@ -336,3 +336,22 @@ def _stop_cluster(port: int) -> None:
     for process in alive:
         with contextlib.suppress(psutil.Error):
             process.kill()
+
+
+def test_a_checkpoint_of_an_older_loop_is_refused_by_name(prepared, tmp_path):
+    """A checkpoint with one optimiser group (the loop before no-decay groups) must not be half-loaded."""
+    raw = _params(prepared, epochs=1, min_steps_per_epoch=2, batch_size=4, num_workers=1)
+    prepared_dir = prepared / "data" / "prepared"
+    paths = {
+        "labels": str(prepared_dir / "labeled.json"),
+        "val": str(prepared_dir / "val.json"),
+        "images_root": str(prepared_dir),
+    }
+    latest = train_in_process(raw, paths, tmp_path)
+    state = latest.training_state()
+    old = torch.optim.AdamW(torch.nn.Linear(2, 2).parameters()).state_dict()  # one group, as the old loop saved
+    state["optimizer"] = {"state": {}, "param_groups": old["param_groups"]}
+    torch.save(state, latest.path / latest.STATE)
+    raw["train"]["epochs"] = 2  # so that it resumes
+    with pytest.raises(ValueError, match="older training loop"):
+        train_in_process(raw, paths, tmp_path)
