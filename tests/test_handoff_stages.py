@@ -18,7 +18,7 @@ from pipeline.inference import predictions_table
 from pipeline.scoring import list_column, select, selection_table
 from tests.teacher import REPO, make_project, small_params, untrained_teacher
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
+pytestmark = [pytest.mark.usefixtures("one_torch_thread"), pytest.mark.slow]  # the stages as subprocesses
 
 
 @pytest.fixture(scope="module")

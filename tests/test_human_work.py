@@ -196,6 +196,7 @@ def _server_round(ls, project_title: str, coco: dict, document_root: Path) -> tu
     return corrections, skips
 
 
+@pytest.mark.slow
 def test_a_fresh_label_studio_restarting_ids_at_1_loses_nothing(tmp_path, monkeypatch):
     """The work of an old server is in the store (tasks 1, 2, annotations 1, 2, as a new database numbers them); a
     new server on the same URL, with a new database, gives the same ids to two other people: both are kept."""

@@ -111,6 +111,7 @@ def test_symlinks_inside_the_source_are_the_owners_choice_and_are_followed(tmp_p
 # ----------------------------------------------------------------------------------- 8: local Ray on loopback only
 
 
+@pytest.mark.slow
 def test_local_ray_listens_on_the_loopback_address_only(monkeypatch):
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     import ray
