@@ -238,7 +238,7 @@ class SelectParams:
         "sahr_sigma",
         "difficulty",
         "flip_disagreement",
-    ] = "uncertainty"
+    ] = "random"  # the measured winner (docs/BENCHMARKS.md, "Label efficiency")
     budget: int = _p(20, ge=1, le=1_000_000)  # instances per round
     weights: SelectWeights = _p(SelectWeights())
     per_image: int = _p(0, ge=0, le=10_000)  # at most this many instances of one image (0: no cap)
