@@ -129,7 +129,8 @@ ALL_POLICIES = ("random", "uncertainty", "cold_start", "skip_hopeless", "effort"
 # weights, so the final model and the reference have seen 1000 steps. 128x160 crops: at 96x128 the all-labels
 # reference reached 0.375 AP in 1000 steps (below the regime check's 0.4), and input size was the largest lever of
 # the recipe search. SSL off for every policy, then on for random and the best: 93 trainings of ~1 min (SSL ~2.3x),
-# two single-thread processes at a time (~80 min measured budget: 24 min per SSL-off unit, 5 per reference).
+# two single-thread processes at a time: measured 106.5 min (33 min per SSL-off unit, 5 per reference, 23-25 per
+# SSL unit; docs/BENCHMARKS.md).
 CPU = Grid(
     policies=ALL_POLICIES,
     ssl=("off", "adaptive_mixup"),
@@ -1060,8 +1061,9 @@ def report(
     )
     paragraphs = [
         "Which selection policy saves annotation work? A simulated labeling loop through the pipeline's own code: "
-        "train_worker in one process, `predict` + `prediction_columns` for the pool signals (flip test on, as the "
-        "pseudolabel stage), `select_with_params` (what the select stage calls) excluding labeled instances, and "
+        "`train_in_process` (the loop Ray Train runs), `predict` + `prediction_columns` for the pool signals (flip "
+        "test on, as the pseudolabel stage), `select_with_params` with `excluded_instances` (what the select stage "
+        "calls: labeled and skipped people are not offered again), and "
         "`Correction` / `Skip` + `write_pull` + `read_store` + `merge` for the annotations, with oracle.json as the "
         "annotator (bench/label_efficiency.py explains each step). The annotator's effort is counted as pull counts "
         "a person's (`keypoint_effort`: a pre-placed keypoint with per-keypoint OKS < 0.5 against the truth is "
