@@ -20,9 +20,24 @@ def _dispatch(argv: list[str] | None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pipeline", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("validate", help="check a COCO keypoint file; exit 0 when clean, 2 when not")
+    p = sub.add_parser(
+        "validate", help="check a keypoint file (COCO, MPII list, Label Studio export); exit 0 when clean, 2 when not"
+    )
     p.add_argument("annotations", type=Path)
     p.add_argument("--images", type=Path, default=None, help="image folder: also check every image file")
+    p.add_argument("--category", default=None, help="the keypoint category (name or id) when a file defines several")
+    p.add_argument(
+        "--format",
+        choices=("auto", "coco", "mpii", "labelstudio"),
+        default="auto",
+        help="the file's layout (auto: from its content)",
+    )
+
+    p = sub.add_parser("export-labels", help="the project's labels as COCO, DeepLabCut or SLEAP")
+    p.add_argument("--format", choices=("coco", "deeplabcut", "sleap"), required=True)
+    p.add_argument("out", type=Path, help="COCO: a .json file; DeepLabCut: the project folder; SLEAP: a .slp file")
+    p.add_argument("--project", type=Path, default=Path("."), help="project root")
+    p.add_argument("--embed", action="store_true", help="SLEAP: store the frames in the .slp file")
 
     p = sub.add_parser("evaluate", help="OKS AP/AR, PCK and errors of predictions against ground truth")
     p.add_argument("gt", type=Path, help="ground-truth COCO keypoint file")
@@ -69,9 +84,14 @@ def _dispatch(argv: list[str] | None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if args.command == "validate":
-        from pipeline.data.coco import validate_command
+        from pipeline.data.validate import validate_command
 
-        return validate_command(args.annotations, args.images)
+        category = int(args.category) if args.category and args.category.isdigit() else args.category
+        return validate_command(args.annotations, args.images, category=category, fmt=args.format)
+    if args.command == "export-labels":
+        from pipeline.export_labels import export_labels_command
+
+        return export_labels_command(args.format, args.out, args.project, embed=args.embed)
     if args.command == "evaluate":
         from pipeline.evaluation import evaluate_command
 

@@ -86,8 +86,31 @@ class DeepLabCutSourceParams:
 
 
 @dataclass(frozen=True)
+class MpiiSourceParams:
+    """MPII in the JSON layout MMPose and others publish: a list of {image, joints, joints_vis, center, scale}."""
+
+    annotations: str | None = None
+    images: str | None = None
+
+
+@dataclass(frozen=True)
+class SleapSourceParams:
+    labels: str | None = None  # a SLEAP .slp labels file: user instances are labels, predicted ones the pool
+
+
+@dataclass(frozen=True)
+class LabelStudioSourceParams:
+    """A Label Studio keypoint project's JSON export as the seed labels."""
+
+    export: str | None = None
+    images: str | None = None  # the folder the tasks' images are in (by the path after ?d=, else by file name)
+    # The keypoint names in order (null: the KeyPointLabels names in the order they first appear in the export).
+    keypoints: list[str] | None = None
+
+
+@dataclass(frozen=True)
 class DataParams:
-    source: Literal["synthetic", "coco", "deeplabcut"] = "synthetic"
+    source: Literal["synthetic", "coco", "deeplabcut", "mpii", "sleap", "labelstudio"] = "synthetic"
     seed: int = _p(0, ge=0, le=MAX_SEED)
     # Seed labels: a fraction of the eligible instances when < 1, else a count of instances.
     labeled: float = _p(200, gt=0, le=10_000_000)
@@ -100,6 +123,9 @@ class DataParams:
     synthetic: SyntheticParams = _p(SyntheticParams())
     coco: CocoSourceParams = _p(CocoSourceParams())
     deeplabcut: DeepLabCutSourceParams = _p(DeepLabCutSourceParams())
+    mpii: MpiiSourceParams = _p(MpiiSourceParams())
+    sleap: SleapSourceParams = _p(SleapSourceParams())
+    labelstudio: LabelStudioSourceParams = _p(LabelStudioSourceParams())
 
 
 @dataclass(frozen=True)

@@ -102,12 +102,15 @@ def write_json(path: Path, data: Any, *, indent: int | None = 1) -> Path:
 
 
 @contextlib.contextmanager
-def atomic_path(path: Path) -> Iterator[Path]:
+def atomic_path(path: Path, keep_suffix: bool = False) -> Iterator[Path]:
     """For writers that need a file name (``pq.write_table``, matplotlib): yields a temp path beside ``path`` and
-    renames it into place when the block ends without an exception; otherwise removes it."""
+    renames it into place when the block ends without an exception; otherwise removes it. ``keep_suffix``: the temp
+    name ends in ``path``'s suffix, for writers that choose the format by it (sleap-io)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _temp_name(path, None)
+    if keep_suffix:
+        tmp = tmp.with_name(tmp.name + path.suffix)
     try:
         yield tmp
         os.replace(tmp, path)

@@ -85,6 +85,152 @@ COCO_SIGMAS: dict[str, float] = dict(
 
 DEFAULT_SIGMA = 0.1
 
+# Published per-keypoint OKS sigmas of other human-pose data sets, keyed by keypoint name. Used when a category's
+# names are exactly one of these sets (in any order); ``data.sigmas`` in params.yaml overrides them.
+# CrowdPose: its own cocoapi fork and MMPose's configs/_base_/datasets/crowdpose.py (COCO's values, head / neck 0.079);
+# its JSON names the head keypoint "head", MMPose "top_head": both are accepted.
+CROWDPOSE_KEYPOINT_NAMES: tuple[str, ...] = (
+    "left_shoulder",
+    "right_shoulder",
+    "left_elbow",
+    "right_elbow",
+    "left_wrist",
+    "right_wrist",
+    "left_hip",
+    "right_hip",
+    "left_knee",
+    "right_knee",
+    "left_ankle",
+    "right_ankle",
+    "head",
+    "neck",
+)
+_CROWDPOSE_SIGMAS = (0.079, 0.079, 0.072, 0.072, 0.062, 0.062, 0.107, 0.107, 0.087, 0.087, 0.089, 0.089, 0.079, 0.079)
+# AI Challenger (AIC): AI_Challenger_2017 keypoint_eval.py (delta = 2 sigma), as MMPose's aic.py gives them.
+AIC_KEYPOINT_NAMES: tuple[str, ...] = (
+    "right_shoulder",
+    "right_elbow",
+    "right_wrist",
+    "left_shoulder",
+    "left_elbow",
+    "left_wrist",
+    "right_hip",
+    "right_knee",
+    "right_ankle",
+    "left_hip",
+    "left_knee",
+    "left_ankle",
+    "head_top",
+    "neck",
+)
+_AIC_SIGMAS = (
+    0.01388152,
+    0.01515228,
+    0.01057665,
+    0.01417709,
+    0.01497891,
+    0.01402144,
+    0.03909642,
+    0.03686941,
+    0.01981803,
+    0.03843971,
+    0.03412318,
+    0.02415081,
+    0.01291456,
+    0.01236173,
+)
+# MPII: 16 joints in MPII's order (the layout of MMPose's mpii_{train,val}.json); MPII itself is scored with PCKh,
+# these sigmas are MMPose's mpii.py ("adapted from COCO"), so OKS numbers on MPII are comparable with MMPose's.
+MPII_KEYPOINT_NAMES: tuple[str, ...] = (
+    "right_ankle",
+    "right_knee",
+    "right_hip",
+    "left_hip",
+    "left_knee",
+    "left_ankle",
+    "pelvis",
+    "thorax",
+    "upper_neck",
+    "head_top",
+    "right_wrist",
+    "right_elbow",
+    "right_shoulder",
+    "left_shoulder",
+    "left_elbow",
+    "left_wrist",
+)
+_MPII_SIGMAS = (
+    0.089,
+    0.083,
+    0.107,
+    0.107,
+    0.083,
+    0.089,
+    0.026,
+    0.026,
+    0.026,
+    0.026,
+    0.062,
+    0.072,
+    0.179,
+    0.179,
+    0.072,
+    0.062,
+)
+# MPII's skeleton (0-based), for files made by the MPII reader.
+MPII_SKELETON: tuple[tuple[int, int], ...] = tuple(
+    (MPII_KEYPOINT_NAMES.index(a), MPII_KEYPOINT_NAMES.index(b))
+    for a, b in (
+        ("right_ankle", "right_knee"),
+        ("right_knee", "right_hip"),
+        ("right_hip", "pelvis"),
+        ("pelvis", "left_hip"),
+        ("left_hip", "left_knee"),
+        ("left_knee", "left_ankle"),
+        ("pelvis", "thorax"),
+        ("thorax", "upper_neck"),
+        ("upper_neck", "head_top"),
+        ("upper_neck", "right_shoulder"),
+        ("right_shoulder", "right_elbow"),
+        ("right_elbow", "right_wrist"),
+        ("upper_neck", "left_shoulder"),
+        ("left_shoulder", "left_elbow"),
+        ("left_elbow", "left_wrist"),
+    )
+)
+
+# sigma_source value -> name -> sigma. Checked in this order; COCO's own names are handled by COCO_SIGMAS.
+KNOWN_SIGMAS: dict[str, dict[str, float]] = {
+    "crowdpose": dict(zip(CROWDPOSE_KEYPOINT_NAMES, _CROWDPOSE_SIGMAS, strict=True)),
+    "aic": dict(zip(AIC_KEYPOINT_NAMES, _AIC_SIGMAS, strict=True)),
+    "mpii": dict(zip(MPII_KEYPOINT_NAMES, _MPII_SIGMAS, strict=True)),
+}
+# Other spellings of the same keypoint in published files.
+_NAME_ALIASES = {"top_head": "head"}
+
+
+def canonical_order(names: Sequence[str]) -> list[str]:
+    """``names`` in the order of the published schema they all belong to (COCO, CrowdPose, AIC, MPII), else as
+    given. For formats that carry names but no order (a Label Studio export lists the labels placed, person by
+    person)."""
+    for table in (COCO_SIGMAS, *KNOWN_SIGMAS.values()):
+        if all(n in table for n in names):
+            order = list(table)
+            return sorted(names, key=order.index)
+    return list(names)
+
+
+def known_sigmas(names: Sequence[str]) -> tuple[str, tuple[float, ...]] | None:
+    """(data set, sigmas (K,)) when ``names`` are exactly the keypoints of COCO, CrowdPose, AIC or MPII (any
+    order); None otherwise. Matching is on the whole set: a partial or extended schema is not any of them."""
+    if all(n in COCO_SIGMAS for n in names) and len(set(names)) == len(names):
+        return "coco", tuple(COCO_SIGMAS[n] for n in names)
+    canon = [_NAME_ALIASES.get(n.lower(), n.lower()) for n in names]
+    for dataset, table in KNOWN_SIGMAS.items():
+        if sorted(canon) == sorted(table):
+            return dataset, tuple(table[n] for n in canon)
+    return None
+
 
 def _flip_pairs_from_names(names: Sequence[str]) -> tuple[tuple[int, int], ...]:
     """Pairs (i, j) with i < j where names[i] and names[j] differ only by a left/right marker."""
@@ -107,7 +253,8 @@ class KeypointSchema:
     """What the K keypoints of one category are.
 
     ``skeleton`` and ``flip_pairs`` hold 0-based keypoint indices; ``sigmas`` has shape (K,).
-    ``sigma_source`` says where the sigmas came from ("coco", "params", "default") so every metric can log it.
+    ``sigma_source`` says where the sigmas came from ("coco", "crowdpose", "aic", "mpii", "params", "default") so every
+    metric can log it.
     """
 
     names: tuple[str, ...]
@@ -158,17 +305,19 @@ class KeypointSchema:
     ) -> KeypointSchema:
         """Build from a COCO category dict (``keypoints`` names, 1-based ``skeleton``).
 
-        Sigmas: ``sigmas`` when given (from params), else COCO's when every name is a COCO name, else 0.1 each.
+        Sigmas: ``sigmas`` when given (from params), else the published ones when the names are those of COCO,
+        CrowdPose, AIC or MPII (``known_sigmas``), else 0.1 each. ``sigma_source`` says which.
         Flip pairs: ``flip_pairs`` (0-based) when given, else derived from left_/right_ names.
         """
         names = tuple(str(n) for n in category.get("keypoints") or ())
         if not names:
             raise ValueError(f"category {category.get('id')} ({category.get('name')!r}) has no 'keypoints' names")
         skeleton = tuple((int(a) - 1, int(b) - 1) for a, b in category.get("skeleton") or ())
+        known = known_sigmas(names)
         if sigmas is not None:
             sig, source = tuple(float(s) for s in sigmas), "params"
-        elif all(n in COCO_SIGMAS for n in names):
-            sig, source = tuple(COCO_SIGMAS[n] for n in names), "coco"
+        elif known is not None:
+            source, sig = known
         else:
             sig, source = (DEFAULT_SIGMA,) * len(names), "default"
         pairs = (

@@ -26,9 +26,9 @@ from pipeline.data.coco import (
     read_coco,
     summarize,
     validate_coco,
-    validate_command,
     write_coco,
 )
+from pipeline.data.validate import validate_command
 from pipeline.keypoints import COCO_KEYPOINT_NAMES
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -419,13 +419,6 @@ BAD_CASES = [
         "keypoints",
         "duplicate keypoint names ['a']",
     ),
-    (
-        "skeleton_out_of_range",
-        _set("categories", 0, "skeleton", [[1, 4]]),
-        "category 1",
-        "skeleton",
-        "1-based keypoint indices in 1..3",
-    ),
 ]
 
 
@@ -524,6 +517,30 @@ def test_num_keypoints_mismatch_is_a_warning(tmp_path, caplog):
     assert "annotation 10: field 'num_keypoints'" in caplog.text
     by_id = {a["id"]: a for a in coco.annotations}  # made consistent for evaluation; the input dict is not changed
     assert by_id[10]["num_keypoints"] == 2 and by_id[11]["area"] == by_id[11]["bbox"][2] * by_id[11]["bbox"][3]
+
+
+def test_cosmetic_fields_are_warnings_and_fixed(tmp_path):
+    """What only draws or describes (skeleton, a box or point past the border) warns; the labels stay as they are."""
+    data = _base()
+    data["categories"][0]["skeleton"] = [[1, 2], [1, 4], [17, 15], [2, 3]]  # COCO's indices on a 3-keypoint schema
+    data["annotations"][0]["keypoints"] = [10, 11, 2, 70.5, 13, 1, 0, 0, 0]  # image 1 is 64 wide
+    data["annotations"][1]["bbox"] = [30, 5, 40, 30]  # to x = 70 of 64
+    path = tmp_path / "labels.json"
+    path.write_text(json.dumps(data))
+    problems = validate_coco(data, path)
+    assert [str(p) for p in problems] == [
+        f"{path}: category 1: field 'skeleton': warning: 2 of 4 edge(s) are not pairs of 1-based keypoint indices in "
+        "1..3, first [1, 4]: dropped",
+        f"{path}: annotation 10: field 'keypoints': warning: 1 labeled keypoint(s) outside the 64x48 image, first "
+        "keypoint 1 at (70.5, 13): kept",
+        f"{path}: annotation 11: field 'bbox': warning: [30, 5, 40, 30] reaches outside the 64x48 image: kept",
+    ]
+    coco = read_coco(path)
+    assert coco.schema.skeleton == ((0, 1), (1, 2))
+    assert coco.keypoints_array()[0, 1, 0] == 70.5 and coco.annotations[1]["bbox"] == [30, 5, 40, 30]
+    data["categories"][0]["skeleton"] = "a-b"
+    assert validate_coco(data, path)[0].message == "expected a list of pairs, got 'a-b': ignored"
+    assert CocoKeypoints.from_dict(data).schema.skeleton == ()
 
 
 # --------------------------------------------------------------------------------------------------------- categories

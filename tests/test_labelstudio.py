@@ -28,7 +28,7 @@ require_label_studio()
 
 from label_studio_sdk.core.api_error import ApiError  # noqa: E402  # after the loud skip
 
-from pipeline.labelstudio import annotations, client, oracle  # noqa: E402
+from pipeline.labelstudio import annotations, client, coordinates, oracle  # noqa: E402
 from pipeline.labelstudio import tasks as task_format  # noqa: E402
 from pipeline.labelstudio.config import keypoint_labels, labeling_config  # noqa: E402
 
@@ -77,10 +77,10 @@ def test_px_percent_round_trip_is_exact():
     rng = np.random.default_rng(0)
     for size in (1, 7, 48, 641, 4000):
         px = rng.uniform(-0.5, size - 0.5, 1000)
-        back = task_format.percent_to_px(task_format.px_to_percent(px, size), size)
+        back = coordinates.percent_to_px(coordinates.px_to_percent(px, size), size)
         assert np.abs(back - px).max() < 1e-9
     # The pixel convention: the image's left edge (x = -0.5) is 0 %, its right edge (W - 0.5) 100 %.
-    assert task_format.px_to_percent(-0.5, 64) == 0.0 and task_format.px_to_percent(63.5, 64) == 100.0
+    assert coordinates.px_to_percent(-0.5, 64) == 0.0 and coordinates.px_to_percent(63.5, 64) == 100.0
 
 
 def test_task_to_correction_round_trip_keeps_visibility():

@@ -11,7 +11,14 @@ Severity. Everything is an error except these warnings, which are reported and l
 * ``num_keypoints`` that disagrees with the visibility flags, or is missing. COCO's own files are consistent, but
   other tools' exports often get the count wrong while the keypoints themselves are fine. It still matters: pycocotools
   ignores ground truth whose ``num_keypoints`` is 0, so evaluation should recount from the flags, not trust the field.
-* a missing ``area`` (pycocotools evaluation needs it; training does not).
+* a missing ``area`` (pycocotools evaluation needs it; training does not): computed from the box. AIC and CrowdPose
+  files have none.
+* skeleton edges that are not pairs of keypoint indices in 1..K: dropped (the skeleton only draws lines; CrowdPose's
+  files carry COCO's 17-keypoint skeleton on 14 keypoints).
+* a box, or a labeled keypoint, more than ``OUTSIDE_IMAGE_TOLERANCE`` pixels outside its image: kept as it is.
+
+Everything that would change what a label says (ids, keypoint values and counts, visibility flags, boxes that are not
+boxes) stays an error.
 
 Accepted as valid: crowd annotations (``iscrowd`` 1) and people without keypoints (all zeros, ``num_keypoints`` 0),
 which is also how unlabeled pool instances are stored (an annotation always carries ``3*K`` keypoint values).
@@ -46,6 +53,8 @@ from pipeline.keypoints import KeypointSchema
 log = logging.getLogger(__name__)
 
 REQUIRED_TOP_LEVEL = ("images", "annotations", "categories")
+# ``source`` of an annotation a reader brings along without labels: a pool instance (prepare.split_dataset).
+UNLABELED = "unlabeled"
 VISIBILITY_FLAGS = (0, 1, 2)
 
 Severity = Literal["error", "warning"]
@@ -168,7 +177,13 @@ def validate_coco(
         raise ValueError("check_images=True needs images_dir (the folder the images' file_name is relative to)")
     out = _Collector(str(path) if path is not None else "<coco>")
     if not isinstance(data, dict):
-        out.add("top level", None, f"expected a JSON object with {list(REQUIRED_TOP_LEVEL)}, got {type(data).__name__}")
+        hint = ""
+        if isinstance(data, list):
+            hint = (
+                " (a list of records: MPII's layout is data.source: mpii, a Label Studio export data.source: "
+                "labelstudio; `python -m pipeline validate` reads both)"
+            )
+        out.add("top level", None, f"expected a JSON object with {list(REQUIRED_TOP_LEVEL)}, got {type(data).__name__}{hint}")
         return out.problems
     missing = False
     for key in REQUIRED_TOP_LEVEL:
@@ -182,8 +197,8 @@ def validate_coco(
         return out.problems
 
     num_kps = _check_categories(data["categories"], out)
-    image_ids = _check_images(data["images"], out)
-    _check_annotations(data["annotations"], image_ids, num_kps, set(_category_ids(data["categories"])), out)
+    image_sizes = _check_images(data["images"], out)
+    _check_annotations(data["annotations"], image_sizes, num_kps, set(_category_ids(data["categories"])), out)
     if images_dir is not None:
         _check_image_files(data["images"], Path(images_dir), check_images, out)
     return out.problems
@@ -228,19 +243,47 @@ def _check_categories(categories: list[Any], out: _Collector) -> dict[int, int]:
             broken = True
             continue
         k = len(names)
+        # The skeleton only draws lines: a bad one is a warning and the bad edges are dropped (``skeleton_edges``).
+        # CrowdPose's files, for one, carry COCO's 17-keypoint skeleton on their 14 keypoints.
         skeleton = cat.get("skeleton", [])
-        if not isinstance(skeleton, list) or not all(
-            isinstance(e, list | tuple) and len(e) == 2 and all(is_int(j) and 1 <= j <= k for j in e) for e in skeleton
-        ):
-            out.add(rec, "skeleton", f"expected pairs of 1-based keypoint indices in 1..{k}, got {_fmt(skeleton)}")
+        if not isinstance(skeleton, list):
+            out.add(rec, "skeleton", f"expected a list of pairs, got {_fmt(skeleton)}: ignored", "warning")
+        else:
+            dropped = [e for e in skeleton if _skeleton_edge(e, k) is None]
+            if dropped:
+                out.add(
+                    rec,
+                    "skeleton",
+                    f"{len(dropped)} of {len(skeleton)} edge(s) are not pairs of 1-based keypoint indices in 1..{k}, "
+                    f"first {_fmt(dropped[0])}: dropped",
+                    "warning",
+                )
         num_kps[cid] = k
     if not num_kps and not broken:
         out.add("categories", "keypoints", "no category defines 'keypoints' names: not a COCO keypoint file")
     return num_kps
 
 
-def _check_images(images: list[Any], out: _Collector) -> set[Any]:
-    ids: set[Any] = set()
+def _skeleton_edge(edge: Any, k: int) -> tuple[int, int] | None:
+    """A COCO skeleton edge as a 0-based pair, or None when it is not a pair of 1-based indices in 1..k."""
+    if isinstance(edge, list | tuple) and len(edge) == 2 and all(is_int(j) and 1 <= j <= k for j in edge):
+        return edge[0] - 1, edge[1] - 1
+    return None
+
+
+def skeleton_edges(category: dict) -> list[list[int]]:
+    """The category's valid skeleton edges, 1-based as COCO writes them; what validation warned about is gone."""
+    skeleton = category.get("skeleton")
+    k = len(category.get("keypoints") or ())
+    if not isinstance(skeleton, list):
+        return []
+    pairs = [_skeleton_edge(e, k) for e in skeleton]
+    return [[a + 1, b + 1] for a, b in filter(None, pairs)]
+
+
+def _check_images(images: list[Any], out: _Collector) -> dict[Any, tuple[Any, Any]]:
+    """Returns image id -> (width, height) as written (checked below), for the annotation checks."""
+    ids: dict[Any, tuple[Any, Any]] = {}
     for i, img in enumerate(images):
         rec = _record_name("image", img, i, "images")
         if not isinstance(img, dict):
@@ -252,7 +295,7 @@ def _check_images(images: list[Any], out: _Collector) -> set[Any]:
         elif iid in ids:
             out.add(rec, "id", "duplicate image id")
         else:
-            ids.add(iid)
+            ids[iid] = (img.get("width"), img.get("height"))
         name = img.get("file_name")
         if not isinstance(name, str) or not name:
             out.add(rec, "file_name", f"expected a non-empty string, got {_fmt(name)}")
@@ -268,7 +311,11 @@ def _check_images(images: list[Any], out: _Collector) -> set[Any]:
 
 
 def _check_annotations(
-    annotations: list[Any], image_ids: set[Any], num_kps: dict[int, int], category_ids: set[int], out: _Collector
+    annotations: list[Any],
+    image_sizes: dict[Any, tuple[Any, Any]],
+    num_kps: dict[int, int],
+    category_ids: set[int],
+    out: _Collector,
 ) -> None:
     ids: set[Any] = set()
     # Problems per annotation position, so each record's problems are reported together and in file order even
@@ -295,14 +342,14 @@ def _check_annotations(
             ids.add(aid)
         if "image_id" not in ann:
             add("image_id", "missing")
-        elif not is_int(ann["image_id"]) or ann["image_id"] not in image_ids:  # int first: a list is unhashable
+        elif not is_int(ann["image_id"]) or ann["image_id"] not in image_sizes:  # int first: a list is unhashable
             add("image_id", f"no image with id {_fmt(ann['image_id'])}")
         cid = ann.get("category_id")
         if "category_id" not in ann:
             add("category_id", "missing")
         elif not is_int(cid) or cid not in category_ids:
             add("category_id", f"no category with id {_fmt(cid)}")
-        _check_bbox(ann, add)
+        _check_bbox(ann, add, _size_of(image_sizes, ann))
         if "area" not in ann:
             add("area", "missing: computed from the box (width x height)", "warning")
         elif not is_number(ann["area"]) or not math.isfinite(ann["area"]) or ann["area"] < 0:
@@ -322,12 +369,28 @@ def _check_annotations(
             by_k.setdefault(k, []).append((i, rec, ann))
 
     for k, rows in by_k.items():
-        _check_keypoint_values(k, rows, found, out.file)
+        _check_keypoint_values(k, rows, found, out.file, image_sizes)
     for i in sorted(found):
         out.problems.extend(found[i])
 
 
-def _check_bbox(ann: dict, add: Any) -> None:
+# How far (pixels) a box or a labeled keypoint may lie outside the image before it is worth a warning: annotation
+# tools place points on pixel edges and round boxes outwards.
+OUTSIDE_IMAGE_TOLERANCE = 1.0
+
+
+def _size_of(image_sizes: dict[Any, tuple[Any, Any]], ann: dict) -> tuple[Any, Any] | None:
+    image_id = ann.get("image_id")
+    return image_sizes.get(image_id) if is_int(image_id) else None  # int first: a list is unhashable
+
+
+def _image_size(size: tuple[Any, Any] | None) -> tuple[float, float] | None:
+    if size is None or not all(is_int(v) and v > 0 for v in size):
+        return None  # no such image, or a bad width / height (reported with the image)
+    return float(size[0]), float(size[1])
+
+
+def _check_bbox(ann: dict, add: Any, image_size: tuple[Any, Any] | None) -> None:
     if "bbox" not in ann:
         add("bbox", "missing")
         return
@@ -338,12 +401,22 @@ def _check_bbox(ann: dict, add: Any) -> None:
         add("bbox", f"not finite: {_fmt(box)}")
     elif box[2] <= 0 or box[3] <= 0:
         add("bbox", f"width and height must be > 0, got width {box[2]}, height {box[3]}")
+    elif (size := _image_size(image_size)) is not None:
+        # A box reaching past the border is kept as it is: the crop pads, and a truncated person is a real label.
+        tol = OUTSIDE_IMAGE_TOLERANCE
+        if box[0] < -tol or box[1] < -tol or box[0] + box[2] > size[0] + tol or box[1] + box[3] > size[1] + tol:
+            add("bbox", f"{_fmt(box)} reaches outside the {size[0]:g}x{size[1]:g} image: kept", "warning")
 
 
 def _check_keypoint_values(
-    k: int, rows: list[tuple[int, str, dict]], found: dict[int, list[Problem]], file: str
+    k: int,
+    rows: list[tuple[int, str, dict]],
+    found: dict[int, list[Problem]],
+    file: str,
+    image_sizes: dict[Any, tuple[Any, Any]],
 ) -> None:
-    """Values of n keypoint lists of length 3K: numbers, finite, visibility in {0,1,2}, num_keypoints consistent.
+    """Values of n keypoint lists of length 3K: numbers, finite, visibility in {0,1,2}, num_keypoints consistent,
+    labeled keypoints inside their image (a warning: such a point is kept, the model learns it as given).
 
     Vectorised because a pool file can hold a million instances; Python only touches the rows that fail. The price:
     a bool among numbers (``true`` in the JSON) passes as 0 / 1, since numpy folds it into the integer array.
@@ -389,6 +462,21 @@ def _check_keypoint_values(
                 f"visibility must be 0, 1 or 2: {len(bad)} keypoint(s) are not, first keypoint {j}: {vis[pos, j]:g}"
             )
             add(i, rec, "keypoints", message)
+    sizes = np.array(
+        [_image_size(_size_of(image_sizes, ann)) or (np.inf, np.inf) for _, _, ann in rows], dtype=np.float64
+    ).reshape(len(rows), 1, 2)
+    with np.errstate(invalid="ignore"):
+        tol = OUTSIDE_IMAGE_TOLERANCE
+        outside = (vis > 0) & finite.all(axis=2) & ((arr[:, :, :2] < -tol) | (arr[:, :, :2] > sizes + tol)).any(axis=2)
+    for pos in np.flatnonzero(outside.any(axis=1)).tolist():
+        i, rec, _ = rows[pos]
+        j = int(np.flatnonzero(outside[pos])[0])
+        w, h = sizes[pos, 0]
+        message = (
+            f"{int(outside[pos].sum())} labeled keypoint(s) outside the {w:g}x{h:g} image, first keypoint {j} at "
+            f"({arr[pos, j, 0]:g}, {arr[pos, j, 1]:g}): kept"
+        )
+        add(i, rec, "keypoints", message, "warning")
     for pos, (i, rec, ann) in enumerate(rows):
         nk = ann.get("num_keypoints")
         if nk is None:
@@ -457,6 +545,44 @@ def load_image(path: str | os.PathLike[str]) -> np.ndarray | None:
         return None
 
 
+def box_around(
+    points: Sequence[tuple[float, float]], width: float, height: float, margin: float = 0.1, min_pad: float = 8.0
+) -> list[float] | None:
+    """COCO [x, y, w, h] around labeled points, for formats that have no boxes (DeepLabCut, SLEAP, Label Studio
+    keypoints without a rectangle): their extent grown on every side by ``margin`` times its longer side, but by at
+    least ``min_pad`` pixels (so a single point still gets a box), clipped to the (width, height) image. None when
+    nothing is left inside the image. A few points on a mouse (snout, ears, tail base) do not span the body, hence a
+    margin relative to the longer side rather than per axis."""
+    xs, ys = [p[0] for p in points], [p[1] for p in points]
+    if not xs:
+        return None
+    pad = max(min_pad, margin * max(max(xs) - min(xs), max(ys) - min(ys)))
+    x0, y0 = max(0.0, min(xs) - pad), max(0.0, min(ys) - pad)
+    x1, y1 = min(float(width), max(xs) + pad), min(float(height), max(ys) + pad)
+    if x1 <= x0 or y1 <= y0:
+        return None
+    return [x0, y0, x1 - x0, y1 - y0]
+
+
+def keypoint_annotation(
+    ann_id: int, image_id: int, keypoints: Sequence[float], box: Sequence[float], **fields: Any
+) -> dict:
+    """A COCO keypoint annotation of category 1 from flat keypoints (3K,) and a box, as the format readers build
+    them: ``num_keypoints`` counted from the flags, ``area`` = box area (no masks), extra ``fields`` (provenance:
+    ``source``, a tool's own ids) after the COCO ones."""
+    return {
+        "id": ann_id,
+        "image_id": image_id,
+        "category_id": 1,
+        "keypoints": list(keypoints),
+        "num_keypoints": sum(1 for v in keypoints[2::3] if v > 0),
+        "bbox": list(box),
+        "area": box[2] * box[3],
+        "iscrowd": 0,
+        **fields,
+    }
+
+
 # ----------------------------------------------------------------------------------------------------------- container
 
 
@@ -506,7 +632,9 @@ class CocoKeypoints:
         _log_warnings(problems)
         cat = _pick_category(data["categories"], category, file, problems)
         try:
-            schema = KeypointSchema.from_coco_category(cat, sigmas=sigmas, flip_pairs=flip_pairs)
+            schema = KeypointSchema.from_coco_category(
+                {**cat, "skeleton": skeleton_edges(cat)}, sigmas=sigmas, flip_pairs=flip_pairs
+            )
         except ValueError as exc:  # e.g. sigmas of the wrong length: name the file and category
             raise CocoFormatError(
                 [*problems, Problem(file, f"category {cat['id']}", "keypoints", f"bad keypoint schema: {exc}")]
@@ -610,12 +738,28 @@ def _pick_category(categories: list[dict], wanted: int | str | None, file: str, 
     return match[0]
 
 
+def warning_lines(problems: Sequence[Problem], limit: int = 20) -> list[str]:
+    """Warnings as lines for a person to read: the same warning on many records (``area`` missing in a CrowdPose
+    file of 20,000 people) is one line with the count and the first record; at most ``limit`` lines."""
+    groups: dict[tuple[str | None, str], list[Problem]] = {}
+    for p in problems:
+        if p.severity == "warning":
+            # Group on the message's wording without its numbers, so "3 but 2 keypoint(s)" and "5 but 4" count as one.
+            key = (p.field, "".join(ch for ch in p.message if not ch.isdigit()))
+            groups.setdefault(key, []).append(p)
+    lines = []
+    for group in groups.values():
+        first = group[0]
+        more = f" (and {len(group) - 1} more record(s) like it)" if len(group) > 1 else ""
+        lines.append(f"{first}{more}")
+    if len(lines) > limit:
+        lines = [*lines[:limit], f"... and {len(lines) - limit} more kind(s) of warning"]
+    return lines
+
+
 def _log_warnings(problems: Sequence[Problem], limit: int = 20) -> None:
-    warnings = [p for p in problems if p.severity == "warning"]
-    for p in warnings[:limit]:
-        log.warning("%s", p)
-    if len(warnings) > limit:
-        log.warning("... and %d more warning(s) in %s", len(warnings) - limit, warnings[0].file)
+    for line in warning_lines(problems, limit):
+        log.warning("%s", line)
 
 
 # ------------------------------------------------------------------------------------------------------ read and write
@@ -727,55 +871,3 @@ def summarize(coco: CocoKeypoints) -> dict:
         "sigma_source": schema.sigma_source,
         "sigmas": schema.describe_sigmas(),
     }
-
-
-def validate_command(
-    annotations: str | os.PathLike[str], images: str | os.PathLike[str] | None = None, category: int | str | None = None
-) -> int:
-    """``python -m pipeline validate ANNOTATIONS.json [--images DIR]``: print a summary and return 0 when the file is
-    valid (warnings are printed too); print every problem and return 2 when it is not.
-
-    With ``images`` every image is checked: present, decodable, size as in the JSON.
-    """
-    path = Path(annotations)
-    try:
-        data = load_json(path)
-    except CocoFormatError as exc:
-        print(exc)
-        return 2
-    except OSError as exc:
-        print(f"{path}: cannot read: {exc}")
-        return 2
-    problems = validate_coco(data, path, images_dir=images, check_images=images is not None)
-    errors = [p for p in problems if p.severity == "error"]
-    if errors:
-        print(f"{path}: INVALID, {len(errors)} error(s), {len(problems) - len(errors)} warning(s)")
-        for p in errors + [p for p in problems if p.severity != "error"]:
-            print(f"  {p}")
-        return 2
-    try:
-        # Re-validating in from_dict is cheap next to the image check, which is not repeated (no images_dir).
-        coco = CocoKeypoints.from_dict(data, path, category=category)
-    except CocoFormatError as exc:
-        print(exc)
-        return 2
-    s = summarize(coco)
-    vis = s["keypoints_by_visibility"]
-    print(f"{path}: OK" + (f" ({len(problems)} warning(s))" if problems else ""))
-    print(
-        f"  images:     {s['images']} ({s['images_with_instances']} with instances)"
-        + ("" if images is None else f", files checked in {images}")
-    )
-    print(
-        f"  instances:  {s['instances']} of category {s['category']['id']} {s['category']['name']!r}: "
-        f"{s['instances_with_keypoints']} with keypoints, {s['crowd']} crowd"
-        + (f"; {s['other_category_instances']} of other categories" if s["other_category_instances"] else "")
-    )
-    print(f"  keypoints by visibility: 0 (unlabeled) {vis[0]}, 1 (occluded) {vis[1]}, 2 (visible) {vis[2]}")
-    print(f"  schema:     {len(s['keypoint_names'])} keypoints: {', '.join(s['keypoint_names'])}")
-    print(f"  flip pairs: {', '.join(f'{a}<->{b}' for a, b in s['flip_pairs']) or 'none'}")
-    print(f"  skeleton:   {s['skeleton_edges']} edges")
-    print(f"  OKS sigmas: {s['sigma_source']}: " + ", ".join(f"{n}={v:g}" for n, v in s["sigmas"].items()))
-    for p in problems:
-        print(f"  {p}")
-    return 0

@@ -32,8 +32,11 @@ import os
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+import numpy as np
 import yaml
 from PIL import Image
+
+from pipeline.data.coco import box_around
 
 log = logging.getLogger(__name__)
 
@@ -265,12 +268,108 @@ def _box(
     points: list[tuple[float, float]], width: int, height: int, margin: float, min_pad: float, row: _Row
 ) -> list[float]:
     """COCO [x, y, w, h] around the points, padded and clipped to the (width, height) image."""
-    xs, ys = [p[0] for p in points], [p[1] for p in points]
-    pad = max(min_pad, margin * max(max(xs) - min(xs), max(ys) - min(ys)))
-    x0, y0 = max(0.0, min(xs) - pad), max(0.0, min(ys) - pad)
-    x1, y1 = min(float(width), max(xs) + pad), min(float(height), max(ys) + pad)
-    if x1 <= x0 or y1 <= y0:
+    box = box_around(points, width, height, margin, min_pad)
+    if box is None:
         raise DeepLabCutFormatError(
             f"{row.csv_path}: line {row.line} ({row.image}): labeled keypoints lie outside the {width}x{height} image"
         )
-    return [x0, y0, x1 - x0, y1 - y0]
+    return box
+
+
+# ------------------------------------------------------------------------------------------------------------ export
+
+
+def write_deeplabcut_labels(project_dir: str | os.PathLike[str], coco: dict) -> list[Path]:
+    """Write the labels of a COCO keypoint dict into a DeepLabCut project as ``CollectedData_<scorer>.h5`` and
+    ``.csv`` in each ``labeled-data/<folder>`` they are in; returns the files written.
+
+    DeepLabCut's own layout: rows indexed by ("labeled-data", folder, file) (DLC >= 2.2), columns a MultiIndex
+    (scorer, bodyparts, coords) with x, y per bodypart, NaN where unlabeled; the .h5 under key ``df_with_missing``.
+    Images' ``file_name`` must be paths relative to the project (``labeled-data/<folder>/<file>``); the keypoint
+    names must be config.yaml's bodyparts (in any order: columns follow config.yaml). A frame the project's label
+    file has and ``coco`` does not keeps its row as it is, so nothing labeled before is lost; frames, config.yaml and
+    every other file are not touched. Each file is replaced atomically. One labeled instance per frame
+    (single-animal projects); more is a ``DeepLabCutFormatError`` naming the frame.
+    """
+    import pandas as pd
+
+    from pipeline.files import atomic_path
+
+    project = Path(project_dir)
+    config = _read_config(project / "config.yaml")
+    bodyparts: list[str] = config["bodyparts"]
+    scorer = str(config.get("scorer") or "poseloop")
+    category = next(c for c in coco["categories"] if c.get("keypoints"))
+    names = list(category["keypoints"])
+    if sorted(names) != sorted(bodyparts):
+        raise DeepLabCutFormatError(
+            f"{project / 'config.yaml'}: bodyparts {bodyparts} are not the labels' keypoints {names}"
+        )
+    column_of = [bodyparts.index(n) for n in names]
+    images = {im["id"]: im for im in coco["images"]}
+    rows: dict[str, dict[tuple[str, str, str], np.ndarray]] = {}  # folder -> index -> (2 * bodyparts,)
+    for ann in coco["annotations"]:
+        if ann.get("category_id") != category["id"] or not any(v > 0 for v in ann["keypoints"][2::3]):
+            continue
+        name = PurePosixPath(images[ann["image_id"]]["file_name"])
+        if len(name.parts) != 3 or name.parts[0] != "labeled-data":
+            raise DeepLabCutFormatError(
+                f"image {images[ann['image_id']]['file_name']}: not a frame of the project (labeled-data/<folder>/<file>)"
+            )
+        values = np.full(2 * len(bodyparts), np.nan)
+        kps = np.asarray(ann["keypoints"], dtype=np.float64).reshape(-1, 3)
+        for j, (x, y, v) in enumerate(kps):
+            if v > 0:
+                values[2 * column_of[j] : 2 * column_of[j] + 2] = (x, y)
+        folder_rows = rows.setdefault(name.parts[1], {})
+        if name.parts in folder_rows:
+            raise DeepLabCutFormatError(f"{name}: more than one labeled instance (a single-animal project has one)")
+        folder_rows[name.parts] = values
+
+    columns = pd.MultiIndex.from_product([[scorer], bodyparts, ["x", "y"]], names=["scorer", "bodyparts", "coords"])
+    written = []
+    for folder, new_rows in sorted(rows.items()):
+        base = project / "labeled-data" / folder / f"CollectedData_{scorer}"
+        table = pd.DataFrame(
+            np.stack(list(new_rows.values())), index=pd.MultiIndex.from_tuples(list(new_rows)), columns=columns
+        )
+        one_column = False
+        if base.with_suffix(".csv").is_file():  # keep the frames the export does not carry, as they are
+            old = _existing_rows(base.with_suffix(".csv"), bodyparts, project, scorer)
+            table = pd.concat([old.loc[~old.index.isin(table.index)], table]).sort_index()
+            one_column = _index_columns(base.with_suffix(".csv")) == 1
+        else:
+            table = table.sort_index()
+        if one_column:  # the project's file has DLC 2.0 / 2.1's one-column path index: keep its style
+            table.index = pd.Index(["/".join(parts) for parts in table.index])
+        with atomic_path(base.with_suffix(".h5")) as tmp:
+            table.to_hdf(tmp, key="df_with_missing", mode="w")
+        with atomic_path(base.with_suffix(".csv")) as tmp:
+            table.to_csv(tmp)
+        written += [base.with_suffix(".h5"), base.with_suffix(".csv")]
+    return written
+
+
+def _index_columns(csv_path: Path) -> int:
+    """How many index columns a DeepLabCut CSV has (1: DLC 2.0 / 2.1, 3: DLC >= 2.2)."""
+    with open(csv_path, newline="", encoding="utf-8-sig") as f:
+        reader = csv.reader(f)
+        coords = next((r for r in reader if r and r[0].strip() == "coords"), [])
+    return next((j for j in range(1, len(coords)) if coords[j].strip()), 1)
+
+
+def _existing_rows(csv_path: Path, bodyparts: list[str], project: Path, scorer: str):  # -> pd.DataFrame
+    """A project's label file as the table ``write_deeplabcut_labels`` writes (read by our own CSV reader, so an
+    older one-column index comes back in DLC >= 2.2's three-level form)."""
+    import pandas as pd
+
+    index, values = [], []
+    for row in _read_csv(csv_path, bodyparts, project):
+        index.append(PurePosixPath(row.image).parts)
+        values.append([c for p in row.xy for c in (p if p is not None else (np.nan, np.nan))])
+    columns = pd.MultiIndex.from_product([[scorer], bodyparts, ["x", "y"]], names=["scorer", "bodyparts", "coords"])
+    return pd.DataFrame(
+        np.asarray(values, dtype=np.float64).reshape(len(values), 2 * len(bodyparts)),
+        index=pd.MultiIndex.from_tuples(index) if index else pd.MultiIndex.from_tuples([], names=[None] * 3),
+        columns=columns,
+    )

@@ -12,6 +12,7 @@ label instances one at a time).
 from __future__ import annotations
 
 import logging
+import math
 import os
 import shutil
 from pathlib import Path
@@ -19,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.config import DataParams
+from pipeline.data.coco import UNLABELED
 
 log = logging.getLogger(__name__)
 
@@ -52,16 +54,50 @@ def _without_keypoints(annotation: dict, num_keypoints: int) -> dict:
     return out
 
 
-def num_seed_labels(labeled: float, eligible: int) -> int:
-    """``data.labeled`` as a count: a fraction when < 1, else a count; at least 1, and leaves a pool."""
+# A source smaller than the defaults ask for: what a default shrinks to. Val and test get this share of the images
+# with labeled people each, so 60% stay for training (a 55-frame DeepLabCut project: 11 / 11 / 33).
+SMALL_HELD_OUT_SHARE = 0.2
+
+
+def num_seed_labels(labeled: float, eligible: int, fit: bool = False) -> int:
+    """``data.labeled`` as a count: a fraction when < 1, else a count; at least 1, and leaves a pool.
+
+    ``fit`` (the value is params.yaml's default): a count that leaves no pool becomes half the instances, with a
+    warning saying so, instead of an error.
+    """
     n = round(labeled * eligible) if labeled < 1 else int(labeled)
     n = max(n, 1)
+    if n >= eligible and fit and eligible >= 2:
+        chosen = eligible // 2
+        log.warning(
+            "data.labeled = %g (the default) asks for more than the %d labeled instances outside val / test: "
+            "using %d (half) as seed labels and the other %d as the pool; set data.labeled to choose",
+            labeled, eligible, chosen, eligible - chosen,
+        )
+        return chosen
     if n >= eligible:
         raise PrepareError(
             f"params.yaml: data.labeled = {labeled} asks for {n} seed labels but only {eligible} instances remain "
             "after val/test: nothing would be left in the pool"
         )
     return n
+
+
+def held_out_sizes(images_with_people: int, val_images: int, test_images: int, fit: bool = False) -> tuple[int, int]:
+    """(val, test) image counts. ``fit`` (the values are params.yaml's defaults): when they would take more than
+    40% of the images with labeled people, each becomes ``SMALL_HELD_OUT_SHARE`` of them (val at least 1), with a
+    warning saying what was chosen; otherwise the values are used as given (too many is an error later)."""
+    n = images_with_people
+    if not fit or val_images + test_images <= 2 * SMALL_HELD_OUT_SHARE * n:
+        return val_images, test_images
+    share = math.floor(SMALL_HELD_OUT_SHARE * n)
+    val, test = max(1, min(val_images, share)), min(test_images, share)
+    log.warning(
+        "the source has %d images with labeled people: data.val_images / test_images = %d / %d (the defaults) would "
+        "leave too few to train on; using %d / %d (%d%% each); set them in params.yaml to choose",
+        n, val_images, test_images, val, test, round(100 * SMALL_HELD_OUT_SHARE),
+    )
+    return val, test
 
 
 def split_dataset(
@@ -73,14 +109,24 @@ def split_dataset(
     test_images: int,
     num_keypoints: int,
     val_coco: dict | None = None,
+    fit_defaults: frozenset[str] = frozenset(),
 ) -> dict[str, dict]:
     """Split one COCO dict into the five prepared files (see module docstring). Deterministic in ``seed``.
 
     When ``val_coco`` is given, val and test images come from it and all of ``coco`` feeds the seed/pool split.
+    ``fit_defaults`` names the sizes (``labeled``, ``val_images``, ``test_images``) that are params.yaml's defaults
+    and may shrink to fit a small source (``held_out_sizes``, ``num_seed_labels``).
+
+    A source that brings its own pool (annotations with ``source: "unlabeled"``: a SLEAP file's predicted
+    instances, Label Studio tasks nobody labeled) keeps it: every labeled instance outside val / test is a seed label,
+    the unlabeled ones are the pool, and oracle.json is empty (there is no hidden truth to simulate with).
     """
     rng = np.random.default_rng(seed)
     held_source = val_coco if val_coco is not None else coco
     with_people = sorted({a["image_id"] for a in held_source["annotations"] if _eligible(a)})
+    val_images, test_images = held_out_sizes(
+        len(with_people), val_images, test_images, fit="val_images" in fit_defaults and "test_images" in fit_defaults
+    )
     if len(with_people) < val_images + test_images:
         raise PrepareError(
             f"val_images + test_images = {val_images + test_images} but the source has only {len(with_people)} "
@@ -102,9 +148,25 @@ def split_dataset(
     candidates = sorted(
         (a for a in coco["annotations"] if _eligible(a) and a["image_id"] not in held_out), key=lambda a: a["id"]
     )
+    own_pool = sorted(
+        (a for a in coco["annotations"] if a.get("source") == UNLABELED and a["image_id"] not in held_out),
+        key=lambda a: a["id"],
+    )
+    if own_pool:
+        if not candidates:
+            raise PrepareError("no labeled people outside val/test: the seed set would be empty")
+        log.warning(
+            "the source brings its own pool (%d unlabeled instances): all %d labeled instances outside val / test "
+            "are seed labels (data.labeled is not used), oracle.json is empty",
+            len(own_pool), len(candidates),
+        )
+        splits["labeled"] = _subset(coco, [dict(a, source="seed") for a in candidates])
+        splits["oracle"] = _subset(coco, [])
+        splits["pool"] = _subset(coco, [_without_keypoints(a, num_keypoints) for a in own_pool])
+        return splits
     if len(candidates) < 2:
         raise PrepareError(f"only {len(candidates)} labeled people outside val/test: need at least 2 to split")
-    n_seed = num_seed_labels(labeled, len(candidates))
+    n_seed = num_seed_labels(labeled, len(candidates), fit="labeled" in fit_defaults)
     chosen = rng.permutation(len(candidates))
     seed_anns = [dict(candidates[i], source="seed") for i in chosen[:n_seed]]
     pool_truth = [candidates[i] for i in chosen[n_seed:]]
@@ -144,7 +206,8 @@ def link_images(file_names: list[str], src_root: Path, dst_root: Path) -> None:
 
 
 def load_source(params: DataParams, out_dir: Path, project_root: Path) -> tuple[dict, dict | None]:
-    """Read (or generate) the source data into ``out_dir/images``; returns (coco, val_coco or None).
+    """Read (or generate) the source data into ``out_dir/images``; returns (coco, val_coco or None), each with the
+    one keypoint category the loop trains on (``data.coco.category`` picks it when a file defines several).
 
     Every ``file_name`` in the returned dicts is relative to ``out_dir``.
     """
@@ -154,7 +217,7 @@ def load_source(params: DataParams, out_dir: Path, project_root: Path) -> tuple[
         cfg = SyntheticConfig(seed=params.seed, **vars(params.synthetic))
         return generate_dataset(out_dir, cfg, image_subdir="images"), None
 
-    from pipeline.data.coco import read_coco
+    from pipeline.data.coco import CocoKeypoints, load_json
 
     def resolve(path: str | None, key: str) -> Path:
         if not path:
@@ -162,27 +225,72 @@ def load_source(params: DataParams, out_dir: Path, project_root: Path) -> tuple[
         p = Path(path)
         return p if p.is_absolute() else project_root / p
 
-    def import_coco(ann_key: str, img_key: str, prefix: str) -> dict:
-        ann_path = resolve(getattr(params.coco, ann_key), f"coco.{ann_key}")
-        img_root = resolve(getattr(params.coco, img_key), f"coco.{img_key}")
-        data = read_coco(ann_path, sigmas=params.sigmas, flip_pairs=params.flip_pairs).to_dict()
-        link_images([im["file_name"] for im in data["images"]], img_root, out_dir / "images" / prefix)
+    def checked(data: dict, file: Path | str, category: str | None = None) -> dict:
+        """Validated, warnings fixed, one category (its skeleton cleaned): what every source turns into."""
+        coco = CocoKeypoints.from_dict(
+            data, file, category=category, sigmas=params.sigmas, flip_pairs=params.flip_pairs
+        )
+        category_record = next(c for c in coco.categories if c["id"] == coco.schema.category_id)
+        skeleton = [[a + 1, b + 1] for a, b in coco.schema.skeleton]
+        return {
+            **coco.extra,
+            "images": coco.images,
+            "annotations": coco.annotations,
+            "categories": [{**category_record, "skeleton": skeleton}],
+        }
+
+    def linked(data: dict, img_root: Path, prefix: str) -> dict:
+        link_images([im["file_name"] for im in data["images"]], img_root, out_dir / prefix)
         for im in data["images"]:
-            im["file_name"] = f"images/{prefix}/{im['file_name']}"
+            im["file_name"] = f"{prefix}/{im['file_name']}"
         return data
 
     if params.source == "coco":
-        coco = import_coco("annotations", "images", "train")
-        val = import_coco("val_annotations", "val_images", "val") if params.coco.val_annotations else None
+        c = params.coco
+
+        def import_coco(ann: str | None, ann_key: str, images: str | None, img_key: str, prefix: str) -> dict:
+            ann_path = resolve(ann, f"coco.{ann_key}")
+            data = checked(load_json(ann_path), ann_path, c.category)
+            return linked(data, resolve(images, f"coco.{img_key}"), prefix)
+
+        coco = import_coco(c.annotations, "annotations", c.images, "images", "images/train")
+        val = None
+        if c.val_annotations:
+            val = import_coco(c.val_annotations, "val_annotations", c.val_images, "val_images", "images/val")
         return coco, val
+
+    if params.source == "mpii":
+        from pipeline.data.mpii import read_mpii
+
+        ann_path = resolve(params.mpii.annotations, "mpii.annotations")
+        img_root = resolve(params.mpii.images, "mpii.images")
+        return linked(checked(read_mpii(ann_path, img_root), ann_path), img_root, "images"), None
+
+    if params.source == "labelstudio":
+        from pipeline.data.labelstudio_export import read_labelstudio_export
+
+        export = resolve(params.labelstudio.export, "labelstudio.export")
+        img_root = resolve(params.labelstudio.images, "labelstudio.images")
+        data = read_labelstudio_export(export, img_root, keypoints=params.labelstudio.keypoints)
+        return linked(checked(data, export), img_root, "images"), None
+
+    if params.source == "sleap":
+        from pipeline.data.sleap import read_sleap
+
+        labels = resolve(params.sleap.labels, "sleap.labels")
+        # The frames are decoded from the file's embedded images or its video into the prepared folder itself.
+        return checked(read_sleap(labels, out_dir, "images"), labels), None
 
     from pipeline.data.deeplabcut import read_deeplabcut_project
 
     coco, root = read_deeplabcut_project(resolve(params.deeplabcut.project, "deeplabcut.project"))
-    link_images([im["file_name"] for im in coco["images"]], root, out_dir / "images")
-    for im in coco["images"]:
-        im["file_name"] = f"images/{im['file_name']}"
-    return coco, None
+    return linked(checked(coco, root / "config.yaml"), root, "images"), None
+
+
+def _defaults_in_use(params: DataParams) -> frozenset[str]:
+    """The split sizes that are params.yaml's defaults: those may shrink to fit a small source (split_dataset)."""
+    default = DataParams()
+    return frozenset(k for k in ("labeled", "val_images", "test_images") if getattr(params, k) == getattr(default, k))
 
 
 def prepare(params: DataParams, out_dir: Path, project_root: Path = Path()) -> dict[str, int]:
@@ -192,8 +300,7 @@ def prepare(params: DataParams, out_dir: Path, project_root: Path = Path()) -> d
 
     out_dir.mkdir(parents=True, exist_ok=True)
     coco, val_coco = load_source(params, out_dir, project_root)
-    keypoint_categories = [c for c in coco["categories"] if c.get("keypoints")]
-    schema = KeypointSchema.from_coco_category(keypoint_categories[0], params.sigmas, params.flip_pairs)
+    schema = KeypointSchema.from_coco_category(coco["categories"][0], params.sigmas, params.flip_pairs)
     splits = split_dataset(
         coco,
         seed=params.seed,
@@ -202,9 +309,18 @@ def prepare(params: DataParams, out_dir: Path, project_root: Path = Path()) -> d
         test_images=params.test_images,
         num_keypoints=schema.num_keypoints,
         val_coco=val_coco,
+        fit_defaults=_defaults_in_use(params),
     )
     for name in SPLIT_FILES:
         write_coco(out_dir / f"{name}.json", splits[name])
     counts = {name: len(splits[name]["annotations"]) for name in SPLIT_FILES}
-    log.info("prepared %s in %s (keypoints: %s; sigmas: %s)", counts, out_dir, schema.names, schema.sigma_source)
+    log.info(
+        "prepared %s in %s (keypoints: %s; flip pairs: %s; OKS sigmas: %s %s)",
+        counts,
+        out_dir,
+        schema.names,
+        [[schema.names[a], schema.names[b]] for a, b in schema.flip_pairs],
+        schema.sigma_source,
+        schema.describe_sigmas(),
+    )
     return counts

@@ -31,7 +31,7 @@ from pipeline.labelstudio.config import (
     OCCLUDED_NAME,
     PERSON_LABEL,
 )
-from pipeline.labelstudio.tasks import percent_to_px
+from pipeline.labelstudio.coordinates import percent_to_px
 
 log = logging.getLogger(__name__)
 

@@ -54,6 +54,7 @@ from pipeline.labelstudio.config import (
     OCCLUDED_NAME,
     PERSON_LABEL,
 )
+from pipeline.labelstudio.coordinates import px_to_percent
 from pipeline.scoring import list_column
 
 log = logging.getLogger(__name__)
@@ -64,16 +65,6 @@ POINT_SIZE_PX = 3.0  # drawn keypoint size; Label Studio stores it as value.widt
 
 
 # ------------------------------------------------------------------------------------------------------ coordinates
-
-
-def px_to_percent(value: float | np.ndarray, size: float) -> float | np.ndarray:
-    """Image pixel coordinate (integer = pixel centre) -> Label Studio percent of ``size`` (width or height)."""
-    return (value + 0.5) * 100.0 / size
-
-
-def percent_to_px(value: float | np.ndarray, size: float) -> float | np.ndarray:
-    """Label Studio percent of ``size`` -> image pixel coordinate (integer = pixel centre); inverse of px_to_percent."""
-    return value * size / 100.0 - 0.5
 
 
 def image_url(relative_path: str | PurePath) -> str:
