@@ -21,14 +21,14 @@ def _dispatch(argv: list[str] | None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser(
-        "validate", help="check a keypoint file (COCO, MPII list, Label Studio export); exit 0 when clean, 2 when not"
+        "validate", help="check a COCO / MPII / Label Studio / SLEAP file or a DeepLabCut project; exit 0 when clean"
     )
-    p.add_argument("annotations", type=Path)
+    p.add_argument("annotations", type=Path, help="a JSON file, a .slp file or a DeepLabCut project folder")
     p.add_argument("--images", type=Path, default=None, help="image folder: also check every image file")
     p.add_argument("--category", default=None, help="the keypoint category (name or id) when a file defines several")
     p.add_argument(
         "--format",
-        choices=("auto", "coco", "mpii", "labelstudio"),
+        choices=("auto", "coco", "mpii", "labelstudio", "sleap", "deeplabcut"),
         default="auto",
         help="the file's layout (auto: from its content)",
     )

@@ -216,8 +216,10 @@ def test_labelstudio_export_as_seed_labels(tmp_path, coco_mini, capsys):
 
 
 @pytest.mark.parametrize("embed", [True, False], ids=["embedded-frames", "video"])
-def test_sleap_labels_in(tmp_path, dlc_openfield, embed):
+def test_sleap_labels_in(tmp_path, dlc_openfield, embed, capsys):
     slp = formats.sleap_file(dlc_openfield, tmp_path / "labels.slp", embed=embed, users=30, predicted=10)
+    out = _validate(capsys, slp)
+    assert "instances:  40 of category 1 'mouse': 30 with keypoints" in out and "images:     40" in out
     data = {"source": "sleap", "val_images": 4, "test_images": 2, "sleap": {"labels": str(slp)}}
     prepared, counts, _ = _round(tmp_path, data)
     assert counts["labeled"] == 24 and counts["pool"] == 10 and counts["oracle"] == 0  # user: labels; predicted: pool
@@ -235,19 +237,20 @@ def test_sleap_labels_in(tmp_path, dlc_openfield, embed):
 # ------------------------------------------------------------------------------------------------- DeepLabCut
 
 
-def test_small_deeplabcut_project_fits_the_defaults(tmp_path, dlc_openfield, caplog):
+def test_small_deeplabcut_project_fits_the_defaults(tmp_path, dlc_openfield, caplog, capsys):
     """55 labeled frames, params.yaml's defaults (val 100 / test 100 / 200 seed labels) and only the source set."""
     project = formats.small_dlc_project(dlc_openfield, tmp_path / "dlc55")
-    raw = yaml.safe_load((REPO / "params.yaml").read_text())
-    raw["data"].update(source="deeplabcut", deeplabcut={"project": str(project)})
+    assert f"images:     55 (55 with instances), files checked in {project}" in _validate(capsys, project)
+    data = {"source": "deeplabcut", "deeplabcut": {"project": str(project)}}
+    assert params_from_dict(_raw(data)).data.val_images == 100  # the defaults, not lowered by hand
     with caplog.at_level(logging.WARNING, logger="pipeline.data.prepare"):
-        counts = prepare(params_from_dict(raw).data, tmp_path / "prepared")
+        _, counts, metrics = _round(tmp_path, data)
     assert counts == {"labeled": 16, "pool": 17, "val": 11, "test": 11, "oracle": 17}
     assert "using 11 / 11 (20% each)" in caplog.text and "using 16 (half) as seed labels" in caplog.text
+    assert metrics["sigma_source"] == "default"
     # a value set by hand that does not fit is still an error, not silently changed
-    raw["data"]["val_images"] = 60
     with pytest.raises(ValueError, match="val_images"):
-        prepare(params_from_dict(raw).data, tmp_path / "other")
+        prepare(params_from_dict(_raw({**data, "val_images": 60})).data, tmp_path / "other")
 
 
 def test_deeplabcut_round_trip(tmp_path, dlc_openfield):

@@ -42,9 +42,10 @@ class SleapFormatError(ValueError):
     """A SLEAP file cannot be converted; the message names the file (and video / frame)."""
 
 
-def read_sleap(path: str | os.PathLike[str], out_dir: Path, image_subdir: str) -> dict:
+def read_sleap(path: str | os.PathLike[str], out_dir: Path | None, image_subdir: str = "images") -> dict:
     """Read a ``.slp`` labels file as a COCO keypoint dict; frames are written to ``out_dir / image_subdir`` and
-    ``file_name`` is relative to ``out_dir``."""
+    ``file_name`` is relative to ``out_dir``. Without ``out_dir`` (validate) no frame is decoded: the sizes come
+    from the videos' shapes."""
     import sleap_io as sio
 
     path = Path(path)
@@ -71,15 +72,18 @@ def read_sleap(path: str | os.PathLike[str], out_dir: Path, image_subdir: str) -
             continue
         vi = video_index[id(lf.video)]
         where = f"{path}: video {vi} ({_video_name(lf.video)}) frame {lf.frame_idx}"
-        try:
-            pixels = np.asarray(lf.image)
-        except Exception as exc:
-            raise SleapFormatError(f"{where}: cannot read the frame: {type(exc).__name__}: {exc}") from exc
-        pixels = pixels[..., 0] if pixels.ndim == 3 and pixels.shape[2] == 1 else pixels
         name = f"{image_subdir}/sleap/video{vi:02d}/frame{lf.frame_idx:06d}.png"
-        (out_dir / name).parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(pixels.astype(np.uint8)).save(out_dir / name)
-        height, width = pixels.shape[:2]
+        try:
+            if out_dir is None:
+                height, width = lf.video.shape[1:3]
+            else:
+                pixels = np.asarray(lf.image)
+                pixels = pixels[..., 0] if pixels.ndim == 3 and pixels.shape[2] == 1 else pixels
+                (out_dir / name).parent.mkdir(parents=True, exist_ok=True)
+                Image.fromarray(pixels.astype(np.uint8)).save(out_dir / name)
+                height, width = pixels.shape[:2]
+        except Exception as exc:  # a missing video, an unknown codec, a truncated embedded frame
+            raise SleapFormatError(f"{where}: cannot read the frame: {type(exc).__name__}: {exc}") from exc
         image_id = len(images) + 1
         source_frame = {"sleap_video": _video_name(lf.video), "sleap_frame": int(lf.frame_idx)}
         images.append({"id": image_id, "file_name": name, "width": int(width), "height": int(height), **source_frame})

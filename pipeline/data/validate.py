@@ -1,7 +1,7 @@
 """``python -m pipeline validate FILE``: check a keypoint file the way prepare will read it, and say what is in it.
 
-COCO files are checked as they are; an MPII list or a Label Studio export is converted first, as ``data.source: mpii``
-/ ``labelstudio`` does, so what validate accepts is what prepare accepts.
+COCO files are checked as they are; an MPII list, a Label Studio export, a SLEAP file or a DeepLabCut project is
+converted first, as its ``data.source`` does, so what validate accepts is what prepare accepts.
 """
 
 from __future__ import annotations
@@ -11,17 +11,43 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.data.coco import CocoFormatError, CocoKeypoints, load_json, summarize, validate_coco, warning_lines
+from pipeline.data.deeplabcut import read_deeplabcut_project
 from pipeline.data.labelstudio_export import export_to_coco, looks_like_labelstudio_export
 from pipeline.data.mpii import looks_like_mpii, mpii_to_coco
+from pipeline.data.sleap import read_sleap
 
 
-def detect_format(data: Any) -> str:
-    """``coco``, ``mpii`` or ``labelstudio`` from a parsed file's shape (``coco`` when unsure: its errors explain)."""
+def detect_format(path: Path, data: Any = None) -> str:
+    """The layout of ``path``: a folder is a DeepLabCut project, ``.slp`` a SLEAP file; JSON by its shape (``coco``
+    when unsure: its errors explain)."""
+    if path.is_dir():
+        return "deeplabcut"
+    if path.suffix == ".slp":
+        return "sleap"
     if looks_like_mpii(data):
         return "mpii"
     if looks_like_labelstudio_export(data):
         return "labelstudio"
     return "coco"
+
+
+def read_as_coco(path: Path, fmt: str, images: Path | None) -> tuple[Any, Path | None]:
+    """(parsed data as COCO, the folder its images are in or None); raises what the readers raise."""
+    if fmt == "deeplabcut":
+        coco, root = read_deeplabcut_project(path)
+        return coco, root
+    if fmt == "sleap":
+        return read_sleap(path, None), None  # frames are in the file or its video: not checked one by one
+    data = load_json(path)
+    if fmt == "auto":
+        fmt = detect_format(path, data)
+    if fmt in ("mpii", "labelstudio"):
+        if images is None:
+            raise ValueError(f"{path}: {fmt} layout: give --images DIR (the image sizes come from the image files)")
+        convert = mpii_to_coco if fmt == "mpii" else export_to_coco
+        data = convert(data, str(path), Path(images))
+        print(f"{path}: read as {fmt} (converted to COCO keypoints as data.source: {fmt} does)")
+    return data, images
 
 
 def validate_command(
@@ -30,34 +56,25 @@ def validate_command(
     category: int | str | None = None,
     fmt: str = "auto",
 ) -> int:
-    """``python -m pipeline validate FILE [--images DIR] [--category NAME] [--format auto|coco|mpii|labelstudio]``:
-    print a summary and return 0 when the file is valid (warnings are printed too); print every problem and return 2
-    when it is not.
+    """``python -m pipeline validate FILE [--images DIR] [--category NAME] [--format ...]``: print a summary and
+    return 0 when the file is valid (warnings are printed too); print every problem and return 2 when it is not.
 
-    With ``images`` every image is checked: present, decodable, size as in the JSON. An MPII list or a Label Studio
-    export is converted to COCO first (as prepare does), which needs ``images`` for the image sizes.
+    FILE is a COCO file, an MPII list or a Label Studio export (JSON), a SLEAP ``.slp`` or a DeepLabCut project
+    folder; all but COCO are converted first, as prepare does (MPII and Label Studio need ``images`` for the image
+    sizes). With ``images`` (a DeepLabCut project: always) every image is checked: present, decodable, size as in
+    the file.
     """
     path = Path(annotations)
+    if fmt == "auto" and (path.is_dir() or path.suffix == ".slp"):
+        fmt = detect_format(path)
     try:
-        data = load_json(path)
+        data, images = read_as_coco(path, fmt, Path(images) if images is not None else None)
     except CocoFormatError as exc:
         print(exc)
         return 2
-    except OSError as exc:
-        print(f"{path}: cannot read: {exc}")
+    except (OSError, ValueError, NotImplementedError) as exc:  # unreadable file, a reader's format error
+        print(f"{path}: cannot read: {exc}" if isinstance(exc, OSError) else str(exc))
         return 2
-    fmt = detect_format(data) if fmt == "auto" else fmt
-    if fmt != "coco":
-        if images is None:
-            print(f"{path}: {fmt} layout: give --images DIR (the image sizes come from the image files)")
-            return 2
-        try:
-            convert = mpii_to_coco if fmt == "mpii" else export_to_coco
-            data = convert(data, str(path), Path(images))
-        except CocoFormatError as exc:
-            print(exc)
-            return 2
-        print(f"{path}: read as {fmt} (converted to COCO keypoints as data.source: {fmt} does)")
     problems = validate_coco(data, path, images_dir=images, check_images=images is not None)
     errors = [p for p in problems if p.severity == "error"]
     if errors:
