@@ -14,6 +14,14 @@ In (``data.source: sleap``, ``read_sleap``): every labeled frame with a user ins
 * the skeleton's nodes are the keypoint names, its edges the COCO skeleton; flip pairs come from the names (or
   ``data.flip_pairs``), not from SLEAP's symmetries, so every source follows one rule.
 
+Why poseloop keeps its own readers for the other formats although sleap-io has them (checked with sleap-io 0.9.5 on
+../shared/data): ``sio.load_dlc`` orders the bodyparts alphabetically instead of as config.yaml lists them (the
+schema would change), and loads a non-numeric coordinate cell without an error; ``sio.load_coco`` turns a crowd region
+into an ordinary instance and drops boxes, ``area`` and every provenance field (its boxes are the points' extent);
+``sio.load_labelstudio`` fails (KeyError) on an export whose keypoints are children of a person rectangle. Ours keep
+the file's order, boxes and fields and name the file, line or record at fault. For SLEAP's own format sleap-io is the
+reference implementation, and it is used here.
+
 Out (``write_sleap``): labels as user instances, the teacher's pool predictions as predicted instances (with point
 scores), in one labels file, on an image-sequence video of the frames they are on; the skeleton gets the schema's
 edges and flip pairs as symmetries. ``embed`` stores the frames in the file (a self-contained package SLEAP can
