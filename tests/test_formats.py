@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from PIL import Image
 
 from pipeline.config import params_from_dict
 from pipeline.data.coco import CocoFormatError, load_json, read_coco
@@ -362,3 +363,67 @@ def test_export_labels_coco_deeplabcut_sleap(tmp_path, dlc_openfield, capsys):
     assert labels.skeletons[0].symmetry_inds == [(1, 2)]  # leftear <-> rightear
     assert labels[0].image.shape[:2] == (480, 640)  # frames embedded
     assert main(["export-labels", "--format", "sleap", str(tmp_path / "x.h5"), "--project", str(root)]) == 2
+
+
+def test_labelstudio_export_rules(tmp_path, coco_mini):
+    """Keypoints without a parent rectangle are one person per task; the latest annotation that was not cancelled
+    counts; a name placed twice for one person is an error naming task, annotation and region."""
+    from pipeline.data.labelstudio_export import export_to_coco
+
+    image = sorted((coco_mini / "train2017").iterdir())[0]
+    with Image.open(image) as im:
+        w, h = im.size
+
+    def point(rid: str, name: str, x: float, y: float) -> dict:
+        value = {"x": x, "y": y, "width": 0.5, "keypointlabels": [name]}
+        return {"id": rid, "type": "keypointlabels", "original_width": w, "original_height": h, "value": value}
+
+    older = {"id": 1, "result": [point("a", "snout", 10, 10)], "updated_at": "2026-01-01T00:00:00Z"}
+    newer = {
+        "id": 2,
+        "result": [point("a", "snout", 50, 50), point("b", "tail", 60, 60)],
+        "updated_at": "2026-02-01T00:00:00Z",
+    }
+    cancelled = {
+        "id": 3,
+        "result": [point("a", "snout", 90, 90)],
+        "was_cancelled": True,
+        "updated_at": "2026-03-01T00:00:00Z",
+    }
+    tasks = [
+        {"id": 7, "data": {"image": f"/data/local-files/?d={image.name}"}, "annotations": [older, newer, cancelled]}
+    ]
+    coco = export_to_coco(tasks, "export.json", image.parent)
+    (ann,) = coco["annotations"]
+    assert coco["categories"][0]["keypoints"] == ["snout", "tail"]
+    assert ann["keypoints"][:2] == pytest.approx([0.5 * w - 0.5, 0.5 * h - 0.5])  # the newer annotation
+    assert ann["labelstudio_task"] == 7 and ann["source"] == "labelstudio"
+    newer["result"][0]["original_width"] = w + 100  # drawn on another image than the file of that name
+    with pytest.raises(
+        CocoFormatError, match=rf"task 7: field 'original_width': regions drawn on a {w}x{h}/{w + 100}x{h}"
+    ):
+        export_to_coco(tasks, "export.json", image.parent)
+    newer["result"][0]["original_width"] = w
+    newer["result"].append(point("c", "tail", 70, 70))
+    with pytest.raises(
+        CocoFormatError,
+        match=r"export.json: task 7: annotation 2: field 'result\[2\] \(region c\)': "
+        r"keypoint 'tail' placed twice",
+    ):
+        export_to_coco(tasks, "export.json", image.parent)
+
+
+def test_deeplabcut_export_refuses_what_it_cannot_write(tmp_path, dlc_openfield):
+    from pipeline.data.deeplabcut import DeepLabCutFormatError
+
+    project = tmp_path / "openfield"
+    shutil.copytree(dlc_openfield, project)
+    coco, _ = read_deeplabcut_project(project)
+    before = (project / "labeled-data/m4s1/CollectedData_Pranav.h5").read_bytes()
+    renamed = {**coco, "categories": [{**coco["categories"][0], "keypoints": ["nose", "leftear", "rightear", "tail"]}]}
+    with pytest.raises(DeepLabCutFormatError, match=r"config.yaml: bodyparts \['snout'.*are not the labels' keypoints"):
+        write_deeplabcut_labels(project, renamed)
+    twice = {**coco, "annotations": [*coco["annotations"], {**coco["annotations"][0], "id": 10**6}]}
+    with pytest.raises(DeepLabCutFormatError, match=r"labeled-data/m4s1/img0000.png: more than one labeled instance"):
+        write_deeplabcut_labels(project, twice)
+    assert (project / "labeled-data/m4s1/CollectedData_Pranav.h5").read_bytes() == before  # nothing written

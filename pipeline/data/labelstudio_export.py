@@ -85,6 +85,13 @@ def export_to_coco(tasks: Any, file: str, images_dir: Path, keypoints: list[str]
                     sizes[image] = im.size
             except Exception as exc:  # PIL raises OSError, SyntaxError, DecompressionBombError, ...
                 problems.append(Problem(file, f"image {image}", None, f"cannot read {images_dir / image}: {exc}"))
+    for i, image, persons in people:
+        drawn_on = {size for person in persons for size in person["sizes"]}
+        if image in sizes and drawn_on - {sizes[image]}:
+            where = f"task {tasks[i].get('id')}"
+            message = f"regions drawn on a {'/'.join(f'{w:g}x{h:g}' for w, h in sorted(drawn_on))} image, but " \
+                f"{images_dir / image} is {sizes[image][0]}x{sizes[image][1]} (another file of the same name?)"
+            problems.append(Problem(file, where, "original_width", message))
     if problems:
         raise CocoFormatError(problems)
 
@@ -161,6 +168,7 @@ def _persons(
         return []
     boxes: dict[str, list[float]] = {}
     groups: dict[str | None, dict[str, tuple[float, float]]] = {}
+    sizes: set[tuple[float, float]] = set()  # original_width / height the regions were drawn on
     for j, item in enumerate(result):
         if not isinstance(item, dict) or not isinstance(item.get("value"), dict):
             continue
@@ -172,6 +180,7 @@ def _persons(
         if not (is_finite_number(w) and is_finite_number(h) and w > 0 and h > 0):
             problems.append(Problem(file, where, rid, "missing original_width / original_height"))
             continue
+        sizes.add((float(w), float(h)))
         geometry = [value.get(k) for k in (("x", "y") if kind == "keypointlabels" else ("x", "y", "width", "height"))]
         if not all(is_finite_number(g) for g in geometry):
             problems.append(Problem(file, where, rid, f"geometry is not finite numbers: {geometry}"))
@@ -198,4 +207,7 @@ def _persons(
             problems.append(Problem(file, where, rid, f"keypoint {name!r} placed twice for one person ({group})"))
             continue
         person[name] = (round(float(percent_to_px(geometry[0], w)), 6), round(float(percent_to_px(geometry[1], h)), 6))
-    return [{"points": points, "box": boxes.get(parent) if parent else None} for parent, points in groups.items()]
+    return [
+        {"points": points, "box": boxes.get(parent) if parent else None, "sizes": sizes}
+        for parent, points in groups.items()
+    ]
