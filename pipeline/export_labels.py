@@ -15,6 +15,7 @@ import logging
 from pathlib import Path, PurePosixPath
 
 import numpy as np
+import pyarrow as pa
 
 from pipeline.data.coco import CocoKeypoints, load_json, write_coco
 from pipeline.keypoints import KeypointSchema
@@ -43,8 +44,16 @@ def project_labels(project: Path) -> CocoKeypoints:
         first = first or coco
         if coco.schema.names != first.schema.names:
             raise ValueError(f"{path}: keypoints {coco.schema.names} differ from {first.schema.names} in {LABEL_FILES}")
-        images.update({im["id"]: im for im in coco.images})
-        annotations += [{**a, "split": split} for a in coco.annotations if not a.get("iscrowd")]
+        for im in coco.images:
+            seen = images.setdefault(im["id"], im)
+            if seen["file_name"] != im["file_name"]:  # e.g. val / test from a second COCO file numbered from 1
+                raise ValueError(
+                    f"{path}: image id {im['id']} is {im['file_name']!r} here but {seen['file_name']!r} in an earlier "
+                    f"file of {list(LABEL_FILES.values())}: the labels cannot be merged into one file"
+                )
+        # People with a labeled keypoint, and crowd regions (human labels too: evaluation ignores what they cover).
+        kept = [a for a in coco.annotations if a.get("iscrowd") or any(v > 0 for v in a["keypoints"][2::3])]
+        annotations += [{**a, "split": split} for a in kept]
     assert first is not None
     data = {
         "info": {
@@ -90,23 +99,28 @@ def export_deeplabcut(labels: CocoKeypoints, project_dir: Path) -> list[Path]:
     return write_deeplabcut_labels(project_dir, subset)
 
 
-def pool_predictions(project: Path, schema: KeypointSchema) -> dict[int, tuple[np.ndarray, np.ndarray]]:
-    """image id -> (predictions (M, K, 2), scores (M, K)) of the teacher's last run over the pool; empty when the
-    pseudolabel stage has not run."""
+def pool_predictions(
+    project: Path, schema: KeypointSchema, labeled_ids: set[int]
+) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """image id -> (predictions (M, K, 2), scores (M, K)) of the teacher's last run over the pool, without the pool
+    instances that are labeled by now (``labeled_ids``: a merged correction keeps its pool instance's id) and without
+    images the teacher could not read; empty when the pseudolabel stage has not run."""
+    import pyarrow.compute as pc
     import pyarrow.parquet as pq
+
+    from pipeline.scoring import list_column
 
     path = project / POOL_PREDICTIONS
     if not path.is_file():
         log.warning("%s: no pool predictions (pseudolabel has not run): the SLEAP file holds the labels only", path)
         return {}
-    table = pq.read_table(path, columns=["image_id", "keypoints", "scores"]).to_pydict()
-    k = schema.num_keypoints
-    out: dict[int, tuple[list, list]] = {}
-    for image_id, xy, scores in zip(table["image_id"], table["keypoints"], table["scores"], strict=True):
-        entry = out.setdefault(int(image_id), ([], []))
-        entry[0].append(np.asarray(xy, dtype=np.float64).reshape(k, 2))
-        entry[1].append(np.asarray(scores, dtype=np.float64))
-    return {i: (np.stack(p), np.stack(s)) for i, (p, s) in out.items()}
+    table = pq.read_table(path, columns=["instance_id", "image_id", "keypoints", "scores", "image_readable"])
+    unlabeled = pc.invert(pc.is_in(table["instance_id"], value_set=pa.array(sorted(labeled_ids), pa.int64())))
+    table = table.filter(pc.and_(table["image_readable"], unlabeled))
+    xy = list_column(table, "keypoints").reshape(-1, schema.num_keypoints, 2)
+    scores = list_column(table, "scores")
+    image_ids = table["image_id"].to_numpy()
+    return {int(i): (xy[image_ids == i], scores[image_ids == i]) for i in np.unique(image_ids)}
 
 
 def export_sleap(labels: CocoKeypoints, project: Path, out: Path, embed: bool = False) -> Path:
@@ -115,16 +129,20 @@ def export_sleap(labels: CocoKeypoints, project: Path, out: Path, embed: bool = 
 
     schema = labels.schema
     k = schema.num_keypoints
-    predictions = pool_predictions(project, schema)
+    people = [a for a in labels.annotations if not a.get("iscrowd")]  # SLEAP has no crowd regions
+    predictions = pool_predictions(project, schema, {a["id"] for a in people})
     pool_images = {im["id"]: im for im in load_json(project / POOL)["images"]} if predictions else {}
     images = {im["id"]: im for im in labels.images} | pool_images
+    by_image: dict[int, list[dict]] = {}
+    for a in people:
+        by_image.setdefault(a["image_id"], []).append(a)
     frames = []
     for image_id in sorted(images):
-        people = labels.annotations_of(image_id)
+        on_image = by_image.get(image_id, [])
         xy, scores = predictions.get(image_id, (np.zeros((0, k, 2)), np.zeros((0, k))))
-        if not people and not len(xy):
+        if not on_image and not len(xy):
             continue
-        kps = np.asarray([a["keypoints"] for a in people], dtype=np.float64).reshape(-1, k, 3)
+        kps = np.asarray([a["keypoints"] for a in on_image], dtype=np.float64).reshape(-1, k, 3)
         frames.append(FramePoses(project / PREPARED / images[image_id]["file_name"], kps, xy, scores))
     return write_sleap(out, frames, schema, embed=embed)
 
@@ -132,7 +150,7 @@ def export_sleap(labels: CocoKeypoints, project: Path, out: Path, embed: bool = 
 def export_labels_command(fmt: str, out: Path, project: Path = Path("."), embed: bool = False) -> int:
     """The CLI: print what was written and return 0."""
     labels = project_labels(project)
-    n = len(labels.annotations)
+    n = sum(1 for a in labels.annotations if not a.get("iscrowd"))
     if fmt == "coco":
         print(f"{export_coco(labels, out)}: {n} labeled instances (COCO, provenance in each annotation)")
     elif fmt == "deeplabcut":

@@ -159,22 +159,35 @@ def labelstudio_export(coco_mini: Path, out: Path, unlabeled: int = 3) -> Path:
                     },
                 }
             )
-            for name, point in _coco_points(ann).items():
-                if point is not None:
-                    value = {
-                        "x": (point[0] + 0.5) * 100 / w,
-                        "y": (point[1] + 0.5) * 100 / h,
-                        "width": 0.5,
-                        "keypointlabels": [name],
+            flags = ann["keypoints"][2::3]
+            for (name, point), flag in zip(_coco_points(ann).items(), flags, strict=True):
+                if point is None:
+                    continue
+                rid = f"p{p}-{name}"
+                value = {
+                    "x": (point[0] + 0.5) * 100 / w,
+                    "y": (point[1] + 0.5) * 100 / h,
+                    "width": 0.5,
+                    "keypointlabels": [name],
+                }
+                result.append(
+                    {
+                        "id": rid,
+                        "type": "keypointlabels",
+                        "from_name": "kp",
+                        "parentID": f"p{p}",
+                        "value": value,
+                        **size,
                     }
+                )
+                if flag == 1:  # hidden: Label Studio's per-region choice, as poseloop's labeling config has it
                     result.append(
                         {
-                            "id": f"p{p}-{name}",
-                            "type": "keypointlabels",
-                            "from_name": "kp",
-                            "parentID": f"p{p}",
-                            "value": value,
-                            **size,
+                            "id": rid,
+                            "type": "choices",
+                            "from_name": "occluded",
+                            "to_name": "img",
+                            "value": {"choices": ["occluded"]},
                         }
                     )
         annotations = (

@@ -308,13 +308,15 @@ def _merged_project(tmp_path: Path, dlc_project: Path) -> tuple[Path, dict]:
     train["annotations"].append(corrected)
     train["images"] = sorted({im["id"]: im for im in train["images"] + pool["images"]}.values(), key=lambda i: i["id"])
     (root / "data/train.json").write_text(json.dumps(train))
-    rest = pool["annotations"][1:]
+    # the teacher's run covers the whole pool, the corrected instance too, and one image it could not read
+    everyone = pool["annotations"]
     table = pa.table(
         {
-            "instance_id": [a["id"] for a in rest],
-            "image_id": [a["image_id"] for a in rest],
-            "keypoints": [[10.0, 20.0] * 4 for _ in rest],
-            "scores": [[0.5] * 4 for _ in rest],
+            "instance_id": pa.array([a["id"] for a in everyone], pa.int64()),
+            "image_id": pa.array([a["image_id"] for a in everyone], pa.int64()),
+            "keypoints": pa.array([[10.0, 20.0] * 4 for _ in everyone], pa.list_(pa.float64(), 8)),
+            "scores": pa.array([[0.5] * 4 for _ in everyone], pa.list_(pa.float32(), 4)),
+            "image_readable": [i != len(everyone) - 1 for i in range(len(everyone))],
         }
     )
     (root / "artifacts").mkdir()
@@ -356,9 +358,9 @@ def test_export_labels_coco_deeplabcut_sleap(tmp_path, dlc_openfield, capsys):
     labels = sio.load_slp(str(slp))
     users = [i for lf in labels for i in lf.user_instances]
     predicted = [i for lf in labels for i in lf.predicted_instances]
-    assert (
-        len(users) == n_labels and len(predicted) == len(load_json(root / "data/prepared/pool.json")["annotations"]) - 1
-    )
+    # every label a user instance; predictions for the pool less the corrected person and the unreadable image
+    n_pool = len(load_json(root / "data/prepared/pool.json")["annotations"])
+    assert len(users) == n_labels and len(predicted) == n_pool - 2
     assert labels.skeletons[0].node_names == ["snout", "leftear", "rightear", "tailbase"]
     assert labels.skeletons[0].symmetry_inds == [(1, 2)]  # leftear <-> rightear
     assert labels[0].image.shape[:2] == (480, 640)  # frames embedded
@@ -398,6 +400,38 @@ def test_labelstudio_export_rules(tmp_path, coco_mini):
     assert coco["categories"][0]["keypoints"] == ["snout", "tail"]
     assert ann["keypoints"][:2] == pytest.approx([0.5 * w - 0.5, 0.5 * h - 0.5])  # the newer annotation
     assert ann["labelstudio_task"] == 7 and ann["source"] == "labelstudio"
+    # a submitted annotation with no region: nobody there, no instance; a rectangle without keypoints: a pool
+    # instance with that box; an 'occluded' choice on a point: visibility 1
+    box = {
+        "id": "r",
+        "type": "rectanglelabels",
+        "original_width": w,
+        "original_height": h,
+        "value": {"x": 10, "y": 10, "width": 20, "height": 30, "rotation": 0, "rectanglelabels": ["person"]},
+    }
+    hidden = {"id": "a", "type": "choices", "value": {"choices": ["occluded"]}}
+    more = [
+        {"id": 8, "data": {"image": image.name}, "annotations": [{"id": 4, "result": []}]},
+        {"id": 9, "data": {"image": image.name}, "annotations": [{"id": 5, "result": [box]}]},
+        {
+            "id": 10,
+            "data": {"image": image.name},
+            "annotations": [{"id": 6, "result": [point("a", "tail", 5, 5), hidden]}],
+        },
+    ]
+    coco = export_to_coco(tasks + more, "export.json", image.parent)
+    by_task = {}
+    for a in coco["annotations"]:
+        by_task.setdefault(a["labelstudio_task"], []).append(a)
+    assert sorted(by_task) == [7, 9, 10]
+    (pool,) = by_task[9]
+    assert pool["source"] == "unlabeled" and pool["bbox"] == pytest.approx(
+        [0.1 * w - 0.5, 0.1 * h - 0.5, 0.2 * w, 0.3 * h]
+    )
+    assert by_task[10][0]["keypoints"][3:] == pytest.approx([0.05 * w - 0.5, 0.05 * h - 0.5, 1])
+    box["value"]["rotation"] = 30
+    with pytest.raises(CocoFormatError, match=r"task 9: annotation 5: field 'result\[0\] \(region r\)': rotated"):
+        export_to_coco(tasks + more, "export.json", image.parent)
     newer["result"][0]["original_width"] = w + 100  # drawn on another image than the file of that name
     with pytest.raises(
         CocoFormatError, match=rf"task 7: field 'original_width': regions drawn on a {w}x{h}/{w + 100}x{h}"

@@ -181,9 +181,7 @@ def _read_csv(path: Path, bodyparts: list[str], project: Path) -> list[_Row]:
             f"{path}: lines 1-3 must start with scorer, bodyparts, coords; got {heads[:3]} (not a DeepLabCut CSV?)"
         )
     parts_row, coords_row = table[1], table[2]
-    # Index columns: 1 (DLC 2.0/2.1, one path column) or 3 (DLC >= 2.2, path split in folder / video / file). The
-    # header rows leave those extra cells empty, so the first non-empty coords cell marks where the data starts.
-    n_index = next((j for j in range(1, len(coords_row)) if coords_row[j].strip()), len(coords_row))
+    n_index = _index_width(coords_row)
     columns: dict[tuple[str, str], int] = {}
     for j in range(n_index, len(coords_row)):
         part, coord = parts_row[j].strip() if j < len(parts_row) else "", coords_row[j].strip()
@@ -326,40 +324,88 @@ def write_deeplabcut_labels(project_dir: str | os.PathLike[str], coco: dict) -> 
             raise DeepLabCutFormatError(f"{name}: more than one labeled instance (a single-animal project has one)")
         folder_rows[name.parts] = values
 
-    columns = pd.MultiIndex.from_product([[scorer], bodyparts, ["x", "y"]], names=["scorer", "bodyparts", "coords"])
     written = []
     for folder, new_rows in sorted(rows.items()):
-        base = project / "labeled-data" / folder / f"CollectedData_{scorer}"
+        base, old = _label_file(project / "labeled-data" / folder, bodyparts, project, scorer)
+        columns = _columns(base.name.removeprefix("CollectedData_"), bodyparts)
         table = pd.DataFrame(
             np.stack(list(new_rows.values())), index=pd.MultiIndex.from_tuples(list(new_rows)), columns=columns
         )
-        one_column = False
-        if base.with_suffix(".csv").is_file():  # keep the frames the export does not carry, as they are
-            old = _existing_rows(base.with_suffix(".csv"), bodyparts, project, scorer)
-            table = pd.concat([old.loc[~old.index.isin(table.index)], table]).sort_index()
-            one_column = _index_columns(base.with_suffix(".csv")) == 1
-        else:
-            table = table.sort_index()
-        if one_column:  # the project's file has DLC 2.0 / 2.1's one-column path index: keep its style
+        if old is not None:  # keep the frames the export does not carry, as they are
+            old.columns = columns
+            table = pd.concat([old.loc[~old.index.isin(table.index)], table])
+        table = table.sort_index()
+        csv_path = base.with_suffix(".csv")
+        if csv_path.is_file() and _index_columns(csv_path) == 1:  # DLC 2.0 / 2.1's one-column index: keep its style
             table.index = pd.Index(["/".join(parts) for parts in table.index])
         with atomic_path(base.with_suffix(".h5")) as tmp:
             table.to_hdf(tmp, key="df_with_missing", mode="w")
-        with atomic_path(base.with_suffix(".csv")) as tmp:
+        with atomic_path(csv_path) as tmp:
             table.to_csv(tmp)
-        written += [base.with_suffix(".h5"), base.with_suffix(".csv")]
+        written += [base.with_suffix(".h5"), csv_path]
     return written
 
 
+def _columns(scorer: str, bodyparts: list[str]):  # -> pd.MultiIndex
+    import pandas as pd
+
+    return pd.MultiIndex.from_product([[scorer], bodyparts, ["x", "y"]], names=["scorer", "bodyparts", "coords"])
+
+
+def _label_file(folder: Path, bodyparts: list[str], project: Path, scorer: str):  # -> tuple[Path, pd.DataFrame | None]
+    """The folder's label file (its path without suffix) and its rows in our layout, or a new one named after
+    config.yaml's scorer. The CSV and the .h5 (what DeepLabCut reads) must agree: when they differ, someone edited one
+    of them after the other was written, and writing over both would lose that edit."""
+    import pandas as pd
+
+    found = sorted({p.with_suffix("") for p in (*folder.glob("CollectedData_*.csv"), *folder.glob("CollectedData_*.h5"))})
+    if len(found) > 1:
+        raise DeepLabCutFormatError(f"{folder}: several label files {[p.name for p in found]}: keep one per folder")
+    if not found:
+        return folder / f"CollectedData_{scorer}", None
+    base = found[0]
+    csv_path, h5_path = base.with_suffix(".csv"), base.with_suffix(".h5")
+    from_csv = _existing_rows(csv_path, bodyparts, project) if csv_path.is_file() else None
+    from_h5 = None
+    if h5_path.is_file():
+        try:
+            stored = pd.read_hdf(h5_path)
+        except Exception as exc:  # PyTables / pandas raise many types on a broken file
+            raise DeepLabCutFormatError(f"{h5_path}: cannot read: {type(exc).__name__}: {exc}") from exc
+        index = [tuple(PurePosixPath(str(i).replace("\\", "/")).parts) if isinstance(i, str) else tuple(i)
+                 for i in stored.index]
+        values = np.full((len(stored), 2 * len(bodyparts)), np.nan)
+        for j, part in enumerate(bodyparts):
+            for c, coord in enumerate(("x", "y")):
+                match = [col for col in stored.columns if tuple(col)[-2:] == (part, coord)]
+                if match:
+                    values[:, 2 * j + c] = stored[match[0]].to_numpy(dtype=np.float64)
+        from_h5 = pd.DataFrame(values, index=pd.MultiIndex.from_tuples(index), columns=_columns(scorer, bodyparts))
+    if from_csv is not None and from_h5 is not None:
+        a, b = from_csv.sort_index(), from_h5.sort_index()
+        if not (a.index.equals(b.index) and np.allclose(a.to_numpy(), b.to_numpy(), atol=1e-6, equal_nan=True)):
+            raise DeepLabCutFormatError(
+                f"{csv_path} and {h5_path} hold different labels (one was edited after the other was written); "
+                "DeepLabCut reads the .h5: make the two agree (or delete the stale one) before exporting"
+            )
+    return base, from_csv if from_csv is not None else from_h5
+
+
+def _index_width(coords_row: list[str]) -> int:
+    """Index columns of a DeepLabCut CSV, from its ``coords`` header row: 1 (DLC 2.0 / 2.1, one path column) or 3
+    (DLC >= 2.2, the path split in folder / video / file). The header rows leave the extra index cells empty, so the
+    first non-empty coords cell marks where the data starts."""
+    return next((j for j in range(1, len(coords_row)) if coords_row[j].strip()), len(coords_row))
+
+
 def _index_columns(csv_path: Path) -> int:
-    """How many index columns a DeepLabCut CSV has (1: DLC 2.0 / 2.1, 3: DLC >= 2.2)."""
     with open(csv_path, newline="", encoding="utf-8-sig") as f:
-        reader = csv.reader(f)
-        coords = next((r for r in reader if r and r[0].strip() == "coords"), [])
-    return next((j for j in range(1, len(coords)) if coords[j].strip()), 1)
+        coords = next((r for r in csv.reader(f) if r and r[0].strip() == "coords"), [])
+    return _index_width(coords)
 
 
-def _existing_rows(csv_path: Path, bodyparts: list[str], project: Path, scorer: str):  # -> pd.DataFrame
-    """A project's label file as the table ``write_deeplabcut_labels`` writes (read by our own CSV reader, so an
+def _existing_rows(csv_path: Path, bodyparts: list[str], project: Path):  # -> pd.DataFrame
+    """A project's label CSV as the table ``write_deeplabcut_labels`` writes (read by our own CSV reader, so an
     older one-column index comes back in DLC >= 2.2's three-level form)."""
     import pandas as pd
 
@@ -367,9 +413,8 @@ def _existing_rows(csv_path: Path, bodyparts: list[str], project: Path, scorer: 
     for row in _read_csv(csv_path, bodyparts, project):
         index.append(PurePosixPath(row.image).parts)
         values.append([c for p in row.xy for c in (p if p is not None else (np.nan, np.nan))])
-    columns = pd.MultiIndex.from_product([[scorer], bodyparts, ["x", "y"]], names=["scorer", "bodyparts", "coords"])
     return pd.DataFrame(
         np.asarray(values, dtype=np.float64).reshape(len(values), 2 * len(bodyparts)),
         index=pd.MultiIndex.from_tuples(index) if index else pd.MultiIndex.from_tuples([], names=[None] * 3),
-        columns=columns,
+        columns=_columns("", bodyparts),
     )

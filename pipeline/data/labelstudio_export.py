@@ -10,8 +10,12 @@ item is read by its ``type`` alone.
 * People: keypoints with a ``parentID`` belong to that region (a ``rectanglelabels`` box, whose rectangle is the
   person's box); keypoints without one are one person per task. A person without a rectangle gets the box around its
   keypoints (``coco.box_around``).
-* The annotation used is the task's latest one that was not cancelled (Label Studio's skip); a task with none gives an
-  unlabeled pool instance whose box is the whole image (the loop's teacher labels it first, an annotator corrects).
+* A placed keypoint is visibility 2, or 1 when a per-region choice ``occluded`` is set on it (poseloop's own labeling
+  config has one); a rotated rectangle or a point outside the image is an error, as pull refuses them.
+* The annotation used is the task's latest one that was not cancelled (Label Studio's skip). A task with none gives
+  an unlabeled pool instance whose box is the whole image (the loop's teacher labels it first, an annotator
+  corrects); so does a person rectangle without keypoints, with its own box. An annotation submitted with no region
+  says nobody is there: the task gives no instance.
 * Coordinates: percent of ``original_width`` / ``original_height`` -> pixels with the convention of
   ``pipeline.labelstudio.coordinates.percent_to_px`` (integer = pixel centre), the one the export and pull stages use.
 * Images: ``data.image`` (or the task's one data value that names a file): ``/data/local-files/?d=PATH`` is PATH under
@@ -65,7 +69,7 @@ def export_to_coco(tasks: Any, file: str, images_dir: Path, keypoints: list[str]
         message = f"expected Label Studio's JSON export (a list of tasks), got {type(tasks).__name__}"
         raise CocoFormatError([Problem(file, "top level", None, message)])
     names: list[str] = list(keypoints or [])
-    people: list[tuple[int, str, list[dict]]] = []  # (task position, image file, persons as {name: (x, y)} + box)
+    people: list[tuple[int, str, list[dict] | None]] = []  # (task position, image file, ``_persons``)
     for i, task in enumerate(tasks):
         where = f"task {task.get('id')}" if isinstance(task, dict) and task.get("id") is not None else f"tasks[{i}]"
         before = len(problems)
@@ -86,7 +90,7 @@ def export_to_coco(tasks: Any, file: str, images_dir: Path, keypoints: list[str]
             except Exception as exc:  # PIL raises OSError, SyntaxError, DecompressionBombError, ...
                 problems.append(Problem(file, f"image {image}", None, f"cannot read {images_dir / image}: {exc}"))
     for i, image, persons in people:
-        drawn_on = {size for person in persons for size in person["sizes"]}
+        drawn_on = {size for person in persons or () for size in person["sizes"]}
         if image in sizes and drawn_on - {sizes[image]}:
             where = f"task {tasks[i].get('id')}"
             message = f"regions drawn on a {'/'.join(f'{w:g}x{h:g}' for w, h in sorted(drawn_on))} image, but " \
@@ -102,17 +106,24 @@ def export_to_coco(tasks: Any, file: str, images_dir: Path, keypoints: list[str]
         width, height = sizes[image]
         whole = [0.0, 0.0, float(width), float(height)]
         origin = {"labelstudio_task": tasks[i].get("id")}
-        if not persons:  # nobody labeled this task: a pool instance, the whole frame as its box
-            empty = [0.0] * 3 * len(names)
+        empty = [0.0] * 3 * len(names)
+        if persons is None:  # nobody annotated this task: a pool instance, the whole frame as its box
             ann = keypoint_annotation(len(annotations) + 1, image_ids[image], empty, whole, source=UNLABELED, **origin)
             annotations.append(ann)
             continue
         for person in persons:
             points = person["points"]
+            if not points:  # a person rectangle nobody placed keypoints in: a pool instance with that box
+                ann_id = len(annotations) + 1
+                annotations.append(
+                    keypoint_annotation(ann_id, image_ids[image], empty, person["box"], source=UNLABELED, **origin)
+                )
+                continue
             flat: list[float] = []
             for name in names:
-                flat += [*points[name], 2] if name in points else [0.0, 0.0, 0]
-            box = person["box"] or box_around(list(points.values()), width, height) or whole
+                flat += list(points[name]) if name in points else [0.0, 0.0, 0]
+            xy = [p[:2] for p in points.values()]
+            box = person["box"] or box_around(xy, width, height) or whole
             ann_id = len(annotations) + 1
             annotations.append(
                 keypoint_annotation(ann_id, image_ids[image], flat, box, source="labelstudio", **origin)
@@ -147,19 +158,25 @@ def _image_file(task: Any, where: str, file: str, images_dir: Path, problems: li
     return None
 
 
+# Per-region choice that marks a placed keypoint as hidden (COCO visibility 1); poseloop's own labeling config uses it.
+OCCLUDED = "occluded"
+_PERCENT_TOLERANCE = 1e-6  # float noise of the frontend, as pull allows it
+
+
 def _persons(
     task: Any, where: str, file: str, problems: list[Problem], names: list[str], fixed: bool
-) -> list[dict]:
-    """The people of the task's latest annotation that was not cancelled: [{"points": {name: (x, y)}, "box": ...}].
+) -> list[dict] | None:
+    """The people of the task's latest annotation that was not cancelled, each ``{"points": {name: (x, y, v)},
+    "box": [x, y, w, h] or None, "sizes": {(width, height) drawn on}}``; a rectangle without keypoints is a person
+    with no points (a pool instance with that box). None when nobody annotated the task; [] when the annotation says
+    nobody is there (submitted with no region).
 
     ``names`` grows with every new keypoint label (unless ``fixed``: then an unknown label is a problem).
     """
     annotations = task.get("annotations") if isinstance(task, dict) else None
-    if not isinstance(annotations, list):
-        return []
-    kept = [a for a in annotations if isinstance(a, dict) and not a.get("was_cancelled")]
+    kept = [a for a in annotations or () if isinstance(a, dict) and not a.get("was_cancelled")]
     if not kept:
-        return []
+        return None
     annotation = max(kept, key=lambda a: (str(a.get("updated_at") or a.get("created_at") or ""), a.get("id") or 0))
     where = f"{where}: annotation {annotation.get('id')}"
     result = annotation.get("result")
@@ -167,16 +184,23 @@ def _persons(
         problems.append(Problem(file, where, "result", f"expected a list, got {type(result).__name__}"))
         return []
     boxes: dict[str, list[float]] = {}
-    groups: dict[str | None, dict[str, tuple[float, float]]] = {}
+    groups: dict[str | None, dict[str, tuple[float, float, int]]] = {}
+    region_of: dict[str, tuple[str | None, str]] = {}  # keypoint region id -> (group, name), for occluded choices
+    occluded: set[str] = set()
     sizes: set[tuple[float, float]] = set()  # original_width / height the regions were drawn on
     for j, item in enumerate(result):
         if not isinstance(item, dict) or not isinstance(item.get("value"), dict):
             continue
         value, kind = item["value"], item.get("type")
-        w, h = item.get("original_width"), item.get("original_height")
+        if kind == "choices":
+            picked = value.get("choices")
+            if isinstance(picked, list) and any(isinstance(c, str) and c.lower() == OCCLUDED for c in picked):
+                occluded.add(str(item.get("id")))
+            continue
         if kind not in ("keypointlabels", "rectanglelabels"):
-            continue  # choices, text, relations: nothing a keypoint label needs
+            continue  # text, relations, other controls: nothing a keypoint label needs
         rid = f"result[{j}] (region {item.get('id')})"
+        w, h = item.get("original_width"), item.get("original_height")
         if not (is_finite_number(w) and is_finite_number(h) and w > 0 and h > 0):
             problems.append(Problem(file, where, rid, "missing original_width / original_height"))
             continue
@@ -185,10 +209,17 @@ def _persons(
         if not all(is_finite_number(g) for g in geometry):
             problems.append(Problem(file, where, rid, f"geometry is not finite numbers: {geometry}"))
             continue
+        if not all(-_PERCENT_TOLERANCE <= g <= 100 + _PERCENT_TOLERANCE for g in geometry[:2]):
+            problems.append(Problem(file, where, rid, f"at x={geometry[0]:g}%, y={geometry[1]:g}%: outside the image"))
+            continue
         if kind == "rectanglelabels":
+            if value.get("rotation") not in (None, 0, 0.0):
+                problems.append(Problem(file, where, rid, f"rotated by {value.get('rotation')} degrees: not a box"))
+                continue
             x, y, bw, bh = geometry
             # As pull reads a person rectangle (annotations._read_regions): the corner through percent_to_px.
-            boxes[str(item.get("id"))] = [float(percent_to_px(x, w)), float(percent_to_px(y, h)), bw * w / 100, bh * h / 100]
+            corner = [float(percent_to_px(x, w)), float(percent_to_px(y, h))]
+            boxes[str(item.get("id"))] = [*corner, bw * w / 100, bh * h / 100]
             continue
         labels = value.get("keypointlabels")
         if not (isinstance(labels, list) and len(labels) == 1 and isinstance(labels[0], str) and labels[0]):
@@ -200,14 +231,19 @@ def _persons(
                 problems.append(Problem(file, where, rid, f"label {name!r} is not in data.labelstudio.keypoints"))
                 continue
             names.append(name)
-        parent = item.get("parentID")
-        person = groups.setdefault(str(parent) if parent else None, {})
+        parent = str(item["parentID"]) if item.get("parentID") else None
+        person = groups.setdefault(parent, {})
         if name in person:
-            group = parent or "without parentID"
-            problems.append(Problem(file, where, rid, f"keypoint {name!r} placed twice for one person ({group})"))
+            problems.append(Problem(file, where, rid, f"keypoint {name!r} placed twice for one person "
+                                    f"({parent or 'without parentID'})"))
             continue
-        person[name] = (round(float(percent_to_px(geometry[0], w)), 6), round(float(percent_to_px(geometry[1], h)), 6))
-    return [
-        {"points": points, "box": boxes.get(parent) if parent else None, "sizes": sizes}
-        for parent, points in groups.items()
-    ]
+        px, py = (round(float(percent_to_px(g, size)), 6) for g, size in zip(geometry, (w, h), strict=True))
+        person[name] = (px, py, 2)
+        region_of[str(item.get("id"))] = (parent, name)
+    for rid in occluded & region_of.keys():
+        parent, name = region_of[rid]
+        groups[parent][name] = (*groups[parent][name][:2], 1)
+    people = [{"points": points, "box": boxes.get(parent) if parent else None, "sizes": sizes}
+              for parent, points in groups.items()]
+    people += [{"points": {}, "box": box, "sizes": sizes} for rid, box in boxes.items() if rid not in groups]
+    return people

@@ -148,10 +148,14 @@ def split_dataset(
     candidates = sorted(
         (a for a in coco["annotations"] if _eligible(a) and a["image_id"] not in held_out), key=lambda a: a["id"]
     )
-    own_pool = sorted(
-        (a for a in coco["annotations"] if a.get("source") == UNLABELED and a["image_id"] not in held_out),
-        key=lambda a: a["id"],
-    )
+    unlabeled = [a for a in coco["annotations"] if a.get("source") == UNLABELED]
+    own_pool = sorted((a for a in unlabeled if a["image_id"] not in held_out), key=lambda a: a["id"])
+    if unlabeled and len(own_pool) < len(unlabeled):
+        log.warning(
+            "%d unlabeled instance(s) are on val / test images: they stay there (evaluation ignores them), not in "
+            "the pool",
+            len(unlabeled) - len(own_pool),
+        )
     if own_pool:
         if not candidates:
             raise PrepareError("no labeled people outside val/test: the seed set would be empty")
