@@ -6,7 +6,10 @@ image + person box, keypoints zeroed), ``val.json`` and ``test.json`` (whole ima
 
 Splits are made on whole images for val/test (so crowd regions and unannotated people are evaluated the way
 pycocotools expects) and on instances for the seed/pool split (the seed budget is a count of people, and later rounds
-label instances one at a time).
+label instances one at a time). A source with unlabeled instances of its own (SLEAP predictions, Label Studio tasks
+nobody labeled) keeps them as the pool and has no oracle; sizes left at their defaults shrink to fit a small source
+(``split_dataset``). Every source is read into a COCO dict by its reader in ``pipeline/data`` and validated by
+``load_source`` the same way.
 """
 
 from __future__ import annotations
