@@ -232,7 +232,7 @@ def known_sigmas(names: Sequence[str]) -> tuple[str, tuple[float, ...]] | None:
     return None
 
 
-def _flip_pairs_from_names(names: Sequence[str]) -> tuple[tuple[int, int], ...]:
+def flip_pairs_from_names(names: Sequence[str]) -> tuple[tuple[int, int], ...]:
     """Pairs (i, j) with i < j where names[i] and names[j] differ only by a left/right marker."""
     index = {name: i for i, name in enumerate(names)}
     pairs = []
@@ -321,7 +321,7 @@ class KeypointSchema:
         else:
             sig, source = (DEFAULT_SIGMA,) * len(names), "default"
         pairs = (
-            tuple((int(a), int(b)) for a, b in flip_pairs) if flip_pairs is not None else _flip_pairs_from_names(names)
+            tuple((int(a), int(b)) for a, b in flip_pairs) if flip_pairs is not None else flip_pairs_from_names(names)
         )
         return cls(
             names=names,

@@ -217,9 +217,14 @@ def test_labelstudio_export_as_seed_labels(tmp_path, coco_mini, capsys):
 
 
 @pytest.mark.parametrize("embed", [True, False], ids=["embedded-frames", "video"])
-def test_sleap_labels_in(tmp_path, dlc_openfield, embed, capsys):
+def test_sleap_labels_in(tmp_path, dlc_openfield, embed, capsys, caplog):
     slp = formats.sleap_file(dlc_openfield, tmp_path / "labels.slp", embed=embed, users=30, predicted=10)
-    out = _validate(capsys, slp)
+    with caplog.at_level(logging.WARNING, logger="pipeline.data.sleap"):
+        out = _validate(capsys, slp)
+    # the file's skeleton has no symmetries; the names pair the ears: said, with the params.yaml line to follow SLEAP
+    assert "symmetries [] are not the pairs the names give [['leftear', 'rightear']]: set data.flip_pairs: []" in (
+        caplog.text
+    )
     assert "instances:  40 of category 1 'mouse': 30 with keypoints" in out and "images:     40" in out
     data = {"source": "sleap", "val_images": 4, "test_images": 2, "sleap": {"labels": str(slp)}}
     prepared, counts, _ = _round(tmp_path, data)
@@ -460,4 +465,7 @@ def test_deeplabcut_export_refuses_what_it_cannot_write(tmp_path, dlc_openfield)
     twice = {**coco, "annotations": [*coco["annotations"], {**coco["annotations"][0], "id": 10**6}]}
     with pytest.raises(DeepLabCutFormatError, match=r"labeled-data/m4s1/img0000.png: more than one labeled instance"):
         write_deeplabcut_labels(project, twice)
+    (project / "labeled-data/m4s1/img0005.png").unlink()
+    with pytest.raises(DeepLabCutFormatError, match=r"no frame labeled-data/m4s1/img0005.png: export to the project"):
+        write_deeplabcut_labels(project, coco)
     assert (project / "labeled-data/m4s1/CollectedData_Pranav.h5").read_bytes() == before  # nothing written

@@ -319,6 +319,10 @@ def write_deeplabcut_labels(project_dir: str | os.PathLike[str], coco: dict) -> 
         for j, (x, y, v) in enumerate(kps):
             if v > 0:
                 values[2 * column_of[j] : 2 * column_of[j] + 2] = (x, y)
+        if not (project / name).is_file():  # labels of another project's frames would mean nothing here
+            raise DeepLabCutFormatError(
+                f"{project}: no frame {name}: export to the project the round was prepared from"
+            )
         folder_rows = rows.setdefault(name.parts[1], {})
         if name.parts in folder_rows:
             raise DeepLabCutFormatError(f"{name}: more than one labeled instance (a single-animal project has one)")

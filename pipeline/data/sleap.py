@@ -41,7 +41,7 @@ from PIL import Image
 
 from pipeline.data.coco import UNLABELED, box_around, keypoint_annotation
 from pipeline.files import atomic_path
-from pipeline.keypoints import KeypointSchema
+from pipeline.keypoints import KeypointSchema, flip_pairs_from_names
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +68,15 @@ def read_sleap(path: str | os.PathLike[str], out_dir: Path | None, image_subdir:
         raise SleapFormatError(f"{path}: {len(names)} skeletons {names}: one keypoint schema is needed (exactly one)")
     skeleton = labels.skeletons[0]
     names = list(skeleton.node_names)
+    symmetries = sorted(tuple(sorted(pair)) for pair in skeleton.symmetry_inds)
+    from_names = sorted(flip_pairs_from_names(names))
+    if symmetries != from_names:  # the loop derives flip pairs from the names (or data.flip_pairs), one rule for all
+        log.warning(
+            "%s: the skeleton's symmetries %s are not the pairs the names give %s: set data.flip_pairs: %s in "
+            "params.yaml to flip by the symmetries",
+            path, [[names[a], names[b]] for a, b in symmetries], [[names[a], names[b]] for a, b in from_names],
+            [list(p) for p in symmetries],
+        )
     video_index = {id(v): i for i, v in enumerate(labels.videos)}
 
     images: list[dict] = []
