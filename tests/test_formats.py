@@ -469,3 +469,20 @@ def test_deeplabcut_export_refuses_what_it_cannot_write(tmp_path, dlc_openfield)
     with pytest.raises(DeepLabCutFormatError, match=r"no frame labeled-data/m4s1/img0005.png: export to the project"):
         write_deeplabcut_labels(project, coco)
     assert (project / "labeled-data/m4s1/CollectedData_Pranav.h5").read_bytes() == before  # nothing written
+
+
+def test_sleap_visibility_round_trips(tmp_path):
+    """COCO visibility 1 (placed, hidden) <-> SLEAP's placed point marked not visible; 0 <-> NaN."""
+    from pipeline.data.sleap import FramePoses, read_sleap, write_sleap
+    from pipeline.keypoints import KeypointSchema
+
+    image = tmp_path / "frame.png"
+    Image.fromarray(np.zeros((40, 60, 3), dtype=np.uint8)).save(image)
+    schema = KeypointSchema.from_coco_category(
+        {"id": 1, "name": "mouse", "keypoints": ["snout", "leftear", "rightear"]}
+    )
+    person = np.array([[[10.5, 12.0, 2], [20.0, 8.25, 1], [0, 0, 0]]])
+    write_sleap(tmp_path / "out.slp", [FramePoses(image, person, np.zeros((0, 3, 2)), np.zeros((0, 3)))], schema)
+    coco = read_sleap(tmp_path / "out.slp", tmp_path / "prepared")
+    assert coco["annotations"][0]["keypoints"] == [10.5, 12.0, 2, 20.0, 8.25, 1, 0.0, 0.0, 0]
+    assert coco["categories"][0]["keypoints"] == ["snout", "leftear", "rightear"]

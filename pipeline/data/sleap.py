@@ -3,9 +3,9 @@
 In (``data.source: sleap``, ``read_sleap``): every labeled frame with a user instance or a prediction becomes one image
 (decoded from the file's embedded frames or from its video, written as PNG into the prepared folder):
 
-* user instances are labels: a point that is visible and not NaN gets visibility 2, others 0 at (0, 0). SLEAP keeps
-  no "occluded but placed" flag apart from ``visible``: a placed point marked not visible also gets 0 (SLEAP trains
-  on it as absent too).
+* user instances are labels: a placed (finite) point gets visibility 2 when SLEAP marks it visible and 1 when it is
+  marked not visible (SLEAP's "occluded": placed where the hidden point is, COCO's visibility 1); a NaN point 0 at
+  (0, 0). The writer maps back the same way, so the flags survive a round trip.
 * predicted instances that no user instance replaced (``LabeledFrame.unused_predictions``) are the pool: their box
   (around their points) is kept, their points are not (they are the old model's guess, not a label); annotation
   ``source: "unlabeled"`` tells prepare to keep them as the pool.
@@ -108,8 +108,8 @@ def read_sleap(path: str | os.PathLike[str], out_dir: Path | None, image_subdir:
             points = _labeled_points(inst)
             keypoints: list[float] = []
             for j in range(len(names)):
-                keypoints += [*points[j], 2] if j in points else [0.0, 0.0, 0]
-            box = box_around(list(points.values()), width, height)
+                keypoints += list(points[j]) if j in points else [0.0, 0.0, 0]
+            box = box_around([p[:2] for p in points.values()], width, height)
             if box is None:
                 raise SleapFormatError(f"{where}: a user instance lies outside the {width}x{height} frame")
             annotations.append(keypoint_annotation(len(annotations) + 1, image_id, keypoints, box, source="sleap"))
@@ -141,13 +141,13 @@ def _video_name(video: object) -> str:
     return str(filename[0] if isinstance(filename, list) and filename else filename)
 
 
-def _labeled_points(inst: object) -> dict[int, tuple[float, float]]:
-    """Node index -> (x, y) for the points that are visible and finite."""
+def _labeled_points(inst: object) -> dict[int, tuple[float, float, int]]:
+    """Node index -> (x, y, COCO visibility) for the placed (finite) points: 2 visible, 1 marked not visible."""
     points = inst.points  # structured array: xy (2,), visible, complete, name
     out = {}
     for j, (xy, visible) in enumerate(zip(points["xy"], points["visible"], strict=True)):
-        if visible and np.isfinite(xy).all():
-            out[j] = (float(xy[0]), float(xy[1]))
+        if np.isfinite(xy).all():
+            out[j] = (float(xy[0]), float(xy[1]), 2 if visible else 1)
     return out
 
 
@@ -179,7 +179,9 @@ def write_sleap(path: Path, frames: Sequence[FramePoses], schema: KeypointSchema
         instances: list = []
         for person in frame.labels:
             xy = np.where((person[:, 2] > 0)[:, None], person[:, :2], np.nan)
-            instances.append(sio.Instance.from_numpy(xy, skeleton=skeleton))
+            instance = sio.Instance.from_numpy(xy, skeleton=skeleton)
+            instance.points["visible"][person[:, 2] == 1] = False  # placed but hidden (see the module doc)
+            instances.append(instance)
         for xy, scores in zip(frame.predictions, frame.prediction_scores, strict=True):
             instances.append(
                 sio.PredictedInstance.from_numpy(
