@@ -128,11 +128,10 @@ def test_two_worker_ray_training_beats_the_untrained_model(prepared):
         f"{untrained['ap']:.3f} PCK@0.1 {untrained['pck10']:.3f}"
     )
     assert metrics["val_ap"] > untrained["ap"] and metrics["val_pck10"] > untrained["pck10"] + 0.1
-    model = load_model(prepared / "model2w")
+    load_model(prepared / "model2w")  # raises unless the folder rebuilds the network it describes
     description = json.loads((prepared / "model2w" / "model.json").read_text())
     assert description["input_size"] == [96, 128] and description["schema"]["names"][0] == "nose"
     assert description["params"]["train"]["num_workers"] == 2
-    assert sum(p.numel() for p in model.parameters()) > 0
     curve = (prepared / "model2w-curve.csv").read_text().splitlines()
     assert len(curve) == 1 + 10 and "val_ap" in curve[0]
     assert (prepared / "model2w-curve.png").stat().st_size > 1000
