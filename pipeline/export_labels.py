@@ -120,7 +120,12 @@ def pool_predictions(
     xy = list_column(table, "keypoints").reshape(-1, schema.num_keypoints, 2)
     scores = list_column(table, "scores")
     image_ids = table["image_id"].to_numpy()
-    return {int(i): (xy[image_ids == i], scores[image_ids == i]) for i in np.unique(image_ids)}
+    if not len(image_ids):  # every pool person labeled by now (np.split would give one empty group)
+        return {}
+    order = np.argsort(image_ids, kind="stable")  # one sort, then slices per image (not a mask per image)
+    ids, starts = np.unique(image_ids[order], return_index=True)
+    groups = np.split(order, starts[1:])
+    return {int(i): (xy[rows], scores[rows]) for i, rows in zip(ids, groups, strict=True)}
 
 
 def export_sleap(labels: CocoKeypoints, project: Path, out: Path, embed: bool = False) -> Path:

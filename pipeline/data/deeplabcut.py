@@ -36,7 +36,7 @@ import numpy as np
 import yaml
 from PIL import Image
 
-from pipeline.data.coco import box_around
+from pipeline.data.coco import box_around, keypoint_annotation
 
 log = logging.getLogger(__name__)
 
@@ -102,18 +102,7 @@ def read_deeplabcut_project(
         for p in row.xy:
             keypoints += [p[0], p[1], 2] if p is not None else [0, 0, 0]
         bbox = _box(labeled, width, height, margin, min_pad, row)
-        annotations.append(
-            {
-                "id": image_id,
-                "image_id": image_id,
-                "category_id": 1,
-                "keypoints": keypoints,
-                "num_keypoints": len(labeled),
-                "bbox": bbox,
-                "area": bbox[2] * bbox[3],
-                "iscrowd": 0,
-            }
-        )
+        annotations.append(keypoint_annotation(image_id, image_id, keypoints, bbox))
     category = {
         "id": 1,
         "name": category_name,

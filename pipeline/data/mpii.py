@@ -28,7 +28,7 @@ from typing import Any
 from PIL import Image
 
 from pipeline.checks import is_finite_number
-from pipeline.data.coco import CocoFormatError, Problem, load_json, path_escape
+from pipeline.data.coco import CocoFormatError, Problem, box_around, keypoint_annotation, load_json, path_escape
 from pipeline.keypoints import MPII_KEYPOINT_NAMES, MPII_SKELETON
 
 MPII_FIELDS = ("image", "joints", "joints_vis", "center", "scale")
@@ -84,26 +84,12 @@ def mpii_to_coco(records: Any, file: str, images_dir: Path) -> dict:
         half = 100 * scale
         x0, y0 = max(0.0, cx - half), max(0.0, cy - half)
         x1, y1 = min(float(width), cx + half), min(float(height), cy + half)
-        if x1 <= x0 or y1 <= y0:  # a centre outside the image: the box of the labeled joints, as a last resort
-            xs, ys = keypoints[0::3], keypoints[1::3]
-            labeled = [(px, py) for px, py, v in zip(xs, ys, keypoints[2::3], strict=True) if v]
-            x0, y0 = min(p[0] for p in labeled), min(p[1] for p in labeled)
-            x1, y1 = max(max(p[0] for p in labeled), x0 + 1), max(max(p[1] for p in labeled), y0 + 1)
         box = [x0, y0, x1 - x0, y1 - y0]
-        annotations.append(
-            {
-                "id": ann_id,
-                "image_id": image_ids[rec["image"]],
-                "category_id": 1,
-                "keypoints": keypoints,
-                "num_keypoints": sum(1 for v in rec["joints_vis"] if v),
-                "bbox": box,
-                "area": box[2] * box[3],
-                "iscrowd": 0,
-                "mpii_center": list(rec["center"]),
-                "mpii_scale": scale,
-            }
-        )
+        if x1 <= x0 or y1 <= y0:  # a centre outside the image: the box around the labeled joints, as a last resort
+            labeled = [(px, py) for px, py, v in zip(keypoints[0::3], keypoints[1::3], keypoints[2::3], strict=True) if v]
+            box = box_around(labeled, width, height) or [0.0, 0.0, float(width), float(height)]
+        origin = {"mpii_center": list(rec["center"]), "mpii_scale": scale}
+        annotations.append(keypoint_annotation(ann_id, image_ids[rec["image"]], keypoints, box, **origin))
     category = {
         "id": 1,
         "name": "person",

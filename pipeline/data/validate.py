@@ -17,30 +17,22 @@ from pipeline.data.mpii import looks_like_mpii, mpii_to_coco
 from pipeline.data.sleap import read_sleap
 
 
-def detect_format(path: Path, data: Any = None) -> str:
-    """The layout of ``path``: a folder is a DeepLabCut project, ``.slp`` a SLEAP file; JSON by its shape (``coco``
-    when unsure: its errors explain)."""
-    if path.is_dir():
-        return "deeplabcut"
-    if path.suffix == ".slp":
-        return "sleap"
-    if looks_like_mpii(data):
-        return "mpii"
-    if looks_like_labelstudio_export(data):
-        return "labelstudio"
-    return "coco"
-
-
 def read_as_coco(path: Path, fmt: str, images: Path | None) -> tuple[Any, Path | None]:
-    """(parsed data as COCO, the folder its images are in or None); raises what the readers raise."""
+    """(parsed data as COCO, the folder its images are in or None); raises what the readers raise.
+
+    ``fmt`` ``auto``: a folder is a DeepLabCut project, ``.slp`` a SLEAP file, JSON goes by its shape (``coco`` when
+    unsure: its errors explain)."""
+    if fmt == "auto" and path.is_dir():
+        fmt = "deeplabcut"
+    elif fmt == "auto" and path.suffix == ".slp":
+        fmt = "sleap"
     if fmt == "deeplabcut":
-        coco, root = read_deeplabcut_project(path)
-        return coco, root
+        return read_deeplabcut_project(path)  # (coco, project folder): its frames are checked
     if fmt == "sleap":
         return read_sleap(path, None), None  # frames are in the file or its video: not checked one by one
     data = load_json(path)
     if fmt == "auto":
-        fmt = detect_format(path, data)
+        fmt = "mpii" if looks_like_mpii(data) else "labelstudio" if looks_like_labelstudio_export(data) else "coco"
     if fmt in ("mpii", "labelstudio"):
         if images is None:
             raise ValueError(f"{path}: {fmt} layout: give --images DIR (the image sizes come from the image files)")
@@ -65,8 +57,6 @@ def validate_command(
     the file.
     """
     path = Path(annotations)
-    if fmt == "auto" and (path.is_dir() or path.suffix == ".slp"):
-        fmt = detect_format(path)
     try:
         data, images = read_as_coco(path, fmt, Path(images) if images is not None else None)
     except CocoFormatError as exc:
