@@ -20,12 +20,14 @@ nothing already pulled from it.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import operator
 import re
-from collections.abc import Iterable, Sequence
+import time
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -534,6 +536,45 @@ def _log_new_versions(new: list[Correction], stored: list[Correction], source: s
             )
 
 
+STORE_LOCK_TIMEOUT_S = 600.0
+
+
+@contextlib.contextmanager
+def store_lock(store_dir: Path, timeout_s: float = STORE_LOCK_TIMEOUT_S) -> Iterator[None]:
+    """Hold the store's write lock for the block: one pull at a time reads the store, decides what is new and writes.
+
+    Two pulls at once would each find the other's records missing and store them twice, under two rounds. The lock
+    is an ``flock`` on a file beside the store (``.<name>.lock``, outside the folder DVC caches), so a pull killed
+    with SIGKILL releases it with its process. A second pull waits up to ``timeout_s``, then raises naming the file.
+    """
+    import fcntl
+
+    store_dir = Path(store_dir)
+    lock_path = store_dir.parent / f".{store_dir.name}.lock"
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    deadline = time.monotonic() + timeout_s
+    with open(lock_path, "a+b") as handle:
+        waited = False
+        while True:
+            try:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if not waited:
+                    log.warning("%s: another pull is writing the corrections store; waiting for it", lock_path)
+                    waited = True
+                if time.monotonic() > deadline:
+                    raise TimeoutError(
+                        f"{lock_path}: another pull has held the corrections store for over {timeout_s:.0f} s; "
+                        "wait for it to finish (or end it) and pull again"
+                    ) from None
+                time.sleep(0.2)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
 def write_pull(
     store_dir: Path,
     corrections: Iterable[Correction],
@@ -554,6 +595,18 @@ def write_pull(
     problems = sorted(problems, key=_problem_order)
     for p in problems:
         log.warning("pull %s: task %s annotation %s: %s", source, p.task_id, p.annotation_id, p.message)
+    with store_lock(store_dir):
+        return _write_pull_locked(store_dir, corrections, skips, problems, source, now)
+
+
+def _write_pull_locked(
+    store_dir: Path,
+    corrections: Iterable[Correction],
+    skips: Iterable[Skip],
+    problems: list[AnnotationProblem],
+    source: str,
+    now: datetime | None,
+) -> Path | None:
     _remove_stale_temp_files(store_dir)
     old_corrections, old_skips = read_store(store_dir)
     new_c = _new_only(sorted(corrections, key=_correction_order), old_corrections)
@@ -602,18 +655,26 @@ def _dumps_store(doc: dict) -> str:
 
 def _temp_dir(store_dir: Path) -> Path:
     """Where a store file is written before it is linked into the store: beside the store, not in it, so a write
-    killed half-way leaves nothing inside the folder DVC caches (data/.corrections.tmp/, ignored by git)."""
-    return store_dir.parent / f".{store_dir.name}.tmp"
+    killed half-way leaves nothing inside the folder DVC caches (data/.corrections.tmp/, ignored by git). Beside
+    the store's real folder when it is a symlink (a store kept on another disk), so the rename stays on one file
+    system; only a store that is itself a mount point leaves ``atomic_write`` no choice but a hidden temp file inside
+    it, which the next pull removes."""
+    real = store_dir.resolve()
+    return real.parent / f".{real.name}.tmp"
 
 
 def _remove_stale_temp_files(store_dir: Path) -> None:
-    """Delete temp files that older versions wrote inside the store (hidden ``.*.tmp``): a file there exists only
-    while a write is in progress or after one was killed, and is never a record (its content is also in the named file
-    when the write finished)."""
-    if store_dir.is_dir():
-        for p in store_dir.glob(".*.tmp"):
-            log.warning("%s: temp file of an interrupted write; removed (it is not a record)", p)
-            p.unlink(missing_ok=True)
+    """Delete the temp files of writes that were killed (SIGKILL, power cut), in the temp folder and, from older
+    versions or a store that is a mount point, hidden ``.*.tmp`` files inside the store. Called with the store lock
+    held, so no write is in progress: a temp file is never a record (when its write finished, its content is in
+    the named file)."""
+    stale = list(store_dir.glob(".*.tmp")) if store_dir.is_dir() else []
+    temp_dir = _temp_dir(store_dir)
+    if temp_dir.is_dir():
+        stale += [p for p in temp_dir.iterdir() if p.is_file() and p.name.endswith(".tmp")]
+    for p in stale:
+        log.warning("%s: temp file of an interrupted write; removed (it is not a record)", p)
+        p.unlink(missing_ok=True)
 
 
 def _write_new(path: Path, data: bytes) -> None:

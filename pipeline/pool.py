@@ -16,7 +16,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -24,6 +23,7 @@ import pyarrow.parquet as pq
 import torch
 from tqdm import tqdm
 
+from pipeline.data.images import load_image
 from pipeline.data.transforms import sample_transform, warp_crop
 from pipeline.inference import (
     coco_results,
@@ -82,8 +82,7 @@ def crop_batch(batch: dict[str, np.ndarray], input_size: tuple[int, int], paddin
         path = str(batch["image_path"][i])
         if path != image_path:
             image_path = path
-            bgr = cv2.imread(path, cv2.IMREAD_COLOR)
-            image = None if bgr is None else cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+            image = load_image(path)  # the stored pixel grid the boxes refer to (EXIF orientation not applied)
             if image is None:
                 log.warning("cannot read image %s: its instances get no prediction", path)
         box = np.asarray(batch["bbox"][i], dtype=np.float64)

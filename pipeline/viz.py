@@ -83,7 +83,8 @@ def save_png(path: Path, image: np.ndarray) -> Path:
 
 def preview_command(annotations: Path, images: Path | None, out: Path, num: int, columns: int) -> int:
     """``python -m pipeline preview``: the first ``num`` images with people, keypoints drawn, as one PNG."""
-    from pipeline.data.coco import load_image, read_coco
+    from pipeline.data.coco import read_coco
+    from pipeline.data.images import load_image
 
     coco = read_coco(annotations)
     root = images if images is not None else Path(annotations).parent
@@ -121,7 +122,7 @@ def prediction_sheet(
     boxes (N, 4) xywh image px; keypoints (N, K, 2) image px; scores (N, K): keypoints below ``min_score`` are not
     drawn. Unreadable images are skipped.
     """
-    from pipeline.data.coco import load_image
+    from pipeline.data.images import load_image
 
     tiles = []
     for path, box, kp, sc in zip(image_paths, boxes, keypoints, scores, strict=True):

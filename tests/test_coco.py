@@ -22,12 +22,12 @@ from pipeline.data.coco import (
     CocoFormatError,
     CocoKeypoints,
     Problem,
-    load_image,
     read_coco,
     summarize,
     validate_coco,
     write_coco,
 )
+from pipeline.data.images import load_image
 from pipeline.data.validate import validate_command
 from pipeline.keypoints import COCO_KEYPOINT_NAMES
 
@@ -640,7 +640,7 @@ def test_missing_corrupt_and_mis_sized_images_are_reported(coco_mini, tmp_path, 
     with pytest.raises(ValueError, match="check_images=True needs images_dir"):
         validate_coco(data, path, check_images=True)
 
-    with caplog.at_level(logging.WARNING, logger="pipeline.data.coco"):
+    with caplog.at_level(logging.WARNING, logger="pipeline.data.images"):
         assert load_image(images / "a.jpg") is None
         assert load_image(images / "junk.jpg") is None
         assert load_image(images / "sub/missing.jpg") is None

@@ -283,6 +283,41 @@ def test_an_annotation_edited_after_the_pull_becomes_the_winning_correction(labe
     assert np.all(np.abs(moved[visible, 0]) > 5)  # the edited version, not the first
 
 
+def test_a_second_annotation_on_a_pulled_task_is_stored_and_the_later_one_labels_the_person(labelstudio_env, tmp_path):
+    """A second annotator (or a reviewer) completes a task already pulled: their annotation is stored with its own
+    id, and merge takes the later one, counting the instance as a conflict."""
+    from pipeline.labelstudio import client
+
+    ls = client.connect()
+    images = write_images(labelstudio_env.image_root, "second", [(64, 48)], seed=6)
+    coco = true_instances(images, COCO17, per_image=1, first_id=800, seed=6)
+    corrections, _ = _server_round(ls, "second annotator", coco, labelstudio_env.document_root)
+    store = tmp_path / "corrections"
+    assert write_pull(store, corrections, [], [], "labelstudio", now=_t(0)) is not None
+    [first] = corrections
+
+    time.sleep(1.1)  # a clear gap between the two annotations' times
+    annotation = ls.annotations.get(id=first.annotation_id)
+    result = [dict(r) if isinstance(r, dict) else r.dict() for r in annotation.result]
+    for region in result:
+        if region["type"] == "keypointlabels":
+            region["value"]["y"] = min(99.0, region["value"]["y"] + 5.0)
+    task_id = first.task_id
+    second = ls.annotations.create(id=task_id, result=result)
+
+    pid = client.find_project(ls, "second annotator")
+    again, _, problems, pending = client.fetch_annotations(ls, pid, COCO17)
+    assert problems == [] and pending == []
+    assert sorted(c.annotation_id for c in again) == sorted([first.annotation_id, second.id])
+    assert write_pull(store, again, [], [], "labelstudio", now=_t(60)) is not None  # the case: nothing stored before
+    stored, _ = read_store(store)
+    assert [c.annotation_id for c in stored] == [first.annotation_id, second.id]
+    pool = {**coco, "annotations": [dict(a, keypoints=[0.0] * 3 * K, num_keypoints=0) for a in coco["annotations"]]}
+    train, report = merge({**coco, "annotations": []}, pool, stored, [])
+    [labeled] = train["annotations"]
+    assert labeled["correction_id"] == f"{task_id}:{second.id}" and report["conflicts"] == 1
+
+
 def test_a_servers_export_in_the_inbox_adds_nothing_already_pulled_and_old_records_are_not_pulled_twice(tmp_path):
     store = tmp_path / "corrections"
     pulled = _correction(1, 1, "images/a.jpg", BOX_A)
@@ -490,6 +525,41 @@ def test_a_write_killed_half_way_leaves_nothing_in_the_store(tmp_path):
     writer.wait(timeout=30)
     assert list(store.iterdir()) == []  # nothing DVC would cache: not a record, not a hidden temp file
     assert len(list((tmp_path / "data" / ".corrections.tmp").iterdir())) == 1  # the half-write lies beside it
+    # the next pull removes the half-write (it is not a record) and stores its own
+    c = Correction(1, 1, (1.0, 2.0, 3.0, 4.0), (1.0, 2.0, 2), 1, 1, None, "2026-11-30T10:00:00Z", None)
+    assert write_pull(store, [c], [], [], "test", now=_t(0)) is not None
+    assert list((tmp_path / "data" / ".corrections.tmp").iterdir()) == []
+
+
+_CONCURRENT_PULL = """
+import sys, time
+from pathlib import Path
+from pipeline import corrections
+from pipeline.corrections import Correction, write_pull
+read_store = corrections.read_store
+def slow_read(store):  # both pulls read the store before either writes, as two real pulls at once would
+    records = read_store(store)
+    time.sleep(1.5)
+    return records
+corrections.read_store = slow_read
+c = Correction(1, 1, (1.0, 2.0, 3.0, 4.0), (1.0, 2.0, 2), 1, 1, None, "2026-11-30T10:00:00Z", None)
+print(write_pull(Path(sys.argv[1]), [c], [], [], "test"))
+"""
+
+
+def test_two_pulls_at_once_store_each_record_once(tmp_path):
+    store = tmp_path / "data" / "corrections"
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    pulls = [
+        subprocess.Popen(
+            [sys.executable, "-c", _CONCURRENT_PULL, str(store)], cwd=REPO, env=env, text=True, stdout=subprocess.PIPE
+        )
+        for _ in range(2)
+    ]
+    outputs = sorted(p.communicate(timeout=120)[0].strip() for p in pulls)
+    assert all(p.returncode == 0 for p in pulls)
+    assert outputs[0] == "None"  # the second pull waited for the first and found its record stored
+    assert len(list(store.iterdir())) == 1 and round_number(store) == 2
 
 
 # --------------------------------------------------------------------------------------- 6: a fresh clone is clean

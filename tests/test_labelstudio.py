@@ -260,7 +260,7 @@ def test_skip_no_person_and_missing_box():
 def test_collect_task_records_rules():
     accepted = {"id": 1, "created_at": "2026-11-22T10:00:00Z", "result": [_point("a", "snout", 10, 10)]}
     tasks = [
-        # two completed annotations: the first is pulled, the second is an AnnotationProblem
+        # two completed annotations (two annotators): both are kept, merge picks the later
         {**TASK, "annotations": [{**accepted, "id": 2}, {**accepted, "id": 1}]},
         {"id": 12, "data": {"instance_id": 8, "image_id": 3}, "annotations": [{**accepted, "was_cancelled": True}]},
         {"id": 13, "data": {"instance_id": 9, "image_id": 3}, "annotations": []},
@@ -269,13 +269,11 @@ def test_collect_task_records_rules():
         {"id": 16, "data": {"instance_id": 10, "image_id": 3}, "annotations": [{**accepted, "id": 6, "result": 7}]},
     ]
     records = annotations.collect_task_records(tasks, SCHEMA4)
-    assert [(c.task_id, c.annotation_id) for c in records.corrections] == [(11, 1)]
+    assert [(c.task_id, c.annotation_id) for c in records.corrections] == [(11, 1), (11, 2)]
     assert [(s.instance_id, s.reason) for s in records.skips] == [(8, "skipped")]
     assert records.pending == [9, 10]  # a task whose annotation is an AnnotationProblem stays pending
     by_task = {p.task_id: p for p in records.problems}
-    assert set(by_task) == {11, 14, 16}
-    assert "second completed annotation of instance 7; annotation 1 is the one pulled" in by_task[11].message
-    assert by_task[11].annotation_id == 2
+    assert set(by_task) == {14, 16}
     assert "not exported by poseloop" in by_task[14].message
 
 
@@ -530,19 +528,15 @@ def test_malformed_annotations_are_reported_and_the_rest_returned(labelstudio_en
     stray = ls.annotations.create(id=foreign, result=[{**_point("d", "snout", 10, 10), **size}])
 
     corrections, skips, problems, pending = client.fetch_annotations(ls, pid, SCHEMA4)
-    assert [c.instance_id for c in corrections] == [ids[0]] and skips == []
+    # the second completed annotation of a task is kept as a correction of its own (merge picks the later)
+    assert [(c.instance_id, c.annotation_id) for c in corrections][1] == (ids[0], second.id)
+    assert [c.instance_id for c in corrections] == [ids[0], ids[0]] and skips == []
     assert pending == [ids[1], ids[2], ids[3]]
     found = {(p.task_id, p.annotation_id): p.message for p in problems}
-    assert set(found) == {
-        (mapping[ids[1]], unknown.id),
-        (mapping[ids[2]], outside.id),
-        (mapping[ids[0]], second.id),
-        (foreign, stray.id),
-    }
+    assert set(found) == {(mapping[ids[1]], unknown.id), (mapping[ids[2]], outside.id), (foreign, stray.id)}
     assert "unknown label 'whisker'" in found[(mapping[ids[1]], unknown.id)]
     assert "is outside the image" in found[(mapping[ids[2]], outside.id)]
     assert found[(mapping[ids[2]], outside.id)].startswith(f"task {mapping[ids[2]]}, annotation {outside.id}: ")
-    assert "second completed annotation" in found[(mapping[ids[0]], second.id)]
     assert "not exported by poseloop" in found[(foreign, stray.id)]
 
 

@@ -94,18 +94,59 @@ def test_prepare_refuses_it_and_links_nothing_outside(tmp_path):
     assert linked == [hooks / "pre-commit"]  # no link of it anywhere, inside the project or out
 
 
-def test_symlinks_inside_the_source_are_the_owners_choice_and_are_followed(tmp_path):
-    """A DVC symlink cache or a folder linked to shared storage is legitimate; only the name is untrusted."""
+def _jpeg(path: Path, size: tuple[int, int] = (16, 12)) -> Path:
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", size, (90, 120, 30)).save(path)
+    return path
+
+
+def test_a_symlink_that_leads_outside_the_source_folder_is_refused_by_name(tmp_path):
+    """A source folder holding ``img/x.jpg -> /somewhere/private.jpg``: prepare used to hard-link the symlink itself
+    into data/prepared/images, and Label Studio then served the target. Now it is refused, naming the file and
+    where it leads; a link that stays inside the folder is followed and its content linked, never the link."""
     from pipeline.data.prepare import link_images
 
-    (tmp_path / "shared").mkdir()
-    (tmp_path / "shared" / "a.jpg").write_bytes(b"jpeg")
-    (tmp_path / "src").mkdir()
-    (tmp_path / "src" / "linked").symlink_to(tmp_path / "shared")
-    link_images(["linked/a.jpg"], tmp_path / "src", tmp_path / "dst")
-    assert (tmp_path / "dst" / "linked" / "a.jpg").read_bytes() == b"jpeg"
+    private = _jpeg(tmp_path / "private" / "secret.jpg")
+    _jpeg(tmp_path / "src" / "real" / "a.jpg")
+    (tmp_path / "src" / "img").mkdir()
+    (tmp_path / "src" / "img" / "escape.jpg").symlink_to(private)
+    (tmp_path / "src" / "img" / "inside.jpg").symlink_to(tmp_path / "src" / "real" / "a.jpg")
+    (tmp_path / "src" / "linked").symlink_to(tmp_path / "private")  # a folder linked to storage elsewhere
+
+    link_images(["img/inside.jpg"], tmp_path / "src", tmp_path / "dst")
+    inside = tmp_path / "dst" / "img" / "inside.jpg"
+    assert not inside.is_symlink() and inside.read_bytes() == (tmp_path / "src" / "real" / "a.jpg").read_bytes()
+    for name in ("img/escape.jpg", "linked/secret.jpg"):
+        with pytest.raises(PrepareError, match=rf"{name}.*resolves to {private}, outside the image folder"):
+            link_images([name], tmp_path / "src", tmp_path / "dst")
+    assert sorted(p.name for p in (tmp_path / "dst").rglob("*") if p.is_file()) == ["inside.jpg"]
     with pytest.raises(PrepareError, match=r"'\.\.' would leave"):
         link_images(["linked/../../outside.jpg"], tmp_path / "src", tmp_path / "dst")
+
+    # validate refuses the same file by name
+    data = _coco_with("img/escape.jpg")
+    data["images"][0]["file_name"] = "img/inside.jpg"
+    (tmp_path / "people.json").write_text(json.dumps(data))
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pipeline",
+            "validate",
+            str(tmp_path / "people.json"),
+            "--images",
+            str(tmp_path / "src"),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, PYTHONPATH=str(REPO)),
+        timeout=120,
+    )
+    assert done.returncode == 2 and "image 2: field 'file_name'" in done.stdout + done.stderr
+    assert "outside the image folder" in done.stdout + done.stderr
 
 
 # ----------------------------------------------------------------------------------- 8: local Ray on loopback only
@@ -200,3 +241,39 @@ def test_a_checkpoint_that_pickles_code_is_refused(tmp_path):
     plain = {"model": {"w": torch.ones(2)}, "epoch": 3, "best_ap": 0.5, "history": [{"val_ap": 0.5, "amp": "bf16"}]}
     torch.save(plain, path)
     assert load_training_state(path)["history"] == plain["history"]
+
+
+class _OpensAFile:
+    """Unpickling this creates ``path``: the proof that a reader ran code from the file."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def test_a_deeplabcut_h5_holding_objects_is_refused_and_never_unpickled(tmp_path, dlc_openfield):
+    import shutil
+    import warnings
+
+    import pandas as pd
+
+    from pipeline.data.deeplabcut import DeepLabCutFormatError, read_deeplabcut_project, write_deeplabcut_labels
+
+    project = tmp_path / "openfield"
+    shutil.copytree(dlc_openfield, project)
+    coco, _ = read_deeplabcut_project(project)
+    h5 = project / "labeled-data/m4s1/CollectedData_Pranav.h5"
+    marker = tmp_path / "code-ran"
+    table = pd.read_hdf(h5)  # DeepLabCut's own file: numbers only
+    table[("Pranav", "payload", "x")] = [_OpensAFile(str(marker))] * len(table)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # pandas warns that an object column is pickled: the point of the test
+        table.to_hdf(h5, key="df_with_missing", mode="w")
+    crafted = h5.read_bytes()
+    with pytest.raises(DeepLabCutFormatError, match=rf"{h5}: holds Python objects \(df_with_missing/block1_values"):
+        write_deeplabcut_labels(project, coco)
+    assert not marker.exists() and h5.read_bytes() == crafted  # nothing ran, nothing written
+    pd.read_hdf(h5)  # what the export used to do: the payload runs
+    assert marker.exists()

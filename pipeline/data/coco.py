@@ -44,7 +44,6 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
 import numpy as np
-from PIL import Image
 
 from pipeline.checks import is_int, is_number
 from pipeline.files import atomic_write
@@ -487,9 +486,12 @@ def _check_keypoint_values(
 
 
 def _check_image_files(images: list[Any], images_dir: Path, decode: bool, out: _Collector) -> None:
+    from pipeline.data.images import ImageError, probe_image
+
     # (position, record, image, file): problems are reported in image order, whichever check found them.
     found: list[tuple[int, Problem]] = []
     todo: list[tuple[int, str, dict, Path]] = []
+    root = images_dir.resolve()
     for i, img in enumerate(images):
         if not isinstance(img, dict) or not isinstance(img.get("file_name"), str) or not img["file_name"]:
             continue  # already reported
@@ -497,52 +499,43 @@ def _check_image_files(images: list[Any], images_dir: Path, decode: bool, out: _
         file = images_dir / img["file_name"]
         if not file.is_file():
             found.append((i, Problem(out.file, rec, "file_name", f"image file missing: {file}")))
+        elif not file.resolve().is_relative_to(root):
+            message = f"{file} resolves to {file.resolve()}, outside the image folder {root} (a symlink): refused"
+            found.append((i, Problem(out.file, rec, "file_name", message)))
         elif decode:
             todo.append((i, rec, img, file))
+
+    def probe(file: Path) -> tuple[int, int, int] | str:
+        try:
+            return probe_image(file)
+        except ImageError as exc:
+            return str(exc)
+
     # PIL releases the GIL while decoding, so threads give a real speed-up on a few thousand images.
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
-        results = list(pool.map(lambda t: _probe_image(t[3]), todo))
-    for (i, rec, img, file), (size, error) in zip(todo, results, strict=True):
-        if size is None:
-            found.append((i, Problem(out.file, rec, "file_name", f"cannot decode {file}: {error}")))
+        results = list(pool.map(lambda t: probe(t[3]), todo))
+    for (i, rec, img, file), result in zip(todo, results, strict=True):
+        if isinstance(result, str):
+            found.append((i, Problem(out.file, rec, "file_name", result)))
             continue
-        for key, actual in zip(("width", "height"), size, strict=True):
+        width, height, orientation = result
+        turned = orientation in (5, 6, 7, 8)  # these tags turn the picture by 90 degrees to view it
+        for key, actual, viewed in (("width", width, height), ("height", height, width)):
             if is_int(img.get(key)) and img[key] != actual:
-                found.append((i, Problem(out.file, rec, key, f"{img[key]} in the JSON but {actual} in {file}")))
+                hint = (
+                    f" (EXIF orientation {orientation} shows it turned, {key} {viewed}: labels must refer to the "
+                    "stored pixels, as COCO's do)"
+                    if turned and img[key] == viewed
+                    else ""
+                )
+                found.append((i, Problem(out.file, rec, key, f"{img[key]} in the JSON but {actual} in {file}{hint}")))
+        if orientation != 1:
+            message = (
+                f"EXIF orientation {orientation}: labels refer to the stored pixels; prepare writes a copy whose tag "
+                "is 1, so every viewer shows those"
+            )
+            found.append((i, Problem(out.file, rec, "file_name", message, "warning")))
     out.problems.extend(p for _, p in sorted(found, key=lambda t: t[0]))
-
-
-def _probe_image(path: Path) -> tuple[tuple[int, int] | None, str | None]:
-    """(width, height) of the stored pixels and None, or None and the reason the file does not decode.
-
-    A header read alone misses truncated files, so the image is decoded; for JPEG at 1/8 scale (``draft``), which
-    still reads the whole entropy-coded stream and so still catches truncation.
-    """
-    try:
-        with Image.open(path) as im:
-            size = im.size
-            im.draft("RGB", (max(1, size[0] // 8), max(1, size[1] // 8)))
-            im.load()
-        return size, None
-    except Exception as exc:  # PIL raises many types (OSError, SyntaxError, DecompressionBombError, ...)
-        return None, f"{type(exc).__name__}: {exc}"
-
-
-def load_image(path: str | os.PathLike[str]) -> np.ndarray | None:
-    """Decode an image as RGB uint8, shape (H, W, 3); on a missing, truncated or corrupt file log a warning naming
-    the file and return None, so a run reports and skips the image instead of crashing.
-
-    PIL, not OpenCV: cv2.imread applies the EXIF orientation, which would rotate the pixels away from the COCO
-    coordinates (they refer to the stored pixel grid), and it silently returns a grey-padded image for truncated JPEGs.
-    """
-    try:
-        with Image.open(path) as im:
-            im.load()
-            rgb = im.convert("RGB")
-        return np.asarray(rgb, dtype=np.uint8)
-    except Exception as exc:
-        log.warning("skipping unreadable image %s: %s: %s", path, type(exc).__name__, exc)
-        return None
 
 
 def box_around(

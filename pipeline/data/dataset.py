@@ -21,12 +21,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import cv2
+
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
 from pipeline.codec import HeatmapCodec
+from pipeline.data.images import load_image
 from pipeline.data.transforms import Augment, Size, apply_affine, flip_keypoints_order, sample_transform, warp_crop
 from pipeline.keypoints import KeypointSchema
 
@@ -177,11 +178,10 @@ class TopDownDataset(Dataset):
         if cached is not None:
             self._cache.move_to_end(path)
             return cached
-        bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-        if bgr is None:
+        rgb = load_image(path)  # the stored pixel grid the labels refer to (EXIF orientation not applied)
+        if rgb is None:
             log.warning("cannot read image %s: using a zero image with zero target weight", path)
             return None
-        rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
         if self.cache_size > 0:
             self._cache[path] = rgb
             if len(self._cache) > self.cache_size:

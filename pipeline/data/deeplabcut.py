@@ -5,7 +5,8 @@ What is read: ``config.yaml`` (``bodyparts``, ``scorer``, ``skeleton``) and ever
 ``labeled-data/*/CollectedData_*.csv``: three header rows (scorer / bodyparts / coords), then one row per labeled frame,
 whose index is the image path relative to the project, either in one column (``labeled-data/m4s1/img0000.png``, DLC
 2.0/2.1) or split over three (``labeled-data,m4s1,img0000.png``, DLC >= 2.2). Both are handled, as are Windows
-backslashes in old paths. The ``.h5`` twin of each CSV is not read (it needs PyTables).
+backslashes in old paths. The ``.h5`` twin of each CSV is not read here; the writer checks it against the CSV
+(``read_label_h5``: numbers only, never unpickled).
 
 Conversion, per CSV row: one image and one annotation.
 
@@ -26,11 +27,14 @@ Multi-animal projects (``multianimalproject: true``, or an ``individuals`` heade
 from __future__ import annotations
 
 import csv
+import io
 import logging
 import math
 import os
+import pickle
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 import numpy as np
 import yaml
@@ -301,7 +305,8 @@ def write_deeplabcut_labels(project_dir: str | os.PathLike[str], coco: dict) -> 
         name = PurePosixPath(images[ann["image_id"]]["file_name"])
         if len(name.parts) != 3 or name.parts[0] != "labeled-data":
             raise DeepLabCutFormatError(
-                f"image {images[ann['image_id']]['file_name']}: not a frame of the project (labeled-data/<folder>/<file>)"
+                f"image {images[ann['image_id']]['file_name']}: not a frame of the project "
+                "(labeled-data/<folder>/<file>)"
             )
         values = np.full(2 * len(bodyparts), np.nan)
         kps = np.asarray(ann["keypoints"], dtype=np.float64).reshape(-1, 3)
@@ -351,7 +356,9 @@ def _label_file(folder: Path, bodyparts: list[str], project: Path, scorer: str):
     of them after the other was written, and writing over both would lose that edit."""
     import pandas as pd
 
-    found = sorted({p.with_suffix("") for p in (*folder.glob("CollectedData_*.csv"), *folder.glob("CollectedData_*.h5"))})
+    found = sorted(
+        {p.with_suffix("") for p in (*folder.glob("CollectedData_*.csv"), *folder.glob("CollectedData_*.h5"))}
+    )
     if len(found) > 1:
         raise DeepLabCutFormatError(f"{folder}: several label files {[p.name for p in found]}: keep one per folder")
     if not found:
@@ -361,18 +368,14 @@ def _label_file(folder: Path, bodyparts: list[str], project: Path, scorer: str):
     from_csv = _existing_rows(csv_path, bodyparts, project) if csv_path.is_file() else None
     from_h5 = None
     if h5_path.is_file():
-        try:
-            stored = pd.read_hdf(h5_path)
-        except Exception as exc:  # PyTables / pandas raise many types on a broken file
-            raise DeepLabCutFormatError(f"{h5_path}: cannot read: {type(exc).__name__}: {exc}") from exc
-        index = [tuple(PurePosixPath(str(i).replace("\\", "/")).parts) if isinstance(i, str) else tuple(i)
-                 for i in stored.index]
-        values = np.full((len(stored), 2 * len(bodyparts)), np.nan)
+        rows, columns, stored = read_label_h5(h5_path)
+        index = [tuple(PurePosixPath(row[0].replace("\\", "/")).parts) if len(row) == 1 else row for row in rows]
+        values = np.full((len(rows), 2 * len(bodyparts)), np.nan)
         for j, part in enumerate(bodyparts):
             for c, coord in enumerate(("x", "y")):
-                match = [col for col in stored.columns if tuple(col)[-2:] == (part, coord)]
+                match = [k for k, col in enumerate(columns) if col[-2:] == (part, coord)]
                 if match:
-                    values[:, 2 * j + c] = stored[match[0]].to_numpy(dtype=np.float64)
+                    values[:, 2 * j + c] = stored[:, match[0]]
         from_h5 = pd.DataFrame(values, index=pd.MultiIndex.from_tuples(index), columns=_columns(scorer, bodyparts))
     if from_csv is not None and from_h5 is not None:
         a, b = from_csv.sort_index(), from_h5.sort_index()
@@ -382,6 +385,116 @@ def _label_file(folder: Path, bodyparts: list[str], project: Path, scorer: str):
                 "DeepLabCut reads the .h5: make the two agree (or delete the stale one) before exporting"
             )
     return base, from_csv if from_csv is not None else from_h5
+
+
+def _h5_strings(group, name: str, path: Path) -> list[str]:  # group: h5py.Group
+    """A pandas fixed-format index saved under ``name``: its values as text, read from the raw HDF5 arrays."""
+    variety = group.attrs.get(f"{name}_variety", b"regular")
+    variety = variety.decode() if isinstance(variety, bytes) else str(variety)
+    if variety == "regular":
+        return [[_text(v)] for v in group[name][()]]
+    if variety != "multi":
+        raise DeepLabCutFormatError(f"{path}: index {name!r} of kind {variety!r} is not DeepLabCut's layout")
+    levels = int(group.attrs[f"{name}_nlevels"])
+    columns = []
+    for i in range(levels):
+        values = [_text(v) for v in group[f"{name}_level{i}"][()]]
+        codes = group[f"{name}_label{i}"][()]
+        columns.append(["" if code < 0 else values[code] for code in codes])
+    return [list(t) for t in zip(*columns, strict=True)]
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+
+
+class _PlainData(pickle.Unpickler):
+    """Unpickles lists, tuples, strings and numbers only: every class or function lookup is refused, and without one
+    a pickle cannot call anything (the "restricting globals" recipe of the pickle module's documentation). Used for
+    the column names older pandas wrote as pickled attributes, never for values."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        raise pickle.UnpicklingError(f"refers to {module}.{name}")
+
+
+def _plain_data(raw: Any, path: Path, what: str) -> Any:
+    data = bytes(raw) if not isinstance(raw, bytes) else raw
+    try:
+        return _PlainData(io.BytesIO(data), encoding="utf-8").load()
+    except Exception as exc:
+        raise DeepLabCutFormatError(
+            f"{path}: attribute {what!r} is not plain data ({exc}); poseloop never runs code from a file"
+        ) from exc
+
+
+def read_label_h5(path: Path) -> tuple[list[tuple[str, ...]], list[tuple[str, ...]], np.ndarray]:
+    """A DeepLabCut label file (``CollectedData_<scorer>.h5``) as numbers: (row index tuples, column tuples,
+    values (rows, columns) float64). Both of pandas' layouts DeepLabCut has written: ``fixed`` (DLC >= 2.2: one
+    array per block, the index as level / code arrays) and ``table`` (older: one compound table, the column names
+    in a pickled attribute).
+
+    Read with h5py as raw arrays, never through PyTables / pandas: those unpickle object columns and every
+    attribute, so a crafted .h5 would run code. A file holding Python objects (an object column) is refused by
+    name; the older layout's column names go through ``_PlainData``, which cannot call anything.
+    """
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            unsafe: list[str] = []
+
+            def visit(name: str, obj: object) -> None:
+                if isinstance(obj, h5py.Dataset) and (obj.dtype.kind == "O" or h5py.check_vlen_dtype(obj.dtype)):
+                    unsafe.append(name)
+
+            f.visititems(visit)
+            if unsafe:
+                raise DeepLabCutFormatError(
+                    f"{path}: holds Python objects ({', '.join(unsafe[:3])}); poseloop never unpickles a file, and "
+                    "DeepLabCut's label files hold numbers only: remove it or re-save it from the CSV beside it"
+                )
+            groups = [g for g in f.values() if isinstance(g, h5py.Group)]
+            layout = _text(groups[0].attrs.get("pandas_type", b"")) if len(groups) == 1 else ""
+            if layout == "frame":
+                return _fixed_frame(groups[0], path)
+            if layout == "frame_table" and isinstance(groups[0].get("table"), h5py.Dataset):
+                return _table_frame(groups[0]["table"], path)
+            raise DeepLabCutFormatError(f"{path}: not a DeepLabCut label file (one pandas frame)")
+    except (OSError, KeyError, ValueError, IndexError, TypeError) as exc:
+        if isinstance(exc, DeepLabCutFormatError):
+            raise
+        raise DeepLabCutFormatError(f"{path}: cannot read: {type(exc).__name__}: {exc}") from exc
+
+
+def _fixed_frame(group, path: Path) -> tuple[list[tuple[str, ...]], list[tuple[str, ...]], np.ndarray]:
+    rows = [tuple(r) for r in _h5_strings(group, "axis1", path)]
+    columns: list[tuple[str, ...]] = []
+    blocks = []
+    for b in range(int(group.attrs["nblocks"])):
+        block = group[f"block{b}_values"][()]
+        if block.dtype.kind not in "fiu" or block.ndim != 2 or block.shape[0] != len(rows):
+            raise DeepLabCutFormatError(f"{path}: block {b} is not a numeric table of {len(rows)} rows")
+        blocks.append(block.astype(np.float64))
+        columns += [tuple(c) for c in _h5_strings(group, f"block{b}_items", path)]
+    return rows, columns, np.concatenate(blocks, axis=1) if blocks else np.zeros((len(rows), 0))
+
+
+def _table_frame(table, path: Path) -> tuple[list[tuple[str, ...]], list[tuple[str, ...]], np.ndarray]:
+    data = table[()]
+    names = data.dtype.names or ()
+    if "index" not in names:
+        raise DeepLabCutFormatError(f"{path}: table without an 'index' column is not DeepLabCut's layout")
+    rows = [(_text(v),) for v in data["index"]]
+    columns: list[tuple[str, ...]] = []
+    blocks = []
+    for name in (n for n in names if n.startswith("values_block_")):
+        block = np.asarray(data[name], dtype=np.float64).reshape(len(rows), -1)
+        kind = _plain_data(table.attrs[f"{name}_kind"], path, f"{name}_kind")
+        if not isinstance(kind, list) or len(kind) != block.shape[1]:
+            raise DeepLabCutFormatError(f"{path}: {name}'s column names do not match its {block.shape[1]} columns")
+        columns += [tuple(str(part) for part in (c if isinstance(c, tuple) else (c,))) for c in kind]
+        blocks.append(block)
+    return rows, columns, np.concatenate(blocks, axis=1) if blocks else np.zeros((len(rows), 0))
 
 
 def _index_width(coords_row: list[str]) -> int:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -184,32 +183,67 @@ def split_dataset(
 
 
 def link_images(file_names: list[str], src_root: Path, dst_root: Path) -> None:
-    """Hard-link (copy across file systems) each image into ``dst_root``, keeping relative paths.
+    """Put each image into ``dst_root``, keeping relative paths: a hard link (a copy across file systems) of the file
+    its path resolves to, or an orientation-free copy (``images.copy_image``). Every image is decoded first, as
+    ``validate`` does: a missing, truncated, empty or oversized file is refused by name before anything is written.
 
     Why not symlinks: DVC caches outputs, and a link outside the project would make a round depend on a path
-    that only exists on one machine.
+    that only exists on one machine. A source file that is a symlink resolving outside ``src_root`` is refused:
+    Label Studio serves the prepared folder, so a link to a private file would publish it.
     """
-    from pipeline.data.coco import path_escape
+    from concurrent.futures import ThreadPoolExecutor
 
-    dst_base = dst_root.resolve()
+    from pipeline.data.coco import path_escape
+    from pipeline.data.images import ImageError, copy_image, probe_image
+
+    dst_base, src_base = dst_root.resolve(), src_root.resolve()
+    todo: list[tuple[Path, Path]] = []
     for name in file_names:
         escape = path_escape(name)
         src, dst = src_root / name, dst_root / name
-        # The text check, then where the link would go. Symlinks inside the source folder are the owner's choice
-        # (a DVC symlink cache, folders linked to shared storage) and are followed; ".." and absolute names are not.
+        # The text check, then where the link would go, then where the source really is. Symlinks that stay inside
+        # the source folder are the owner's choice (a folder of links into one image store) and are followed.
         if escape is None and not dst.resolve().is_relative_to(dst_base):
             escape = f"{name!r:.80} would be written outside {dst_base}"
+        if escape is None and src.exists() and not src.resolve().is_relative_to(src_base):
+            escape = (
+                f"{name!r:.80} resolves to {src.resolve()}, outside the image folder {src_base} (a symlink); copy "
+                "the file into the folder or point params.yaml at the folder it lies in"
+            )
         if escape:
             raise PrepareError(f"image file_name {escape}: refused (every image must lie inside its image folder)")
         if dst.exists():
             continue
         if not src.is_file():
             raise PrepareError(f"image file missing: {src}")
+        todo.append((src, dst))
+
+    def probe(src: Path) -> tuple[int, int, int] | str:
+        try:
+            return probe_image(src)
+        except ImageError as exc:
+            return str(exc)
+
+    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:  # PIL decodes without the GIL
+        probed = list(pool.map(lambda t: probe(t[0]), todo))
+    broken = [result for result in probed if isinstance(result, str)]
+    if broken:
+        more = f" (and {len(broken) - 5} more)" if len(broken) > 5 else ""
+        raise PrepareError(f"{len(broken)} image file(s) cannot be used: " + "; ".join(broken[:5]) + more)
+    turned = 0
+    for (src, dst), (_, _, orientation) in zip(todo, probed, strict=True):  # type: ignore[misc]  # no str left
         dst.parent.mkdir(parents=True, exist_ok=True)
         try:
-            os.link(src, dst)
-        except OSError:
-            shutil.copy2(src, dst)
+            copy_image(src, dst, orientation)
+        except ImageError as exc:
+            raise PrepareError(str(exc)) from None
+        turned += orientation != 1
+    if turned:
+        log.warning(
+            "%d image(s) carry an EXIF orientation: written as copies whose tag is 1, so Label Studio, OpenCV and "
+            "training all show the stored pixels the labels refer to",
+            turned,
+        )
 
 
 def load_source(params: DataParams, out_dir: Path, project_root: Path) -> tuple[dict, dict | None]:

@@ -435,10 +435,10 @@ def collect_task_records(
 ) -> TaskRecords:
     """Turn tasks with their ``annotations`` (API dicts or a JSON export) into records.
 
-    Per task: the completed annotations (``was_cancelled`` false) ordered by id; the first is converted, every later
-    one is an AnnotationProblem ("a second completed annotation", the first is kept). No completed annotation but a
-    skipped one: one Skip. Neither: the instance is pending. A task whose first completed annotation is a problem stays
-    pending too (the annotator has to fix it in Label Studio). Annotations of a task without ``data.instance_id`` (not
+    Per task: every completed annotation (``was_cancelled`` false), ordered by id, is converted: several annotators'
+    work is all kept, and merge picks the latest. No completed annotation but a skipped one: one Skip. Neither: the
+    instance is pending. A task whose completed annotations are all problems stays pending too (the annotator has to
+    fix it in Label Studio). Annotations of a task without ``data.instance_id`` (not
     exported by poseloop) are problems; such tasks without annotations are ignored.
     ``model_version_of(task, annotation)`` resolves the model version (default ``annotation_model_version``);
     ``origin`` is written into every record.
@@ -461,24 +461,23 @@ def collect_task_records(
         completed = [a for a in annotations if not a.get("was_cancelled")]
         cancelled = [a for a in annotations if a.get("was_cancelled")]
         if completed:
-            first = completed[0]
-            version = resolve(task, first)
-            record = convert_annotation(
-                task, first, schema, annotators=annotators, model_version=version, origin=origin
-            )
-            _add(out, record)
-            if isinstance(record, AnnotationProblem):
+            # Every completed annotation is human work and is kept, each under its own annotation id (a second
+            # annotator, a reviewer's version); merge decides which one labels the person (the later wins, the
+            # instance is counted as a conflict).
+            converted = False
+            for annotation in completed:
+                record = convert_annotation(
+                    task,
+                    annotation,
+                    schema,
+                    annotators=annotators,
+                    model_version=resolve(task, annotation),
+                    origin=origin,
+                )
+                _add(out, record)
+                converted |= not isinstance(record, AnnotationProblem)
+            if not converted:
                 pending.add(instance_id)
-            for later in completed[1:]:
-                message = (
-                    f"task {task.get('id')}, annotation {later.get('id')}: a second completed annotation of instance "
-                    f"{instance_id}; annotation {first.get('id')} is the one pulled"
-                )
-                out.problems.append(
-                    AnnotationProblem(
-                        task_id=_task_int(task, "id"), annotation_id=_task_int(later, "id"), message=message
-                    )
-                )
         elif cancelled:
             _add(out, convert_annotation(task, cancelled[0], schema, annotators=annotators, origin=origin))
         else:

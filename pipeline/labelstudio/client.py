@@ -559,7 +559,7 @@ def fetch_annotations(
 ) -> tuple[list[Correction], list[Skip], list[AnnotationProblem], list[int]]:
     """Everything annotators did in the project: (corrections, skips, problems, pending instance ids).
 
-    Rules: ``annotations.collect_task_records`` (first completed annotation per task; later ones are Problems; skipped
+    Rules: ``annotations.collect_task_records`` (every completed annotation of a task is a correction; skipped
     tasks are Skips; pending = exported tasks with neither a usable completed annotation nor a skip, ascending).
     Each correction's ``model_version``: the task's only prediction version; with several, the one of the annotation's
     ``parent_prediction`` (the editor sets it when the annotator started from a prediction), else the project's
