@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import sys
 from pathlib import Path
 
@@ -14,6 +15,27 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, ValueError) as exc:  # bad input: say what and where, no traceback
         print(f"error: {exc}", file=sys.stderr)
         return 2
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text}")
+    return value
+
+
+def _port(text: str) -> int:
+    value = int(text)
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a TCP port 1..65535, got {text}")
+    return value
+
+
+def _sigma(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text}")
+    return value
 
 
 def _dispatch(argv: list[str] | None) -> int:
@@ -38,24 +60,25 @@ def _dispatch(argv: list[str] | None) -> int:
     p.add_argument("out", type=Path, help="COCO: a .json file; DeepLabCut: the project folder; SLEAP: a .slp file")
     p.add_argument("--project", type=Path, default=Path("."), help="project root")
     p.add_argument("--embed", action="store_true", help="SLEAP: store the frames in the .slp file")
+    p.add_argument("--force", action="store_true", help="replace an existing COCO / SLEAP file")
 
     p = sub.add_parser("evaluate", help="OKS AP/AR, PCK and errors of predictions against ground truth")
     p.add_argument("gt", type=Path, help="ground-truth COCO keypoint file")
     p.add_argument("predictions", type=Path, help="COCO results list (or a COCO file with annotations)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.add_argument("--sigmas", type=float, nargs="+", default=None, help="OKS sigmas for a non-COCO schema")
+    p.add_argument("--sigmas", type=_sigma, nargs="+", default=None, help="OKS sigmas for a non-COCO schema")
 
     p = sub.add_parser("preview", help="draw the people of a COCO keypoint file onto a PNG contact sheet")
     p.add_argument("annotations", type=Path)
     p.add_argument("--images", type=Path, default=None, help="image folder (default: the file's folder)")
     p.add_argument("--out", type=Path, required=True, help="PNG to write")
-    p.add_argument("--num", type=int, default=8, help="how many images (the first N with people)")
-    p.add_argument("--columns", type=int, default=4)
+    p.add_argument("--num", type=_positive_int, default=8, help="how many images (the first N with people)")
+    p.add_argument("--columns", type=_positive_int, default=4, help="images per row of the sheet (default 4)")
 
     p = sub.add_parser("labelstudio", help="a local Label Studio server and the simulated annotator")
     ls_sub = p.add_subparsers(dest="ls_command", required=True)
     q = ls_sub.add_parser("serve", help="run a local Label Studio until Ctrl-C; prints the two export lines")
-    q.add_argument("--port", type=int, default=8080)
+    q.add_argument("--port", type=_port, default=8080, help="TCP port on 127.0.0.1 (default 8080)")
     q.add_argument("--data-dir", type=Path, default=Path(".labelstudio"), help="database, log, credentials")
     q.add_argument("--document-root", type=Path, default=Path("data"), help="folder served as local files")
     q = ls_sub.add_parser("simulate", help="complete the pending tasks of a project from the hidden truth")
@@ -91,7 +114,7 @@ def _dispatch(argv: list[str] | None) -> int:
     if args.command == "export-labels":
         from pipeline.export_labels import export_labels_command
 
-        return export_labels_command(args.format, args.out, args.project, embed=args.embed)
+        return export_labels_command(args.format, args.out, args.project, embed=args.embed, force=args.force)
     if args.command == "evaluate":
         from pipeline.evaluation import evaluate_command
 

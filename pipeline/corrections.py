@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any, Literal, get_args
 
 from pipeline.checks import is_finite_number, is_int
-from pipeline.files import atomic_write
+from pipeline.files import JsonFileError, atomic_write, read_json
 
 log = logging.getLogger(__name__)
 
@@ -434,9 +434,9 @@ def read_store_file(path: Path) -> tuple[list[Correction], list[Skip], list[Anno
     """One store file's records, in file order; anything unreadable raises ValueError naming the file."""
     file = str(path)
     try:
-        doc = json.loads(path.read_bytes())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{file}: corrupt corrections file: {exc}") from exc
+        doc = read_json(path)
+    except JsonFileError as exc:
+        raise ValueError(f"corrupt corrections file: {exc}") from exc
     if not isinstance(doc, dict):
         raise ValueError(f"{file}: expected a JSON object, got {type(doc).__name__}")
     if doc.get("format") not in READABLE_FORMATS:

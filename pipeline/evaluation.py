@@ -22,6 +22,7 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from pipeline.checks import is_finite_number
+from pipeline.files import read_json
 from pipeline.keypoints import KeypointSchema
 
 log = logging.getLogger(__name__)
@@ -189,8 +190,8 @@ def read_predictions(path: Path, gt: dict, schema: KeypointSchema, max_listed: i
     """
     where = str(path)
     try:
-        doc = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        doc = read_json(path)
+    except (OSError, ValueError) as exc:
         raise PredictionsError(f"{where}: cannot read predictions: {exc}") from exc
     from_annotations = isinstance(doc, dict) and isinstance(doc.get("annotations"), list)
     records = doc["annotations"] if from_annotations else doc

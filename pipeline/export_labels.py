@@ -152,8 +152,18 @@ def export_sleap(labels: CocoKeypoints, project: Path, out: Path, embed: bool = 
     return write_sleap(out, frames, schema, embed=embed)
 
 
-def export_labels_command(fmt: str, out: Path, project: Path = Path("."), embed: bool = False) -> int:
-    """The CLI: print what was written and return 0."""
+def export_labels_command(
+    fmt: str, out: Path, project: Path = Path("."), embed: bool = False, force: bool = False
+) -> int:
+    """The CLI: print what was written and return 0. A COCO or SLEAP file that exists is replaced only with
+    ``force`` (it may be someone's edited labels); a DeepLabCut export adds its frames to the project's label files
+    and keeps every other row, as DeepLabCut's own tools do."""
+    if fmt in ("coco", "sleap"):
+        if out.is_dir():
+            example = out / ("labels.json" if fmt == "coco" else "labels.slp")
+            raise ValueError(f"{out}: is a folder; --format {fmt} writes one file (e.g. {example})")
+        if out.exists() and not force:
+            raise ValueError(f"{out}: exists; refusing to overwrite it (give --force to replace it)")
     labels = project_labels(project)
     n = sum(1 for a in labels.annotations if not a.get("iscrowd"))
     if fmt == "coco":

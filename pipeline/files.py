@@ -24,6 +24,32 @@ from pathlib import Path
 from typing import Any
 
 
+class JsonFileError(ValueError):
+    """A JSON file that cannot be read as JSON; the message names the file and why (one line, no traceback)."""
+
+
+def read_json(path: str | os.PathLike[str]) -> Any:
+    """Parse a JSON file from outside the project (a data set, an inbox export, predictions, a store file).
+
+    Raises ``JsonFileError`` naming the file for what is not a readable JSON file: a folder (a directory named
+    ``*.json``), invalid JSON (line and column), text that is not UTF-8, nesting deeper than Python's parser
+    recurses (a file of 10^6 ``[``). A missing file raises FileNotFoundError as usual. Python's json accepts NaN /
+    Infinity literals, so validators see them and report them by record.
+    """
+    file = Path(path)
+    if file.is_dir():
+        raise JsonFileError(f"{file}: is a folder, not a JSON file")
+    raw = file.read_bytes()
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise JsonFileError(f"{file}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
+    except UnicodeDecodeError as exc:
+        raise JsonFileError(f"{file}: not UTF-8 text: {exc}") from None
+    except RecursionError:
+        raise JsonFileError(f"{file}: JSON nested too deeply to read (over ~1000 levels of [ or {{)") from None
+
+
 def file_md5(path: Path) -> str:
     """Hex md5 of a file's bytes, read in 1 MiB chunks (weights files are hundreds of MB)."""
     digest = hashlib.md5()

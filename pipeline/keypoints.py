@@ -320,6 +320,14 @@ class KeypointSchema:
             source, sig = known
         else:
             sig, source = (DEFAULT_SIGMA,) * len(names), "default"
+        if flip_pairs is not None:  # from params.yaml: name the key, not only the pair
+            k = len(names)
+            for pair in flip_pairs:
+                if len(pair) != 2 or pair[0] == pair[1] or not all(0 <= int(i) < k for i in pair):
+                    raise ValueError(
+                        f"params.yaml: data.flip_pairs: {list(pair)} is not a pair of two different keypoint indices "
+                        f"in 0..{k - 1} (0-based; the {k} keypoints: {', '.join(names)})"
+                    )
         pairs = (
             tuple((int(a), int(b)) for a, b in flip_pairs) if flip_pairs is not None else flip_pairs_from_names(names)
         )

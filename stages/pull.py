@@ -63,7 +63,7 @@ def main() -> None:
     for export_file in sorted(args.inbox.glob("*.json")) if args.inbox.is_dir() else []:
         try:
             c, s, found = parse_export_file(export_file, schema)
-        except (ValueError, TypeError, OverflowError) as exc:  # one broken file must not keep the rest out
+        except (OSError, ValueError, TypeError, OverflowError) as exc:  # one broken file must not keep the rest out
             unreadable.append(f"{export_file}: {exc}" if str(export_file) not in str(exc) else str(exc))
             continue
         report(found, export_file.name)

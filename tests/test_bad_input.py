@@ -216,3 +216,151 @@ def test_a_stage_runs_through_the_venvs_dvc_with_the_venv_not_on_path(tmp_path):
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     assert (project / "data" / "prepared" / "pool.json").is_file()
     assert "ModuleNotFoundError" not in done.stderr
+
+
+# --------------------------------------------------------------------- issue #24, items 6-9 and 12-16: the probe
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, PYTHONPATH=str(REPO)),
+        timeout=300,
+    )
+
+
+def test_one_file_under_two_ids_warns_and_a_boolean_visibility_is_refused(tmp_path):
+    from pipeline.data.coco import validate_coco
+
+    gt = _gt(n_images=2)
+    gt["images"][1]["file_name"] = gt["images"][0]["file_name"]
+    problems = validate_coco(gt, "people.json")
+    assert [(p.record, p.severity) for p in problems] == [("image 2", "warning")]
+    assert "is also image 1: one file under two image ids" in problems[0].message
+    gt["annotations"][0]["keypoints"][2] = True  # JSON `true`: was written into labeled.json as True
+    (tmp_path / "people.json").write_text(json.dumps(gt))
+    done = _cli("validate", str(tmp_path / "people.json"))
+    assert done.returncode == 2
+    assert "annotation 1: field 'keypoints': visibility of keypoint 0 is true: expected a number" in done.stdout
+
+
+def test_nothing_to_train_on_is_said_by_validate_and_prepare(tmp_path, dlc_openfield):
+    import shutil
+
+    from pipeline.data.prepare import PrepareError, prepare
+    from tests import formats
+
+    project = tmp_path / "dlc"
+    shutil.copytree(dlc_openfield, project, ignore=shutil.ignore_patterns("*.h5"))
+    csv_file = next(project.glob("labeled-data/*/CollectedData_*.csv"))
+    csv_file.write_text("".join(csv_file.read_text().splitlines(keepends=True)[:3]))  # the header rows only
+    slp = formats.sleap_file(dlc_openfield, tmp_path / "predicted.slp", embed=True, users=0, predicted=6)
+    for source, key, path in (("deeplabcut", "project", project), ("sleap", "labels", slp)):
+        done = _cli("validate", str(path))
+        assert done.returncode == 2 and "INVALID, nothing to train on" in done.stdout, done.stdout + done.stderr
+        with pytest.raises(PrepareError, match=rf"{path} \(data.source {source}\): no instance has a labeled keypoint"):
+            prepare(params_from_dict({"data": {"source": source, source: {key: str(path)}}}).data, tmp_path / source)
+
+
+def test_label_studio_keypoint_names_that_differ_only_by_case_are_an_error_naming_the_tasks(tmp_path, coco_mini):
+    from pipeline.data.coco import CocoFormatError
+    from pipeline.data.labelstudio_export import export_to_coco
+    from tests import formats
+
+    path = formats.labelstudio_export(coco_mini, tmp_path / "export.json")
+    tasks = json.loads(path.read_text())
+    task = next(t for t in tasks if t.get("annotations"))
+    region = next(r for r in task["annotations"][0]["result"] if r["value"].get("keypointlabels") == ["nose"])
+    region["value"]["keypointlabels"] = ["Nose "]
+    with pytest.raises(CocoFormatError) as err:
+        export_to_coco(tasks, str(path), coco_mini / "train2017")
+    assert f"keypoint labels ['Nose ', 'nose'] differ only by case or spaces: 'Nose ' in task {task['id']}; " in str(
+        err.value
+    )
+
+
+def test_unreadable_inbox_files_are_named_and_skipped(tmp_path):
+    """A file nested 10^6 levels deep (RecursionError) and a folder named *.json: pull names both and imports the
+    rest; validate / evaluate / preview give one line, not a traceback."""
+    from tests.teacher import copy_project, small_params
+
+    project = tmp_path / "project"
+    project.mkdir()
+    copy_project(project)
+    (project / "params.yaml").write_text(yaml.safe_dump(small_params()))
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    run = [sys.executable, "-m", "stages.prepare", "--out", "data/prepared"]
+    subprocess.run(run, cwd=project, env=env, check=True, capture_output=True, timeout=600)
+    inbox = project / "data" / "inbox"
+    (inbox / "folder.json").mkdir(parents=True)
+    (inbox / "deep.json").write_text("[" * 10**6 + "]" * 10**6)
+    pull = [sys.executable, "-m", "stages.pull", "--corrections", "data/corrections", "--pending",
+            "data/labelstudio/pending.json", "--inbox", "data/inbox", "--export", "artifacts/export.json",
+            "--pool", "data/prepared/pool.json"]  # fmt: skip
+    done = subprocess.run(pull, cwd=project, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "Traceback" not in done.stderr
+    assert "not imported: not a Label Studio JSON export: data/inbox/deep.json: JSON nested too deeply" in done.stderr
+    assert "not imported: not a Label Studio JSON export: data/inbox/folder.json: is a folder" in done.stderr
+    for args in (
+        ("validate", str(inbox / "deep.json")),
+        ("evaluate", str(inbox / "deep.json"), str(inbox / "deep.json")),
+        ("preview", str(inbox / "deep.json"), "--out", str(tmp_path / "p.png")),
+        ("evaluate", str(inbox / "folder.json"), str(inbox / "deep.json")),
+    ):
+        done = _cli(*args)
+        assert done.returncode == 2 and "Traceback" not in done.stderr, args
+        assert "nested too deeply" in done.stdout + done.stderr or "is a folder" in done.stdout + done.stderr
+
+
+def test_command_line_values_are_checked_by_argparse(tmp_path):
+    for args, fragment in (
+        (("preview", "x.json", "--out", "x.png", "--columns", "0"), "--columns: expected an integer >= 1, got 0"),
+        (("evaluate", "a.json", "b.json", "--sigmas", "0.1", "inf"), "--sigmas: expected a finite number > 0, got inf"),
+        (("labelstudio", "serve", "--port", "70000"), "--port: expected a TCP port 1..65535, got 70000"),
+    ):
+        done = _cli(*args)
+        assert done.returncode == 2 and fragment in done.stderr and "Traceback" not in done.stderr, done.stderr
+
+
+def test_serve_refuses_a_folder_that_is_not_a_label_studio_data_folder(tmp_path):
+    from pipeline.labelstudio.server import LabelStudioServerError, LocalLabelStudio
+
+    folder = tmp_path / "papers"
+    folder.mkdir()
+    (folder / "thesis.tex").write_text("x")
+    (folder / "thesis.tex").chmod(0o644)
+    server = LocalLabelStudio(data_dir=folder, document_root=tmp_path, port=8080)
+    with pytest.raises(LabelStudioServerError, match=r"is not empty and has no credentials.json"):
+        server.start()
+    assert (folder / "thesis.tex").stat().st_mode & 0o777 == 0o644  # not chmodded
+
+
+def test_flip_pairs_out_of_range_name_the_key(tmp_path):
+    from pipeline.data.prepare import prepare
+
+    params = params_from_dict({"data": {"flip_pairs": [[0, 99]], "synthetic": {"num_images": 12}}}).data
+    with pytest.raises(ValueError, match=r"params.yaml: data.flip_pairs: \[0, 99\] is not a pair"):
+        prepare(params, tmp_path / "prepared")
+
+
+def test_ground_truth_without_iscrowd_area_num_keypoints_evaluates(tmp_path, coco_val4):
+    """A published file that omits the fields pycocotools needs (KeyError 'iscrowd' before)."""
+    gt = json.loads((coco_val4 / "test_coco.json").read_text())
+    results = [
+        {"image_id": a["image_id"], "category_id": 1, "keypoints": a["keypoints"], "score": 1.0}
+        for a in gt["annotations"]
+        if a.get("num_keypoints", 0) > 0
+    ]
+    for a in gt["annotations"]:
+        for key in ("iscrowd", "area", "num_keypoints"):
+            a.pop(key, None)
+    (tmp_path / "gt.json").write_text(json.dumps(gt))
+    (tmp_path / "results.json").write_text(json.dumps(results))
+    done = _cli("evaluate", str(tmp_path / "gt.json"), str(tmp_path / "results.json"), "--json")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads(done.stdout.splitlines()[-1])["ap"] == pytest.approx(1.0)
+    assert "field 'iscrowd': warning: missing: 0" in done.stderr

@@ -370,6 +370,14 @@ def test_export_labels_coco_deeplabcut_sleap(tmp_path, dlc_openfield, capsys):
     assert labels.skeletons[0].symmetry_inds == [(1, 2)]  # leftear <-> rightear
     assert labels[0].image.shape[:2] == (480, 640)  # frames embedded
     assert main(["export-labels", "--format", "sleap", str(tmp_path / "x.h5"), "--project", str(root)]) == 2
+    # an existing file is replaced only with --force; a folder is named, not a traceback
+    before = (tmp_path / "labels.json").read_bytes()
+    (tmp_path / "labels.json").write_text("someone's edited labels")
+    assert main(["export-labels", "--format", "coco", str(tmp_path / "labels.json"), "--project", str(root)]) == 2
+    assert (tmp_path / "labels.json").read_text() == "someone's edited labels"
+    assert main(["export-labels", "--format", "coco", str(tmp_path), "--project", str(root)]) == 2
+    args = ["export-labels", "--format", "coco", str(tmp_path / "labels.json"), "--project", str(root), "--force"]
+    assert main(args) == 0 and (tmp_path / "labels.json").read_bytes() == before
 
 
 def test_labelstudio_export_rules(tmp_path, coco_mini):

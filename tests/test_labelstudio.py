@@ -682,3 +682,36 @@ def test_server_dies_midway_then_restart_completes_without_duplicates(labelstudi
     with pytest.raises(urllib.error.URLError):
         urllib.request.urlopen(f"{server.url}/health", timeout=2)
     server.start()  # leave the session server running for whatever runs after
+
+
+def test_a_server_that_ignores_the_page_parameter_is_named_not_looped_on():
+    """A proxy or an old server answering page 1 to every page: listing stopped after one repeated page (pull looped
+    forever before). A small HTTP server stands in for it: a real Label Studio pages correctly."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from label_studio_sdk.client import LabelStudio
+
+    class SamePage(BaseHTTPRequestHandler):
+        def do_GET(self):
+            tasks = [{"id": 1, "data": {"instance_id": 5}}, {"id": 2, "data": {"instance_id": 6}}]
+            body = json.dumps({"tasks": tasks, "total": 2}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), SamePage)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        ls = LabelStudio(base_url=f"http://127.0.0.1:{server.server_address[1]}", api_key="x", max_retries=0)
+        seen = []
+        with pytest.raises(client.LabelStudioError, match=r"page 2 of project 1's tasks holds only tasks of earlier"):
+            seen.extend(t["id"] for t in client.iter_tasks(ls, 1, page_size=2))
+        assert seen == [1, 2]
+    finally:
+        server.shutdown()

@@ -12,7 +12,7 @@ Severity. Everything is an error except these warnings, which are reported and l
   other tools' exports often get the count wrong while the keypoints themselves are fine. It still matters: pycocotools
   ignores ground truth whose ``num_keypoints`` is 0, so evaluation should recount from the flags, not trust the field.
 * a missing ``area`` (pycocotools evaluation needs it; training does not): computed from the box. AIC and CrowdPose
-  files have none.
+  files have none. A missing ``iscrowd``: 0 (published files other than COCO's often omit it).
 * skeleton edges that are not pairs of keypoint indices in 1..K: dropped (the skeleton only draws lines; CrowdPose's
   files carry COCO's 17-keypoint skeleton on 14 keypoints).
 * a box, or a labeled keypoint, more than ``OUTSIDE_IMAGE_TOLERANCE`` pixels outside its image: kept as it is.
@@ -46,7 +46,7 @@ from typing import Any, Literal
 import numpy as np
 
 from pipeline.checks import is_int, is_number
-from pipeline.files import atomic_write
+from pipeline.files import JsonFileError, atomic_write, read_json
 from pipeline.keypoints import KeypointSchema
 
 log = logging.getLogger(__name__)
@@ -125,9 +125,12 @@ class _Collector:
 
 def _normalised(ann: dict) -> dict:
     """What validation warned about, made consistent (a new dict; the input is not changed): a missing ``area``
-    computed from the box (AIC and CrowdPose files have none; pycocotools needs it), ``num_keypoints`` recounted
-    from the visibility flags (pycocotools skips ground truth whose count is 0)."""
+    computed from the box (AIC and CrowdPose files have none; pycocotools needs it), a missing ``iscrowd`` set to 0
+    (a person, not a crowd region: pycocotools needs the field), ``num_keypoints`` recounted from the visibility flags
+    (pycocotools skips ground truth whose count is 0)."""
     fixes: dict[str, Any] = {}
+    if "iscrowd" not in ann:
+        fixes["iscrowd"] = 0
     if "area" not in ann:
         fixes["area"] = float(ann["bbox"][2] * ann["bbox"][3])
     count = sum(1 for v in ann["keypoints"][2::3] if v > 0)
@@ -283,6 +286,7 @@ def skeleton_edges(category: dict) -> list[list[int]]:
 def _check_images(images: list[Any], out: _Collector) -> dict[Any, tuple[Any, Any]]:
     """Returns image id -> (width, height) as written (checked below), for the annotation checks."""
     ids: dict[Any, tuple[Any, Any]] = {}
+    first_with_file: dict[str, Any] = {}
     for i, img in enumerate(images):
         rec = _record_name("image", img, i, "images")
         if not isinstance(img, dict):
@@ -302,6 +306,12 @@ def _check_images(images: list[Any], out: _Collector) -> dict[Any, tuple[Any, An
             escape = path_escape(name)
             if escape:
                 out.add(rec, "file_name", escape)
+            elif name in first_with_file:
+                # Kept (each id is a record of its own), but its people may be labeled twice or split across ids.
+                message = f"{name!r} is also image {first_with_file[name]}: one file under two image ids"
+                out.add(rec, "file_name", message, "warning")
+            else:
+                first_with_file[name] = iid
         for key in ("width", "height"):
             value = img.get(key)
             if not is_int(value) or value <= 0:
@@ -353,7 +363,9 @@ def _check_annotations(
             add("area", "missing: computed from the box (width x height)", "warning")
         elif not is_number(ann["area"]) or not math.isfinite(ann["area"]) or ann["area"] < 0:
             add("area", f"expected a finite number >= 0, got {_fmt(ann['area'])}")
-        if "iscrowd" in ann and ann["iscrowd"] not in (0, 1):
+        if "iscrowd" not in ann:
+            add("iscrowd", "missing: 0 (a person, not a crowd region)", "warning")
+        elif ann["iscrowd"] not in (0, 1) or isinstance(ann["iscrowd"], bool):
             add("iscrowd", f"expected 0 or 1, got {_fmt(ann['iscrowd'])}")
 
         k = num_kps.get(cid) if is_int(cid) else None
@@ -417,12 +429,25 @@ def _check_keypoint_values(
     """Values of n keypoint lists of length 3K: numbers, finite, visibility in {0,1,2}, num_keypoints consistent,
     labeled keypoints inside their image (a warning: such a point is kept, the model learns it as given).
 
-    Vectorised because a pool file can hold a million instances; Python only touches the rows that fail. The price:
-    a bool among numbers (``true`` in the JSON) passes as 0 / 1, since numpy folds it into the integer array.
+    Vectorised because a pool file can hold a million instances; Python only touches the rows that fail. A bool
+    among the numbers (``true`` in the JSON) is an error: numpy would fold it into 1, and whether ``true`` meant
+    "visible" (2) or "labeled" (1) is a guess (found by the types of each row, a C-speed ``map``).
     """
 
     def add(i: int, rec: str, fld: str, message: str, severity: Severity = "error") -> None:
         found.setdefault(i, []).append(Problem(file, rec, fld, message, severity))
+
+    numeric = []
+    for i, rec, ann in rows:
+        if bool in set(map(type, ann["keypoints"])):
+            j, v = next((j, v) for j, v in enumerate(ann["keypoints"]) if isinstance(v, bool))
+            what = "visibility" if j % 3 == 2 else "xy"[j % 3]
+            add(i, rec, "keypoints", f"{what} of keypoint {j // 3} is {str(v).lower()}: expected a number (0, 1 or 2)")
+        else:
+            numeric.append((i, rec, ann))
+    rows = numeric
+    if not rows:
+        return
 
     try:
         arr = np.array([ann["keypoints"] for _, _, ann in rows])
@@ -759,22 +784,14 @@ def _log_warnings(problems: Sequence[Problem], limit: int = 20) -> None:
 
 
 def load_json(path: str | os.PathLike[str]) -> Any:
-    """Parse a JSON file; invalid JSON or bad encoding raises ``CocoFormatError`` naming the file and position.
+    """Parse a JSON file (``files.read_json``); what is not readable JSON raises ``CocoFormatError`` naming the file.
 
     A missing or unreadable file raises the usual ``OSError`` (FileNotFoundError, PermissionError).
     """
-    file = str(path)
-    with open(path, "rb") as f:
-        raw = f.read()
     try:
-        # Python's json accepts NaN / Infinity literals, so validation sees them and reports them by record.
-        return json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise CocoFormatError(
-            [Problem(file, "file", None, f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}")]
-        ) from exc
-    except UnicodeDecodeError as exc:
-        raise CocoFormatError([Problem(file, "file", None, f"not UTF-8 text: {exc}")]) from exc
+        return read_json(path)
+    except JsonFileError as exc:
+        raise CocoFormatError([Problem(str(path), "file", None, str(exc).removeprefix(f"{path}: "))]) from None
 
 
 def read_coco(

@@ -77,6 +77,7 @@ def export_to_coco(tasks: Any, file: str, images_dir: Path, keypoints: list[str]
         persons = _persons(task, where, file, problems, names, fixed=keypoints is not None)
         if len(problems) == before and image is not None:
             people.append((i, image, persons))
+    problems += _near_duplicate_names(tasks, names, file)
     if keypoints is None:
         names = canonical_order(names)
     if not names and not problems:
@@ -131,6 +132,42 @@ def export_to_coco(tasks: Any, file: str, images_dir: Path, keypoints: list[str]
     category = {"id": 1, "name": "person", "supercategory": "person", "keypoints": names, "skeleton": []}
     info = {"description": f"Label Studio export {Path(file).name} converted to COCO by poseloop"}
     return {"info": info, "images": images, "annotations": annotations, "categories": [category]}
+
+
+def _near_duplicate_names(tasks: list, names: list[str], file: str) -> list[Problem]:
+    """Keypoint labels that differ only by case or whitespace (``Nose`` beside ``nose``) would each become a keypoint
+    of their own: an error naming the tasks that use each spelling."""
+
+    def key(name: str) -> str:
+        return " ".join(name.split()).casefold()
+
+    groups: dict[str, list[str]] = {}
+    for name in names:
+        groups.setdefault(key(name), []).append(name)
+    clashes = {k: v for k, v in groups.items() if len(v) > 1}
+    if not clashes:
+        return []
+    used_in: dict[str, list[str]] = {}
+    for i, task in enumerate(tasks):
+        if not isinstance(task, dict):
+            continue
+        where = f"task {task.get('id')}" if task.get("id") is not None else f"tasks[{i}]"
+        for annotation in task.get("annotations") or ():
+            for item in (annotation.get("result") or ()) if isinstance(annotation, dict) else ():
+                value = item.get("value") if isinstance(item, dict) else None
+                labels = value.get("keypointlabels") if isinstance(value, dict) else None
+                for label in labels if isinstance(labels, list) else ():
+                    if isinstance(label, str) and key(label) in clashes and where not in used_in.get(label, []):
+                        used_in.setdefault(label, []).append(where)
+    problems = []
+    for spellings in clashes.values():
+        detail = "; ".join(
+            f"{n!r} in {', '.join(used_in.get(n, [])[:5])}{' ...' if len(used_in.get(n, [])) > 5 else ''}"
+            for n in spellings
+        )
+        message = f"keypoint labels {spellings} differ only by case or spaces: {detail}; use one spelling"
+        problems.append(Problem(file, "tasks", "keypointlabels", message))
+    return problems
 
 
 def _image_file(task: Any, where: str, file: str, images_dir: Path, problems: list[Problem]) -> str | None:

@@ -341,6 +341,13 @@ def prepare(params: DataParams, out_dir: Path, project_root: Path = Path()) -> d
 
     out_dir.mkdir(parents=True, exist_ok=True)
     coco, val_coco = load_source(params, out_dir, project_root)
+    if params.source != "synthetic" and not any(_eligible(a) for a in coco["annotations"]):
+        source = getattr(params, params.source)
+        where = next(str(v) for v in vars(source).values() if isinstance(v, str) and v)
+        raise PrepareError(
+            f"{where} (data.source {params.source}): no instance has a labeled keypoint: nothing to train on "
+            f"({len(coco['annotations'])} instance(s) read; `python -m pipeline validate` says the same)"
+        )
     schema = KeypointSchema.from_coco_category(coco["categories"][0], params.sigmas, params.flip_pairs)
     splits = split_dataset(
         coco,

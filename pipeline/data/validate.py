@@ -80,6 +80,13 @@ def validate_command(
         return 2
     s = summarize(coco)
     vis = s["keypoints_by_visibility"]
+    if not any(a.get("num_keypoints", 0) > 0 and not a.get("iscrowd") for a in coco.annotations):
+        # prepare would stop on it later with a message about splits; say what is wrong here
+        print(
+            f"{path}: INVALID, nothing to train on: none of its {s['instances']} instance(s) has a labeled keypoint "
+            "(a DeepLabCut CSV with headers only, a SLEAP file with predictions but no user instances, ...)"
+        )
+        return 2
     print(f"{path}: OK" + (f" ({len(problems)} warning(s))" if problems else ""))
     print(
         f"  images:     {s['images']} ({s['images_with_instances']} with instances)"

@@ -12,7 +12,6 @@ current regions with ``was_cancelled: true``, so the result may be non-empty): S
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from collections import Counter
@@ -23,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.corrections import AnnotationProblem, Correction, Skip
+from pipeline.files import JsonFileError, read_json
 from pipeline.keypoints import KeypointSchema
 from pipeline.labelstudio.config import (
     BOX_NAME,
@@ -507,9 +507,9 @@ def parse_export_file(
     """
     path = Path(path)
     try:
-        tasks = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"{path}: not a Label Studio JSON export: {exc}") from exc
+        tasks = read_json(path)
+    except (OSError, JsonFileError) as exc:
+        raise ValueError(f"not a Label Studio JSON export: {exc}") from exc
     if not isinstance(tasks, list) or not all(isinstance(t, dict) for t in tasks):
         raise ValueError(f"{path}: not a Label Studio JSON export (expected a list of task objects)")
     records = collect_task_records(tasks, schema, origin=f"inbox:{path.name}")

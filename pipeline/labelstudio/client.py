@@ -201,6 +201,7 @@ def iter_tasks(
     """
     url = base_url(ls)
     keys = include.split(",") if include else None
+    seen: set[Any] = set()
     page = 1
     while True:
 
@@ -214,9 +215,20 @@ def iter_tasks(
                 return  # past the last page
             raise
         items = pager.items or []
+        fresh = 0
         for item in items:
             d = item.dict() if hasattr(item, "dict") else dict(item)
+            if d.get("id") in seen:
+                continue
+            seen.add(d.get("id"))
+            fresh += 1
             yield {k: d.get(k) for k in keys} if keys else d
+        if items and not fresh:
+            # A server (or a proxy) that ignores `page` returns page 1 forever: stop, naming it.
+            raise LabelStudioError(
+                f"Label Studio at {url}: page {page} of project {project_id}'s tasks holds only tasks of earlier "
+                f"pages (it ignores the page parameter?); stopped after {len(seen)} task(s)"
+            )
         if len(items) < page_size:
             return
         page += 1

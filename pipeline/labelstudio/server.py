@@ -210,6 +210,14 @@ class LocalLabelStudio:
             return self
         if not self.document_root.is_dir():
             raise LabelStudioServerError(f"document root {self.document_root} is not a folder")
+        if self.data_dir.exists() and not self.data_dir.is_dir():
+            raise LabelStudioServerError(f"--data-dir {self.data_dir} is a file, not a folder")
+        if self.data_dir.is_dir() and any(self.data_dir.iterdir()) and not self.credentials_path.is_file():
+            # make_private would chmod every file in it: never do that to a folder that is not ours
+            raise LabelStudioServerError(
+                f"--data-dir {self.data_dir} is not empty and has no {CREDENTIALS_FILE}: not a poseloop Label Studio "
+                "data folder; give a new or empty folder (nothing in this one was changed)"
+            )
         if _port_in_use(self.host, self.port):
             raise LabelStudioServerError(
                 f"port {self.port} on {self.host} is in use (another Label Studio?); choose another --port "
