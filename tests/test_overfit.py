@@ -1,4 +1,7 @@
-"""Each head can learn: overfit 32 synthetic crops to PCK@0.05 >= 0.9 within 2 minutes on the CPU."""
+"""Each head can learn: overfit 32 synthetic crops to PCK@0.05 >= 0.9 on the CPU.
+
+96 x 128 crops (was 192 x 256: 72 s for both heads on 2 cores): measured 2026-12-06, heatmap 0.974 after 50 steps
+(4.9 s), ASLA 0.982 after 100 steps (10.9 s)."""
 
 from __future__ import annotations
 
@@ -15,8 +18,8 @@ from pipeline.data.dataset import TopDownDataset, instances_from_coco
 from pipeline.data.synthetic import SyntheticConfig, generate_dataset
 from pipeline.keypoints import KeypointSchema
 
-INPUT_SIZE = (192, 256)
-MAX_STEPS = 600  # measured: both heads reach PCK@0.05 0.9 well before this (see the printed step count)
+INPUT_SIZE = (96, 128)
+MAX_STEPS = 600  # both heads reach PCK@0.05 0.9 well before this (the module doc; the printed step count)
 
 
 @pytest.fixture(scope="module")

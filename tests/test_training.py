@@ -117,34 +117,35 @@ def _untrained_metrics(project: Path, raw: dict) -> dict:
     return validate(model_from_params(params, data.codec, data.schema).eval(), data, flip_test=False)
 
 
-@pytest.mark.slow
-def test_two_worker_ray_training_beats_the_untrained_model(prepared):
-    raw = _params(prepared, epochs=10)
-    _finish(_stage(prepared, _write_params(prepared, raw), out="model2w"))
-    metrics = json.loads((prepared / "model2w-metrics.json").read_text())
-    untrained = _untrained_metrics(prepared, raw)
+EPOCHS_2W = 6
+
+
+def _check_two_worker_run(project: Path, out: Path, metrics_file: Path, curve_file: Path, raw: dict) -> None:
+    """What a finished two-worker training leaves: a model that beats the untrained one, its folder, the curve and
+    its pictures, and an MLflow run with per-epoch val AP and the model files."""
+    metrics = json.loads(metrics_file.read_text())
+    untrained = _untrained_metrics(project, raw)
     print(
         f"trained val AP {metrics['val_ap']:.3f} PCK@0.1 {metrics['val_pck10']:.3f}; untrained AP "
         f"{untrained['ap']:.3f} PCK@0.1 {untrained['pck10']:.3f}"
     )
     assert metrics["val_ap"] > untrained["ap"] and metrics["val_pck10"] > untrained["pck10"] + 0.1
-    load_model(prepared / "model2w")  # raises unless the folder rebuilds the network it describes
-    description = json.loads((prepared / "model2w" / "model.json").read_text())
+    load_model(out)  # raises unless the folder rebuilds the network it describes
+    description = json.loads((out / "model.json").read_text())
     assert description["input_size"] == [96, 128] and description["schema"]["names"][0] == "nose"
     assert description["params"]["train"]["num_workers"] == 2
-    curve = (prepared / "model2w-curve.csv").read_text().splitlines()
-    assert len(curve) == 1 + 10 and "val_ap" in curve[0]
-    assert (prepared / "model2w-curve.png").stat().st_size > 1000
-    assert (prepared / "val_predictions.png").stat().st_size > 1000
-    # the run is in the MLflow store with per-epoch val AP and the model files
-    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{prepared / 'mlflow.db'}")
+    curve = curve_file.read_text().splitlines()
+    assert len(curve) == 1 + EPOCHS_2W and "val_ap" in curve[0]
+    assert curve_file.with_suffix(".png").stat().st_size > 1000
+    assert (curve_file.parent / "val_predictions.png").stat().st_size > 1000
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{curve_file.parent / 'mlflow.db'}")
     runs = client.search_runs(
         client.get_experiment_by_name("poseloop").experiment_id,
         filter_string="tags.stage = 'train' and params.`train.num_workers` = '2'",
     )
     assert len(runs) == 1
     ap_history = client.get_metric_history(runs[0].info.run_id, "val_ap")
-    assert len(ap_history) == 10 and max(m.value for m in ap_history) == pytest.approx(metrics["val_ap"])
+    assert len(ap_history) == EPOCHS_2W and max(m.value for m in ap_history) == pytest.approx(metrics["val_ap"])
     artifacts = {a.path for a in client.list_artifacts(runs[0].info.run_id, "model")}
     assert {"model/model.pt", "model/model.json"} <= artifacts
 
@@ -173,9 +174,14 @@ def _train_worker_pids(stage: subprocess.Popen) -> list[int]:
 
 
 @pytest.mark.slow
-def test_a_killed_worker_is_replaced_and_training_finishes(prepared):
-    raw = _params(prepared, epochs=4, max_failures=2, seed=5)
-    proc = _stage(prepared, _write_params(prepared, raw), out="model_kill")
+def test_a_killed_worker_is_replaced_and_a_killed_stage_resumes(prepared):
+    """Two failures in one training (one Ray start, one training: they used to be two tests of ~70 s each):
+    a worker killed with SIGKILL is replaced and the worker group resumes from the last checkpoint; then the
+    whole stage and its local Ray are killed (a Ctrl-C'd or preempted job), and running the stage again resumes
+    from its last checkpoint instead of starting over."""
+    raw = _params(prepared, epochs=5, max_failures=2, seed=5)
+    params_file = _write_params(prepared, raw)
+    proc = _stage(prepared, params_file, out="model_kill")
     before = len(_checkpoints(prepared))
     # the second folder on disk means the first is registered: Ray Train's controller takes a report in at its
     # health-check interval (2 s by default), so a kill right after the first folder appears may predate it
@@ -183,31 +189,21 @@ def test_a_killed_worker_is_replaced_and_training_finishes(prepared):
     pids = _train_worker_pids(proc)
     assert pids, "no Ray Train worker process found"
     os.kill(pids[-1], signal.SIGKILL)
-    out = _finish(proc)
-    assert (prepared / "model_kill" / "model.pt").is_file()
-    metrics = json.loads((prepared / "model_kill-metrics.json").read_text())
-    assert metrics["epochs"] == 4
-    assert re.search(r"resumed from the checkpoint of epoch [1-9]/4", out), (
-        f"the worker group did not resume:\n{out[-4000:]}"
-    )
-
-
-@pytest.mark.slow
-def test_an_interrupted_stage_resumes_from_its_last_checkpoint(prepared):
-    raw = _params(prepared, epochs=5, seed=9, num_workers=1)
-    params_file = _write_params(prepared, raw)
-    proc = _stage(prepared, params_file, out="model_resume")
-    before = len(_checkpoints(prepared))
-    _wait_for_checkpoints(proc, prepared, before + 2)
-    os.killpg(proc.pid, signal.SIGKILL)  # the stage and its local Ray, like a Ctrl-C'd or preempted job
+    _wait_for_checkpoints(proc, prepared, before + 4)  # the replaced group has written checkpoints of its own
+    os.killpg(proc.pid, signal.SIGKILL)  # the stage and its local Ray
     proc.wait()
-    out = _finish(_stage(prepared, params_file, out="model_resume"))
-    # Two checkpoint folders were on disk at the kill; the newer may not have been committed yet, so the run
-    # continues after epoch 1 or 2, never from scratch. The stage says so on its terminal (the one line of the
+    first_run = proc.stdout.read()
+    assert re.search(r"resumed from the checkpoint of epoch [1-9]/5", first_run), (
+        f"the worker group did not resume:\n{first_run[-4000:]}"
+    )
+    out = _finish(_stage(prepared, params_file, out="model_kill"))
+    # Four checkpoint folders were on disk at the kill; the newest may not have been committed yet, so the run
+    # continues after epoch 2 or later, never from scratch. The stage says so on its terminal (the one line of the
     # worker that reaches it, through the progress queue).
-    assert re.search(r"resumed from the checkpoint of epoch [12]/5", out), f"restarted from scratch:\n{out[-3000:]}"
-    assert json.loads((prepared / "model_resume-metrics.json").read_text())["epochs"] == 5
-    curve = (prepared / "model_resume-curve.csv").read_text().splitlines()
+    assert re.search(r"resumed from the checkpoint of epoch [2-4]/5", out), f"restarted from scratch:\n{out[-3000:]}"
+    assert (prepared / "model_kill" / "model.pt").is_file()
+    assert json.loads((prepared / "model_kill-metrics.json").read_text())["epochs"] == 5
+    curve = (prepared / "model_kill-curve.csv").read_text().splitlines()
     assert len(curve) == 1 + 5
 
 
@@ -245,8 +241,10 @@ def test_an_ssl_step_runs_for_both_heads(prepared, tmp_path, head, mode):
 
 
 @pytest.mark.slow
-def test_train_stage_runs_unchanged_on_an_external_ray_cluster(prepared, tmp_path):
-    """A head and a worker node started with `ray start` on 127.0.0.1, RAY_ADDRESS set: the cluster user's path."""
+def test_two_worker_training_on_an_external_ray_cluster_beats_the_untrained_model(prepared, tmp_path):
+    """A head and a worker node started with `ray start` on 127.0.0.1, RAY_ADDRESS set: the cluster user's path,
+    the stage unchanged. Two workers, one per node, train a model that beats the untrained one and leave the model
+    folder, the curve and the MLflow run (the local-Ray path is the killed-worker test's and the loop's)."""
     ray_bin = str(Path(sys.executable).parent / "ray")
     port = 6391
     env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0", RAY_AUTH_MODE="disabled")
@@ -277,7 +275,7 @@ def test_train_stage_runs_unchanged_on_an_external_ray_cluster(prepared, tmp_pat
         ):
             done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
             assert done.returncode == 0, done.stdout + done.stderr
-        raw = _params(prepared, epochs=2, min_steps_per_epoch=5, num_workers=2, seed=13)
+        raw = _params(prepared, epochs=EPOCHS_2W, num_workers=2)
         prepared_dir = prepared / "data" / "prepared"
         cmd = [
             sys.executable,
@@ -310,8 +308,7 @@ def test_train_stage_runs_unchanged_on_an_external_ray_cluster(prepared, tmp_pat
         )
         done = subprocess.run(cmd, cwd=REPO, env=run_env, capture_output=True, text=True, timeout=420)
         assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
-        assert (tmp_path / "model" / "model.pt").is_file()
-        assert json.loads((tmp_path / "metrics.json").read_text())["epochs"] == 2
+        _check_two_worker_run(prepared, tmp_path / "model", tmp_path / "metrics.json", tmp_path / "curve.csv", raw)
         status = subprocess.run(
             [ray_bin, "status", f"--address=127.0.0.1:{port}"], env=env, capture_output=True, text=True, timeout=60
         )
