@@ -58,25 +58,22 @@ def _results(gt: dict) -> list[dict]:
     ]
 
 
-def _evaluate(tmp_path: Path, gt: dict, predictions: object) -> subprocess.CompletedProcess:
-    (tmp_path / "gt.json").write_text(json.dumps(gt))
-    (tmp_path / "pred.json").write_text(json.dumps(predictions))
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    """``python -m pipeline ARGS`` as a user runs it, in a new process."""
     return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pipeline",
-            "evaluate",
-            str(tmp_path / "gt.json"),
-            str(tmp_path / "pred.json"),
-            "--json",
-        ],
+        [sys.executable, "-m", "pipeline", *args],
         cwd=REPO,
         capture_output=True,
         text=True,
         env=dict(os.environ, PYTHONPATH=str(REPO)),
-        timeout=120,
+        timeout=300,
     )
+
+
+def _evaluate(tmp_path: Path, gt: dict, predictions: object) -> subprocess.CompletedProcess:
+    (tmp_path / "gt.json").write_text(json.dumps(gt))
+    (tmp_path / "pred.json").write_text(json.dumps(predictions))
+    return _cli("evaluate", str(tmp_path / "gt.json"), str(tmp_path / "pred.json"), "--json")
 
 
 # ------------------------------------------------------------------------------------------- 12: evaluate's input
@@ -219,17 +216,6 @@ def test_a_stage_runs_through_the_venvs_dvc_with_the_venv_not_on_path(tmp_path):
 
 
 # --------------------------------------------------------------------- issue #24, items 6-9 and 12-16: the probe
-
-
-def _cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "pipeline", *args],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        env=dict(os.environ, PYTHONPATH=str(REPO)),
-        timeout=300,
-    )
 
 
 def test_one_file_under_two_ids_warns_and_a_boolean_visibility_is_refused(tmp_path):

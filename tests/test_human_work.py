@@ -247,18 +247,27 @@ def test_a_fresh_label_studio_restarting_ids_at_1_loses_nothing(tmp_path, monkey
     assert round_number(store) == 3
 
 
-def test_an_annotation_edited_after_the_pull_becomes_the_winning_correction(labelstudio_env, tmp_path):
+def _one_person_pulled(server, tmp_path: Path, title: str, first_id: int, seed: int) -> tuple:
+    """One person exported to a project of the session server, annotated, pulled into a new store; then a pause,
+    so that what the test does next has a clearly later ``updated_at`` (sub-second resolution).
+    Returns (client, coco, store, the pulled correction)."""
     from pipeline.labelstudio import client
 
     ls = client.connect()
-    images = write_images(labelstudio_env.image_root, "edited", [(64, 48)], seed=5)
-    coco = true_instances(images, COCO17, per_image=1, first_id=700, seed=5)
-    corrections, _ = _server_round(ls, "edited check", coco, labelstudio_env.document_root)
+    images = write_images(server.image_root, title.split()[0], [(64, 48)], seed=seed)
+    coco = true_instances(images, COCO17, per_image=1, first_id=first_id, seed=seed)
+    corrections, _ = _server_round(ls, title, coco, server.document_root)
     store = tmp_path / "corrections"
     assert write_pull(store, corrections, [], [], "labelstudio", now=_t(0)) is not None
     [first] = corrections
+    time.sleep(1.1)
+    return ls, coco, store, first
 
-    time.sleep(1.1)  # updated_at has sub-second resolution; a clear gap keeps the order beyond doubt
+
+def test_an_annotation_edited_after_the_pull_becomes_the_winning_correction(labelstudio_env, tmp_path):
+    from pipeline.labelstudio import client
+
+    ls, coco, store, first = _one_person_pulled(labelstudio_env, tmp_path, "edited check", first_id=700, seed=5)
     annotation = ls.annotations.get(id=first.annotation_id)
     result = [dict(r) if isinstance(r, dict) else r.dict() for r in annotation.result]
     for region in result:
@@ -288,15 +297,7 @@ def test_a_second_annotation_on_a_pulled_task_is_stored_and_the_later_one_labels
     id, and merge takes the later one, counting the instance as a conflict."""
     from pipeline.labelstudio import client
 
-    ls = client.connect()
-    images = write_images(labelstudio_env.image_root, "second", [(64, 48)], seed=6)
-    coco = true_instances(images, COCO17, per_image=1, first_id=800, seed=6)
-    corrections, _ = _server_round(ls, "second annotator", coco, labelstudio_env.document_root)
-    store = tmp_path / "corrections"
-    assert write_pull(store, corrections, [], [], "labelstudio", now=_t(0)) is not None
-    [first] = corrections
-
-    time.sleep(1.1)  # a clear gap between the two annotations' times
+    ls, coco, store, first = _one_person_pulled(labelstudio_env, tmp_path, "second annotator", first_id=800, seed=6)
     annotation = ls.annotations.get(id=first.annotation_id)
     result = [dict(r) if isinstance(r, dict) else r.dict() for r in annotation.result]
     for region in result:
@@ -556,9 +557,9 @@ def test_two_pulls_at_once_store_each_record_once(tmp_path):
         )
         for _ in range(2)
     ]
-    outputs = sorted(p.communicate(timeout=120)[0].strip() for p in pulls)
+    outputs = [p.communicate(timeout=120)[0].strip() for p in pulls]
     assert all(p.returncode == 0 for p in pulls)
-    assert outputs[0] == "None"  # the second pull waited for the first and found its record stored
+    assert sorted(outputs, key=lambda o: o != "None")[0] == "None"  # the second waited and found the record stored
     assert len(list(store.iterdir())) == 1 and round_number(store) == 2
 
 

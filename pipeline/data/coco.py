@@ -30,12 +30,10 @@ When several categories define keypoints, the caller picks one (``category=`` id
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import math
 import os
-import uuid
 from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -185,7 +183,11 @@ def validate_coco(
                 " (a list of records: MPII's layout is data.source: mpii, a Label Studio export data.source: "
                 "labelstudio; `python -m pipeline validate` reads both)"
             )
-        out.add("top level", None, f"expected a JSON object with {list(REQUIRED_TOP_LEVEL)}, got {type(data).__name__}{hint}")
+        out.add(
+            "top level",
+            None,
+            f"expected a JSON object with {list(REQUIRED_TOP_LEVEL)}, got {type(data).__name__}{hint}",
+        )
         return out.problems
     missing = False
     for key in REQUIRED_TOP_LEVEL:
@@ -429,44 +431,35 @@ def _check_keypoint_values(
     """Values of n keypoint lists of length 3K: numbers, finite, visibility in {0,1,2}, num_keypoints consistent,
     labeled keypoints inside their image (a warning: such a point is kept, the model learns it as given).
 
-    Vectorised because a pool file can hold a million instances; Python only touches the rows that fail. A bool
-    among the numbers (``true`` in the JSON) is an error: numpy would fold it into 1, and whether ``true`` meant
-    "visible" (2) or "labeled" (1) is a guess (found by the types of each row, a C-speed ``map``).
+    Vectorised because a pool file can hold a million instances; Python only touches the rows whose values are not
+    all int / float (the types of a row are collected by a C-speed ``map``). A bool among the numbers (``true`` in
+    the JSON) is an error: numpy would fold it into 1, and whether ``true`` meant "visible" (2) or "labeled" (1) is a
+    guess.
     """
 
     def add(i: int, rec: str, fld: str, message: str, severity: Severity = "error") -> None:
         found.setdefault(i, []).append(Problem(file, rec, fld, message, severity))
 
+    # Plain int / float rows go straight to numpy; the rest (None, str, a nested list, a bool) are looked at in Python.
     numeric = []
     for i, rec, ann in rows:
-        if bool in set(map(type, ann["keypoints"])):
-            j, v = next((j, v) for j, v in enumerate(ann["keypoints"]) if isinstance(v, bool))
+        if set(map(type, ann["keypoints"])) <= {int, float}:
+            numeric.append((i, rec, ann))
+            continue
+        bad = [(j, v) for j, v in enumerate(ann["keypoints"]) if not is_number(v)]
+        if not bad:  # numpy scalars from a reader
+            numeric.append((i, rec, ann))
+        elif isinstance(bad[0][1], bool):
+            j, v = bad[0]
             what = "visibility" if j % 3 == 2 else "xy"[j % 3]
             add(i, rec, "keypoints", f"{what} of keypoint {j // 3} is {str(v).lower()}: expected a number (0, 1 or 2)")
         else:
-            numeric.append((i, rec, ann))
+            j, v = bad[0]
+            add(i, rec, "keypoints", f"{len(bad)} non-numeric value(s), first at index {j}: {_fmt(v)}")
     rows = numeric
     if not rows:
         return
-
-    try:
-        arr = np.array([ann["keypoints"] for _, _, ann in rows])
-    except ValueError:  # ragged nesting somewhere, e.g. [[1, 2], 3, ...]
-        arr = np.empty(0, dtype=object)
-    if arr.dtype.kind not in "iuf" or arr.ndim != 2:
-        # Something non-numeric somewhere (None, str, a nested list): find those rows in Python, the rest go on.
-        ok = []
-        for i, rec, ann in rows:
-            bad = [(j, v) for j, v in enumerate(ann["keypoints"]) if not is_number(v)]
-            if bad:
-                j, v = bad[0]
-                add(i, rec, "keypoints", f"{len(bad)} non-numeric value(s), first at index {j}: {_fmt(v)}")
-            else:
-                ok.append((i, rec, ann))
-        rows = ok
-        if not rows:
-            return
-        arr = np.array([ann["keypoints"] for _, _, ann in rows])
+    arr = np.array([ann["keypoints"] for _, _, ann in rows])
     arr = arr.astype(np.float64, copy=False).reshape(len(rows), k, 3)
     finite = np.isfinite(arr)
     vis = arr[:, :, 2]
@@ -506,8 +499,13 @@ def _check_keypoint_values(
         if nk is None:
             add(i, rec, "num_keypoints", "missing: recounted from the visibility flags", "warning")
         elif not is_int(nk) or nk != counts[pos]:
-            add(i, rec, "num_keypoints", f"{_fmt(nk)} but {counts[pos]} keypoint(s) have visibility > 0: recounted",
-                "warning")
+            add(
+                i,
+                rec,
+                "num_keypoints",
+                f"{_fmt(nk)} but {counts[pos]} keypoint(s) have visibility > 0: recounted",
+                "warning",
+            )
 
 
 def _check_image_files(images: list[Any], images_dir: Path, decode: bool, out: _Collector) -> None:

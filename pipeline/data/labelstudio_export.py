@@ -94,8 +94,10 @@ def export_to_coco(tasks: Any, file: str, images_dir: Path, keypoints: list[str]
         drawn_on = {size for person in persons or () for size in person["sizes"]}
         if image in sizes and drawn_on - {sizes[image]}:
             where = f"task {tasks[i].get('id')}"
-            message = f"regions drawn on a {'/'.join(f'{w:g}x{h:g}' for w, h in sorted(drawn_on))} image, but " \
+            message = (
+                f"regions drawn on a {'/'.join(f'{w:g}x{h:g}' for w, h in sorted(drawn_on))} image, but "
                 f"{images_dir / image} is {sizes[image][0]}x{sizes[image][1]} (another file of the same name?)"
+            )
             problems.append(Problem(file, where, "original_width", message))
     if problems:
         raise CocoFormatError(problems)
@@ -126,9 +128,7 @@ def export_to_coco(tasks: Any, file: str, images_dir: Path, keypoints: list[str]
             xy = [p[:2] for p in points.values()]
             box = person["box"] or box_around(xy, width, height) or whole
             ann_id = len(annotations) + 1
-            annotations.append(
-                keypoint_annotation(ann_id, image_ids[image], flat, box, source="labelstudio", **origin)
-            )
+            annotations.append(keypoint_annotation(ann_id, image_ids[image], flat, box, source="labelstudio", **origin))
     category = {"id": 1, "name": "person", "supercategory": "person", "keypoints": names, "skeleton": []}
     info = {"description": f"Label Studio export {Path(file).name} converted to COCO by poseloop"}
     return {"info": info, "images": images, "annotations": annotations, "categories": [category]}
@@ -271,8 +271,11 @@ def _persons(
         parent = str(item["parentID"]) if item.get("parentID") else None
         person = groups.setdefault(parent, {})
         if name in person:
-            problems.append(Problem(file, where, rid, f"keypoint {name!r} placed twice for one person "
-                                    f"({parent or 'without parentID'})"))
+            problems.append(
+                Problem(
+                    file, where, rid, f"keypoint {name!r} placed twice for one person ({parent or 'without parentID'})"
+                )
+            )
             continue
         px, py = (round(float(percent_to_px(g, size)), 6) for g, size in zip(geometry, (w, h), strict=True))
         person[name] = (px, py, 2)
@@ -280,7 +283,9 @@ def _persons(
     for rid in occluded & region_of.keys():
         parent, name = region_of[rid]
         groups[parent][name] = (*groups[parent][name][:2], 1)
-    people = [{"points": points, "box": boxes.get(parent) if parent else None, "sizes": sizes}
-              for parent, points in groups.items()]
+    people = [
+        {"points": points, "box": boxes.get(parent) if parent else None, "sizes": sizes}
+        for parent, points in groups.items()
+    ]
     people += [{"points": {}, "box": box, "sizes": sizes} for rid, box in boxes.items() if rid not in groups]
     return people

@@ -86,7 +86,9 @@ def mpii_to_coco(records: Any, file: str, images_dir: Path) -> dict:
         x1, y1 = min(float(width), cx + half), min(float(height), cy + half)
         box = [x0, y0, x1 - x0, y1 - y0]
         if x1 <= x0 or y1 <= y0:  # a centre outside the image: the box around the labeled joints, as a last resort
-            labeled = [(px, py) for px, py, v in zip(keypoints[0::3], keypoints[1::3], keypoints[2::3], strict=True) if v]
+            labeled = [
+                (px, py) for px, py, v in zip(keypoints[0::3], keypoints[1::3], keypoints[2::3], strict=True) if v
+            ]
             box = box_around(labeled, width, height) or [0.0, 0.0, float(width), float(height)]
         origin = {"mpii_center": list(rec["center"]), "mpii_scale": scale}
         annotations.append(keypoint_annotation(ann_id, image_ids[rec["image"]], keypoints, box, **origin))

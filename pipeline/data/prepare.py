@@ -74,7 +74,10 @@ def num_seed_labels(labeled: float, eligible: int, fit: bool = False) -> int:
         log.warning(
             "data.labeled = %g (the default) asks for more than the %d labeled instances outside val / test: "
             "using %d (half) as seed labels and the other %d as the pool; set data.labeled to choose",
-            labeled, eligible, chosen, eligible - chosen,
+            labeled,
+            eligible,
+            chosen,
+            eligible - chosen,
         )
         return chosen
     if n >= eligible:
@@ -97,7 +100,12 @@ def held_out_sizes(images_with_people: int, val_images: int, test_images: int, f
     log.warning(
         "the source has %d images with labeled people: data.val_images / test_images = %d / %d (the defaults) would "
         "leave too few to train on; using %d / %d (%d%% each); set them in params.yaml to choose",
-        n, val_images, test_images, val, test, round(100 * SMALL_HELD_OUT_SHARE),
+        n,
+        val_images,
+        test_images,
+        val,
+        test,
+        round(100 * SMALL_HELD_OUT_SHARE),
     )
     return val, test
 
@@ -164,7 +172,8 @@ def split_dataset(
         log.warning(
             "the source brings its own pool (%d unlabeled instances): all %d labeled instances outside val / test "
             "are seed labels (data.labeled is not used), oracle.json is empty",
-            len(own_pool), len(candidates),
+            len(own_pool),
+            len(candidates),
         )
         splits["labeled"] = _subset(coco, [dict(a, source="seed") for a in candidates])
         splits["oracle"] = _subset(coco, [])

@@ -74,7 +74,9 @@ def read_sleap(path: str | os.PathLike[str], out_dir: Path | None, image_subdir:
         log.warning(
             "%s: the skeleton's symmetries %s are not the pairs the names give %s: set data.flip_pairs: %s in "
             "params.yaml to flip by the symmetries",
-            path, [[names[a], names[b]] for a, b in symmetries], [[names[a], names[b]] for a, b in from_names],
+            path,
+            [[names[a], names[b]] for a, b in symmetries],
+            [[names[a], names[b]] for a, b in from_names],
             [list(p) for p in symmetries],
         )
     video_index = {id(v): i for i, v in enumerate(labels.videos)}

@@ -112,12 +112,45 @@ class SyntheticConfig:
 
 # Painted parts. A pixel of the part map holds (person index + 1) * 32 + part.
 PART_NAMES = (
-    "torso", "neck", "head", "left_ear", "right_ear", "left_upper_arm", "right_upper_arm", "left_forearm",
-    "right_forearm", "left_hand", "right_hand", "left_thigh", "right_thigh", "left_shin", "right_shin",
-    "left_foot", "right_foot", "backpack",
+    "torso",
+    "neck",
+    "head",
+    "left_ear",
+    "right_ear",
+    "left_upper_arm",
+    "right_upper_arm",
+    "left_forearm",
+    "right_forearm",
+    "left_hand",
+    "right_hand",
+    "left_thigh",
+    "right_thigh",
+    "left_shin",
+    "right_shin",
+    "left_foot",
+    "right_foot",
+    "backpack",
 )
-(TORSO, NECK, HEAD, L_EAR, R_EAR, L_UARM, R_UARM, L_FARM, R_FARM,
- L_HAND, R_HAND, L_THIGH, R_THIGH, L_SHIN, R_SHIN, L_FOOT, R_FOOT, BACKPACK) = range(len(PART_NAMES))
+(
+    TORSO,
+    NECK,
+    HEAD,
+    L_EAR,
+    R_EAR,
+    L_UARM,
+    R_UARM,
+    L_FARM,
+    R_FARM,
+    L_HAND,
+    R_HAND,
+    L_THIGH,
+    R_THIGH,
+    L_SHIN,
+    R_SHIN,
+    L_FOOT,
+    R_FOOT,
+    BACKPACK,
+) = range(len(PART_NAMES))
 PART_BITS = 5
 OCCLUDER_VALUE = 0xFFFF  # part-map value of occluder objects
 
@@ -129,17 +162,47 @@ NECKLINE = slice(K + 19, K + 22)  # a V of skin at the top of the shirt's front
 PRINT = slice(K + 22, K + 26)  # a print on the shirt's front
 BACKPACK_CORNERS = slice(K + 26, K + 34)
 NUM_POINTS = K + 34
-(NOSE, L_EYE, R_EYE, L_EAR_K, R_EAR_K, L_SHO, R_SHO, L_ELB, R_ELB,
- L_WRI, R_WRI, L_HIP, R_HIP, L_KNEE, R_KNEE, L_ANK, R_ANK) = range(K)
+(
+    NOSE,
+    L_EYE,
+    R_EYE,
+    L_EAR_K,
+    R_EAR_K,
+    L_SHO,
+    R_SHO,
+    L_ELB,
+    R_ELB,
+    L_WRI,
+    R_WRI,
+    L_HIP,
+    R_HIP,
+    L_KNEE,
+    R_KNEE,
+    L_ANK,
+    R_ANK,
+) = range(K)
 
 # Which parts may paint a keypoint for it to count as visible (the torso is added per person for shoulders and hips
 # on the camera's side of the body).
 _ALLOWED = np.zeros((K, 32), dtype=bool)
 for _k, _parts in {
-    NOSE: (HEAD,), L_EYE: (HEAD,), R_EYE: (HEAD,), L_EAR_K: (HEAD, L_EAR), R_EAR_K: (HEAD, R_EAR),
-    L_SHO: (L_UARM,), R_SHO: (R_UARM,), L_ELB: (L_UARM, L_FARM), R_ELB: (R_UARM, R_FARM),
-    L_WRI: (L_FARM, L_HAND), R_WRI: (R_FARM, R_HAND), L_HIP: (L_THIGH,), R_HIP: (R_THIGH,),
-    L_KNEE: (L_THIGH, L_SHIN), R_KNEE: (R_THIGH, R_SHIN), L_ANK: (L_SHIN, L_FOOT), R_ANK: (R_SHIN, R_FOOT),
+    NOSE: (HEAD,),
+    L_EYE: (HEAD,),
+    R_EYE: (HEAD,),
+    L_EAR_K: (HEAD, L_EAR),
+    R_EAR_K: (HEAD, R_EAR),
+    L_SHO: (L_UARM,),
+    R_SHO: (R_UARM,),
+    L_ELB: (L_UARM, L_FARM),
+    R_ELB: (R_UARM, R_FARM),
+    L_WRI: (L_FARM, L_HAND),
+    R_WRI: (R_FARM, R_HAND),
+    L_HIP: (L_THIGH,),
+    R_HIP: (R_THIGH,),
+    L_KNEE: (L_THIGH, L_SHIN),
+    R_KNEE: (R_THIGH, R_SHIN),
+    L_ANK: (L_SHIN, L_FOOT),
+    R_ANK: (R_SHIN, R_FOOT),
 }.items():
     _ALLOWED[_k, list(_parts)] = True
 
@@ -361,11 +424,23 @@ def _build_body(rng: np.random.Generator, pose: dict) -> tuple[np.ndarray, dict[
 
     b = build
     radius = {
-        TORSO: 0.0, NECK: 0.032 * b, HEAD: head_r,
-        L_EAR: 0.018, R_EAR: 0.018,
-        L_UARM: 0.036 * b, R_UARM: 0.036 * b, L_FARM: 0.027 * b, R_FARM: 0.027 * b,
-        L_HAND: 0.031 * b, R_HAND: 0.031 * b, L_THIGH: 0.055 * hip_build, R_THIGH: 0.055 * hip_build,
-        L_SHIN: 0.04 * hip_build, R_SHIN: 0.04 * hip_build, L_FOOT: 0.028 * b, R_FOOT: 0.028 * b,
+        TORSO: 0.0,
+        NECK: 0.032 * b,
+        HEAD: head_r,
+        L_EAR: 0.018,
+        R_EAR: 0.018,
+        L_UARM: 0.036 * b,
+        R_UARM: 0.036 * b,
+        L_FARM: 0.027 * b,
+        R_FARM: 0.027 * b,
+        L_HAND: 0.031 * b,
+        R_HAND: 0.031 * b,
+        L_THIGH: 0.055 * hip_build,
+        R_THIGH: 0.055 * hip_build,
+        L_SHIN: 0.04 * hip_build,
+        R_SHIN: 0.04 * hip_build,
+        L_FOOT: 0.028 * b,
+        R_FOOT: 0.028 * b,
     }
     return pts, radius, head_r
 
@@ -373,16 +448,38 @@ def _build_body(rng: np.random.Generator, pose: dict) -> tuple[np.ndarray, dict[
 # Capsule parts: (part, first point, second point)
 _CAPSULES = (
     (NECK, NECK_P, HEAD_C),
-    (L_UARM, L_SHO, L_ELB), (R_UARM, R_SHO, R_ELB), (L_FARM, L_ELB, L_WRI), (R_FARM, R_ELB, R_WRI),
-    (L_HAND, L_WRI, L_HAND_END), (R_HAND, R_WRI, R_HAND_END),
-    (L_THIGH, L_HIP, L_KNEE), (R_THIGH, R_HIP, R_KNEE), (L_SHIN, L_KNEE, L_ANK), (R_SHIN, R_KNEE, R_ANK),
-    (L_FOOT, L_HEEL, L_TOE), (R_FOOT, R_HEEL, R_TOE),
+    (L_UARM, L_SHO, L_ELB),
+    (R_UARM, R_SHO, R_ELB),
+    (L_FARM, L_ELB, L_WRI),
+    (R_FARM, R_ELB, R_WRI),
+    (L_HAND, L_WRI, L_HAND_END),
+    (R_HAND, R_WRI, R_HAND_END),
+    (L_THIGH, L_HIP, L_KNEE),
+    (R_THIGH, R_HIP, R_KNEE),
+    (L_SHIN, L_KNEE, L_ANK),
+    (R_SHIN, R_KNEE, R_ANK),
+    (L_FOOT, L_HEEL, L_TOE),
+    (R_FOOT, R_HEEL, R_TOE),
 )
 # Depth biases (height units) for parts at equal depth: arms over the torso's edge, torso over the tops of the legs,
 # the head over everything attached to it.
-_DEPTH_BIAS = {TORSO: 0.0, NECK: 0.001, HEAD: 0.03, L_UARM: 0.005, R_UARM: 0.005, L_FARM: 0.006, R_FARM: 0.006,
-               L_HAND: 0.007, R_HAND: 0.007, L_THIGH: -0.01, R_THIGH: -0.01, L_SHIN: -0.009, R_SHIN: -0.009,
-               L_FOOT: -0.008, R_FOOT: -0.008}
+_DEPTH_BIAS = {
+    TORSO: 0.0,
+    NECK: 0.001,
+    HEAD: 0.03,
+    L_UARM: 0.005,
+    R_UARM: 0.005,
+    L_FARM: 0.006,
+    R_FARM: 0.006,
+    L_HAND: 0.007,
+    R_HAND: 0.007,
+    L_THIGH: -0.01,
+    R_THIGH: -0.01,
+    L_SHIN: -0.009,
+    R_SHIN: -0.009,
+    L_FOOT: -0.008,
+    R_FOOT: -0.008,
+}
 
 
 def _make_person(rng: np.random.Generator, index: int, height: float, rare: str | None) -> _Person:
@@ -468,8 +565,9 @@ def _axes(h: int, w: int, x0: float = 0.0, y0: float = 0.0) -> tuple[np.ndarray,
     return np.arange(w, dtype=np.float32)[None, :] + x0, np.arange(h, dtype=np.float32)[:, None] + y0
 
 
-def _texture(rng: np.random.Generator, kind: str, colour: np.ndarray, roi: tuple[int, int, int, int],
-             height: float, roll: float) -> np.ndarray | None:
+def _texture(
+    rng: np.random.Generator, kind: str, colour: np.ndarray, roi: tuple[int, int, int, int], height: float, roll: float
+) -> np.ndarray | None:
     """A (h, w, 3) uint8 texture over ``roi`` (x0, y0, x1, y1), or None for a plain colour."""
     x0, y0, x1, y1 = roi
     h, w = y1 - y0, x1 - x0
@@ -526,11 +624,26 @@ def _paint_person(
         skin, hair, shirt, pants, shoes = near(18), near(25), near(22), near(22), near(22)
         outline = rng.uniform(0.85, 0.92)
     long_sleeves, long_pants = rng.random() < 0.5, rng.random() < 0.65
-    fills = {TORSO: shirt, BACKPACK: _random_colour(rng), NECK: skin, HEAD: skin, L_EAR: skin * 0.9, R_EAR: skin * 0.9,
-             L_UARM: shirt, R_UARM: shirt, L_FARM: shirt if long_sleeves else skin,
-             R_FARM: shirt if long_sleeves else skin, L_HAND: skin, R_HAND: skin,
-             L_THIGH: pants, R_THIGH: pants, L_SHIN: pants if long_pants else skin,
-             R_SHIN: pants if long_pants else skin, L_FOOT: shoes, R_FOOT: shoes}
+    fills = {
+        TORSO: shirt,
+        BACKPACK: _random_colour(rng),
+        NECK: skin,
+        HEAD: skin,
+        L_EAR: skin * 0.9,
+        R_EAR: skin * 0.9,
+        L_UARM: shirt,
+        R_UARM: shirt,
+        L_FARM: shirt if long_sleeves else skin,
+        R_FARM: shirt if long_sleeves else skin,
+        L_HAND: skin,
+        R_HAND: skin,
+        L_THIGH: pants,
+        R_THIGH: pants,
+        L_SHIN: pants if long_pants else skin,
+        R_SHIN: pants if long_pants else skin,
+        L_FOOT: shoes,
+        R_FOOT: shoes,
+    }
     lut = np.zeros((64, 3), dtype=np.float64)
     for part, colour in fills.items():
         lut[2 * part + 1] = colour * outline
@@ -690,14 +803,30 @@ def _background(rng: np.random.Generator, H: int, W: int) -> np.ndarray:
             cv2.fillConvexPoly(img, np.round(box * _ONE).astype(np.int32), colour, cv2.LINE_AA, _SHIFT)
         elif kind < 0.55:
             axes = (round(size * _ONE / 2), round(size * rng.uniform(0.3, 1.0) * _ONE / 2))
-            cv2.ellipse(img, (round(cx * _ONE), round(cy * _ONE)), axes, rng.uniform(0, 180), 0, 360, colour, -1,
-                        cv2.LINE_AA, _SHIFT)
+            cv2.ellipse(
+                img,
+                (round(cx * _ONE), round(cy * _ONE)),
+                axes,
+                rng.uniform(0, 180),
+                0,
+                360,
+                colour,
+                -1,
+                cv2.LINE_AA,
+                _SHIFT,
+            )
         elif kind < 0.8:
             a = rng.uniform(0, math.pi)
             d = np.array([math.cos(a), math.sin(a)]) * size
-            cv2.line(img, (round((cx - d[0]) * _ONE), round((cy - d[1]) * _ONE)),
-                     (round((cx + d[0]) * _ONE), round((cy + d[1]) * _ONE)), colour,
-                     max(1, round(rng.uniform(0.01, 0.05) * s)), cv2.LINE_AA, _SHIFT)
+            cv2.line(
+                img,
+                (round((cx - d[0]) * _ONE), round((cy - d[1]) * _ONE)),
+                (round((cx + d[0]) * _ONE), round((cy + d[1]) * _ONE)),
+                colour,
+                max(1, round(rng.uniform(0.01, 0.05) * s)),
+                cv2.LINE_AA,
+                _SHIFT,
+            )
         else:
             poly = np.array([cx, cy]) + rng.normal(0, size / 2, (int(rng.integers(3, 7)), 2))
             hull = cv2.convexHull(np.round(poly * _ONE).astype(np.int32))
