@@ -7,7 +7,7 @@ stages and the oracle (``oracle.json``, the pool's hidden truth) as the annotato
     round 0: train on the seed labels                        train_in_process (the loop Ray Train runs)
     round r = 1..R:
         teacher (round r-1's kept weights) over the pool     pipeline.inference.predict + prediction_columns
-                                                             -> pool_predictions.parquet -> scoring.read_scores
+                                                             -> pool_predictions.parquet -> read_pool_predictions
         select B instances with the arm's policy             scoring.select_with_params with scoring.excluded_instances
                                                              (what the select stage calls)
         "annotate" them from oracle.json                     Correction / Skip -> write_pull (a store folder); effort
@@ -72,9 +72,10 @@ from pipeline.config import Params, params_from_dict
 from pipeline.corrections import Correction, Skip, read_store, write_pull
 from pipeline.data.coco import read_coco, write_coco
 from pipeline.data.dataset import TopDownDataset, instances_from_coco
+from pipeline.data.pool_predictions import list_column, read_pool_predictions, to_table
 from pipeline.data.prepare import prepare
 from pipeline.data.synthetic import TAGS
-from pipeline.inference import predict, prediction_columns, predictions_table
+from pipeline.inference import predict, prediction_columns
 from pipeline.labelstudio.annotations import keypoint_effort
 from pipeline.labelstudio.oracle import is_unlabelable
 from pipeline.merge import merge
@@ -84,8 +85,6 @@ from pipeline.scoring import (
     POLICIES,
     excluded_instances,
     hopeless_rows,
-    list_column,
-    read_scores,
     select_with_params,
 )
 from pipeline.training import epoch_steps, train_in_process
@@ -320,7 +319,7 @@ def train(raw: dict, project: Project, labels: Path, out: Path, init: Path | Non
 
 
 def score_pool(raw: dict, project: Project, weights: Path, out: Path):
-    """The teacher over the pool -> pool_predictions.parquet (the pseudolabel stage's columns) -> read_scores:
+    """The teacher over the pool -> pool_predictions.parquet (the pseudolabel stage's columns) -> read_pool_predictions:
     (scalar columns, the whole table)."""
     params: Params = params_from_dict(raw)
     torch.set_num_threads(params.train.threads_per_worker)
@@ -337,8 +336,8 @@ def score_pool(raw: dict, project: Project, weights: Path, out: Path):
     columns = prediction_columns(
         batch, {f.name: getattr(pred, f.name) for f in dataclasses.fields(pred)}, params.pseudolabel.tau
     )
-    pq.write_table(predictions_table(columns), out)
-    return read_scores(out)
+    pq.write_table(to_table(columns), out)
+    return read_pool_predictions(out)
 
 
 def annotate(

@@ -18,15 +18,14 @@ import pandas as pd
 from bench.report import write_section
 from pipeline.config import load_params
 from pipeline.data.coco import read_coco
+from pipeline.data.pool_predictions import list_column, read_pool_predictions, to_coco_results
 from pipeline.evaluation import coco_keypoint_ap, oks
-from pipeline.pool import pool_predictions_to_coco_results, predict_pool
+from pipeline.pool import predict_pool
 from pipeline.ray_cluster import ray_session
 from pipeline.scoring import (
     SIGNALS,
     combined_uncertainty,
-    list_column,
     rank_normalize,
-    read_scores,
     select,
     signal_rank,
 )
@@ -57,8 +56,8 @@ def run() -> None:
     with tempfile.TemporaryDirectory() as tmp, ray_session(log_to_driver=False):
         out = Path(tmp) / "pool.parquet"
         predict_pool(MODEL, json.loads((PREPARED / "pool.json").read_text()), PREPARED, out, flip_test=True)
-        scores, table = read_scores(out)
-    results = pool_predictions_to_coco_results(table, schema.category_id)
+        scores, table = read_pool_predictions(out)
+    results = to_coco_results(table, schema.category_id)
     by_id = {r["instance_id"]: r for r in results}
     truth = {a["id"]: a for a in oracle.annotations}
     error, hard = [], []

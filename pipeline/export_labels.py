@@ -108,7 +108,7 @@ def pool_predictions(
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    from pipeline.scoring import list_column
+    from pipeline.data.pool_predictions import list_column
 
     path = project / POOL_PREDICTIONS
     if not path.is_file():

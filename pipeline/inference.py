@@ -12,13 +12,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
 import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from models.pose_model import PoseModel
-from pipeline.data.coco import CocoKeypoints
+from pipeline.data.coco import CocoKeypoints, coco_results
 from pipeline.data.dataset import IMAGENET_MEAN, IMAGENET_STD, InstanceRecord, TopDownDataset, instances_from_coco
 from pipeline.data.transforms import crop_to_image
 from pipeline.evaluation import oks
@@ -128,27 +127,6 @@ def predict(
     )
 
 
-def coco_results(
-    instance_ids: np.ndarray, image_ids: np.ndarray, keypoints: np.ndarray, scores: np.ndarray, category_id: int
-) -> list[dict]:
-    """COCO keypoint results, one per instance, with ``instance_id`` kept for paired distance metrics.
-
-    ``instance_ids``, ``image_ids`` (N,); ``keypoints`` (N, K, 2) image px; ``scores`` (N, K). The instance score is
-    the mean keypoint score (what pycocotools ranks detections by).
-    """
-    triples = np.concatenate([keypoints, scores[..., None]], axis=2).reshape(len(instance_ids), 3 * scores.shape[1])
-    return [
-        {
-            "image_id": int(img),
-            "category_id": category_id,
-            "keypoints": [round(float(v), 3) for v in flat],
-            "score": float(np.mean(sc)),
-            "instance_id": int(iid),
-        }
-        for iid, img, flat, sc in zip(instance_ids, image_ids, triples, scores, strict=True)
-    ]
-
-
 def to_coco_results(
     predictions: InstancePredictions, records: Sequence[InstanceRecord], category_id: int
 ) -> list[dict]:
@@ -249,22 +227,3 @@ def prediction_columns(batch: dict[str, np.ndarray], pred: dict, tau: float) -> 
         **signals,
         "image_readable": readable,
     }
-
-
-def predictions_table(columns: dict[str, np.ndarray]) -> pa.Table:
-    """Columns of ``prediction_columns`` -> an Arrow table with fixed-size list columns for the arrays.
-
-    NaN in a signal column becomes null (absent signal, e.g. sahr_sigma of the ASLA head).
-    """
-    arrays, names = [], []
-    for name, values in columns.items():
-        values = np.asarray(values)
-        if values.ndim == 2:
-            flat = pa.array(values.ravel())
-            arrays.append(pa.FixedSizeListArray.from_arrays(flat, values.shape[1]))
-        elif values.dtype.kind == "f":
-            arrays.append(pa.array(values, mask=np.isnan(values)))
-        else:
-            arrays.append(pa.array(values))
-        names.append(name)
-    return pa.Table.from_arrays(arrays, names=names)

@@ -23,15 +23,10 @@ import pyarrow.parquet as pq
 import torch
 from tqdm import tqdm
 
+from pipeline.data import pool_predictions
 from pipeline.data.images import load_image
 from pipeline.data.transforms import sample_transform, warp_crop
-from pipeline.inference import (
-    coco_results,
-    normalize_crops,
-    predict_batch,
-    prediction_columns,
-    predictions_table,
-)
+from pipeline.inference import normalize_crops, predict_batch, prediction_columns
 from pipeline.model_store import DESCRIPTION_FILE, load_model
 from pipeline.ray_cluster import route_ray_logs, verbose
 
@@ -96,9 +91,7 @@ def crop_batch(batch: dict[str, np.ndarray], input_size: tuple[int, int], paddin
 class TeacherPredictor:
     """Ray Data callable class: loads the teacher once per actor, then predicts crop batches.
 
-    Output columns (B rows, K keypoints): instance_id, image_id, bbox (B, 4), keypoints (B, 2K) image px as x0, y0,
-    x1, ...; scores (B, K); the signals of ``pipeline.scoring.SIGNALS`` (B,); image_readable (B,). Unreadable rows get
-    NaN scores.
+    Output columns: those of ``pipeline.data.pool_predictions`` for B rows. Unreadable rows get NaN scores.
     """
 
     def __init__(self, model_dir: str, flip_test: bool, tau: float, threads: int, use_gpu: bool) -> None:
@@ -187,7 +180,7 @@ def predict_pool(
     bar = tqdm(total=len(frame), desc="pseudolabel", unit="person", disable=not progress, dynamic_ncols=True)
     try:
         for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
-            table = predictions_table(batch)
+            table = pool_predictions.to_table(batch)
             if writer is None:
                 first = time.perf_counter()
                 writer = pq.ParquetWriter(tmp, table.schema)
@@ -201,13 +194,3 @@ def predict_pool(
     os.replace(tmp, out_path)
     finished = time.perf_counter()
     return PoolRun(rows=written, seconds=finished - started, first_batch_seconds=(first or finished) - started)
-
-
-def pool_predictions_to_coco_results(table: pa.Table, category_id: int) -> list[dict]:
-    """``coco_results`` of the readable rows of pool_predictions.parquet."""
-    from pipeline.scoring import list_column
-
-    readable = table.column("image_readable").to_numpy(zero_copy_only=False)
-    ids, image_ids = (table.column(c).to_numpy()[readable] for c in ("instance_id", "image_id"))
-    keypoints = list_column(table, "keypoints")[readable].reshape(len(ids), -1, 2)
-    return coco_results(ids, image_ids, keypoints, list_column(table, "scores")[readable], category_id)

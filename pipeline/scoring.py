@@ -21,10 +21,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from pipeline.config import SelectParams
 from pipeline.corrections import read_store
+from pipeline.data.pool_predictions import SIGNAL_COLUMNS, list_column
 
 # +1: a larger value means more uncertain; -1: a smaller one does. Orientations are measured, not assumed
 # (docs/BENCHMARKS.md, "How good each selection signal is"). sahr_sigma is -1: a SMALL effective sigma (a large SAHR
@@ -39,6 +39,7 @@ SIGNALS: dict[str, int] = {
     "difficulty": +1,
     "flip_disagreement": +1,
 }
+assert tuple(SIGNALS) == SIGNAL_COLUMNS, "every signal column of the pool predictions has an orientation here"
 # Policies beyond one signal (issue #14; bench label_efficiency compares them in one run):
 #   cold_start     clusters of the pose embedding, one pick per cluster: the most typical person of it while the
 #                  labeled set is small, the most uncertain once it has grown (TypiClust's finding: at small budgets
@@ -50,29 +51,6 @@ SIGNALS: dict[str, int] = {
 COMBINED_POLICIES = ("cold_start", "skip_hopeless", "effort")
 POLICIES = ("uncertainty", "random", *COMBINED_POLICIES, *SIGNALS)
 EXCLUDES_HOPELESS = ("skip_hopeless", "effort")
-
-
-# --------------------------------------------------------------------------------------------------- reading
-
-
-def list_column(table: pa.Table, name: str) -> np.ndarray:
-    """A fixed-size list column -> (N, L) numpy array without a Python loop over rows."""
-    column = table.column(name).combine_chunks()
-    width = column.type.list_size
-    return column.flatten().to_numpy(zero_copy_only=False).reshape(len(column), width)
-
-
-def read_scores(path: Path) -> tuple[pd.DataFrame, pa.Table]:
-    """pool_predictions.parquet -> (scalar columns as a DataFrame, the whole Arrow table for the list columns)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no pool predictions (run the pseudolabel stage first)")
-    table = pq.read_table(path)
-    missing = {"instance_id", "image_id", "image_readable", *SIGNALS} - set(table.column_names)
-    if missing:
-        raise ValueError(f"{path}: missing columns {sorted(missing)}")
-    scalars = [c for c in table.column_names if not pa.types.is_fixed_size_list(table.schema.field(c).type)]
-    return table.select(scalars).to_pandas(), table
 
 
 # --------------------------------------------------------------------------------------------------- scores
@@ -478,51 +456,3 @@ def selection_metrics(
             metrics[f"{name}_selected_mean"] = round(float(np.nanmean(values[chosen])), 5)
             metrics[f"{name}_rest_mean"] = round(float(np.nanmean(values[~chosen])), 5) if (~chosen).any() else None
     return metrics, signals, chosen
-
-
-# --------------------------------------------------------------------------------------------------- pseudo-labels
-
-
-def confident_rows(
-    scores: pd.DataFrame, keypoint_scores: np.ndarray, *, min_score: float, min_keypoints: int, max_flip: float
-) -> np.ndarray:
-    """(N,) bool: instances whose prediction can serve as a label without a person looking at it.
-
-    At least ``min_keypoints`` keypoints score >= ``min_score`` and (where flip test ran) the plain and flipped
-    predictions agree within ``max_flip`` box units. ``keypoint_scores`` (N, K).
-    """
-    confident_keypoints = (np.nan_to_num(keypoint_scores, nan=0.0) >= min_score).sum(axis=1)
-    flip = scores["flip_disagreement"].to_numpy(dtype=np.float64, na_value=np.nan)
-    agree = np.where(np.isfinite(flip), flip <= max_flip, True)
-    readable = scores["image_readable"].to_numpy(bool)
-    return readable & agree & (confident_keypoints >= min_keypoints)
-
-
-def pseudo_label_coco(
-    pool: dict, table: pa.Table, rows: np.ndarray, *, min_score: float, model_version: str | None
-) -> dict:
-    """COCO keypoints of the confident rows (``source: "pseudo"``): keypoints scoring below ``min_score`` get v=0 so
-    training ignores them; the others v=2. Images and categories from pool.json; annotations keep the pool's ids."""
-    keypoints = list_column(table, "keypoints")[rows]
-    keypoint_scores = list_column(table, "scores")[rows]
-    ids = table.column("instance_id").to_numpy()[rows]
-    by_id = {int(a["id"]): a for a in pool["annotations"]}
-    annotations = []
-    for iid, kp, sc in zip(ids, keypoints, keypoint_scores, strict=True):
-        base = by_id[int(iid)]
-        xy = kp.reshape(-1, 2)
-        keep = np.nan_to_num(sc, nan=0.0) >= min_score
-        flat = np.concatenate([np.where(keep[:, None], xy, 0.0), np.where(keep, 2.0, 0.0)[:, None]], axis=1)
-        annotations.append(
-            {
-                **base,
-                "keypoints": [round(float(v), 3) for v in flat.ravel()],
-                "num_keypoints": int(keep.sum()),
-                "source": "pseudo",
-                "model_version": model_version,
-                "score": round(float(np.nanmean(sc)), 4),
-            }
-        )
-    image_ids = {a["image_id"] for a in annotations}
-    images = [im for im in pool["images"] if im["id"] in image_ids]
-    return {"images": images, "annotations": annotations, "categories": pool["categories"]}

@@ -14,11 +14,17 @@ from pathlib import Path
 
 from pipeline.config import load_params
 from pipeline.data.coco import read_coco, write_coco
+from pipeline.data.pool_predictions import (
+    SIGNAL_COLUMNS,
+    confident_rows,
+    list_column,
+    pseudo_label_coco,
+    read_pool_predictions,
+)
 from pipeline.files import write_json
 from pipeline.model_store import model_version
 from pipeline.pool import predict_pool
 from pipeline.ray_cluster import ray_session, resolve_use_gpu
-from pipeline.scoring import SIGNALS, confident_rows, list_column, pseudo_label_coco, read_scores
 from pipeline.tracking import download_model_alias, stage_run
 
 
@@ -66,7 +72,7 @@ def main() -> None:
         )
     seconds = time.perf_counter() - started
 
-    scores, table = read_scores(args.out)
+    scores, table = read_pool_predictions(args.out)
     confident = confident_rows(
         scores,
         list_column(table, "scores"),
@@ -89,7 +95,7 @@ def main() -> None:
         "confident_pseudo_labels": int(confident.sum()),
         "unreadable": int((~scores["image_readable"]).sum()),
     }
-    metrics.update({f"mean_{s}": round(float(scores[s].mean()), 5) for s in SIGNALS if scores[s].notna().any()})
+    metrics.update({f"mean_{s}": round(float(scores[s].mean()), 5) for s in SIGNAL_COLUMNS if scores[s].notna().any()})
     write_json(args.metrics, metrics)
     with stage_run("pseudolabel", tags={"model_version": version}):
         import mlflow

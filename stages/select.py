@@ -15,8 +15,9 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from pipeline.config import load_params
+from pipeline.data.pool_predictions import read_pool_predictions
 from pipeline.files import atomic_path, write_json
-from pipeline.scoring import excluded_instances, read_scores, select_with_params, selection_metrics, selection_table
+from pipeline.scoring import excluded_instances, select_with_params, selection_metrics, selection_table
 from pipeline.tracking import stage_run
 from pipeline.viz import score_histograms
 
@@ -34,7 +35,7 @@ def main() -> None:
     args = parser.parse_args()
     cfg = load_params(args.params).select
 
-    scores, table = read_scores(args.predictions)
+    scores, table = read_pool_predictions(args.predictions)
     exclude = excluded_instances(args.labeled, args.corrections, args.pending)
     selection = select_with_params(scores, table, cfg, exclude=exclude, labeled_count=len(exclude["labeled"]))
     with atomic_path(args.out) as tmp:

@@ -1,6 +1,7 @@
-"""The layering the code promises (docs/ARCHITECTURE.md), checked on the source: no import circle, models/ free of the
-training and serving code, stages that import only the library, and dvc.yaml deps that cover the code each stage
-runs (a dep missing there means DVC would not re-run the stage when that code changes)."""
+"""The layering the code promises (docs/ARCHITECTURE.md), checked on the source: no import circle, every module in
+its layer and importing only the layers the table allows, stages that import only the library, and dvc.yaml deps
+that are exactly the code each stage runs (a dep missing there means DVC would not re-run the stage when that code
+changes; an extra one re-runs it for nothing)."""
 
 from __future__ import annotations
 
@@ -68,6 +69,83 @@ def test_models_use_only_the_low_level_pieces_of_pipeline():
         assert GRAPH[name] <= LOW_LEVEL, f"{name} imports {sorted(GRAPH[name] - LOW_LEVEL)}: it is the base layer"
 
 
+# docs/ARCHITECTURE.md's table, as data: every module has a layer, and imports go to its own layer or to one the
+# table's "may import" column lists. A module added without a row here fails test_every_module_keeps_to_its_layer.
+ENTRY, SERVICES, LOOP, MODELS, DATA, BASE = "entry points", "services", "the loop", "models", "data", "base"
+MAY_IMPORT = {
+    ENTRY: {ENTRY, SERVICES, LOOP, MODELS, DATA, BASE},
+    SERVICES: {SERVICES, LOOP, MODELS, DATA, BASE},
+    LOOP: {LOOP, MODELS, DATA, BASE},
+    MODELS: {MODELS, BASE},
+    DATA: {DATA, BASE},
+    BASE: {BASE},
+}
+LAYER_OF = {
+    **dict.fromkeys(
+        ("pipeline.__main__", "pipeline.status", "pipeline.demo", "pipeline.export_labels", "pipeline.data.validate"),
+        ENTRY,
+    ),
+    **dict.fromkeys(
+        (
+            "pipeline.registry",
+            "pipeline.tracking",
+            "pipeline.labelstudio.client",
+            "pipeline.labelstudio.server",
+            "pipeline.labelstudio.oracle",
+            "pipeline.ray_train",
+            "pipeline.ray_cluster",
+            "pipeline.pool",
+        ),
+        SERVICES,
+    ),
+    **dict.fromkeys(
+        (
+            "pipeline.training",
+            "pipeline.inference",
+            "pipeline.scoring",
+            "pipeline.merge",
+            "pipeline.ssl",
+            "pipeline.evaluation",
+            "pipeline.model_store",
+        ),
+        LOOP,
+    ),
+    **dict.fromkeys(
+        (
+            "pipeline.data",
+            "pipeline.corrections",
+            "pipeline.config",
+            "pipeline.viz",
+            "pipeline.labelstudio",
+            "pipeline.labelstudio.coordinates",
+            "pipeline.labelstudio.tasks",
+            "pipeline.labelstudio.annotations",
+            "pipeline.labelstudio.config",
+        ),
+        DATA,
+    ),
+    **dict.fromkeys(("pipeline", "pipeline.keypoints", "pipeline.codec", "pipeline.files", "pipeline.checks"), BASE),
+}
+
+
+def _layer(module: str) -> str | None:
+    if module.startswith(("stages", "bench")):
+        return ENTRY
+    if module.startswith("models"):
+        return MODELS
+    if module in LAYER_OF:
+        return LAYER_OF[module]
+    return DATA if module.startswith("pipeline.data.") else None
+
+
+def test_every_module_keeps_to_its_layer():
+    unplaced = sorted(m for m in GRAPH if _layer(m) is None)
+    assert not unplaced, f"modules without a layer (add them to docs/ARCHITECTURE.md and LAYER_OF): {unplaced}"
+    for name, imported in sorted(GRAPH.items()):
+        wrong = sorted(f"{m} ({_layer(m)})" for m in imported if _layer(m) not in MAY_IMPORT[_layer(name)])
+        assert not wrong, f"{name} ({_layer(name)}) imports {wrong}: docs/ARCHITECTURE.md's layers forbid it"
+
+
 def test_stages_import_the_library_only():
     for name in (m for m in GRAPH if m.startswith("stages.")):
         assert not {m for m in GRAPH[name] if m.startswith(("stages", "bench"))}, f"{name} imports another stage"
@@ -86,6 +164,11 @@ def test_every_stage_declares_the_code_it_runs_as_deps():
         }
         missing = sorted(f for f in code if not any(f == d or f.startswith(d.rstrip("/") + "/") for d in deps))
         assert not missing, f"dvc.yaml stage {stage} runs {missing} but does not list them in deps"
+        # and nothing more: a code dep the stage never imports re-runs it for nothing (the most expensive when the
+        # stage is train); a folder dep must hold at least one module the stage runs
+        code_deps = [d for d in deps if d.startswith(("pipeline", "models", "stages")) and not d.endswith("python")]
+        extra = sorted(d for d in code_deps if not any(f == d or f.startswith(d.rstrip("/") + "/") for f in code))
+        assert not extra, f"dvc.yaml stage {stage} lists {extra} in deps but never imports them"
 
 
 def test_stage_paths_are_spelled_in_dvc_yaml():

@@ -14,8 +14,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.inference import predictions_table
-from pipeline.scoring import list_column, select, selection_table
+from pipeline.data.pool_predictions import list_column, to_table
+from pipeline.scoring import select, selection_table
 from tests.teacher import REPO, make_project, small_params, untrained_teacher
 
 pytestmark = [pytest.mark.usefixtures("one_torch_thread"), pytest.mark.slow]  # the stages as subprocesses
@@ -49,7 +49,7 @@ def _pool_predictions(project: Path, count: int) -> None:
     rng = np.random.default_rng(0)
     kp = np.stack([np.asarray(truth[a["id"]]["keypoints"], float).reshape(-1, 3)[:, :2] for a in pool])
     scores = rng.random((count, 17)).astype(np.float32)
-    table = predictions_table(
+    table = to_table(
         {
             "instance_id": np.array([a["id"] for a in pool], np.int64),
             "image_id": np.array([a["image_id"] for a in pool], np.int64),
@@ -157,7 +157,7 @@ def test_select_stage_sends_hopeless_people_to_a_review_queue_that_export_marks(
     scores[8:] = 0.05  # the teacher finds nothing in the last four people: hopeless (the first five are already
     scores[:8] = np.maximum(scores[:8], 0.5)  # corrected, skipped or pending from the test above)
     columns["response"] = scores.mean(1).astype(float)
-    table = predictions_table(columns)
+    table = to_table(columns)
     pq.write_table(table, path)
     raw = yaml.safe_load((project / "params.yaml").read_text())
     raw["select"].update(policy="skip_hopeless", budget=3, review_budget=2)

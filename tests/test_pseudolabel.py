@@ -19,12 +19,13 @@ import yaml
 from pipeline.config import params_from_dict
 from pipeline.data.coco import read_coco
 from pipeline.data.dataset import TopDownDataset, instances_from_coco
+from pipeline.data.pool_predictions import read_pool_predictions, to_coco_results
 from pipeline.evaluation import evaluate_keypoints, oks
 from pipeline.inference import predict
 from pipeline.model_store import load_model
-from pipeline.pool import pool_predictions_to_coco_results, predict_pool
+from pipeline.pool import predict_pool
 from pipeline.ray_cluster import ray_session
-from pipeline.scoring import combined_uncertainty, read_scores
+from pipeline.scoring import combined_uncertainty
 from pipeline.training import load_data
 from tests.teacher import REPO, make_project, small_params, train_teacher, untrained_teacher
 
@@ -52,7 +53,7 @@ def _run_pool(project: Path, model: Path, out: Path, **kwargs) -> tuple[pd.DataF
     pool = json.loads((prepared / "pool.json").read_text())
     run = predict_pool(model, pool, prepared, out, batch_size=32, threads_per_actor=2, **kwargs)
     assert run.rows == len(pool["annotations"])
-    return read_scores(out)
+    return read_pool_predictions(out)
 
 
 def test_stages_write_predictions_pseudo_labels_and_a_selection_without_excluded_instances(project):
@@ -138,10 +139,8 @@ def test_ray_data_predictions_are_image_pixels_and_beat_an_untrained_teacher(pro
     scores, table = _run_pool(project, project / "artifacts" / "model", tmp_path / "trained.parquet")
     _, untrained_table = _run_pool(project, project / "untrained", tmp_path / "untrained.parquet")
     category = oracle.schema.category_id
-    trained = evaluate_keypoints(oracle.to_dict(), pool_predictions_to_coco_results(table, category), oracle.schema)
-    baseline = evaluate_keypoints(
-        oracle.to_dict(), pool_predictions_to_coco_results(untrained_table, category), oracle.schema
-    )
+    trained = evaluate_keypoints(oracle.to_dict(), to_coco_results(table, category), oracle.schema)
+    baseline = evaluate_keypoints(oracle.to_dict(), to_coco_results(untrained_table, category), oracle.schema)
     print(
         f"pool AP trained {trained['ap']:.3f} (PCK@0.1 {trained['pck10']:.3f}) vs untrained {baseline['ap']:.3f} "
         f"(PCK@0.1 {baseline['pck10']:.3f})"
@@ -164,8 +163,7 @@ def test_ray_data_predictions_are_image_pixels_and_beat_an_untrained_teacher(pro
     dataset = TopDownDataset(records, data.schema, data.codec, padding=params.codec.box_padding)
     direct = predict(model, dataset, batch_size=32, flip_test=True)
     ray_kp = {
-        r["instance_id"]: np.asarray(r["keypoints"]).reshape(-1, 3)[:, :2]
-        for r in pool_predictions_to_coco_results(table, category)
+        r["instance_id"]: np.asarray(r["keypoints"]).reshape(-1, 3)[:, :2] for r in to_coco_results(table, category)
     }
     diff = max(np.abs(ray_kp[int(i)] - kp).max() for i, kp in zip(direct.instance_id, direct.keypoints, strict=True))
     assert diff < 0.01, diff
@@ -176,7 +174,7 @@ def test_combined_uncertainty_correlates_with_the_true_error(project, ray_local,
     oracle = read_coco(prepared / "oracle.json")
     scores, table = _run_pool(project, project / "artifacts" / "model", tmp_path / "trained.parquet")
     truth = {a["id"]: a for a in oracle.annotations}
-    results = {r["instance_id"]: r for r in pool_predictions_to_coco_results(table, oracle.schema.category_id)}
+    results = {r["instance_id"]: r for r in to_coco_results(table, oracle.schema.category_id)}
     error = []
     for iid in scores["instance_id"]:
         gt = truth[int(iid)]

@@ -9,16 +9,14 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from pipeline.inference import predictions_table
+from pipeline.data.pool_predictions import confident_rows, pseudo_label_coco, to_table
 from pipeline.labelstudio.oracle import is_unlabelable
 from pipeline.scoring import (
     SIGNALS,
     combined_uncertainty,
-    confident_rows,
     expected_moved_keypoints,
     k_center_greedy,
     pose_embedding,
-    pseudo_label_coco,
     rank_normalize,
     select,
     selection_table,
@@ -191,7 +189,7 @@ def _predictions(n: int, k: int = 4) -> pa.Table:
     scores = rng.random((n, k)).astype(np.float32)
     scores[0] = 0.9  # confident
     scores[1] = [0.9, 0.9, 0.1, 0.9]
-    return predictions_table(
+    return to_table(
         {
             "instance_id": np.arange(n, dtype=np.int64) + 10,
             "image_id": np.arange(n, dtype=np.int64),
@@ -334,7 +332,7 @@ def test_skip_hopeless_leaves_hopeless_people_out_and_queues_the_largest_for_rev
     with pytest.raises(ValueError, match="needs the per-keypoint scores"):
         select(scores, policy="skip_hopeless", budget=3, weights=by_response)
     out = selection_table(
-        predictions_table(
+        to_table(
             {
                 "instance_id": scores["instance_id"].to_numpy(),
                 "image_id": scores["image_id"].to_numpy(),

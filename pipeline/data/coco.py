@@ -858,6 +858,27 @@ def write_coco(
 # ------------------------------------------------------------------------------------------------------- summary, CLI
 
 
+def coco_results(
+    instance_ids: np.ndarray, image_ids: np.ndarray, keypoints: np.ndarray, scores: np.ndarray, category_id: int
+) -> list[dict]:
+    """COCO keypoint results, one per instance, with ``instance_id`` kept for paired distance metrics.
+
+    ``instance_ids``, ``image_ids`` (N,); ``keypoints`` (N, K, 2) image px; ``scores`` (N, K). The instance score is
+    the mean keypoint score (what pycocotools ranks detections by).
+    """
+    triples = np.concatenate([keypoints, scores[..., None]], axis=2).reshape(len(instance_ids), 3 * scores.shape[1])
+    return [
+        {
+            "image_id": int(img),
+            "category_id": category_id,
+            "keypoints": [round(float(v), 3) for v in flat],
+            "score": float(np.mean(sc)),
+            "instance_id": int(iid),
+        }
+        for iid, img, flat, sc in zip(instance_ids, image_ids, triples, scores, strict=True)
+    ]
+
+
 def summarize(coco: CocoKeypoints) -> dict:
     """Counts for the CLI and logs: images, instances (of the schema's category), instances with >= 1 labeled
     keypoint, crowd instances, keypoints by visibility {0, 1, 2} over all instances, and the schema."""

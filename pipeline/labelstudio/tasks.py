@@ -45,6 +45,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from pipeline.data.pool_predictions import list_column
 from pipeline.keypoints import KeypointSchema
 from pipeline.labelstudio.config import (
     BOX_NAME,
@@ -55,7 +56,6 @@ from pipeline.labelstudio.config import (
     PERSON_LABEL,
 )
 from pipeline.labelstudio.coordinates import px_to_percent
-from pipeline.scoring import list_column
 
 log = logging.getLogger(__name__)
 
