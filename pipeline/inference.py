@@ -67,13 +67,10 @@ def predict_batch(model: PoseModel, batch: dict[str, torch.Tensor], *, flip_test
         flipped_kp = _unflip_keypoints(flipped.keypoints, width, flip_index)
         box_crop = _box_size_in_crop(batch)
         disagreement = np.linalg.norm(keypoints - flipped_kp, axis=-1).mean(axis=1) / box_crop
-        if model.head_type == "heatmap":
-            merged = model.codec.flip_merge(outputs["heatmaps"], flipped_outputs["heatmaps"], flip_index)
-            keypoints, scores = model.codec.decode(merged)
-            response = scores.copy()
-        else:
-            keypoints = 0.5 * (keypoints + flipped_kp)
-            scores = 0.5 * (scores + flipped.scores[:, flip_index])
+        keypoints, scores, merged_response = model.head.merge_flip(
+            outputs, flipped_outputs, pred, flipped, flipped_kp, flip_index
+        )
+        response = merged_response if merged_response is not None else response
     matrix = batch["matrix"].numpy()
     flipped_crop = batch["flipped"].numpy()
     image_kp = crop_to_image(keypoints.astype(np.float64), matrix, flipped_crop, model.schema.flip_index)

@@ -155,8 +155,3 @@ def sample_mixup_alpha(rng: np.random.Generator, concentration: float = 0.2) -> 
 def mix(x: torch.Tensor, permutation: torch.Tensor, alpha: float) -> torch.Tensor:
     """alpha * x + (1 - alpha) * x[permutation]; x (B, ...), permutation (B,)."""
     return alpha * x + (1.0 - alpha) * x[permutation]
-
-
-def mixup_loss(pred_mixed: torch.Tensor, target_i: torch.Tensor, target_j: torch.Tensor, alpha: float) -> torch.Tensor:
-    """alpha * mean((f(x_m) - H_i)^2) + (1 - alpha) * mean((f(x_m) - H_j)^2); all (B, K, h, w)."""
-    return alpha * ((pred_mixed - target_i) ** 2).mean() + (1.0 - alpha) * ((pred_mixed - target_j) ** 2).mean()

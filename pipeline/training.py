@@ -40,7 +40,6 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 from tqdm import tqdm
 
-from models.asla import asla_decode
 from models.pose_model import PoseModel
 from models.summary import count_flops
 from pipeline import ssl
@@ -286,18 +285,6 @@ def ramp_up(epoch_progress: float, rampup_epochs: int) -> float:
     return float(math.exp(-5.0 * (1.0 - t) ** 2))
 
 
-def _asla_pseudo_batch(raw: PoseModel, teacher_out: dict, batch: dict, min_score: float) -> dict:
-    """ASLA's pseudo targets: the teacher's decoded keypoints, crop px, weight 1 where the teacher is confident."""
-    keypoints_hm, scores = asla_decode(teacher_out, top_n=raw.asla_top_n)
-    stride = torch.as_tensor(raw.codec.stride, dtype=keypoints_hm.dtype, device=keypoints_hm.device)
-    return {
-        "keypoints": (keypoints_hm + 0.5) * stride - 0.5,
-        "target_weight": (scores >= min_score).float(),
-        "bbox": batch["bbox"],
-        "matrix": batch["matrix"],
-    }
-
-
 @dataclass(frozen=True)
 class MixupInputs:
     """The dual-branch Mixup of one unlabeled batch (docs/DESIGN.md §5): image-level ``mixed`` =
@@ -334,14 +321,11 @@ def ssl_step_inputs(
         teacher_out = teacher(weak)
         teacher_pred = teacher.decode(teacher_out)
     teacher_kp = torch.from_numpy(teacher_pred.keypoints).to(weak.device)
-    if raw.head_type == "heatmap":
-        targets = teacher_out["heatmaps"].float()
-    else:
-        targets = _asla_pseudo_batch(raw, teacher_out, unlabeled, cfg.asla_min_score)
+    targets = raw.head.ssl_targets(teacher_out, unlabeled, cfg.asla_min_score)
     if cfg.mode == "cutout":
         strong = ssl.joint_cutout(weak.cpu(), teacher_kp.cpu(), num_masks=cfg.max_masks, generator=generator)
     else:
-        heat = teacher_out["heatmaps"] if raw.head_type == "heatmap" else torch.sigmoid(teacher_out["logits"])
+        heat = raw.head.confidence_maps(teacher_out)
         strong, _ = ssl.adaptive_keypoint_masking(
             weak.cpu(),
             heat.float().cpu(),
@@ -364,23 +348,13 @@ def unsupervised_losses(raw: PoseModel, outputs: dict, sizes: list[int], ssl_in:
     rows are [labeled, strong, (mixed, (weak for the feature branch))] of ``sizes``."""
     bounds = np.cumsum([0, *sizes])
     targets = ssl_in.targets
-
-    def u_loss(out: dict, tgt: dict | torch.Tensor) -> torch.Tensor:
-        if raw.head_type == "heatmap":
-            return ((out["heatmaps"].float() - tgt) ** 2).mean()
-        return raw.loss(out, tgt)["loss"]
-
-    losses = {"unsup": u_loss(_slice(outputs, bounds[1], bounds[2]), targets)}
+    losses = {"unsup": raw.head.ssl_loss(_slice(outputs, bounds[1], bounds[2]), targets)}
     if ssl_in.mixup is not None:
         perm, alpha = ssl_in.mixup.permutation, ssl_in.mixup.alpha
-        branch_losses = []
-        for b in range(2, len(sizes)):
-            out = _slice(outputs, bounds[b], bounds[b + 1])
-            if raw.head_type == "heatmap":
-                branch_losses.append(ssl.mixup_loss(out["heatmaps"].float(), targets, targets[perm], alpha))
-            else:
-                permuted = {k: v[perm] for k, v in targets.items()}
-                branch_losses.append(alpha * u_loss(out, targets) + (1 - alpha) * u_loss(out, permuted))
+        branch_losses = [
+            raw.head.ssl_mixup_loss(_slice(outputs, bounds[b], bounds[b + 1]), targets, perm, alpha)
+            for b in range(2, len(sizes))
+        ]
         losses["mixup"] = torch.stack(branch_losses).mean()
     return losses
 

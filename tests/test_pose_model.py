@@ -86,3 +86,34 @@ def test_local_backbone_weights_load_and_bad_files_fail(tmp_path):
     torch.save(wide.state_dict(), tmp_path / "wide.pt")
     with pytest.raises(WeightsError, match=r"file \(32"):
         _model("heatmap", schema, weights=str(tmp_path / "wide.pt"), weights_prefix="backbone.")
+
+
+@pytest.mark.parametrize("head", ["heatmap", "asla"])
+def test_flip_test_merges_as_each_head_says(head):
+    """predict_batch asks the head to merge a crop and its mirror: the heatmap head averages the heatmaps with the
+    mirrored ones (and decodes again), ASLA averages the keypoints and the scores (it has no map)."""
+    from pipeline.inference import _unflip_keypoints, predict_batch
+
+    schema = KeypointSchema.coco17()
+    model = _model(head, schema)
+    batch = {
+        **_batch(2, 17),
+        "flipped": torch.zeros(2, dtype=torch.bool),
+        "instance_id": torch.tensor([1, 2]),
+        "matrix": torch.tensor([[[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]] * 2, dtype=torch.float64),
+    }
+    merged = predict_batch(model, batch, flip_test=True)
+    images = batch["image"]
+    plain, mirrored = model(images), model(torch.flip(images, dims=[3]))
+    flipped_kp = _unflip_keypoints(model.decode(mirrored).keypoints, images.shape[3], schema.flip_index)
+    if head == "heatmap":
+        heatmaps = model.codec.flip_merge(plain["heatmaps"], mirrored["heatmaps"], schema.flip_index)
+        expected, scores = model.codec.decode(heatmaps)
+        np.testing.assert_allclose(merged["response"], scores)
+    else:
+        expected = 0.5 * (model.decode(plain).keypoints + flipped_kp)
+        scores = 0.5 * (model.decode(plain).scores + model.decode(mirrored).scores[:, schema.flip_index])
+        assert merged["response"] is None
+    np.testing.assert_allclose(merged["keypoints"], expected, atol=1e-4)  # identity matrix: crop px = image px
+    np.testing.assert_allclose(merged["scores"], scores, atol=1e-6)
+    assert merged["flip_disagreement"].shape == (2,)

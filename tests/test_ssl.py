@@ -1,5 +1,5 @@
 """Semi-supervised pieces (docs/DESIGN.md §5): adaptive mask counts, easy keypoints, difficulty, where the masks land,
-fixed-count joint cutout, the Mixup alpha distribution, mix / mixup_loss, determinism."""
+fixed-count joint cutout, the Mixup alpha distribution, mix and the heatmap head's Mixup loss, determinism."""
 
 from __future__ import annotations
 
@@ -22,7 +22,6 @@ from pipeline.ssl import (
     keypoint_responses,
     mask_half_sizes,
     mix,
-    mixup_loss,
     sample_mixup_alpha,
 )
 
@@ -287,12 +286,17 @@ def test_mix_and_mixup_loss_match_their_formulas():
     got = mix(torch.from_numpy(x), torch.from_numpy(perm), alpha).numpy()
     np.testing.assert_allclose(got, alpha * x + (1 - alpha) * x[perm], rtol=1e-6, atol=1e-6)
 
+    # the heatmap head's Mixup loss: against both teachers' maps, weighted by alpha
+    from models.heads import HeatmapPoseHead
+    from pipeline.keypoints import KeypointSchema
+
     f, h_i = rng.normal(size=(2, 4, 17, 8, 6))
     h_j = h_i[perm]
     expected = alpha * np.mean((f - h_i) ** 2) + (1 - alpha) * np.mean((f - h_j) ** 2)
-    loss = mixup_loss(torch.from_numpy(f), torch.from_numpy(h_i), torch.from_numpy(h_j), alpha)
+    head = HeatmapPoseHead(8, HeatmapCodec((24, 32), (6, 8)), KeypointSchema.coco17())
+    loss = head.ssl_mixup_loss({"heatmaps": torch.from_numpy(f)}, torch.from_numpy(h_i), torch.from_numpy(perm), alpha)
     assert loss.ndim == 0
-    assert float(loss) == pytest.approx(expected, rel=1e-12)
+    assert float(loss) == pytest.approx(expected, rel=1e-6)
 
 
 def test_masking_is_deterministic_given_a_generator():

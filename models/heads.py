@@ -1,0 +1,234 @@
+"""Pose heads as objects: each head owns what its outputs mean.
+
+A head is the head's layers (``forward``: stride-4 features -> outputs) plus everything the rest of the project must
+know about those outputs, so that nothing outside this module asks which head it has:
+
+=================== ============================================================================================
+``loss``            training loss of a collated TopDownDataset batch; ``"loss"`` is the total to backpropagate
+``decode``          outputs -> ``Prediction`` (keypoints (B, K, 2) crop px, scores (B, K), head-specific extras)
+``merge_flip``      the prediction of a crop and of its mirror image -> one (flip test)
+``confidence_maps`` (B, K, h, w) in [0, 1]: where and how sure the head is (adaptive keypoint masking's input)
+``ssl_targets``     a teacher's outputs -> what the student is trained to match on the strong view
+``ssl_loss``        the student's outputs against those targets (L_u); ``ssl_mixup_loss`` for a mixed batch
+=================== ============================================================================================
+
+Heads: ``HeatmapPoseHead`` (Gaussian heatmaps, SAHR scale, WAHR loss; decoded by the ``HeatmapCodec``) and
+``AslaPoseHead`` (keypoints as objects: per-cell logits and offsets). Each subclasses the layers' module, so a
+checkpoint's parameter names (``head.heatmap_final.weight``, ``head.cls_branch...``) are those of the layers.
+``build_head`` is the one place that maps ``model.head`` to a class.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from models.asla import AslaHead, asla_decode, asla_loss, keypoint_scale
+from models.heatmap_head import HeatmapHead
+from models.losses import effective_sigma, heatmap_loss, scale_at
+from pipeline.codec import HeatmapCodec
+from pipeline.keypoints import KeypointSchema
+
+HeadType = Literal["heatmap", "asla"]
+
+
+@dataclass
+class Prediction:
+    """Decoded outputs of one batch (numpy).
+
+    keypoints (B, K, 2) crop pixels; scores (B, K) in [0, 1]; for the heatmap head also ``response`` (B, K), the
+    heatmap peak, and (with SAHR) ``sahr_sigma`` (B, K), the effective sigma sigma0 · exp(-s / 2) at the peak in
+    heatmap pixels (pipeline/scoring.py says which way it goes with the error). ASLA leaves both None.
+    """
+
+    keypoints: np.ndarray
+    scores: np.ndarray
+    response: np.ndarray | None = None
+    sahr_sigma: np.ndarray | None = None
+
+
+class HeatmapPoseHead(HeatmapHead):
+    """Gaussian heatmaps (+ the SAHR scale map), trained with WAHR-weighted (or plain) MSE against the SAHR target
+    (models/losses.py) and decoded by the codec (argmax, optionally DARK)."""
+
+    kind: HeadType = "heatmap"
+
+    def __init__(
+        self,
+        in_channels: int,
+        codec: HeatmapCodec,
+        schema: KeypointSchema,
+        *,
+        sahr: bool = True,
+        wahr: bool = True,
+        wahr_gamma: float = 0.01,
+        scale_reg_weight: float = 0.03,
+    ) -> None:
+        super().__init__(in_channels, schema.num_keypoints, sahr=sahr)
+        self.codec = codec
+        self.wahr, self.wahr_gamma, self.scale_reg_weight = wahr, wahr_gamma, scale_reg_weight
+
+    def loss(self, outputs: dict[str, Tensor], batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Uses batch["heatmaps"] (B, K, h, w) and batch["target_weight"] (B, K)."""
+        return heatmap_loss(
+            outputs["heatmaps"],
+            batch["heatmaps"],
+            batch["target_weight"],
+            outputs.get("scale"),
+            sahr=self.sahr,
+            wahr=self.wahr,
+            gamma=self.wahr_gamma,
+            scale_weight=self.scale_reg_weight,
+        )
+
+    @torch.no_grad()
+    def decode(self, outputs: dict[str, Tensor]) -> Prediction:
+        keypoints, scores = self.codec.decode(outputs["heatmaps"])
+        sahr_sigma = None
+        if self.sahr:
+            peaks_hm = torch.from_numpy(self.codec.to_heatmap(keypoints)).to(outputs["scale"])
+            s = scale_at(outputs["scale"], peaks_hm)
+            sahr_sigma = effective_sigma(self.codec.sigma, s).float().cpu().numpy()
+        return Prediction(keypoints, scores, response=scores.copy(), sahr_sigma=sahr_sigma)
+
+    @torch.no_grad()
+    def merge_flip(
+        self,
+        outputs: dict[str, Tensor],
+        flipped_outputs: dict[str, Tensor],
+        prediction: Prediction,
+        flipped: Prediction,
+        flipped_keypoints: np.ndarray,
+        flip_index: np.ndarray,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """(keypoints (B, K, 2) crop px, scores (B, K), response (B, K)) of the mean of the heatmaps and the
+        mirrored heatmaps of the flipped crop (the codec's flip merge), decoded again. ``prediction`` / ``flipped``
+        are the two crops' own decodings, ``flipped_keypoints`` the flipped crop's keypoints mapped back."""
+        merged = self.codec.flip_merge(outputs["heatmaps"], flipped_outputs["heatmaps"], flip_index)
+        keypoints, scores = self.codec.decode(merged)
+        return keypoints, scores, scores.copy()
+
+    def confidence_maps(self, outputs: dict[str, Tensor]) -> Tensor:
+        return outputs["heatmaps"]
+
+    def ssl_targets(self, teacher_outputs: dict[str, Tensor], batch: dict[str, Tensor], min_score: float) -> Tensor:
+        """The teacher's heatmaps (B, K, h, w): the student regresses to them (``min_score`` is ASLA's)."""
+        return teacher_outputs["heatmaps"].float()
+
+    def ssl_loss(self, outputs: dict[str, Tensor], targets: Tensor) -> Tensor:
+        return ((outputs["heatmaps"].float() - targets) ** 2).mean()
+
+    def ssl_mixup_loss(self, outputs: dict[str, Tensor], targets: Tensor, permutation: Tensor, alpha: float) -> Tensor:
+        """alpha * L(f(x_m), H_i) + (1 - alpha) * L(f(x_m), H_j): the Mixup branch against both teachers' maps."""
+        return alpha * self.ssl_loss(outputs, targets) + (1.0 - alpha) * self.ssl_loss(outputs, targets[permutation])
+
+
+class AslaPoseHead(AslaHead):
+    """Keypoints as objects (per-cell logits and offsets, models/asla.py): its loss assigns positives per keypoint
+    by a scale from the person's box; decoding takes the top cell(s)."""
+
+    kind: HeadType = "asla"
+
+    def __init__(
+        self,
+        in_channels: int,
+        codec: HeatmapCodec,
+        schema: KeypointSchema,
+        *,
+        asla_k: int = 9,
+        asla_dynamic_k: bool = False,
+        asla_reg: Literal["l1", "oks"] = "l1",
+        asla_top_n: int = 1,
+    ) -> None:
+        super().__init__(in_channels, schema.num_keypoints)
+        self.codec = codec
+        self.asla_k, self.asla_dynamic_k, self.asla_reg, self.asla_top_n = asla_k, asla_dynamic_k, asla_reg, asla_top_n
+        self.register_buffer("sigmas", torch.tensor(schema.sigmas, dtype=torch.float32), persistent=False)
+
+    def loss(self, outputs: dict[str, Tensor], batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Uses batch["keypoints"] (B, K, 2) crop px, batch["target_weight"] (B, K), and batch["bbox"] (B, 4) with
+        batch["matrix"] (B, 2, 3) for the per-keypoint scale."""
+        weight = batch["target_weight"]
+        stride = torch.as_tensor(self.codec.stride, dtype=torch.float32, device=weight.device)
+        keypoints_hm = (batch["keypoints"] + 0.5) / stride - 0.5
+        return asla_loss(
+            outputs,
+            keypoints_hm,
+            weight,
+            self.keypoint_scale(batch["bbox"], batch["matrix"]),
+            k=self.asla_k,
+            dynamic_k=self.asla_dynamic_k,
+            reg_type=self.asla_reg,
+        )
+
+    def keypoint_scale(self, bbox: Tensor, matrix: Tensor) -> Tensor:
+        """ASLA's per-keypoint scale S (B, K) in heatmap cells, from the box (B, 4) image px and the crop matrix."""
+        matrix = matrix.to(bbox.dtype)
+        zoom = torch.sqrt(torch.abs(torch.linalg.det(matrix[:, :, :2])))  # crop px per image px (B,)
+        stride = torch.as_tensor(self.codec.stride, dtype=bbox.dtype, device=bbox.device)
+        box_wh_hm = bbox[:, 2:4] * zoom[:, None] / stride
+        return keypoint_scale(box_wh_hm, self.sigmas.to(bbox.device))
+
+    @torch.no_grad()
+    def decode(self, outputs: dict[str, Tensor]) -> Prediction:
+        keypoints_hm, scores = asla_decode(outputs, top_n=self.asla_top_n)
+        keypoints = self.codec.to_crop(keypoints_hm.float().cpu().numpy())
+        return Prediction(keypoints.astype(np.float32), scores.float().cpu().numpy())
+
+    def merge_flip(
+        self,
+        outputs: dict[str, Tensor],
+        flipped_outputs: dict[str, Tensor],
+        prediction: Prediction,
+        flipped: Prediction,
+        flipped_keypoints: np.ndarray,
+        flip_index: np.ndarray,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """The mean of the plain keypoints and the flipped crop's, mapped back (``flipped_keypoints``, (B, K, 2)
+        crop px in the plain crop's keypoint order): ASLA has no map to merge."""
+        keypoints = 0.5 * (prediction.keypoints + flipped_keypoints)
+        scores = 0.5 * (prediction.scores + flipped.scores[:, flip_index])
+        return keypoints, scores, None
+
+    def confidence_maps(self, outputs: dict[str, Tensor]) -> Tensor:
+        return torch.sigmoid(outputs["logits"])
+
+    def ssl_targets(self, teacher_outputs: dict[str, Tensor], batch: dict[str, Tensor], min_score: float) -> dict:
+        """A pseudo batch: the teacher's decoded keypoints (crop px), weight 1 where it scores >= ``min_score``
+        (ASLA has no heatmap to regress to), the box and crop matrix of ``batch`` for the scale."""
+        keypoints_hm, scores = asla_decode(teacher_outputs, top_n=self.asla_top_n)
+        stride = torch.as_tensor(self.codec.stride, dtype=keypoints_hm.dtype, device=keypoints_hm.device)
+        return {
+            "keypoints": (keypoints_hm + 0.5) * stride - 0.5,
+            "target_weight": (scores >= min_score).float(),
+            "bbox": batch["bbox"],
+            "matrix": batch["matrix"],
+        }
+
+    def ssl_loss(self, outputs: dict[str, Tensor], targets: dict) -> Tensor:
+        return self.loss(outputs, targets)["loss"]
+
+    def ssl_mixup_loss(self, outputs: dict[str, Tensor], targets: dict, permutation: Tensor, alpha: float) -> Tensor:
+        permuted = {k: v[permutation] for k, v in targets.items()}
+        return alpha * self.ssl_loss(outputs, targets) + (1.0 - alpha) * self.ssl_loss(outputs, permuted)
+
+
+PoseHead = HeatmapPoseHead | AslaPoseHead
+
+
+def build_head(
+    head: str, in_channels: int, codec: HeatmapCodec, schema: KeypointSchema, **settings: object
+) -> PoseHead:
+    """``model.head`` -> its head object; ``settings`` are the model section's keys that head uses (the others are
+    ignored: params.yaml holds both heads' settings)."""
+    if head == "heatmap":
+        keys = ("sahr", "wahr", "wahr_gamma", "scale_reg_weight")
+        return HeatmapPoseHead(in_channels, codec, schema, **{k: settings[k] for k in keys if k in settings})
+    if head == "asla":
+        keys = ("asla_k", "asla_dynamic_k", "asla_reg", "asla_top_n")
+        return AslaPoseHead(in_channels, codec, schema, **{k: settings[k] for k in keys if k in settings})
+    raise ValueError(f"model.head = {head!r}: allowed values are 'heatmap', 'asla'")
