@@ -21,7 +21,7 @@ from pipeline.data.dataset import TopDownDataset, instances_from_coco
 from pipeline.data.prepare import prepare
 from pipeline.inference import predict
 from pipeline.model_store import build_codec, load_model, model_from_params, save_model
-from pipeline.pool import predict_pool
+from pipeline.pseudolabel import predict_pool
 from pipeline.ray_cluster import ray_session
 
 BATCH = 32

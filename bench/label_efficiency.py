@@ -16,7 +16,7 @@ stages and the oracle (``oracle.json``, the pool's hidden truth) as the annotato
         merge seed + store -> train.json                     corrections.read_store + merge.merge
         train on train.json, evaluate val AP                 train_in_process (val OKS AP each epoch, best kept)
 
-An arm is (selection policy, ``train.ssl.mode``): any policy of ``pipeline.scoring.POLICIES`` (random, combined
+An arm is (selection policy, ``train.ssl.mode``): any policy of ``pipeline.selection.POLICIES`` (random, combined
 uncertainty, cold_start, skip_hopeless, effort, or one signal), optionally ``+random<share>``. The SSL-off arms run
 first with the references; then ``Grid.ssl_policies`` (random and the best SSL-off policy) run with SSL on. Round 0
 is the same for every policy of one (seed, SSL mode), so it is trained once and shared.
@@ -80,7 +80,7 @@ from pipeline.labelstudio.annotations import keypoint_effort
 from pipeline.labelstudio.oracle import is_unlabelable
 from pipeline.merge import merge
 from pipeline.model_store import build_codec, model_from_params
-from pipeline.scoring import (
+from pipeline.selection import (
     EXCLUDES_HOPELESS,
     POLICIES,
     excluded_instances,
@@ -101,7 +101,7 @@ MIN_REFERENCE_AP = 0.4
 class Grid:
     """What one run measures. Counts < 1 are fractions of the labelable people (seed + pool)."""
 
-    policies: tuple[str, ...]  # selection policies (pipeline.scoring.POLICIES), optionally "+random<share>"
+    policies: tuple[str, ...]  # selection policies (pipeline.selection.POLICIES), optionally "+random<share>"
     ssl: tuple[str, ...]  # train.ssl.mode values; every policy runs with each
     seeds: tuple[int, ...]  # data split and training seed
     rounds: int  # selection rounds R (R + 1 trainings per arm, round 0 shared)

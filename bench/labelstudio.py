@@ -15,7 +15,7 @@ import numpy as np
 
 from bench.report import write_section
 from pipeline.keypoints import KeypointSchema
-from pipeline.labelstudio.client import export_tasks, fetch_annotations, get_or_create_project
+from pipeline.labelstudio.client import fetch_annotations, get_or_create_project, send_tasks
 from pipeline.labelstudio.server import LocalLabelStudio, free_port
 from pipeline.labelstudio.tasks import instance_to_task
 
@@ -64,11 +64,11 @@ def run() -> None:
             tasks = _tasks(schema, TASKS, "bench/1")
             project = get_or_create_project(ls, "bench export", schema, root / "docs")
             t0 = time.perf_counter()
-            mapping = export_tasks(ls, project, tasks, "bench/1")
+            mapping = send_tasks(ls, project, tasks, "bench/1")
             export_s = time.perf_counter() - t0
             assert len(mapping) == TASKS
             t0 = time.perf_counter()
-            export_tasks(ls, project, tasks, "bench/1")
+            send_tasks(ls, project, tasks, "bench/1")
             noop_s = time.perf_counter() - t0
 
             annotated = get_or_create_project(ls, "bench pull", schema, root / "docs")

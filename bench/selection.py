@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from bench.report import write_section
-from pipeline.scoring import pose_embedding, select
+from pipeline.selection import pose_embedding, select
 
 ROWS, BUDGET, K = 1_000_000, 1000, 17
 WEIGHTS = {"response": 1.0, "min_response": 0.0, "sahr_sigma": 1.0, "difficulty": 1.0, "flip_disagreement": 1.0}

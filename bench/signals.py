@@ -20,9 +20,9 @@ from pipeline.config import load_params
 from pipeline.data.coco import read_coco
 from pipeline.data.pool_predictions import list_column, read_pool_predictions, to_coco_results
 from pipeline.evaluation import coco_keypoint_ap, oks
-from pipeline.pool import predict_pool
+from pipeline.pseudolabel import predict_pool
 from pipeline.ray_cluster import ray_session
-from pipeline.scoring import (
+from pipeline.selection import (
     SIGNALS,
     combined_uncertainty,
     rank_normalize,
@@ -119,7 +119,7 @@ def run() -> None:
         f"people, {hard.mean():.0%} of them tagged hard (occluded, rare pose, small, truncated, low contrast, "
         f"crowded); flip test on. Pool AP before any correction: {base_ap:.3f}. Corrections come from oracle.json; "
         f'"hard cases" is the share of chosen instances with a synthetic_tag.\n\n{table}\n'
-        "Reading it: each signal is oriented as pipeline/scoring.py SIGNALS says, so a positive rho means the signal "
+        "Reading it: each signal is oriented as pipeline/selection.py SIGNALS says, so a positive rho means the signal "
         "finds the errors. sahr_sigma counts a SMALL effective sigma as uncertain: where the network cannot find a "
         "keypoint, the loss is lowest with a sharper target, so the SAHR scale grows there (a label-jittered keypoint "
         "widens instead: tests/test_sahr_learns.py). difficulty is the adaptive-mask rule of SSL, which min-max "

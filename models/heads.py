@@ -42,7 +42,7 @@ class Prediction:
 
     keypoints (B, K, 2) crop pixels; scores (B, K) in [0, 1]; for the heatmap head also ``response`` (B, K), the
     heatmap peak, and (with SAHR) ``sahr_sigma`` (B, K), the effective sigma sigma0 · exp(-s / 2) at the peak in
-    heatmap pixels (pipeline/scoring.py says which way it goes with the error). ASLA leaves both None.
+    heatmap pixels (pipeline/selection.py says which way it goes with the error). ASLA leaves both None.
     """
 
     keypoints: np.ndarray

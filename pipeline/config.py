@@ -222,7 +222,7 @@ class TrainParams:
 
 @dataclass(frozen=True)
 class PseudolabelParams:
-    """The teacher over the pool on Ray Data (pipeline/pool.py, stages/pseudolabel.py)."""
+    """The teacher over the pool on Ray Data (pipeline/pseudolabel.py, stages/pseudolabel.py)."""
 
     teacher: Literal["latest", "champion"] = "latest"  # latest: this round's model; champion: the registry alias
     batch_size: int = _p(64, ge=1, le=4096)  # instances per predictor call
@@ -251,7 +251,7 @@ class SelectWeights:
 
 @dataclass(frozen=True)
 class SelectParams:
-    """Which pool instances go to the annotators (pipeline/scoring.py, stages/select.py)."""
+    """Which pool instances go to the annotators (pipeline/selection.py, stages/select.py)."""
 
     policy: Literal[
         "uncertainty",

@@ -21,7 +21,7 @@ from pipeline.data.coco import CocoKeypoints, coco_results
 from pipeline.data.dataset import IMAGENET_MEAN, IMAGENET_STD, InstanceRecord, TopDownDataset, instances_from_coco
 from pipeline.data.transforms import crop_to_image
 from pipeline.evaluation import oks
-from pipeline.ssl import adaptive_mask_difficulty
+from pipeline.semi_supervised import adaptive_mask_difficulty
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """Where Ray runs and where its output goes: a local single-machine Ray or RAY_ADDRESS's cluster, and its logs.
 
-Imports nothing of the project, so training (pipeline/ray_train.py), the Ray Data pool run (pipeline/pool.py)
+Imports nothing of the project, so training (pipeline/ray_train.py), the Ray Data pool run (pipeline/pseudolabel.py)
 and the stages share it without importing each other.
 
     artifacts/logs/<stage>.log   Ray's driver-side loggers (ray, ray.data, ray.train, ...), INFO and up

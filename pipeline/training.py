@@ -12,7 +12,7 @@ One step:
    L = L_s + ramp * (lambda_u * L_u + lambda_m * L_m); clip, step, EMA.
 
 For the ASLA head the pseudo target is the teacher's decoded keypoints, encoded as ASLA's own targets (positives
-around each keypoint whose teacher score passes ``ssl.asla_min_score``): ASLA has no heatmap to regress to.
+around each keypoint whose teacher score passes ``semi_supervised.asla_min_score``): ASLA has no heatmap to regress to.
 
 Validation runs on rank 0 at the end of every epoch (OKS AP on val.json with ground-truth boxes) and the checkpoint
 holds the training state plus the best weights so far, so a restarted worker group (FailureConfig) or a re-run stage
@@ -42,7 +42,7 @@ from tqdm import tqdm
 
 from models.pose_model import PoseModel
 from models.summary import count_flops
-from pipeline import ssl
+from pipeline import semi_supervised
 from pipeline.codec import HeatmapCodec
 from pipeline.config import Params, params_from_dict
 from pipeline.data.coco import read_coco
@@ -323,10 +323,12 @@ def ssl_step_inputs(
     teacher_kp = torch.from_numpy(teacher_pred.keypoints).to(weak.device)
     targets = raw.head.ssl_targets(teacher_out, unlabeled, cfg.asla_min_score)
     if cfg.mode == "cutout":
-        strong = ssl.joint_cutout(weak.cpu(), teacher_kp.cpu(), num_masks=cfg.max_masks, generator=generator)
+        strong = semi_supervised.joint_cutout(
+            weak.cpu(), teacher_kp.cpu(), num_masks=cfg.max_masks, generator=generator
+        )
     else:
         heat = raw.head.confidence_maps(teacher_out)
-        strong, _ = ssl.adaptive_keypoint_masking(
+        strong, _ = semi_supervised.adaptive_keypoint_masking(
             weak.cpu(),
             heat.float().cpu(),
             teacher_kp.cpu(),
@@ -338,8 +340,10 @@ def ssl_step_inputs(
     mixup = None
     if cfg.mode == "adaptive_mixup":
         permutation = torch.randperm(weak.shape[0], generator=generator).to(weak.device)
-        alpha = ssl.sample_mixup_alpha(rng)
-        mixup = MixupInputs(permutation=permutation, alpha=alpha, mixed=ssl.mix(weak, permutation, alpha), weak=weak)
+        alpha = semi_supervised.sample_mixup_alpha(rng)
+        mixup = MixupInputs(
+            permutation=permutation, alpha=alpha, mixed=semi_supervised.mix(weak, permutation, alpha), weak=weak
+        )
     return SslInputs(targets=targets, strong=strong.to(weak.device), mixup=mixup)
 
 

@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 from pipeline.config import load_params
 from pipeline.data.coco import read_coco
 from pipeline.files import atomic_write, write_json
-from pipeline.labelstudio.client import ENV_URL, connect, export_tasks, get_or_create_project
+from pipeline.labelstudio.client import ENV_URL, connect, get_or_create_project, send_tasks
 from pipeline.labelstudio.config import labeling_config
 from pipeline.labelstudio.tasks import tasks_for_selection
 from pipeline.model_store import model_version
@@ -66,7 +66,7 @@ def main() -> None:
         project = get_or_create_project(
             ls, cfg.project_title, schema, document_root, version, image_root=args.images_root / "images"
         )
-        mapping: dict[int, int | None] = dict(export_tasks(ls, project, tasks, version, batch_size=cfg.batch_size))
+        mapping: dict[int, int | None] = dict(send_tasks(ls, project, tasks, version, batch_size=cfg.batch_size))
         record = {"mode": "server", "project_id": project, "project_title": cfg.project_title}
         message = f"exported {len(tasks)} tasks to Label Studio project {cfg.project_title!r} (id {project})"
     else:

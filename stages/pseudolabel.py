@@ -23,7 +23,7 @@ from pipeline.data.pool_predictions import (
 )
 from pipeline.files import write_json
 from pipeline.model_store import model_version
-from pipeline.pool import predict_pool
+from pipeline.pseudolabel import predict_pool
 from pipeline.ray_cluster import ray_session, resolve_use_gpu
 from pipeline.tracking import download_model_alias, stage_run
 

@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 from pipeline.config import load_params
 from pipeline.data.pool_predictions import read_pool_predictions
 from pipeline.files import atomic_path, write_json
-from pipeline.scoring import excluded_instances, select_with_params, selection_metrics, selection_table
+from pipeline.selection import excluded_instances, select_with_params, selection_metrics, selection_table
 from pipeline.tracking import stage_run
 from pipeline.viz import score_histograms
 

@@ -81,7 +81,7 @@ def test_real_label_studio_effort_reaches_pull_merge_and_status(labelstudio_env,
             )
         )
     pid = client.get_or_create_project(ls, "effort check", COCO17, labelstudio_env.document_root)
-    client.export_tasks(ls, pid, tasks, "pose/9")
+    client.send_tasks(ls, pid, tasks, "pose/9")
     counts = oracle.simulate(ls, pid, coco, COCO17)
     assert counts["annotated"] == 2 and counts["unlabelable"] == 0
     corrections, _, problems, _ = client.fetch_annotations(ls, pid, COCO17)
@@ -122,7 +122,7 @@ def test_the_simulated_annotator_skips_a_person_it_cannot_place(labelstudio_env)
     kps[2:] = 0  # two labeled keypoints: below the rule's three
     faint["keypoints"] = kps.ravel().tolist()
     pid = client.get_or_create_project(ls, "unlabelable check", COCO17, labelstudio_env.document_root)
-    client.export_tasks(ls, pid, tasks_for(coco, COCO17, "pose/1"), "pose/1")
+    client.send_tasks(ls, pid, tasks_for(coco, COCO17, "pose/1"), "pose/1")
     counts = oracle.simulate(ls, pid, coco, COCO17)
     assert counts == {"pending": 2, "annotated": 1, "skipped": 1, "unlabelable": 1, "no_truth": 0}
     _, skips, _, _ = client.fetch_annotations(ls, pid, COCO17)

@@ -189,7 +189,7 @@ def _server_round(ls, project_title: str, coco: dict, document_root: Path) -> tu
     from pipeline.labelstudio import client, oracle
 
     pid = client.get_or_create_project(ls, project_title, COCO17, document_root)
-    client.export_tasks(ls, pid, tasks_for(coco, COCO17, "pose/1"), "pose/1")
+    client.send_tasks(ls, pid, tasks_for(coco, COCO17, "pose/1"), "pose/1")
     oracle.simulate(ls, pid, coco, COCO17)
     corrections, skips, problems, _ = client.fetch_annotations(ls, pid, COCO17)
     assert problems == []

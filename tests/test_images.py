@@ -19,7 +19,7 @@ from pipeline.data.dataset import InstanceRecord, TopDownDataset
 from pipeline.data.images import ImageError, load_image, probe_image
 from pipeline.data.prepare import PrepareError, prepare
 from pipeline.keypoints import KeypointSchema
-from pipeline.pool import crop_batch
+from pipeline.pseudolabel import crop_batch
 
 COCO17 = KeypointSchema.coco17()
 W, H = 96, 64  # the stored pixel grid: landscape; EXIF orientation 6 shows it as 64 x 96 portrait

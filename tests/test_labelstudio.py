@@ -405,7 +405,7 @@ def test_export_is_idempotent_and_updates_predictions(labelstudio_env):
     coco = _dataset(labelstudio_env, "export", COCO17, [(64, 48), (50, 70), (33, 41)], per_image=2, seed=1)
     n = len(coco["annotations"])
     pid = client.get_or_create_project(ls, "export check", COCO17, labelstudio_env.document_root, "pose/1")
-    mapping = client.export_tasks(ls, pid, tasks_for(coco, COCO17, "pose/1"), "pose/1", batch_size=4)
+    mapping = client.send_tasks(ls, pid, tasks_for(coco, COCO17, "pose/1"), "pose/1", batch_size=4)
     assert sorted(mapping) == sorted(a["id"] for a in coco["annotations"]) and len(set(mapping.values())) == n
     listed = list(ls.tasks.list(project=pid, fields="all"))
     assert len(listed) == n
@@ -414,7 +414,7 @@ def test_export_is_idempotent_and_updates_predictions(labelstudio_env):
     assert first["model_version"] == "pose/1" and first["result"][0]["type"] == "rectanglelabels"
     assert ls.projects.get(id=pid).model_version == "pose/1"
 
-    assert client.export_tasks(ls, pid, tasks_for(coco, COCO17, "pose/1"), "pose/1") == mapping
+    assert client.send_tasks(ls, pid, tasks_for(coco, COCO17, "pose/1"), "pose/1") == mapping
     assert len(list(ls.tasks.list(project=pid, fields="task_only"))) == n
 
     # One task annotated and one skipped before the next round: they keep their predictions.
@@ -422,7 +422,7 @@ def test_export_is_idempotent_and_updates_predictions(labelstudio_env):
     ls.annotations.create(id=annotated, result=[], was_cancelled=False)
     ls.annotations.create(id=skipped, result=[], was_cancelled=True)
     assert (
-        client.export_tasks(ls, pid, tasks_for(coco, COCO17, "pose/2"), "pose/2", batch_size=4, prediction_batch_size=3)
+        client.send_tasks(ls, pid, tasks_for(coco, COCO17, "pose/2"), "pose/2", batch_size=4, prediction_batch_size=3)
         == mapping
     )
     versions = _versions_by_instance(ls, pid)
@@ -432,7 +432,7 @@ def test_export_is_idempotent_and_updates_predictions(labelstudio_env):
         assert versions[iid] == expected, iid
     assert ls.projects.get(id=pid).model_version == "pose/2"
     with pytest.raises(ValueError, match="must not contain a comma"):
-        client.export_tasks(ls, pid, [], "pose, 3")
+        client.send_tasks(ls, pid, [], "pose, 3")
 
 
 def test_simulate_then_fetch_round_trip(labelstudio_env, tmp_path):
@@ -452,7 +452,7 @@ def test_simulate_then_fetch_round_trip(labelstudio_env, tmp_path):
         model_version="pose/7",
         uncertainty=0,
     )
-    mapping = client.export_tasks(ls, pid, [*tasks, outsider], "pose/7")
+    mapping = client.send_tasks(ls, pid, [*tasks, outsider], "pose/7")
     counts = oracle.simulate(ls, pid, coco, COCO17, miss_rate=0.3, seed=3)
     assert counts["pending"] == 10 and counts["no_truth"] == 1
     assert counts["annotated"] + counts["skipped"] == 9 and counts["skipped"] >= 1
@@ -499,7 +499,7 @@ def test_noisy_oracle_moves_points_by_about_the_noise(labelstudio_env):
         kps[kps[:, 2] > 0, :2] = np.clip(kps[kps[:, 2] > 0, :2], 50, 250)
         ann["keypoints"] = kps.ravel().tolist()
     pid = client.get_or_create_project(ls, "noise check", SCHEMA4, labelstudio_env.document_root)
-    client.export_tasks(ls, pid, tasks_for(coco, SCHEMA4, "pose/1"), "pose/1")
+    client.send_tasks(ls, pid, tasks_for(coco, SCHEMA4, "pose/1"), "pose/1")
     oracle.simulate(ls, pid, coco, SCHEMA4, noise_px=2.0, seed=5)
     corrections, _, _, _ = client.fetch_annotations(ls, pid, SCHEMA4)
     truth = {a["id"]: np.array(a["keypoints"]).reshape(-1, 3) for a in coco["annotations"]}
@@ -516,7 +516,7 @@ def test_malformed_annotations_are_reported_and_the_rest_returned(labelstudio_en
     ls = client.connect()
     coco = _dataset(labelstudio_env, "bad", SCHEMA4, [(80, 60)], per_image=4, seed=6)
     pid = client.get_or_create_project(ls, "problem check", SCHEMA4, labelstudio_env.document_root)
-    mapping = client.export_tasks(ls, pid, tasks_for(coco, SCHEMA4, "pose/1"), "pose/1")
+    mapping = client.send_tasks(ls, pid, tasks_for(coco, SCHEMA4, "pose/1"), "pose/1")
     ids = [a["id"] for a in coco["annotations"]]
     oracle.simulate(ls, pid, {**coco, "annotations": coco["annotations"][:1]}, SCHEMA4)  # a good one
     size = {"original_width": 80, "original_height": 60}
@@ -544,7 +544,7 @@ def test_pagination_returns_every_task(labelstudio_env):
     ls = client.connect()
     coco = _dataset(labelstudio_env, "pages", SCHEMA4, [(30, 30)], per_image=7, seed=7)
     pid = client.get_or_create_project(ls, "page check", SCHEMA4, labelstudio_env.document_root)
-    mapping = client.export_tasks(ls, pid, tasks_for(coco, SCHEMA4, "pose/1"), "pose/1", batch_size=3)
+    mapping = client.send_tasks(ls, pid, tasks_for(coco, SCHEMA4, "pose/1"), "pose/1", batch_size=3)
     for page_size in (1, 3, 7, 1000):
         listed = [t["id"] for t in client.iter_tasks(ls, pid, page_size=page_size)]
         assert sorted(listed) == sorted(mapping.values()), page_size
@@ -557,7 +557,7 @@ def test_simulate_command_line(labelstudio_env, tmp_path, capsys):
     ls = client.connect()
     coco = _dataset(labelstudio_env, "cli", SCHEMA4, [(40, 30)], per_image=3, seed=8)
     pid = client.get_or_create_project(ls, "cli check", SCHEMA4, labelstudio_env.document_root)
-    client.export_tasks(ls, pid, tasks_for(coco, SCHEMA4, "pose/1"), "pose/1")
+    client.send_tasks(ls, pid, tasks_for(coco, SCHEMA4, "pose/1"), "pose/1")
     path = tmp_path / "oracle.json"
     path.write_text(json.dumps(coco))
     code = main(["labelstudio", "simulate", "--oracle", str(path), "--project", "cli check", "--miss-rate", "0"])
@@ -574,7 +574,7 @@ def test_api_key_never_printed_logged_or_written(labelstudio_env, tmp_path, capl
     ls = client.connect()
     coco = _dataset(labelstudio_env, "secret", SCHEMA4, [(40, 30)], per_image=2, seed=9)
     pid = client.get_or_create_project(ls, "secret check", SCHEMA4, labelstudio_env.document_root, "pose/1")
-    mapping = client.export_tasks(ls, pid, tasks_for(coco, SCHEMA4, "pose/1"), "pose/1")
+    mapping = client.send_tasks(ls, pid, tasks_for(coco, SCHEMA4, "pose/1"), "pose/1")
     oracle.simulate(ls, pid, coco, SCHEMA4, miss_rate=0.5, seed=1)
     corrections, skips, problems, _ = client.fetch_annotations(ls, pid, SCHEMA4)
     store = tmp_path / "corrections"
@@ -582,7 +582,7 @@ def test_api_key_never_printed_logged_or_written(labelstudio_env, tmp_path, capl
     (tmp_path / "export.json").write_text(json.dumps({str(k): v for k, v in mapping.items()}))
     assert read_store(store)[0] == corrections
     errors = []
-    for call in (lambda: ls.projects.get(id=987654), lambda: client.export_tasks(ls, 987654, [], "pose/1")):
+    for call in (lambda: ls.projects.get(id=987654), lambda: client.send_tasks(ls, 987654, [], "pose/1")):
         with pytest.raises(client.LabelStudioError) as info:
             client.with_retries(call, url=labelstudio_env.url, what="probe")
         errors.append(str(info.value))
@@ -623,7 +623,7 @@ def test_server_dies_midway_then_restart_completes_without_duplicates(labelstudi
 
     monkeypatch.setattr(ls.projects, "import_tasks", import_then_die)
     with pytest.raises(client.LabelStudioUnavailableError) as info:
-        client.export_tasks(ls, pid, tasks, "pose/1", batch_size=4, attempts=2, base_delay=0.05)
+        client.send_tasks(ls, pid, tasks, "pose/1", batch_size=4, attempts=2, base_delay=0.05)
     message = str(info.value)
     assert message.startswith(f"Label Studio at {server.url} is not answering after 2 attempts"), message
     assert "\n" not in message and batches == [4]
@@ -633,7 +633,7 @@ def test_server_dies_midway_then_restart_completes_without_duplicates(labelstudi
     restart_s = time.monotonic() - started
     print(f"\nLabel Studio restart took {restart_s:.1f} s")
     ls = client.connect()  # same token: the credentials file is reused
-    mapping = client.export_tasks(ls, pid, tasks, "pose/1", batch_size=4)
+    mapping = client.send_tasks(ls, pid, tasks, "pose/1", batch_size=4)
     listed = [t["data"]["instance_id"] for t in client.iter_tasks(ls, pid)]
     assert sorted(listed) == sorted(mapping) == sorted(a["id"] for a in coco["annotations"])  # no duplicates
 

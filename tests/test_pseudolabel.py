@@ -23,9 +23,9 @@ from pipeline.data.pool_predictions import read_pool_predictions, to_coco_result
 from pipeline.evaluation import evaluate_keypoints, oks
 from pipeline.inference import predict
 from pipeline.model_store import load_model
-from pipeline.pool import predict_pool
+from pipeline.pseudolabel import predict_pool
 from pipeline.ray_cluster import ray_session
-from pipeline.scoring import combined_uncertainty
+from pipeline.selection import combined_uncertainty
 from pipeline.training import load_data
 from tests.teacher import REPO, make_project, small_params, train_teacher, untrained_teacher
 

@@ -1,9 +1,9 @@
 """The pool predictions table, ``artifacts/pool_predictions.parquet``: one contract, one module.
 
-The pseudolabel stage writes it (``pipeline.pool``: the teacher over the pool on Ray Data); the select stage ranks its
-rows (``pipeline.scoring``), the export stage pre-annotates tasks with them, ``export-labels --format sleap`` writes
-them as predicted instances, and the benchmarks read it. Each of those imports this module, and only this module knows
-the columns.
+The pseudolabel stage writes it (``pipeline.pseudolabel``: the teacher over the pool on Ray Data); the select stage
+ranks its rows (``pipeline.selection``), the export stage pre-annotates tasks with them, ``export-labels --format
+sleap`` writes them as predicted instances, and the benchmarks read it. Each of those imports this module, and only
+this module knows the columns.
 
 One row per pool instance; N rows, K keypoints:
 

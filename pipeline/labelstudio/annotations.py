@@ -119,7 +119,7 @@ def parse_model_versions(column: Any) -> list[str]:
     """The Data Manager's ``predictions_model_versions`` string -> the distinct versions (sorted).
 
     Label Studio 1.23 joins the versions with ``,`` on SQLite and ``, `` on PostgreSQL and cuts the string at 500
-    characters, so a model version must not contain a comma (``client.export_tasks`` refuses one).
+    characters, so a model version must not contain a comma (``client.send_tasks`` refuses one).
     """
     if not isinstance(column, str) or not column.strip():
         return []

@@ -296,7 +296,7 @@ def get_or_create_project(
     --document-root``) and the paths must be valid on the server's machine.
 
     The project's ``model_version`` (which predictions annotators see) is set when given and predictions of that
-    version exist; the server refuses a version without predictions, so ``export_tasks`` sets it again after import.
+    version exist; the server refuses a version without predictions, so ``send_tasks`` sets it again after import.
     Title: at least 3 characters (server rule). Projects use sequential sampling: tasks are served in import order,
     which is ``rank`` order; Label Studio's "uncertainty sampling" serves the *lowest* prediction score first, the
     opposite of our score (= uncertainty).
@@ -419,7 +419,7 @@ def _prediction_of(task: Mapping[str, Any], model_version: str) -> dict:
     raise ValueError(f"task of instance {_task_instance(task)} has no prediction with model_version {model_version!r}")
 
 
-def export_tasks(
+def send_tasks(
     ls: LabelStudio,
     project_id: int,
     tasks: Sequence[Mapping[str, Any]],

@@ -11,7 +11,7 @@ import pytest
 
 from pipeline.data.pool_predictions import confident_rows, pseudo_label_coco, to_table
 from pipeline.labelstudio.oracle import is_unlabelable
-from pipeline.scoring import (
+from pipeline.selection import (
     SIGNALS,
     combined_uncertainty,
     expected_moved_keypoints,

@@ -12,7 +12,7 @@ import torch
 from scipy import stats
 
 from pipeline.codec import HeatmapCodec
-from pipeline.ssl import (
+from pipeline.semi_supervised import (
     adaptive_keypoint_masking,
     adaptive_mask_counts,
     adaptive_mask_difficulty,
