@@ -37,7 +37,7 @@ def _project(root: Path) -> Path:
     schema = read_coco(root / "prepared" / "labeled.json").schema
     torch.manual_seed(0)
     model = model_from_params(params, build_codec(params), schema)
-    return save_model(root / "model", model.state_dict(), raw, schema, {})
+    return save_model(root / "model", model.state_dict(), params, schema, {})
 
 
 def _plain(model_dir: Path, pool_file: Path, root: Path, threads: int) -> float:

@@ -301,7 +301,7 @@ def train(raw: dict, project: Project, labels: Path, out: Path, init: Path | Non
     checkpoints = out.with_name(out.stem + "-checkpoints")
     shutil.rmtree(checkpoints, ignore_errors=True)  # a leftover would resume instead of training anew
     started = time.perf_counter()
-    checkpoint = train_in_process(raw, project.paths(labels), checkpoints, init_weights=init)
+    checkpoint = train_in_process(params_from_dict(raw), project.paths(labels), checkpoints, init_weights=init)
     history = checkpoint.history()
     shutil.copyfile(checkpoint.path / checkpoint.BEST, out)
     shutil.rmtree(checkpoints)

@@ -72,7 +72,7 @@ def train_arm(raw: dict, root: Path, name: str) -> dict:
     checkpoints = root / f"ckpt-{name}".replace(" ", "_")
     shutil.rmtree(checkpoints, ignore_errors=True)
     started = time.perf_counter()
-    history = train_in_process(raw, paths, checkpoints, progress=True).history()
+    history = train_in_process(params_from_dict(raw), paths, checkpoints, progress=True).history()
     seconds = time.perf_counter() - started
     best = max(history, key=lambda h: h["val_ap"])
     labeled = len(json.loads((prepared / "labeled.json").read_text())["annotations"])

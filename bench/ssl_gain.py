@@ -54,7 +54,7 @@ def run() -> None:
                 raw = copy.deepcopy(_params(seed, arm))
                 start = time.perf_counter()
                 out = root / arm
-                history = train_in_process(raw, paths, out).history()
+                history = train_in_process(params_from_dict(raw), paths, out).history()
                 best = max(h["val_ap"] for h in history)
                 results[arm].append(best)
                 pck[arm].append(max(h["val_pck10"] for h in history))

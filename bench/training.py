@@ -44,7 +44,7 @@ def run() -> None:
             raw = copy.deepcopy(base)
             raw["train"].update(num_workers=1, threads_per_worker=2)
             start = time.perf_counter()
-            history = train_in_process(raw, paths, root / tag).history()
+            history = train_in_process(params_from_dict(raw), paths, root / tag).history()
             return after_warmup_mean(history, "images_per_s"), time.perf_counter() - start
 
         def on_ray(workers: int, threads: int, tag: str) -> tuple[float, float]:
@@ -52,7 +52,7 @@ def run() -> None:
             raw["train"].update(num_workers=workers, threads_per_worker=threads)
             start = time.perf_counter()
             with ray_session(log_to_driver=False):
-                result = fit(params_from_dict(raw), raw, paths, root / "ray", name=tag, progress=False)
+                result = fit(params_from_dict(raw), paths, root / "ray", name=tag, progress=False)
             with result.checkpoint.as_directory() as ckpt:
                 history = Checkpoint(Path(ckpt)).history()
             return after_warmup_mean(history, "images_per_s"), time.perf_counter() - start

@@ -15,9 +15,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
-import yaml
-
 from pipeline import training
+from pipeline.config import load_params, with_overrides
 
 
 def one_group(model, weight_decay: float) -> list[dict]:
@@ -29,9 +28,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
     parser.add_argument("--input-size", nargs=2, type=int, default=[96, 128], metavar=("W", "H"))
     args = parser.parse_args(argv)
-    raw = yaml.safe_load(Path("params.yaml").read_text())
-    raw["codec"]["input_size"] = list(args.input_size)
-    raw["train"].update(warm_start="scratch")
+    base = with_overrides(load_params(), {"codec.input_size": list(args.input_size), "train.warm_start": "scratch"})
     prepared = Path("data/prepared")
     paths = {"labels": "data/train.json", "val": str(prepared / "val.json"), "images_root": str(prepared)}
     if not Path(paths["labels"]).is_file():
@@ -42,8 +39,7 @@ def main(argv: list[str] | None = None) -> None:
         for seed in args.seeds:
             for name, groups in rules.items():
                 training.parameter_groups = groups  # the loop builds its optimiser through this name
-                run = json.loads(json.dumps(raw))
-                run["train"]["seed"] = seed
+                run = with_overrides(base, {"train.seed": seed})
                 history = training.train_in_process(run, paths, Path(tmp) / f"{name}{seed}").history()
                 results[f"{name}/seed{seed}"] = round(max(h["val_ap"] for h in history), 4)
                 print(json.dumps({f"{name}/seed{seed}": results[f"{name}/seed{seed}"]}), flush=True)

@@ -458,5 +458,23 @@ def load_params(path: Path | str = PARAMS_FILE) -> Params:
 
 
 def to_dict(obj: Any) -> dict:
-    """Settings back to plain data (for MLflow params and model.json)."""
+    """Settings back to plain data (for MLflow params, model.json and run names)."""
     return dataclasses.asdict(obj)
+
+
+def with_overrides(params: Params, overrides: dict[str, Any]) -> Params:
+    """``params`` with dotted keys replaced (``{"train.epochs": 3, "data.synthetic.num_images": 200}``), validated
+    again as params.yaml is: what benchmarks and tests use instead of editing YAML dicts. An unknown key raises
+    ``ParamsError`` naming it."""
+    raw = to_dict(params)
+    for dotted, value in overrides.items():
+        *path, last = dotted.split(".")
+        node = raw
+        for part in path:
+            if not isinstance(node.get(part), dict):
+                raise ParamsError(f"override {dotted!r}: {part!r} is not a section of params.yaml")
+            node = node[part]
+        if last not in node:
+            raise ParamsError(f"override {dotted!r}: no setting {last!r} in {'.'.join(path) or 'params.yaml'}")
+        node[last] = value
+    return params_from_dict(raw)

@@ -14,7 +14,7 @@ import torch
 
 from models.pose_model import PoseModel, build_model
 from pipeline.codec import HeatmapCodec
-from pipeline.config import Params, params_from_dict
+from pipeline.config import Params, params_from_dict, to_dict
 from pipeline.files import file_md5, write_json
 from pipeline.keypoints import KeypointSchema
 
@@ -38,7 +38,7 @@ def model_from_params(params: Params, codec: HeatmapCodec, schema: KeypointSchem
 def save_model(
     out_dir: Path,
     weights: dict[str, torch.Tensor],
-    params_raw: dict,
+    params: Params,
     schema: KeypointSchema,
     metrics: dict,
     extra: dict | None = None,
@@ -46,7 +46,6 @@ def save_model(
     """Write model.pt and model.json (schema, input size, backbone, head, the params it was trained with, metrics)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    params = params_from_dict(params_raw)
     codec = build_codec(params)
     torch.save(weights, out_dir / WEIGHTS_FILE)
     description = {
@@ -57,7 +56,7 @@ def save_model(
         "backbone": params.model.backbone,
         "variant": params.model.variant,
         "head": params.model.head,
-        "params": {k: params_raw.get(k) for k in ("codec", "model", "train")},
+        "params": {k: to_dict(getattr(params, k)) for k in ("codec", "model", "train")},
         "metrics": metrics,
         **(extra or {}),
     }

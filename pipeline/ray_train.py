@@ -13,7 +13,7 @@ import logging
 import threading
 from pathlib import Path
 
-from pipeline.config import Params
+from pipeline.config import Params, to_dict
 from pipeline.files import file_md5
 from pipeline.ray_cluster import resolve_use_gpu
 from pipeline.training import CHECKPOINT_FORMAT
@@ -21,14 +21,14 @@ from pipeline.training import CHECKPOINT_FORMAT
 log = logging.getLogger(__name__)
 
 
-def run_name(params_raw: dict, paths: dict[str, str], init_weights: str | None) -> str:
+def run_name(params: Params, paths: dict[str, str], init_weights: str | None) -> str:
     """A name that changes with the training inputs and nothing else."""
     digest = hashlib.sha256()
     for key in sorted(paths):
         path = Path(paths[key])
         digest.update(f"{key}={file_md5(path) if path.is_file() else paths[key]};".encode())
-    relevant = {k: params_raw.get(k) for k in ("codec", "model", "train")}
-    relevant["data"] = {k: params_raw.get("data", {}).get(k) for k in ("sigmas", "flip_pairs")}
+    relevant = {k: to_dict(getattr(params, k)) for k in ("codec", "model", "train")}
+    relevant["data"] = {k: getattr(params.data, k) for k in ("sigmas", "flip_pairs")}
     digest.update(json.dumps(relevant, sort_keys=True).encode())
     digest.update(f"init={file_md5(Path(init_weights)) if init_weights else None}".encode())
     # the checkpoint layout: a run checkpointed by an older loop (one optimiser group) is not resumed by this one
@@ -38,7 +38,6 @@ def run_name(params_raw: dict, paths: dict[str, str], init_weights: str | None) 
 
 def fit(
     params: Params,
-    params_raw: dict,
     paths: dict[str, str],
     storage_path: Path,
     *,
@@ -64,7 +63,7 @@ def fit(
     trainer = TorchTrainer(
         train_worker,
         train_loop_config={
-            "params": params_raw,
+            "params": params,
             "paths": absolute,
             "init_weights": str(Path(init_weights).resolve()) if init_weights else None,
             "use_gpu": use_gpu,
@@ -73,7 +72,7 @@ def fit(
         scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=use_gpu, resources_per_worker=resources),
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
         run_config=RunConfig(
-            name=name or run_name(params_raw, paths, init_weights),
+            name=name or run_name(params, paths, init_weights),
             storage_path=str(Path(storage_path).resolve()),
             checkpoint_config=CheckpointConfig(num_to_keep=2),
             failure_config=FailureConfig(max_failures=cfg.max_failures),

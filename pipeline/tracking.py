@@ -19,6 +19,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from pipeline.config import Params, to_dict
+
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 EXPERIMENT = "poseloop"
 
@@ -98,11 +100,11 @@ def stage_run(stage: str, tags: dict[str, str] | None = None) -> Iterator[object
         yield run
 
 
-def log_training(history: list[dict], params_raw: dict, model_dir: Path, images: list[Path]) -> None:
+def log_training(history: list[dict], params: Params, model_dir: Path, images: list[Path]) -> None:
     """Params, per-epoch losses and val metrics, final metrics, the model files and pictures, in the active run."""
     import mlflow
 
-    mlflow.log_params({k: str(v)[:500] for k, v in flat_params(params_raw, ("codec", "model", "train")).items()})
+    mlflow.log_params({k: str(v)[:500] for k, v in flat_params(to_dict(params), ("codec", "model", "train")).items()})
     for entry in history:
         step = int(entry["epoch"])
         mlflow.log_metrics(

@@ -44,7 +44,7 @@ from models.pose_model import PoseModel
 from models.summary import count_flops
 from pipeline import semi_supervised
 from pipeline.codec import HeatmapCodec
-from pipeline.config import Params, params_from_dict
+from pipeline.config import Params
 from pipeline.data.coco import read_coco
 from pipeline.data.dataset import TopDownDataset, instances_from_coco
 from pipeline.data.transforms import Augment, half_body_ids
@@ -580,8 +580,11 @@ def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
 
 
 def setup(config: dict) -> TrainRun:
-    """Seeds, device, data, model (warm start), EMAs, DDP, optimiser, schedule, AMP, resume, loaders, progress."""
-    params = params_from_dict(config["params"])
+    """Seeds, device, data, model (warm start), EMAs, DDP, optimiser, schedule, AMP, resume, loaders, progress.
+
+    ``config`` is Ray Train's ``train_loop_config``: ``params`` (the validated ``Params``: it pickles to the workers
+    as it is), ``paths``, ``init_weights``, ``use_gpu``, ``progress`` and, without Ray, ``local_checkpoint_dir``."""
+    params: Params = config["params"]
     cfg = params.train
     session = Session(config.get("local_checkpoint_dir"))
     torch.set_num_threads(cfg.threads_per_worker)
@@ -824,7 +827,7 @@ def train_worker(config: dict) -> None:
 
 
 def train_in_process(
-    params_raw: dict,
+    params: Params,
     paths: dict[str, str],
     checkpoint_dir: Path,
     *,
@@ -835,7 +838,7 @@ def train_in_process(
     ``best_weights`` are what the train stage reads from Ray's. A ``checkpoint_dir`` holding a checkpoint resumes."""
     train_worker(
         {
-            "params": params_raw,
+            "params": params,
             "paths": paths,
             "local_checkpoint_dir": str(checkpoint_dir),
             "init_weights": str(init_weights) if init_weights else None,

@@ -12,7 +12,6 @@ import logging
 from pathlib import Path
 
 import numpy as np
-import yaml
 
 from pipeline.config import Params, load_params
 from pipeline.data.coco import read_coco
@@ -48,7 +47,6 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
     params = load_params(args.params)
-    params_raw = yaml.safe_load(args.params.read_text())
     previous = args.out / WEIGHTS_FILE
     init_weights = str(previous) if params.train.warm_start == "previous" and previous.is_file() else None
     paths = {
@@ -59,7 +57,7 @@ def main() -> None:
         "pseudo": str(args.pseudo),
     }
     with ray_session(stage="train"):
-        result = fit(params, params_raw, paths, args.ray_storage, init_weights=init_weights)
+        result = fit(params, paths, args.ray_storage, init_weights=init_weights)
     if result.checkpoint is None:
         raise SystemExit(f"training produced no checkpoint: {result.error}")
     with result.checkpoint.as_directory() as ckpt:
@@ -69,7 +67,7 @@ def main() -> None:
     labels = read_coco(args.labels, sigmas=params.data.sigmas, flip_pairs=params.data.flip_pairs)
     final = training_summary(history)
     extra = {"labeled_instances": len(labels.annotations), "warm_start": init_weights}
-    save_model(args.out, weights, params_raw, labels.schema, final, extra=extra)
+    save_model(args.out, weights, params, labels.schema, final, extra=extra)
     write_json(args.metrics, final)
     args.curve.parent.mkdir(parents=True, exist_ok=True)
     columns = sorted({k for h in history for k in h})
@@ -79,7 +77,7 @@ def main() -> None:
         writer.writerows(history)
     pictures = [learning_curve(history, args.curve.with_suffix(".png")), _val_predictions(args, params)]
     with stage_run("train", tags={"labeled_instances": str(extra["labeled_instances"])}):
-        log_training(history, params_raw, args.out, pictures)
+        log_training(history, params, args.out, pictures)
     print(json.dumps({"model": str(args.out), **final}))
 
 

@@ -53,9 +53,9 @@ def train_teacher(project: Path, raw: dict, out: Path) -> Path:
     """Train on the seed labels in this process and save the best weights as a model folder."""
     prepared = project / "data" / "prepared"
     paths = {"labels": str(prepared / "labeled.json"), "val": str(prepared / "val.json"), "images_root": str(prepared)}
-    weights = train_in_process(raw, paths, out.parent / f"{out.name}-checkpoints").best_weights()
+    weights = train_in_process(params_from_dict(raw), paths, out.parent / f"{out.name}-checkpoints").best_weights()
     schema = read_coco(prepared / "labeled.json").schema
-    return save_model(out, weights, raw, schema, {})
+    return save_model(out, weights, params_from_dict(raw), schema, {})
 
 
 def untrained_teacher(project: Path, raw: dict, out: Path, head: str = "heatmap") -> Path:
@@ -67,7 +67,7 @@ def untrained_teacher(project: Path, raw: dict, out: Path, head: str = "heatmap"
     schema = read_coco(project / "data" / "prepared" / "labeled.json").schema
     torch.manual_seed(0)
     model = model_from_params(params, build_codec(params), schema)
-    return save_model(out, model.state_dict(), raw, schema, {})
+    return save_model(out, model.state_dict(), params, schema, {})
 
 
 PROJECT_FILES = ("pipeline", "models", "stages", "dvc.yaml", "pyproject.toml", ".dvcignore", ".gitignore")

@@ -60,3 +60,19 @@ def test_load_params_reports_file_problems(tmp_path):
     bad.write_text(yaml.safe_dump({"data": {"val_images": 0}}))
     with pytest.raises(ParamsError, match=r"data\.val_images = 0: must be >= 1"):
         load_params(bad)
+
+
+def test_dotted_overrides_replace_and_validate():
+    from pipeline.config import with_overrides
+
+    base = load_params(REPO / "params.yaml")
+    changed = with_overrides(base, {"train.epochs": 3, "data.synthetic.num_images": 200})
+    assert changed.train.epochs == 3 and changed.data.synthetic.num_images == 200
+    assert base.train.epochs != 3  # the original is left as it was
+    assert with_overrides(base, {}) == base
+    with pytest.raises(ParamsError, match=r"override 'train.epoch': no setting 'epoch' in train"):
+        with_overrides(base, {"train.epoch": 3})
+    with pytest.raises(ParamsError, match=r"override 'trian.epochs': 'trian' is not a section"):
+        with_overrides(base, {"trian.epochs": 3})
+    with pytest.raises(ParamsError, match=r"train.lr = inf"):
+        with_overrides(base, {"train.lr": float("inf")})

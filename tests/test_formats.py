@@ -48,11 +48,11 @@ def _round(tmp_path: Path, data: dict) -> tuple[Path, dict, dict]:
     prepared = tmp_path / "prepared"
     counts = prepare(params_from_dict(raw).data, prepared)
     paths = {"labels": str(prepared / "labeled.json"), "val": str(prepared / "val.json"), "images_root": str(prepared)}
-    checkpoint = train_in_process(raw, paths, tmp_path / "checkpoints")
+    checkpoint = train_in_process(params_from_dict(raw), paths, tmp_path / "checkpoints")
     (epoch,) = checkpoint.history()  # one epoch of one step, then validation on val
     assert epoch["epoch"] == 0 and math.isfinite(epoch["loss_total"]) and "val_ap" in epoch
     gt = read_coco(prepared / "val.json", sigmas=raw["data"].get("sigmas"))
-    model_dir = save_model(tmp_path / "model", checkpoint.best_weights(), raw, gt.schema, {})
+    model_dir = save_model(tmp_path / "model", checkpoint.best_weights(), params_from_dict(raw), gt.schema, {})
     records, predictions = predict_split(load_model(model_dir), gt, prepared, 1.25, flip_test=False)
     assert records and predictions is not None
     metrics = evaluate_keypoints(gt.to_dict(), to_coco_results(predictions, records, gt.schema.category_id), gt.schema)

@@ -221,7 +221,7 @@ def test_an_ssl_step_runs_for_both_heads(prepared, tmp_path, head, mode):
         "val": str(prepared_dir / "val.json"),
         "images_root": str(prepared_dir),
     }
-    history = train_in_process(raw, paths, tmp_path).history()
+    history = train_in_process(params_from_dict(raw), paths, tmp_path).history()
     last = history[-1]
     assert np.isfinite(last["loss_total"]) and np.isfinite(last["loss_unsup"])
     if head == "heatmap":  # the student sees a masked view: it cannot match the teacher's heatmaps for free
@@ -343,11 +343,11 @@ def test_a_checkpoint_of_an_older_loop_is_refused_by_name(prepared, tmp_path):
         "val": str(prepared_dir / "val.json"),
         "images_root": str(prepared_dir),
     }
-    latest = train_in_process(raw, paths, tmp_path)
+    latest = train_in_process(params_from_dict(raw), paths, tmp_path)
     state = latest.training_state()
     old = torch.optim.AdamW(torch.nn.Linear(2, 2).parameters()).state_dict()  # one group, as the old loop saved
     state["optimizer"] = {"state": {}, "param_groups": old["param_groups"]}
     torch.save(state, latest.path / latest.STATE)
     raw["train"]["epochs"] = 2  # so that it resumes
     with pytest.raises(ValueError, match="older training loop"):
-        train_in_process(raw, paths, tmp_path)
+        train_in_process(params_from_dict(raw), paths, tmp_path)
