@@ -10,8 +10,11 @@ from pathlib import Path
 
 
 def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
-        return _dispatch(argv)
+        return run(args)
     except (FileNotFoundError, ValueError) as exc:  # bad input: say what and where, no traceback
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -38,7 +41,8 @@ def _sigma(text: str) -> float:
     return value
 
 
-def _dispatch(argv: list[str] | None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """Every command and its options (``run`` says what each calls)."""
     parser = argparse.ArgumentParser(prog="python -m pipeline", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -104,8 +108,11 @@ def _dispatch(argv: list[str] | None) -> int:
     p.add_argument("--project", type=Path, default=Path("."), help="project root")
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    """The library function behind each command (imported here, so a command loads only what it uses)."""
     if args.command == "validate":
         from pipeline.data.validate import validate_command
 
@@ -141,8 +148,7 @@ def _dispatch(argv: list[str] | None) -> int:
         from pipeline.status import status_command
 
         return status_command(args.project, as_json=args.json)
-    parser.error(f"unknown command {args.command}")
-    return 2
+    raise ValueError(f"unknown command {args.command}")
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
 from datetime import datetime
 
@@ -115,6 +115,52 @@ def effort_summary(corrections: Iterable[Correction]) -> dict:
     }
 
 
+Locate = Callable[[Correction | Skip, str], dict | None]
+
+
+def _vote(
+    corrections: list[Correction], locate: Locate, num_kps: dict[int, int], invalid: list[dict]
+) -> tuple[dict[int, tuple[tuple, Correction]], Counter[int]]:
+    """Which correction labels each instance: (instance id -> (sort key, correction), corrections per instance).
+    The key, (completed_at, store order), makes "latest, then later in store order" one comparison. A correction that
+    does not fit its instance is appended to ``invalid`` before the vote, so it never shadows an earlier good one."""
+    winner: dict[int, tuple[tuple, Correction]] = {}
+    count: Counter[int] = Counter()
+    for order, c in enumerate(corrections):
+        base = locate(c, f"correction {c.correction_id}")
+        if base is None:
+            continue
+        if c.image_file is not None:  # identified by file and box: the ids follow (else _misfit checks image_id)
+            c = replace(c, instance_id=base["id"], image_id=base["image_id"])
+        problem = _misfit(c, base, num_kps)
+        if problem:
+            invalid.append({"instance_id": c.instance_id, "correction_id": c.correction_id, "message": problem})
+            log.warning("merge: correction %s of instance %d left out: %s", c.correction_id, c.instance_id, problem)
+            continue
+        count[c.instance_id] += 1
+        key = (parse_time(c.completed_at), order)
+        if c.instance_id not in winner or key > winner[c.instance_id][0]:
+            winner[c.instance_id] = (key, c)
+    return winner, count
+
+
+def _no_person_verdicts(skips: list[Skip], locate: Locate) -> tuple[dict[int, datetime], dict[str, int]]:
+    """(instance id -> the latest "no person" time, skips counted per reason)."""
+    no_person: dict[int, datetime] = {}
+    skipped = dict.fromkeys(SKIP_REASONS, 0)
+    for s in skips:
+        skipped[s.reason] += 1
+        base = locate(s, f"skip {s.task_id}:{s.annotation_id}")
+        if base is None:
+            continue
+        if s.image_file is not None:
+            s = replace(s, instance_id=base["id"])
+        if s.reason == "no_person":
+            t = parse_time(s.at)
+            no_person[s.instance_id] = max(t, no_person.get(s.instance_id, t))
+    return no_person, skipped
+
+
 def merge(seed: dict, pool: dict, corrections: list[Correction], skips: list[Skip]) -> tuple[dict, dict]:
     """Seed labels + the store's records -> (train COCO dict, report dict). Pure and deterministic.
 
@@ -138,6 +184,9 @@ def merge(seed: dict, pool: dict, corrections: list[Correction], skips: list[Ski
     ("<task_id>:<annotation_id>") and ``model_version``. ``num_keypoints`` is recounted from the flags. Images are
     those referenced, sorted by id; annotations sorted by id; categories and other top-level keys from ``seed``.
     The inputs are not modified; nested values merge does not change (e.g. segmentation) are shared with them.
+
+    Long because its docstring states every merge rule next to the code that applies it; the vote and the no-person
+    verdicts are helpers.
     """
     seed_by_id = {a["id"]: a for a in seed["annotations"]}
     pool_by_id = {a["id"]: a for a in pool["annotations"]}
@@ -171,38 +220,8 @@ def merge(seed: dict, pool: dict, corrections: list[Correction], skips: list[Ski
             )
         return base
 
-    # instance id -> (sort key, correction); the key makes "latest, then later in store order" one comparison.
-    winner: dict[int, tuple[tuple, Correction]] = {}
-    count: Counter[int] = Counter()
-    for order, c in enumerate(corrections):
-        base = locate(c, f"correction {c.correction_id}")
-        if base is None:
-            continue
-        if c.image_file is not None:  # identified by file and box: the ids follow (else _misfit checks image_id)
-            c = replace(c, instance_id=base["id"], image_id=base["image_id"])
-        # Checked before the vote, so a broken record never shadows an earlier good one.
-        problem = _misfit(c, base, num_kps)
-        if problem:
-            invalid.append({"instance_id": c.instance_id, "correction_id": c.correction_id, "message": problem})
-            log.warning("merge: correction %s of instance %d left out: %s", c.correction_id, c.instance_id, problem)
-            continue
-        count[c.instance_id] += 1
-        key = (parse_time(c.completed_at), order)
-        if c.instance_id not in winner or key > winner[c.instance_id][0]:
-            winner[c.instance_id] = (key, c)
-
-    no_person: dict[int, datetime] = {}  # instance id -> latest no_person time
-    skipped = dict.fromkeys(SKIP_REASONS, 0)
-    for s in skips:
-        skipped[s.reason] += 1
-        base = locate(s, f"skip {s.task_id}:{s.annotation_id}")
-        if base is None:
-            continue
-        if s.image_file is not None:
-            s = replace(s, instance_id=base["id"])
-        if s.reason == "no_person":
-            t = parse_time(s.at)
-            no_person[s.instance_id] = max(t, no_person.get(s.instance_id, t))
+    winner, count = _vote(corrections, locate, num_kps, invalid)
+    no_person, skipped = _no_person_verdicts(skips, locate)
 
     removed: set[int] = set()
     for iid, t in no_person.items():

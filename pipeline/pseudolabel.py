@@ -130,7 +130,6 @@ def predict_pool(
 ) -> PoolRun:
     """Run the teacher in ``model_dir`` over every pool instance on Ray Data; write ``out_path`` (parquet, one row
     per instance in pool order: image then instance id) atomically. Needs a running Ray (``ray_session``).
-
     ``gpus_per_actor`` > 0 puts each actor on a GPU. ``progress``: one tqdm line of instances done (Ray Data's own
     progress bars and execution banner are off unless POSELOOP_VERBOSE=1).
     """

@@ -211,6 +211,9 @@ def register_version(
 
     ``worst_examples`` / ``worst_table``: the evaluate stage's plots/eval_worst.png and .csv (optional).
     Raises ValueError when ``eval_metrics`` has no val AP or ``model_dir`` has no model.
+
+    Long because it is one registration read top to bottom (run, artifacts, version, tags, aliases, report), each
+    step recoverable where it stands.
     """
     import mlflow
 

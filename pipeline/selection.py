@@ -287,6 +287,9 @@ def select(
             at 1) against typicality; it needs ``embedding``.
         review_budget: policies that leave hopeless instances out (EXCLUDES_HOPELESS) put up to this many of them,
             largest box first (``box_area`` (N,) px^2), in ``Selection.review_rows``; not part of ``budget``.
+
+    Long because the policies share one ranked table and one budget; each branch is a few lines and reads best
+    beside the others.
     """
     ids = scores["instance_id"].to_numpy(np.int64)
     uncertainty = combined_uncertainty(scores, weights)

@@ -581,9 +581,8 @@ def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
 
 def setup(config: dict) -> TrainRun:
     """Seeds, device, data, model (warm start), EMAs, DDP, optimiser, schedule, AMP, resume, loaders, progress.
-
-    ``config`` is Ray Train's ``train_loop_config``: ``params`` (the validated ``Params``: it pickles to the workers
-    as it is), ``paths``, ``init_weights``, ``use_gpu``, ``progress`` and, without Ray, ``local_checkpoint_dir``."""
+    ``config``: Ray Train's ``train_loop_config``: ``params`` (the validated ``Params``, pickled to the workers as it
+    is), ``paths``, ``init_weights``, ``use_gpu``, ``progress`` and, without Ray, ``local_checkpoint_dir``."""
     params: Params = config["params"]
     cfg = params.train
     session = Session(config.get("local_checkpoint_dir"))
@@ -617,27 +616,9 @@ def setup(config: dict) -> TrainRun:
     flops_per_image = count_flops(raw, tuple(params.codec.input_size)) * 1e9
     peak_flops = measured_peak_flops(device, amp_mode) if is_main else float("nan")
 
-    start_epoch, best_ap, best_weights, history = 0, -1.0, None, []
-    with session.latest_checkpoint() as checkpoint:
-        if checkpoint is not None:
-            state = checkpoint.training_state(device)
-            raw.load_state_dict(state["model"])
-            if len(state["optimizer"]["param_groups"]) != len(optimizer.param_groups):
-                raise ValueError(
-                    f"{checkpoint.path}: a checkpoint of an older training loop (format < "
-                    f"{CHECKPOINT_FORMAT}); remove it to train this round anew"
-                )
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
-            # checkpoints before the teacher EMA had its own key kept the one EMA under "ema"
-            for ema, key in ((eval_ema, "ema"), (teacher_ema, "teacher_ema" if "teacher_ema" in state else "ema")):
-                if ema is not None and state.get(key) is not None:
-                    ema.load_state_dict(state[key])
-            start_epoch, best_ap, history = state["epoch"] + 1, state["best_ap"], state["history"]
-            best_weights = checkpoint.best_weights()
-            if is_main:
-                log.info("resumed from %s at epoch %d (best val AP %.4f)", checkpoint.path, start_epoch, best_ap)
-
+    start_epoch, best_ap, best_weights, history = _resume(
+        session, device, raw, optimizer, scheduler, (eval_ema, teacher_ema), is_main
+    )
     labeled = _cycle(
         _loader(data.labeled, cfg.batch_size, session, cfg.seed, cfg.loader_workers), data.labeled, start_epoch
     )
@@ -678,6 +659,40 @@ def setup(config: dict) -> TrainRun:
         best_weights=best_weights,
         history=history,
     )
+
+
+def _resume(
+    session: Session,
+    device: torch.device,
+    raw: PoseModel,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    emas: tuple[PoseModel | None, PoseModel | None],
+    is_main: bool,
+) -> tuple[int, float, dict | None, list[dict]]:
+    """Load the session's latest checkpoint into the model, optimiser, schedule and the (eval, teacher) EMAs;
+    returns (start epoch, best val AP, best weights, history): (0, -1.0, None, []) when there is none."""
+    eval_ema, teacher_ema = emas
+    with session.latest_checkpoint() as checkpoint:
+        if checkpoint is None:
+            return 0, -1.0, None, []
+        state = checkpoint.training_state(device)
+        raw.load_state_dict(state["model"])
+        if len(state["optimizer"]["param_groups"]) != len(optimizer.param_groups):
+            raise ValueError(
+                f"{checkpoint.path}: a checkpoint of an older training loop (format < "
+                f"{CHECKPOINT_FORMAT}); remove it to train this round anew"
+            )
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        # checkpoints before the teacher EMA had its own key kept the one EMA under "ema"
+        for ema, key in ((eval_ema, "ema"), (teacher_ema, "teacher_ema" if "teacher_ema" in state else "ema")):
+            if ema is not None and state.get(key) is not None:
+                ema.load_state_dict(state[key])
+        start_epoch, best_ap = state["epoch"] + 1, state["best_ap"]
+        if is_main:
+            log.info("resumed from %s at epoch %d (best val AP %.4f)", checkpoint.path, start_epoch, best_ap)
+        return start_epoch, best_ap, checkpoint.best_weights(), state["history"]
 
 
 @dataclass(frozen=True)

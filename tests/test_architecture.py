@@ -187,3 +187,23 @@ def test_stage_paths_are_spelled_in_dvc_yaml():
                 flag = node.args[0].value
                 if flag != "--params":  # params.yaml is DVC's own default
                     assert f"{flag} " in spec["cmd"] + " ", f"dvc.yaml stage {stage}: cmd does not pass {flag}"
+
+
+LONG_FUNCTION_LINES = 80
+LONG_BECAUSE = "Long because"
+
+
+def test_no_long_function_without_a_reason():
+    """A function of pipeline/ or models/ over 80 lines says why at the top of its docstring ("Long because ...");
+    otherwise it is split. A reader should be able to hold one function in view."""
+    long = []
+    for package in ("pipeline", "models"):
+        for path in sorted((REPO / package).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text(), str(path))):
+                if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                    lines = node.end_lineno - node.lineno + 1
+                    if lines > LONG_FUNCTION_LINES and LONG_BECAUSE not in (ast.get_docstring(node) or ""):
+                        long.append(f"{path.relative_to(REPO)}:{node.lineno} {node.name} ({lines} lines)")
+    assert not long, (
+        f"functions over {LONG_FUNCTION_LINES} lines without '{LONG_BECAUSE} ...' in their docstring: {long}"
+    )

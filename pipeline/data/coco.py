@@ -435,6 +435,9 @@ def _check_keypoint_values(
     all int / float (the types of a row are collected by a C-speed ``map``). A bool among the numbers (``true`` in
     the JSON) is an error: numpy would fold it into 1, and whether ``true`` meant "visible" (2) or "labeled" (1) is a
     guess.
+
+    Long because one vectorised pass over every row (a pool file can hold a million people): split into checks, the
+    arrays would be rebuilt for each.
     """
 
     def add(i: int, rec: str, fld: str, message: str, severity: Severity = "error") -> None:

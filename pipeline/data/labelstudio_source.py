@@ -209,6 +209,8 @@ def _persons(
     nobody is there (submitted with no region).
 
     ``names`` grows with every new keypoint label (unless ``fixed``: then an unknown label is a problem).
+
+    Long because every check of one task's regions sits beside the problem it reports, naming task and region.
     """
     annotations = task.get("annotations") if isinstance(task, dict) else None
     kept = [a for a in annotations or () if isinstance(a, dict) and not a.get("was_cancelled")]

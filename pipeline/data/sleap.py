@@ -53,7 +53,11 @@ class SleapFormatError(ValueError):
 def read_sleap(path: str | os.PathLike[str], out_dir: Path | None, image_subdir: str = "images") -> dict:
     """Read a ``.slp`` labels file as a COCO keypoint dict; frames are written to ``out_dir / image_subdir`` and
     ``file_name`` is relative to ``out_dir``. Without ``out_dir`` (validate) no frame is decoded: the sizes come
-    from the videos' shapes."""
+    from the videos' shapes.
+
+    Long because one pass over the file: frames, user and predicted instances and the skeleton are read together, as
+    sleap-io hands them over.
+    """
     import sleap_io as sio
 
     path = Path(path)

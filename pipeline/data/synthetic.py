@@ -344,6 +344,9 @@ def _build_body(rng: np.random.Generator, pose: dict) -> tuple[np.ndarray, dict[
     """3-D body points in height units, body frame (a: person's left, u: up, f: forward), pelvis at the origin.
 
     Returns points (NUM_POINTS, 3), part radii (height units) and the head radius.
+
+    Long because the order of the random draws is the data set; one function keeps that order in view (the committed
+    round's numbers depend on it).
     """
     g = rng.normal(1.0, 0.05, size=6)  # segment length factors: torso, upper arm, forearm, thigh, shin, head
     build = rng.uniform(0.85, 1.25)  # body width
@@ -599,6 +602,9 @@ def _paint_person(
 
     Parts are rasterised into a per-person label map (outline / fill codes) in depth order, then coloured in one
     vectorised pass. ``bg_mean`` (3,) makes a low-contrast person whose colours hug the background.
+
+    Long because the order of the random draws and of the painting is the data set; one function keeps it in view
+    (the committed round's numbers depend on it).
     """
     H, W = ids.shape
     x0, y0 = max(0, math.floor(p.box[0]) - 1), max(0, math.floor(p.box[1]) - 1)

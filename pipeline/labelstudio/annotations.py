@@ -151,6 +151,9 @@ def _original_size(item: Mapping[str, Any], what: str, issues: list[str]) -> tup
 
 
 def _read_regions(result: Any, names: set[str]) -> _Regions:
+    """One annotation's ``result`` list -> its regions (person rectangles, keypoints, choices) and the issues found.
+
+    Long because every check of one annotation's regions sits beside the problem message it raises."""
     out = _Regions()
     if not isinstance(result, list):
         out.issues.append(f"result is not a list ({type(result).__name__})")
@@ -317,6 +320,9 @@ def annotation_to_correction(
     Raises AnnotationError, whose ``problem`` lists every issue found (unknown label or control, point outside the
     image, missing original size, duplicate label, several boxes, a task without ``instance_id``), each message
     starting with ``task <id>, annotation <id>:``.
+
+    Long because every rule that turns one annotation into a record (skip, no person, box, keypoints, effort) is
+    read in the order it applies.
     """
     task_id = _task_int(task, "id")
     annotation_id = _task_int(annotation, "id")

@@ -300,6 +300,9 @@ def get_or_create_project(
     Title: at least 3 characters (server rule). Projects use sequential sampling: tasks are served in import order,
     which is ``rank`` order; Label Studio's "uncertainty sampling" serves the *lowest* prediction score first, the
     opposite of our score (= uncertainty).
+
+    Long because each API call has its retry beside it; creating the project, its storage and its settings is one
+    idempotent sequence.
     """
     url = base_url(ls)
     document_root = Path(document_root).resolve()
@@ -445,6 +448,9 @@ def send_tasks(
 
     A connection lost midway: each batch is retried with backoff after re-reading which instances already landed;
     when the server stays away, LabelStudioUnavailableError. Re-running after a restart completes without duplicates.
+
+    Long because each API call has its retry and its resume step beside it: a task sent twice or lost between two
+    calls is what the sequence guards against.
     """
     if "," in model_version:
         # The Data Manager joins versions with commas (annotations.parse_model_versions): one with a comma is ambiguous.
