@@ -72,11 +72,11 @@ from pipeline.config import Params, params_from_dict
 from pipeline.corrections import Correction, Skip, read_store, write_pull
 from pipeline.data.coco import read_coco, write_coco
 from pipeline.data.dataset import TopDownDataset, instances_from_coco
+from pipeline.data.labelstudio.annotations import keypoint_effort
 from pipeline.data.pool_predictions import list_column, read_pool_predictions, to_table
 from pipeline.data.prepare import prepare
 from pipeline.data.synthetic import TAGS
 from pipeline.inference import predict, prediction_columns
-from pipeline.labelstudio.annotations import keypoint_effort
 from pipeline.labelstudio.oracle import is_unlabelable
 from pipeline.merge import merge
 from pipeline.model_store import build_codec, model_from_params

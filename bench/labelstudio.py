@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 
 from bench.report import write_section
+from pipeline.data.labelstudio.tasks import instance_to_task
 from pipeline.keypoints import KeypointSchema
 from pipeline.labelstudio.client import fetch_annotations, get_or_create_project, send_tasks
 from pipeline.labelstudio.server import LocalLabelStudio, free_port
-from pipeline.labelstudio.tasks import instance_to_task
 
 TASKS = 10_000
 WIDTH, HEIGHT = 640, 480

@@ -17,10 +17,10 @@ import pyarrow.parquet as pq
 
 from pipeline.config import load_params
 from pipeline.data.coco import read_coco
+from pipeline.data.labelstudio.config import labeling_config
+from pipeline.data.labelstudio.tasks import tasks_for_selection
 from pipeline.files import atomic_write, write_json
 from pipeline.labelstudio.client import ENV_URL, connect, get_or_create_project, send_tasks
-from pipeline.labelstudio.config import labeling_config
-from pipeline.labelstudio.tasks import tasks_for_selection
 from pipeline.model_store import model_version
 
 

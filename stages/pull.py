@@ -19,8 +19,8 @@ from pathlib import Path
 from pipeline.config import load_params
 from pipeline.corrections import AnnotationProblem, Correction, Skip, read_store, write_pull
 from pipeline.data.coco import read_coco
+from pipeline.data.labelstudio.annotations import parse_export_file
 from pipeline.files import atomic_write
-from pipeline.labelstudio.annotations import parse_export_file
 from pipeline.labelstudio.client import ENV_URL, LabelStudioError, connect, fetch_annotations, find_project
 
 

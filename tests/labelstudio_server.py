@@ -125,7 +125,7 @@ def tasks_for(
     coco: dict, schema: KeypointSchema, model_version: str, image_prefix: str = "prepared", seed: int = 0
 ) -> list[dict]:
     """Tasks for every instance of ``coco`` with a noisy "prediction" of its keypoints (flat 2K + scores)."""
-    from pipeline.labelstudio.tasks import instance_to_task
+    from pipeline.data.labelstudio.tasks import instance_to_task
 
     rng = np.random.default_rng(seed)
     images = {im["id"]: im for im in coco["images"]}

@@ -253,7 +253,7 @@ def test_nothing_to_train_on_is_said_by_validate_and_prepare(tmp_path, dlc_openf
 
 def test_label_studio_keypoint_names_that_differ_only_by_case_are_an_error_naming_the_tasks(tmp_path, coco_mini):
     from pipeline.data.coco import CocoFormatError
-    from pipeline.data.labelstudio_source import export_to_coco
+    from pipeline.data.labelstudio.source import export_to_coco
     from tests import formats
 
     path = formats.labelstudio_export(coco_mini, tmp_path / "export.json")

@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from pipeline.data.labelstudio.annotations import keypoint_effort
 from pipeline.keypoints import KeypointSchema
-from pipeline.labelstudio.annotations import keypoint_effort
 from pipeline.merge import effort_summary, merge
 
 COCO17 = KeypointSchema.coco17()
@@ -47,8 +47,8 @@ def test_the_tolerance_is_a_per_keypoint_oks_so_it_scales_with_the_person():
 
 
 def test_real_label_studio_effort_reaches_pull_merge_and_status(labelstudio_env, tmp_path):
+    from pipeline.data.labelstudio.tasks import instance_to_task
     from pipeline.labelstudio import client, oracle
-    from pipeline.labelstudio.tasks import instance_to_task
     from pipeline.status import status_table
     from tests.labelstudio_server import true_instances, write_images
 

@@ -383,7 +383,7 @@ def test_export_labels_coco_deeplabcut_sleap(tmp_path, dlc_openfield, capsys):
 def test_labelstudio_export_rules(tmp_path, coco_mini):
     """Keypoints without a parent rectangle are one person per task; the latest annotation that was not cancelled
     counts; a name placed twice for one person is an error naming task, annotation and region."""
-    from pipeline.data.labelstudio_source import export_to_coco
+    from pipeline.data.labelstudio.source import export_to_coco
 
     image = sorted((coco_mini / "train2017").iterdir())[0]
     with Image.open(image) as im:

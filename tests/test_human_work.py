@@ -361,8 +361,8 @@ def test_an_old_task_without_image_file_is_not_moved_to_another_image():
 
 
 def test_odd_label_studio_data_becomes_a_problem_or_clean_text_never_a_poisoned_store(tmp_path):
-    from pipeline.labelstudio.annotations import collect_task_records
-    from pipeline.labelstudio.tasks import instance_to_task
+    from pipeline.data.labelstudio.annotations import collect_task_records
+    from pipeline.data.labelstudio.tasks import instance_to_task
 
     task = instance_to_task(
         instance_id=5,
@@ -444,7 +444,7 @@ def _inbox_file(project: Path, name: str, instance_ids: list[int], first_task: i
     pool = json.loads((project / "data" / "prepared" / "pool.json").read_text())
     anns = {a["id"]: a for a in pool["annotations"]}
     images = {im["id"]: im for im in pool["images"]}
-    from pipeline.labelstudio.tasks import instance_to_task
+    from pipeline.data.labelstudio.tasks import instance_to_task
 
     tasks = []
     for n, iid in enumerate(instance_ids):

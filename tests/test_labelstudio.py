@@ -28,9 +28,10 @@ require_label_studio()
 
 from label_studio_sdk.core.api_error import ApiError  # noqa: E402  # after the loud skip
 
-from pipeline.labelstudio import annotations, client, coordinates, oracle  # noqa: E402
-from pipeline.labelstudio import tasks as task_format  # noqa: E402
-from pipeline.labelstudio.config import keypoint_labels, labeling_config  # noqa: E402
+from pipeline.data.labelstudio import annotations, coordinates  # noqa: E402
+from pipeline.data.labelstudio import tasks as task_format  # noqa: E402
+from pipeline.data.labelstudio.config import keypoint_labels, labeling_config  # noqa: E402
+from pipeline.labelstudio import client, oracle  # noqa: E402
 
 SCHEMA4 = KeypointSchema.from_coco_category(
     {"id": 1, "name": "mouse", "keypoints": ["snout", "left_ear", "right_ear", "tail"], "skeleton": [[1, 2], [1, 3]]}

@@ -193,8 +193,8 @@ def test_label_studio_data_folder_is_private(labelstudio):
 
 
 def test_annotators_get_images_and_never_the_label_files(labelstudio_env):
+    from pipeline.data.labelstudio import tasks as task_format
     from pipeline.labelstudio import client
-    from pipeline.labelstudio import tasks as task_format
     from tests.labelstudio_server import write_images
 
     ls = client.connect()

@@ -317,7 +317,7 @@ def load_source(params: DataParams, out_dir: Path, project_root: Path) -> tuple[
         return linked(checked(read_mpii(ann_path, img_root), ann_path), img_root, "images"), None
 
     if params.source == "labelstudio":
-        from pipeline.data.labelstudio_source import read_labelstudio_export
+        from pipeline.data.labelstudio.source import read_labelstudio_export
 
         export = resolve(params.labelstudio.export, "labelstudio.export")
         img_root = resolve(params.labelstudio.images, "labelstudio.images")

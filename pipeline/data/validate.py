@@ -12,7 +12,7 @@ from typing import Any
 
 from pipeline.data.coco import CocoFormatError, CocoKeypoints, load_json, summarize, validate_coco, warning_lines
 from pipeline.data.deeplabcut import read_deeplabcut_project
-from pipeline.data.labelstudio_source import export_to_coco, looks_like_labelstudio_export
+from pipeline.data.labelstudio.source import export_to_coco, looks_like_labelstudio_export
 from pipeline.data.mpii import looks_like_mpii, mpii_to_coco
 from pipeline.data.sleap import read_sleap
 

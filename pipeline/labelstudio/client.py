@@ -33,9 +33,9 @@ from label_studio_sdk import LabelStudio
 from label_studio_sdk.core.api_error import ApiError
 
 from pipeline.corrections import AnnotationProblem, Correction, Skip
+from pipeline.data.labelstudio.annotations import collect_task_records, parse_model_versions
+from pipeline.data.labelstudio.config import keypoint_labels, labeling_config
 from pipeline.keypoints import KeypointSchema
-from pipeline.labelstudio.annotations import collect_task_records, parse_model_versions
-from pipeline.labelstudio.config import keypoint_labels, labeling_config
 
 log = logging.getLogger(__name__)
 

@@ -19,9 +19,9 @@ from typing import Any
 import numpy as np
 from label_studio_sdk import LabelStudio
 
+from pipeline.data.labelstudio.tasks import box_region, keypoint_regions
 from pipeline.keypoints import KeypointSchema
 from pipeline.labelstudio.client import LabelStudioError, base_url, find_project, iter_tasks, with_retries
-from pipeline.labelstudio.tasks import box_region, keypoint_regions
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """Label Studio annotations -> corrections, skips and problems (the store's records). Pure functions, no network.
 
-Coordinates and the task format: ``pipeline.labelstudio.tasks``.
+Coordinates and the task format: ``pipeline.data.labelstudio.tasks``.
 
 Annotation -> record (``annotation_to_correction``): a placed keypoint is v=2, a placed keypoint with the ``occluded``
 choice v=1, a keypoint not placed v=0 with x = y = 0. The box is the annotation's rectangle, or the task's box when
@@ -22,16 +22,16 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.corrections import AnnotationProblem, Correction, Skip
-from pipeline.files import JsonFileError, read_json
-from pipeline.keypoints import KeypointSchema
-from pipeline.labelstudio.config import (
+from pipeline.data.labelstudio.config import (
     BOX_NAME,
     KEYPOINT_NAME,
     OCCLUDED_CHOICE,
     OCCLUDED_NAME,
     PERSON_LABEL,
 )
-from pipeline.labelstudio.coordinates import percent_to_px
+from pipeline.data.labelstudio.coordinates import percent_to_px
+from pipeline.files import JsonFileError, read_json
+from pipeline.keypoints import KeypointSchema
 
 log = logging.getLogger(__name__)
 

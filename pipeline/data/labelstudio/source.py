@@ -17,7 +17,8 @@ item is read by its ``type`` alone.
   corrects); so does a person rectangle without keypoints, with its own box. An annotation submitted with no region
   says nobody is there: the task gives no instance.
 * Coordinates: percent of ``original_width`` / ``original_height`` -> pixels with the convention of
-  ``pipeline.labelstudio.coordinates.percent_to_px`` (integer = pixel centre), the one the export and pull stages use.
+  ``pipeline.data.labelstudio.coordinates.percent_to_px`` (integer = pixel centre), the one the export and pull stages
+  use.
 * Images: ``data.image`` (or the task's one data value that names a file): ``/data/local-files/?d=PATH`` is PATH under
   ``images``; an uploaded file (``/data/upload/3/1a2b3c4d-name.jpg``) or a URL is found by its file name, with or
   without the 8-character prefix Label Studio's upload adds.
@@ -45,8 +46,8 @@ from pipeline.data.coco import (
     load_json,
     path_escape,
 )
+from pipeline.data.labelstudio.coordinates import percent_to_px
 from pipeline.keypoints import canonical_order
-from pipeline.labelstudio.coordinates import percent_to_px
 
 _UPLOAD_PREFIX = re.compile(r"^[0-9a-f]{8}-")
 

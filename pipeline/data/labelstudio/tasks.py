@@ -28,7 +28,7 @@ Task (``instance_to_task``)::
 it); every item carries ``original_width`` / ``original_height`` / ``image_rotation``. A per-region choice shares the
 id of its keypoint region, as the frontend writes it.
 
-The annotations that come back are read by ``pipeline.labelstudio.annotations``.
+The annotations that come back are read by ``pipeline.data.labelstudio.annotations``.
 """
 
 from __future__ import annotations
@@ -45,9 +45,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline.data.pool_predictions import list_column
-from pipeline.keypoints import KeypointSchema
-from pipeline.labelstudio.config import (
+from pipeline.data.labelstudio.config import (
     BOX_NAME,
     IMAGE_NAME,
     KEYPOINT_NAME,
@@ -55,7 +53,9 @@ from pipeline.labelstudio.config import (
     OCCLUDED_NAME,
     PERSON_LABEL,
 )
-from pipeline.labelstudio.coordinates import px_to_percent
+from pipeline.data.labelstudio.coordinates import px_to_percent
+from pipeline.data.pool_predictions import list_column
+from pipeline.keypoints import KeypointSchema
 
 log = logging.getLogger(__name__)
 

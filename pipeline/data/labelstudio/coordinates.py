@@ -1,6 +1,6 @@
 """Label Studio's coordinates: region geometry is in percent of the image's width / height, ours in pixels with
 integer coordinates at pixel centres (as COCO and the codecs use them). One conversion, used by task building, the
-annotation reader and the import of Label Studio projects (pipeline.data.labelstudio_source)."""
+annotation reader and the import of Label Studio projects (pipeline.data.labelstudio.source)."""
 
 from __future__ import annotations
 

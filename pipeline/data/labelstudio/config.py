@@ -5,7 +5,7 @@ One task shows one person instance: an ``Image``, a ``RectangleLabels`` box with
 Studio's own COCO export needs) and a per-region ``Choices`` with the single choice ``occluded``. A keypoint placed
 without the choice is COCO visibility 2, with it visibility 1; an absent keypoint is 0.
 
-The control names below are the contract between this config, ``pipeline.labelstudio.tasks`` and ``annotations``
+The control names below are the contract between this config, ``pipeline.data.labelstudio.tasks`` and ``annotations``
 (which write and read results by ``from_name``) and projects created by an earlier round: renaming one orphans every
 existing project.
 """
