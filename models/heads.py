@@ -51,6 +51,20 @@ class Prediction:
     sahr_sigma: np.ndarray | None = None
 
 
+@dataclass(frozen=True)
+class FlipPair:
+    """A batch of crops and their mirror images, as flip test hands them to ``merge_flip``: the head outputs of both,
+    their own decodings, the flipped crop's keypoints mapped back into the plain crop (B, K, 2) crop px, and the
+    schema's ``flip_index`` (K,)."""
+
+    outputs: dict[str, Tensor]
+    flipped_outputs: dict[str, Tensor]
+    prediction: Prediction
+    flipped: Prediction
+    flipped_keypoints: np.ndarray
+    flip_index: np.ndarray
+
+
 class HeatmapPoseHead(HeatmapHead):
     """Gaussian heatmaps (+ the SAHR scale map), trained with WAHR-weighted (or plain) MSE against the SAHR target
     (models/losses.py) and decoded by the codec (argmax, optionally DARK)."""
@@ -96,19 +110,10 @@ class HeatmapPoseHead(HeatmapHead):
         return Prediction(keypoints, scores, response=scores.copy(), sahr_sigma=sahr_sigma)
 
     @torch.no_grad()
-    def merge_flip(
-        self,
-        outputs: dict[str, Tensor],
-        flipped_outputs: dict[str, Tensor],
-        prediction: Prediction,
-        flipped: Prediction,
-        flipped_keypoints: np.ndarray,
-        flip_index: np.ndarray,
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    def merge_flip(self, pair: FlipPair) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """(keypoints (B, K, 2) crop px, scores (B, K), response (B, K)) of the mean of the heatmaps and the
-        mirrored heatmaps of the flipped crop (the codec's flip merge), decoded again. ``prediction`` / ``flipped``
-        are the two crops' own decodings, ``flipped_keypoints`` the flipped crop's keypoints mapped back."""
-        merged = self.codec.flip_merge(outputs["heatmaps"], flipped_outputs["heatmaps"], flip_index)
+        mirrored heatmaps of the flipped crop (the codec's flip merge), decoded again."""
+        merged = self.codec.flip_merge(pair.outputs["heatmaps"], pair.flipped_outputs["heatmaps"], pair.flip_index)
         keypoints, scores = self.codec.decode(merged)
         return keypoints, scores, scores.copy()
 
@@ -179,19 +184,11 @@ class AslaPoseHead(AslaHead):
         keypoints = self.codec.to_crop(keypoints_hm.float().cpu().numpy())
         return Prediction(keypoints.astype(np.float32), scores.float().cpu().numpy())
 
-    def merge_flip(
-        self,
-        outputs: dict[str, Tensor],
-        flipped_outputs: dict[str, Tensor],
-        prediction: Prediction,
-        flipped: Prediction,
-        flipped_keypoints: np.ndarray,
-        flip_index: np.ndarray,
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-        """The mean of the plain keypoints and the flipped crop's, mapped back (``flipped_keypoints``, (B, K, 2)
-        crop px in the plain crop's keypoint order): ASLA has no map to merge."""
-        keypoints = 0.5 * (prediction.keypoints + flipped_keypoints)
-        scores = 0.5 * (prediction.scores + flipped.scores[:, flip_index])
+    def merge_flip(self, pair: FlipPair) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """The mean of the plain keypoints and the flipped crop's mapped back, and of their scores: ASLA has no map
+        to merge."""
+        keypoints = 0.5 * (pair.prediction.keypoints + pair.flipped_keypoints)
+        scores = 0.5 * (pair.prediction.scores + pair.flipped.scores[:, pair.flip_index])
         return keypoints, scores, None
 
     def confidence_maps(self, outputs: dict[str, Tensor]) -> Tensor:

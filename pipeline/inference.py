@@ -16,6 +16,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from models.heads import FlipPair
 from models.pose_model import PoseModel
 from pipeline.data.coco import CocoKeypoints, coco_results
 from pipeline.data.dataset import IMAGENET_MEAN, IMAGENET_STD, InstanceRecord, TopDownDataset, instances_from_coco
@@ -67,9 +68,8 @@ def predict_batch(model: PoseModel, batch: dict[str, torch.Tensor], *, flip_test
         flipped_kp = _unflip_keypoints(flipped.keypoints, width, flip_index)
         box_crop = _box_size_in_crop(batch)
         disagreement = np.linalg.norm(keypoints - flipped_kp, axis=-1).mean(axis=1) / box_crop
-        keypoints, scores, merged_response = model.head.merge_flip(
-            outputs, flipped_outputs, pred, flipped, flipped_kp, flip_index
-        )
+        pair = FlipPair(outputs, flipped_outputs, pred, flipped, flipped_kp, flip_index)
+        keypoints, scores, merged_response = model.head.merge_flip(pair)
         response = merged_response if merged_response is not None else response
     matrix = batch["matrix"].numpy()
     flipped_crop = batch["flipped"].numpy()
