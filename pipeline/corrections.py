@@ -549,8 +549,8 @@ def store_lock(store_dir: Path, timeout_s: float = STORE_LOCK_TIMEOUT_S) -> Iter
     """
     import fcntl
 
-    store_dir = Path(store_dir)
-    lock_path = store_dir.parent / f".{store_dir.name}.lock"
+    real = Path(store_dir).resolve()  # beside the real folder: two clones sharing one store share the lock too
+    lock_path = real.parent / f".{real.name}.lock"
     lock_path.parent.mkdir(parents=True, exist_ok=True)
     deadline = time.monotonic() + timeout_s
     with open(lock_path, "a+b") as handle:

@@ -548,6 +548,23 @@ print(write_pull(Path(sys.argv[1]), [c], [], [], "test"))
 """
 
 
+def test_clones_sharing_a_symlinked_store_share_its_lock(tmp_path):
+    """Two clones whose data/corrections link to one folder on another disk: one lock, beside the real folder."""
+    from pipeline import corrections
+
+    shared = tmp_path / "disk" / "corrections"
+    shared.mkdir(parents=True)
+    for clone in ("a", "b"):
+        (tmp_path / clone / "data").mkdir(parents=True)
+        (tmp_path / clone / "data" / "corrections").symlink_to(shared)
+    with (
+        corrections.store_lock(tmp_path / "a" / "data" / "corrections"),
+        pytest.raises(TimeoutError, match=r"disk/\.corrections\.lock: another pull"),
+        corrections.store_lock(tmp_path / "b" / "data" / "corrections", timeout_s=0.5),
+    ):
+        pass
+
+
 def test_two_pulls_at_once_store_each_record_once(tmp_path):
     store = tmp_path / "data" / "corrections"
     env = dict(os.environ, PYTHONPATH=str(REPO))

@@ -141,3 +141,29 @@ def test_prepare_refuses_what_validate_refuses_naming_the_file(tmp_path, coco_mi
     with pytest.raises(ImageError, match=r"huge.png: over the limit of 100 megapixels"):
         probe_image(images / "huge.png")
     assert load_image(images / "large.png") is None  # refused from the header, never decoded
+
+
+def test_one_file_under_two_image_ids_is_linked_once(tmp_path):
+    """validate warns about it and keeps both records; prepare used to crash on the second link (SameFileError)."""
+    from pipeline.data.prepare import link_images
+
+    Image.new("RGB", (8, 6)).save(tmp_path / "a.png")
+    link_images(["a.png", "a.png"], tmp_path, tmp_path / "out")
+    assert (tmp_path / "out" / "a.png").read_bytes() == (tmp_path / "a.png").read_bytes()
+
+
+def test_malformed_exif_is_refused_by_name_not_a_traceback(tmp_path):
+    """An IFD0 entry count running past the EXIF segment (a crafted or damaged file): a clean ImageError."""
+    from pipeline.data.images import copy_image
+
+    path = tmp_path / "odd.jpg"
+    _rotated_jpeg(path)
+    data = bytearray(path.read_bytes())
+    tiff = data.index(b"Exif\x00\x00") + 6
+    order = "<" if data[tiff : tiff + 2] == b"II" else ">"
+    ifd = tiff + struct.unpack(order + "I", data[tiff + 4 : tiff + 8])[0]
+    data[ifd : ifd + 2] = struct.pack(order + "H", 0xFFFF)
+    path.write_bytes(bytes(data))
+    with pytest.raises(ImageError, match=r"odd\.jpg: EXIF orientation 6 in a file that is not a baseline JPEG"):
+        copy_image(path, tmp_path / "copy.jpg", 6)
+    assert not (tmp_path / "copy.jpg").exists()

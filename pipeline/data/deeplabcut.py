@@ -488,7 +488,8 @@ def _table_frame(table, path: Path) -> tuple[list[tuple[str, ...]], list[tuple[s
     columns: list[tuple[str, ...]] = []
     blocks = []
     for name in (n for n in names if n.startswith("values_block_")):
-        block = np.asarray(data[name], dtype=np.float64).reshape(len(rows), -1)
+        width = int(np.prod(data.dtype[name].shape)) or 1
+        block = np.asarray(data[name], dtype=np.float64).reshape(len(rows), width)
         kind = _plain_data(table.attrs[f"{name}_kind"], path, f"{name}_kind")
         if not isinstance(kind, list) or len(kind) != block.shape[1]:
             raise DeepLabCutFormatError(f"{path}: {name}'s column names do not match its {block.shape[1]} columns")

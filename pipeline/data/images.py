@@ -27,6 +27,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from pipeline.files import atomic_path, atomic_write
+
 log = logging.getLogger(__name__)
 
 # 100 megapixels: above every phone and DSLR frame in common use (~50 MP), 300 MB as RGB uint8.
@@ -89,7 +91,15 @@ def load_image(path: str | os.PathLike[str]) -> np.ndarray | None:
 
 
 def _jpeg_orientation_offset(data: bytes) -> tuple[int, str] | None:
-    """(byte offset of the Orientation value, TIFF byte order '<' or '>') in a JPEG's EXIF block, or None."""
+    """(byte offset of the Orientation value, TIFF byte order '<' or '>') in a JPEG's EXIF block, or None when it
+    is not a SHORT in IFD0 of the first APP1 segment (malformed or unusual files: the caller refuses those)."""
+    try:
+        return _find_orientation(data)
+    except (struct.error, IndexError):
+        return None
+
+
+def _find_orientation(data: bytes) -> tuple[int, str] | None:
     if data[:2] != b"\xff\xd8":
         return None
     pos = 2
@@ -106,6 +116,8 @@ def _jpeg_orientation_offset(data: bytes) -> tuple[int, str] | None:
                 return None
             ifd = tiff + struct.unpack(order + "I", data[tiff + 4 : tiff + 8])[0]
             count = struct.unpack(order + "H", data[ifd : ifd + 2])[0]
+            if ifd + 2 + 12 * count > pos + 2 + length:  # IFD0 must lie inside this segment
+                return None
             for i in range(count):
                 entry = ifd + 2 + 12 * i
                 tag, kind = struct.unpack(order + "HH", data[entry : entry + 4])
@@ -125,7 +137,8 @@ def copy_image(src: Path, dst: Path, orientation: int) -> None:
         try:
             os.link(src, dst)
         except OSError:
-            shutil.copy2(src, dst)
+            with atomic_path(dst) as tmp:
+                shutil.copy2(src, tmp)
         return
     data = bytearray(src.read_bytes())
     found = _jpeg_orientation_offset(bytes(data))
@@ -137,4 +150,4 @@ def copy_image(src: Path, dst: Path, orientation: int) -> None:
         )
     offset, order = found
     data[offset : offset + 2] = struct.pack(order + "H", 1)
-    dst.write_bytes(bytes(data))
+    atomic_write(dst, bytes(data))

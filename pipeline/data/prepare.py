@@ -207,6 +207,7 @@ def link_images(file_names: list[str], src_root: Path, dst_root: Path) -> None:
 
     dst_base, src_base = dst_root.resolve(), src_root.resolve()
     todo: list[tuple[Path, Path]] = []
+    queued: set[Path] = set()
     for name in file_names:
         escape = path_escape(name)
         src, dst = src_root / name, dst_root / name
@@ -217,15 +218,17 @@ def link_images(file_names: list[str], src_root: Path, dst_root: Path) -> None:
         if escape is None and src.exists() and not src.resolve().is_relative_to(src_base):
             escape = (
                 f"{name!r:.80} resolves to {src.resolve()}, outside the image folder {src_base} (a symlink); copy "
-                "the file into the folder or point params.yaml at the folder it lies in"
+                "the file into the folder or point params.yaml at the folder it lies in (a DVC cache of type "
+                "symlink: `dvc config cache.type reflink,hardlink,copy` and `dvc checkout --relink`)"
             )
         if escape:
             raise PrepareError(f"image file_name {escape}: refused (every image must lie inside its image folder)")
-        if dst.exists():
+        if dst.exists() or dst in queued:  # one file under two image ids (validate warns): linked once
             continue
         if not src.is_file():
             raise PrepareError(f"image file missing: {src}")
         todo.append((src, dst))
+        queued.add(dst)
 
     def probe(src: Path) -> tuple[int, int, int] | str:
         try:
