@@ -219,7 +219,7 @@ def run() -> None:
         f"Target for `tiny`: >= 60 images/s at 192x256, batch 32, fp32: **{verdict}** "
         f"(best fp32 setting: {best_fp32:.0f} images/s).{busy}\n\n"
         "Size and cost (17-keypoint head; GMACs = multiply-accumulates, the papers' 'GFLOPs'; GFLOPs = 2 x GMACs; "
-        f"`python -m models.summary`):\n\n{cost}"
+        f"`python -m pipeline summary`):\n\n{cost}"
     )
     write_section(
         "models",

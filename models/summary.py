@@ -1,4 +1,4 @@
-"""Model size and cost: parameters and FLOPs, and ``python -m models.summary``, a table of every backbone.
+"""Model size and cost: parameters and FLOPs, and ``python -m pipeline summary``, a table of every backbone.
 
 Conventions. ``count_flops`` returns GFLOPs = 2 x multiply-accumulates, the convention of
 ``torch.utils.flop_counter.FlopCounterMode`` that it uses (one multiply + one add per MAC). It counts convolutions,
@@ -27,7 +27,6 @@ only, no arithmetic, so even HRNet-W48 is counted in well under a second and not
 
 from __future__ import annotations
 
-import argparse
 import copy
 from collections.abc import Sequence
 
@@ -131,27 +130,13 @@ def format_table(rows: Sequence[dict], input_size: Size, num_keypoints: int) -> 
     return "\n".join(lines)
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m models.summary", description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--input-size",
-        type=int,
-        nargs=2,
-        default=(192, 256),
-        metavar=("W", "H"),
-        help="network input width and height (multiples of 32; default 192 256)",
-    )
-    parser.add_argument("--keypoints", type=int, default=17, help="heatmap channels of the 1x1 head (default 17)")
-    args = parser.parse_args(argv)
-    w, h = args.input_size
+def summary_command(input_size: tuple[int, int], keypoints: int) -> int:
+    """``python -m pipeline summary``: parameters and GMACs of every backbone with a ``keypoints``-channel head."""
+    w, h = input_size
     if w <= 0 or h <= 0 or w % 32 or h % 32:
-        parser.error(f"--input-size must be positive multiples of 32 (resnet and hrnet need it), got {w} {h}")
-    if args.keypoints < 1:
-        parser.error(f"--keypoints must be >= 1, got {args.keypoints}")
-    rows = summary_rows((w, h), args.keypoints)
-    print(format_table(rows, (w, h), args.keypoints))
+        raise ValueError(f"--input-size must be positive multiples of 32 (resnet and hrnet need it), got {w} {h}")
+    if keypoints < 1:
+        raise ValueError(f"--keypoints must be >= 1, got {keypoints}")
+    print(format_table(summary_rows((w, h), keypoints), (w, h), keypoints))
     print("\nGMACs = multiply-accumulates (the papers' 'GFLOPs'); GFLOPs = 2 x GMACs. Convolutions only.")
-
-
-if __name__ == "__main__":
-    main()
+    return 0

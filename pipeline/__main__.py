@@ -99,6 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="skip a person with fewer labeled keypoints in the truth as unlabelable",
     )
 
+    _add_developer_commands(sub)
+
     p = sub.add_parser("promote", help="move the registry's champion alias to a version (default: the challenger)")
     p.add_argument("--version", type=int, default=None, help="model version number (default: the challenger)")
     p.add_argument("--name", default=None, help="registered model (default: params.register.model_name)")
@@ -109,6 +111,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
     return parser
+
+
+def _add_developer_commands(sub: argparse._SubParsersAction) -> None:
+    """``synthetic`` and ``summary``: a look at the generated data and at the networks' size and cost."""
+    p = sub.add_parser("synthetic", help="write a small synthetic data set (images/ and annotations.json)")
+    p.add_argument("--out", type=Path, required=True, help="output folder (images/ and annotations.json)")
+    p.add_argument("--num-images", type=_positive_int, default=16, help="how many images (default 16)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--width", type=_positive_int, default=256, help="image width (default 256)")
+    p.add_argument("--height", type=_positive_int, default=256, help="image height (default 256)")
+    p.add_argument("--sheet", action="store_true", help="also write sheet.png with the keypoints drawn")
+
+    p = sub.add_parser("summary", help="parameters and GMACs of every backbone")
+    p.add_argument(
+        "--input-size",
+        type=int,
+        nargs=2,
+        default=(192, 256),
+        metavar=("W", "H"),
+        help="network input width and height (multiples of 32; default 192 256)",
+    )
+    p.add_argument("--keypoints", type=int, default=17, help="heatmap channels of the 1x1 head (default 17)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -140,6 +164,14 @@ def run(args: argparse.Namespace) -> int:
         return simulate_command(
             args.oracle, args.project, args.noise, args.miss_rate, args.seed, args.delay, args.min_keypoints
         )
+    if args.command == "synthetic":
+        from pipeline.data.synthetic import synthetic_command
+
+        return synthetic_command(args.out, args.num_images, args.seed, args.width, args.height, args.sheet)
+    if args.command == "summary":
+        from models.summary import summary_command
+
+        return summary_command(tuple(args.input_size), args.keypoints)
     if args.command == "promote":
         from pipeline.registry import promote_command
 

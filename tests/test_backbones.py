@@ -7,8 +7,9 @@ import torch
 from torch import nn
 
 from models.backbones import BACKBONES, Backbone, build_backbone
-from models.summary import count_flops, count_macs, count_parameters, main, with_head
+from models.summary import count_flops, count_macs, count_parameters, with_head
 from models.weights import WeightsError, load_state_dict_file, read_state_dict
+from pipeline.__main__ import main
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -113,12 +114,12 @@ def test_reference_prefixes_cover_every_key(name: str, variant: int) -> None:
 
 
 def test_summary_prints_a_table(capsys: pytest.CaptureFixture[str]) -> None:
-    main(["--input-size", "64", "96", "--keypoints", "4"])
+    assert main(["summary", "--input-size", "64", "96", "--keypoints", "4"]) == 0
     out = capsys.readouterr().out
     for label in ("tiny (width 32)", "resnet-18", "resnet-50", "hrnet-w32", "hrnet-w48", "GMACs at 64x96"):
         assert label in out
-    with pytest.raises(SystemExit):
-        main(["--input-size", "100", "96"])
+    assert main(["summary", "--input-size", "100", "96"]) == 2
+    assert "--input-size must be positive multiples of 32" in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------------------------------------------------- weights

@@ -43,7 +43,6 @@ for a given config and any subset of images can be rendered in any order or in p
 
 from __future__ import annotations
 
-import argparse
 import colorsys
 import json
 import math
@@ -1108,26 +1107,16 @@ def generate_dataset(out_dir: Path, cfg: SyntheticConfig, image_subdir: str = "i
 # ----------------------------------------------------------------------------------------------- quick look (CLI)
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m pipeline.data.synthetic", description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, required=True, help="output folder (images/ and annotations.json)")
-    parser.add_argument("--num-images", type=int, default=16)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--width", type=int, default=256)
-    parser.add_argument("--height", type=int, default=256)
-    parser.add_argument("--sheet", action="store_true", help="also write sheet.png with the keypoints drawn")
-    args = parser.parse_args(argv)
-    cfg = SyntheticConfig(num_images=args.num_images, seed=args.seed, image_width=args.width, image_height=args.height)
+def synthetic_command(out: Path, num_images: int, seed: int, width: int, height: int, sheet: bool) -> int:
+    """``python -m pipeline synthetic``: write a small synthetic data set (images/ and annotations.json) to look at."""
+    cfg = SyntheticConfig(num_images=num_images, seed=seed, image_width=width, image_height=height)
     start = time.perf_counter()
-    coco = generate_dataset(args.out, cfg)
+    coco = generate_dataset(out, cfg)
     seconds = time.perf_counter() - start
-    (args.out / "annotations.json").write_text(json.dumps(coco))
-    print(f"{cfg.num_images} images, {len(coco['annotations'])} people in {seconds:.2f} s -> {args.out}")
-    if args.sheet:
+    (out / "annotations.json").write_text(json.dumps(coco))
+    print(f"{cfg.num_images} images, {len(coco['annotations'])} people in {seconds:.2f} s -> {out}")
+    if sheet:
         from pipeline.viz import preview_command
 
-        preview_command(args.out / "annotations.json", args.out, args.out / "sheet.png", num=16, columns=4)
-
-
-if __name__ == "__main__":
-    main()
+        preview_command(out / "annotations.json", out, out / "sheet.png", num=16, columns=4)
+    return 0
