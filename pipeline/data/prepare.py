@@ -270,7 +270,8 @@ def load_source(params: DataParams, out_dir: Path, project_root: Path) -> tuple[
         cfg = SyntheticConfig(seed=params.seed, **vars(params.synthetic))
         return generate_dataset(out_dir, cfg, image_subdir="images"), None
 
-    from pipeline.data.coco import CocoKeypoints, load_json
+    from pipeline.data.coco import CocoKeypoints
+    from pipeline.data.formats import read_format
 
     def resolve(path: str | None, key: str) -> Path:
         if not path:
@@ -303,7 +304,7 @@ def load_source(params: DataParams, out_dir: Path, project_root: Path) -> tuple[
 
         def import_coco(ann: str | None, ann_key: str, images: str | None, img_key: str, prefix: str) -> dict:
             ann_path = resolve(ann, f"coco.{ann_key}")
-            data = checked(load_json(ann_path), ann_path, c.category)
+            data = checked(read_format("coco", ann_path)[0], ann_path, c.category)
             return linked(data, resolve(images, f"coco.{img_key}"), prefix)
 
         coco = import_coco(c.annotations, "annotations", c.images, "images", "images/train")
@@ -312,32 +313,21 @@ def load_source(params: DataParams, out_dir: Path, project_root: Path) -> tuple[
             val = import_coco(c.val_annotations, "val_annotations", c.val_images, "val_images", "images/val")
         return coco, val
 
-    if params.source == "mpii":
-        from pipeline.data.mpii import read_mpii
-
-        ann_path = resolve(params.mpii.annotations, "mpii.annotations")
-        img_root = resolve(params.mpii.images, "mpii.images")
-        return linked(checked(read_mpii(ann_path, img_root), ann_path), img_root, "images"), None
-
-    if params.source == "labelstudio":
-        from pipeline.data.labelstudio.source import read_labelstudio_export
-
-        export = resolve(params.labelstudio.export, "labelstudio.export")
-        img_root = resolve(params.labelstudio.images, "labelstudio.images")
-        data = read_labelstudio_export(export, img_root, keypoints=params.labelstudio.keypoints)
-        return linked(checked(data, export), img_root, "images"), None
-
+    source = getattr(params, params.source)
     if params.source == "sleap":
-        from pipeline.data.sleap import read_sleap
-
-        labels = resolve(params.sleap.labels, "sleap.labels")
         # The frames are decoded from the file's embedded images or its video into the prepared folder itself.
-        return checked(read_sleap(labels, out_dir, "images"), labels), None
-
-    from pipeline.data.deeplabcut import read_deeplabcut_project
-
-    coco, root = read_deeplabcut_project(resolve(params.deeplabcut.project, "deeplabcut.project"))
-    return linked(checked(coco, root / "config.yaml"), root, "images"), None
+        labels = resolve(source.labels, "sleap.labels")
+        return checked(read_format("sleap", labels, frames_dir=out_dir / "images")[0], labels), None
+    if params.source == "deeplabcut":
+        coco, root = read_format("deeplabcut", resolve(source.project, "deeplabcut.project"))
+        return linked(checked(coco, root / "config.yaml"), root, "images"), None
+    # mpii, labelstudio: a JSON file and its image folder
+    path_key = "annotations" if params.source == "mpii" else "export"
+    path = resolve(getattr(source, path_key), f"{params.source}.{path_key}")
+    img_root = resolve(source.images, f"{params.source}.images")
+    keypoints = source.keypoints if params.source == "labelstudio" else None
+    data, _ = read_format(params.source, path, img_root, labelstudio_keypoints=keypoints)
+    return linked(checked(data, path), img_root, "images"), None
 
 
 def _defaults_in_use(params: DataParams) -> frozenset[str]:

@@ -11,35 +11,22 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.data.coco import CocoFormatError, CocoKeypoints, load_json, summarize, validate_coco, warning_lines
-from pipeline.data.deeplabcut import read_deeplabcut_project
-from pipeline.data.labelstudio.source import export_to_coco, looks_like_labelstudio_export
-from pipeline.data.mpii import looks_like_mpii, mpii_to_coco
-from pipeline.data.sleap import read_sleap
+from pipeline.data.formats import detect_format, read_format
 
 
 def read_as_coco(path: Path, fmt: str, images: Path | None) -> tuple[Any, Path | None]:
-    """(parsed data as COCO, the folder its images are in or None); raises what the readers raise.
-
-    ``fmt`` ``auto``: a folder is a DeepLabCut project, ``.slp`` a SLEAP file, JSON goes by its shape (``coco`` when
-    unsure: its errors explain)."""
-    if fmt == "auto" and path.is_dir():
-        fmt = "deeplabcut"
-    elif fmt == "auto" and path.suffix == ".slp":
-        fmt = "sleap"
-    if fmt == "deeplabcut":
-        return read_deeplabcut_project(path)  # (coco, project folder): its frames are checked
-    if fmt == "sleap":
-        return read_sleap(path, None), None  # frames are in the file or its video: not checked one by one
-    data = load_json(path)
-    if fmt == "auto":
-        fmt = "mpii" if looks_like_mpii(data) else "labelstudio" if looks_like_labelstudio_export(data) else "coco"
+    """(parsed data as COCO, the folder its images are in or None), through ``formats.read_format`` as prepare reads
+    it; ``fmt`` ``auto``: ``formats.detect_format``. Raises what the readers raise."""
+    parsed = None
+    if fmt == "auto" and not (path.is_dir() or path.suffix == ".slp"):
+        parsed = load_json(path)
+        fmt = detect_format(path, parsed)
+    if fmt in ("mpii", "labelstudio") and images is None:
+        raise ValueError(f"{path}: {fmt} layout: give --images DIR (the image sizes come from the image files)")
+    data, folder = read_format(fmt, path, images, parsed=parsed)
     if fmt in ("mpii", "labelstudio"):
-        if images is None:
-            raise ValueError(f"{path}: {fmt} layout: give --images DIR (the image sizes come from the image files)")
-        convert = mpii_to_coco if fmt == "mpii" else export_to_coco
-        data = convert(data, str(path), Path(images))
         print(f"{path}: read as {fmt} (converted to COCO keypoints as data.source: {fmt} does)")
-    return data, images
+    return data, folder
 
 
 def validate_command(
