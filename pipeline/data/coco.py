@@ -36,7 +36,6 @@ import math
 import os
 from collections import Counter
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
@@ -512,7 +511,7 @@ def _check_keypoint_values(
 
 
 def _check_image_files(images: list[Any], images_dir: Path, decode: bool, out: _Collector) -> None:
-    from pipeline.data.images import ImageError, probe_image
+    from pipeline.data.images import probe_images
 
     # (position, record, image, file): problems are reported in image order, whichever check found them.
     found: list[tuple[int, Problem]] = []
@@ -531,15 +530,7 @@ def _check_image_files(images: list[Any], images_dir: Path, decode: bool, out: _
         elif decode:
             todo.append((i, rec, img, file))
 
-    def probe(file: Path) -> tuple[int, int, int] | str:
-        try:
-            return probe_image(file)
-        except ImageError as exc:
-            return str(exc)
-
-    # PIL releases the GIL while decoding, so threads give a real speed-up on a few thousand images.
-    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
-        results = list(pool.map(lambda t: probe(t[3]), todo))
+    results = probe_images([t[3] for t in todo])
     for (i, rec, img, file), result in zip(todo, results, strict=True):
         if isinstance(result, str):
             found.append((i, Problem(out.file, rec, "file_name", result)))

@@ -74,7 +74,10 @@ def read_format(
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}; one of {', '.join(FORMATS)}")
     if images is None:
-        raise ValueError(f"{path}: {fmt} layout: give the image folder (the image sizes come from the image files)")
+        raise ValueError(
+            f"{path}: {fmt} layout: give --images DIR (params.yaml: data.{fmt}.images); the image sizes come from "
+            "the image files"
+        )
     if fmt == "mpii":
         from pipeline.data.mpii import mpii_to_coco
 

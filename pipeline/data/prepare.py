@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 from pathlib import Path
 
 import numpy as np
@@ -200,10 +199,8 @@ def link_images(file_names: list[str], src_root: Path, dst_root: Path) -> None:
     that only exists on one machine. A source file that is a symlink resolving outside ``src_root`` is refused:
     Label Studio serves the prepared folder, so a link to a private file would publish it.
     """
-    from concurrent.futures import ThreadPoolExecutor
-
     from pipeline.data.coco import path_escape
-    from pipeline.data.images import ImageError, copy_image, probe_image
+    from pipeline.data.images import ImageError, copy_image, probe_images
 
     dst_base, src_base = dst_root.resolve(), src_root.resolve()
     todo: list[tuple[Path, Path]] = []
@@ -230,14 +227,7 @@ def link_images(file_names: list[str], src_root: Path, dst_root: Path) -> None:
         todo.append((src, dst))
         queued.add(dst)
 
-    def probe(src: Path) -> tuple[int, int, int] | str:
-        try:
-            return probe_image(src)
-        except ImageError as exc:
-            return str(exc)
-
-    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:  # PIL decodes without the GIL
-        probed = list(pool.map(lambda t: probe(t[0]), todo))
+    probed = probe_images([src for src, _ in todo])
     broken = [result for result in probed if isinstance(result, str)]
     if broken:
         more = f" (and {len(broken) - 5} more)" if len(broken) > 5 else ""

@@ -21,8 +21,6 @@ def read_as_coco(path: Path, fmt: str, images: Path | None) -> tuple[Any, Path |
     if fmt == "auto" and not (path.is_dir() or path.suffix == ".slp"):
         parsed = load_json(path)
         fmt = detect_format(path, parsed)
-    if fmt in ("mpii", "labelstudio") and images is None:
-        raise ValueError(f"{path}: {fmt} layout: give --images DIR (the image sizes come from the image files)")
     data, folder = read_format(fmt, path, images, parsed=parsed)
     if fmt in ("mpii", "labelstudio"):
         print(f"{path}: read as {fmt} (converted to COCO keypoints as data.source: {fmt} does)")
