@@ -12,10 +12,9 @@ import time
 from pathlib import Path
 
 import torch
-import yaml
 
 from bench.report import write_section
-from pipeline.config import params_from_dict
+from pipeline.config import load_params, with_overrides
 from pipeline.data.coco import read_coco
 from pipeline.data.dataset import TopDownDataset, instances_from_coco
 from pipeline.data.prepare import prepare
@@ -29,10 +28,8 @@ IMAGES = 600
 
 
 def _project(root: Path) -> Path:
-    raw = yaml.safe_load(Path("params.yaml").read_text())
-    raw["data"].update(labeled=2, val_images=2, test_images=0, seed=0)
-    raw["data"]["synthetic"]["num_images"] = IMAGES
-    params = params_from_dict(raw)
+    data = {"labeled": 2, "val_images": 2, "test_images": 0, "seed": 0, "synthetic.num_images": IMAGES}
+    params = with_overrides(load_params(), {f"data.{k}": v for k, v in data.items()})
     prepare(params.data, root / "prepared")
     schema = read_coco(root / "prepared" / "labeled.json").schema
     torch.manual_seed(0)
@@ -47,7 +44,7 @@ def _plain(model_dir: Path, pool_file: Path, root: Path, threads: int) -> float:
     records = instances_from_coco(
         pool.images, pool.annotations, root, pool.schema.num_keypoints, require_keypoints=False
     )
-    dataset = TopDownDataset(records, pool.schema, model.codec)
+    dataset = TopDownDataset(records, pool.schema, model.head.target_codec)
     start = time.perf_counter()
     predict(model, dataset, batch_size=BATCH, flip_test=True)
     return len(records) / (time.perf_counter() - start)

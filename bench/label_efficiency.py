@@ -65,10 +65,9 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import torch
-import yaml
 
 from bench.report import RESULTS_DIR, available_cores, write_section
-from pipeline.config import Params, params_from_dict
+from pipeline.config import Params, load_params, with_overrides
 from pipeline.corrections import Correction, Skip, read_store, write_pull
 from pipeline.data.coco import read_coco, write_coco
 from pipeline.data.dataset import TopDownDataset, instances_from_coco
@@ -183,47 +182,47 @@ def policy_spec(spec: str) -> tuple[str, float]:
     return policy, float(share or 0.0)
 
 
-def base_params(grid: Grid, seed: int, source: str) -> dict:
+def base_params(grid: Grid, seed: int, source: str) -> Params:
     """params.yaml with the grid's sizes; select / pseudolabel sections (weights, tau, flip test) unchanged."""
-    raw = yaml.safe_load(Path("params.yaml").read_text())
-    data = raw["data"]
-    data.update(labeled=grid.seed_labels, seed=seed)
+    params = load_params()
+    overrides: dict = {"data.labeled": grid.seed_labels, "data.seed": seed}
     if source == "synthetic":
-        data.update(source="synthetic", val_images=min(100, grid.images // 4), test_images=min(10, grid.images // 20))
-        data["synthetic"]["num_images"] = grid.images
+        overrides |= {
+            "data.source": "synthetic",
+            "data.val_images": min(100, grid.images // 4),
+            "data.test_images": min(10, grid.images // 20),
+            "data.synthetic.num_images": grid.images,
+        }
     else:  # coco_mini: 32 val2017 images hold people with keypoints
         root = COCO_MINI.resolve()
-        data.update(source="coco", val_images=28, test_images=4)
-        data["coco"].update(
-            annotations=str(root / "annotations/person_keypoints_train2017.json"),
-            images=str(root / "train2017"),
-            val_annotations=str(root / "annotations/person_keypoints_val2017.json"),
-            val_images=str(root / "val2017"),
-        )
-    raw["codec"]["input_size"] = list(grid.input_size)
-    raw["model"]["variant"] = grid.variant
-    raw["train"].update(
-        epochs=grid.epochs,
-        min_steps_per_epoch=grid.steps,
-        batch_size=grid.batch_size,
-        seed=seed,
-        warmup_steps=min(raw["train"]["warmup_steps"], grid.steps),
-        num_workers=1,
-        threads_per_worker=grid.threads,
-        loader_workers=grid.loader_workers,
-        warm_start="scratch",
-        pseudo_labels=False,
-    )
-    raw["train"]["ssl"]["rampup_epochs"] = min(raw["train"]["ssl"]["rampup_epochs"], max(1, grid.epochs // 3))
-    return raw
+        overrides |= {
+            "data.source": "coco",
+            "data.val_images": 28,
+            "data.test_images": 4,
+            "data.coco.annotations": str(root / "annotations/person_keypoints_train2017.json"),
+            "data.coco.images": str(root / "train2017"),
+            "data.coco.val_annotations": str(root / "annotations/person_keypoints_val2017.json"),
+            "data.coco.val_images": str(root / "val2017"),
+        }
+    train = {
+        "epochs": grid.epochs,
+        "min_steps_per_epoch": grid.steps,
+        "batch_size": grid.batch_size,
+        "seed": seed,
+        "warmup_steps": min(params.train.warmup_steps, grid.steps),
+        "num_workers": 1,
+        "threads_per_worker": grid.threads,
+        "loader_workers": grid.loader_workers,
+        "warm_start": "scratch",
+        "pseudo_labels": False,
+        "ssl.rampup_epochs": min(params.train.ssl.rampup_epochs, max(1, grid.epochs // 3)),
+    }
+    overrides |= {"codec.input_size": list(grid.input_size), "model.variant": grid.variant}
+    return with_overrides(params, overrides | {f"train.{k}": v for k, v in train.items()})
 
 
-def with_ssl(raw: dict, mode: str, epochs: int | None = None) -> dict:
-    out = json.loads(json.dumps(raw))
-    out["train"]["ssl"]["mode"] = mode
-    if epochs is not None:
-        out["train"]["epochs"] = epochs
-    return out
+def with_ssl(params: Params, mode: str, epochs: int | None = None) -> Params:
+    return with_overrides(params, {"train.ssl.mode": mode} | ({"train.epochs": epochs} if epochs is not None else {}))
 
 
 def count_of(value: float, total: int) -> int:
@@ -258,8 +257,7 @@ class Project:
         }
 
 
-def make_project(raw: dict, seed: int, root: Path) -> Project:
-    params = params_from_dict(raw)
+def make_project(params: Params, seed: int, root: Path) -> Project:
     prepared = root / "prepared"
     prepare(params.data, prepared)
     seed_coco = read_coco(prepared / "labeled.json").to_dict()
@@ -296,18 +294,18 @@ class Trained:
     seconds: float
 
 
-def train(raw: dict, project: Project, labels: Path, out: Path, init: Path | None) -> Trained:
+def train(params: Params, project: Project, labels: Path, out: Path, init: Path | None) -> Trained:
     """train_worker in this process; the kept weights are copied to ``out`` and the checkpoints removed."""
     checkpoints = out.with_name(out.stem + "-checkpoints")
     shutil.rmtree(checkpoints, ignore_errors=True)  # a leftover would resume instead of training anew
     started = time.perf_counter()
-    checkpoint = train_in_process(params_from_dict(raw), project.paths(labels), checkpoints, init_weights=init)
+    checkpoint = train_in_process(params, project.paths(labels), checkpoints, init_weights=init)
     history = checkpoint.history()
     shutil.copyfile(checkpoint.path / checkpoint.BEST, out)
     shutil.rmtree(checkpoints)
     best = max(history, key=lambda h: h["val_ap"])  # the first epoch with the best AP: the one kept
     labeled = len(json.loads(labels.read_text())["annotations"])
-    steps = raw["train"]["epochs"] * epoch_steps(labeled, params_from_dict(raw))
+    steps = params.train.epochs * epoch_steps(labeled, params)
     return Trained(
         out,
         float(best["val_ap"]),
@@ -318,10 +316,9 @@ def train(raw: dict, project: Project, labels: Path, out: Path, init: Path | Non
     )
 
 
-def score_pool(raw: dict, project: Project, weights: Path, out: Path):
+def score_pool(params: Params, project: Project, weights: Path, out: Path):
     """The teacher over the pool -> pool_predictions.parquet (the pseudolabel stage's columns) -> read_pool_predictions:
     (scalar columns, the whole table)."""
-    params: Params = params_from_dict(raw)
     torch.set_num_threads(params.train.threads_per_worker)
     model = model_from_params(params, project.pool_set.codec, project.pool_set.schema)
     model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
@@ -443,8 +440,8 @@ def run_unit(grid: Grid, source: str, unit: Unit, workdir: Path) -> dict:
     base_rates: list[dict] = []
     hopeless_checks: list[dict] = []
     seed = unit.seed
-    raw = base_params(grid, seed, source)
-    project = make_project(raw, seed, workdir / f"seed{seed}-{unit.ssl or 'reference'}")
+    params = base_params(grid, seed, source)
+    project = make_project(params, seed, workdir / f"seed{seed}-{unit.ssl or 'reference'}")
     trainings = 1 if unit.ssl is None else 1 + len(unit.policies) * grid.rounds
     done, started = 0, time.perf_counter()
 
@@ -491,7 +488,7 @@ def run_unit(grid: Grid, source: str, unit: Unit, workdir: Path) -> dict:
             annotate(project, ref_dir / "corrections", labelable, 1, "reference", {}, grid.skip_below_visible)
             report = merged_labels(project, ref_dir / "corrections", ref_dir / "train.json")
             epochs = grid.epochs * (grid.rounds + 1 if grid.warm_start else 1)
-            ref = train(with_ssl(raw, "off", epochs), project, ref_dir / "train.json", ref_dir / "model.pt", None)
+            ref = train(with_ssl(params, "off", epochs), project, ref_dir / "train.json", ref_dir / "model.pt", None)
             done += 1
             references.append(
                 {
@@ -507,15 +504,15 @@ def run_unit(grid: Grid, source: str, unit: Unit, workdir: Path) -> dict:
             progress(f"reference ({report['labeled_total']} labels): val AP {ref.ap:.4f}")
             return results
 
-        select_cfg = params_from_dict(raw).select
+        select_cfg = params.select
         ssl = unit.ssl
-        arm_raw = with_ssl(raw, ssl)
+        arm_params = with_ssl(params, ssl)
         zero_dir = project.root / f"ssl-{ssl}"
         zero_dir.mkdir(parents=True)
         progress(f"{project.labelable} labelable people, {n0} seed labels, budget {budget} per round")
-        zero = train(arm_raw, project, project.prepared / "labeled.json", zero_dir / "round0.pt", None)
+        zero = train(arm_params, project, project.prepared / "labeled.json", zero_dir / "round0.pt", None)
         done += 1
-        zero_scores = score_pool(arm_raw, project, zero.weights, zero_dir / "pool_predictions_round0.parquet")
+        zero_scores = score_pool(arm_params, project, zero.weights, zero_dir / "pool_predictions_round0.parquet")
         progress(f"round 0 ({n0} labels): val AP {zero.ap:.4f}")
         for policy in unit.policies:
             arm = arm_name(policy, ssl)
@@ -595,7 +592,7 @@ def run_unit(grid: Grid, source: str, unit: Unit, workdir: Path) -> dict:
                 labels_file = arm_dir / f"train_round{r}.json"
                 report = merged_labels(project, store, labels_file)
                 init = current.weights if grid.warm_start else None
-                current = train(arm_raw, project, labels_file, arm_dir / f"round{r}.pt", init)
+                current = train(arm_params, project, labels_file, arm_dir / f"round{r}.pt", init)
                 done += 1
                 rows.append(
                     {
@@ -616,7 +613,7 @@ def run_unit(grid: Grid, source: str, unit: Unit, workdir: Path) -> dict:
                 )
                 if r < grid.rounds:
                     out = arm_dir / f"pool_predictions_round{r}.parquet"
-                    scores, table = score_pool(arm_raw, project, current.weights, out)
+                    scores, table = score_pool(arm_params, project, current.weights, out)
         return results
     finally:
         shutil.rmtree(project.root, ignore_errors=True)  # images, checkpoints: hundreds of MB per unit

@@ -14,7 +14,6 @@ to every arm, ``--arm "NAME:KEY=VALUE;KEY=VALUE"`` to one (values are YAML).
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import math
 import shutil
@@ -25,7 +24,7 @@ from pathlib import Path
 
 import yaml
 
-from pipeline.config import params_from_dict
+from pipeline.config import Params, ParamsError, load_params, to_dict, with_overrides
 from pipeline.data.prepare import prepare
 from pipeline.training import after_warmup_mean, train_in_process
 
@@ -43,26 +42,22 @@ BENCH_ARMS = (
 DEFAULT_ARMS = tuple(f"{name}:{';'.join(sets)}" for name, sets in BENCH_ARMS)
 
 
-def apply(raw: dict, assignments: list[str]) -> dict:
-    """``key.sub=value`` assignments (YAML values) on a copy of params."""
-    out = copy.deepcopy(raw)
+def apply(params: Params, assignments: list[str]) -> Params:
+    """``key.sub=value`` assignments (YAML values) on ``params``, validated as params.yaml is."""
+    overrides = {}
     for item in assignments:
         key, _, value = item.partition("=")
-        node = out
-        *parents, leaf = key.strip().split(".")
-        for p in parents:
-            node = node[p]
-        if leaf not in node:
-            raise SystemExit(f"--set {item}: params.yaml has no key {key}")
-        node[leaf] = yaml.safe_load(value)
-    params_from_dict(out)  # validate now, not inside the worker
-    return out
+        overrides[key.strip()] = yaml.safe_load(value)
+    try:
+        return with_overrides(params, overrides)
+    except ParamsError as e:
+        raise SystemExit(f"--set / --arm: {e}") from None
 
 
-def train_arm(raw: dict, root: Path, name: str) -> dict:
-    prepared = root / f"prepared-{abs(hash(json.dumps(raw['data'], sort_keys=True)))}"
+def train_arm(params: Params, root: Path, name: str) -> dict:
+    prepared = root / f"prepared-{abs(hash(json.dumps(to_dict(params.data), sort_keys=True)))}"
     if not prepared.exists():
-        prepare(params_from_dict(raw).data, prepared)
+        prepare(params.data, prepared)
     paths = {
         "labels": str(prepared / "labeled.json"),
         "pool": str(prepared / "pool.json"),
@@ -72,12 +67,12 @@ def train_arm(raw: dict, root: Path, name: str) -> dict:
     checkpoints = root / f"ckpt-{name}".replace(" ", "_")
     shutil.rmtree(checkpoints, ignore_errors=True)
     started = time.perf_counter()
-    history = train_in_process(params_from_dict(raw), paths, checkpoints, progress=True).history()
+    history = train_in_process(params, paths, checkpoints, progress=True).history()
     seconds = time.perf_counter() - started
     best = max(history, key=lambda h: h["val_ap"])
     labeled = len(json.loads((prepared / "labeled.json").read_text())["annotations"])
-    cfg = raw["train"]
-    steps = cfg["epochs"] * max(math.ceil(labeled / cfg["batch_size"]), cfg["min_steps_per_epoch"])
+    cfg = params.train
+    steps = cfg.epochs * max(math.ceil(labeled / cfg.batch_size), cfg.min_steps_per_epoch)
     return {
         "arm": name,
         "labeled": labeled,
@@ -98,14 +93,12 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--arm", action="append", default=None, help="NAME:KEY=VALUE;KEY=VALUE")
     parser.add_argument("--json", type=Path, help="also write the rows here")
     args = parser.parse_args(argv)
-    base = apply(yaml.safe_load(Path("params.yaml").read_text()), args.set)
-    base["train"].update(num_workers=1)
+    base = apply(load_params(), [*args.set, "train.num_workers=1"])
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for spec in args.arm or DEFAULT_ARMS:
             name, _, rest = spec.partition(":")
-            raw = apply(base, [a for a in rest.split(";") if a])
-            row = train_arm(raw, Path(tmp), name)
+            row = train_arm(apply(base, [a for a in rest.split(";") if a]), Path(tmp), name)
             rows.append(row)
             print(json.dumps(row), flush=True)
     if args.json:

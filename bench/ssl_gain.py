@@ -7,16 +7,13 @@ absolute APs are far below a GPU-length schedule's, the comparison between arms 
 
 from __future__ import annotations
 
-import copy
 import statistics
 import tempfile
 import time
 from pathlib import Path
 
-import yaml
-
 from bench.report import write_section
-from pipeline.config import params_from_dict
+from pipeline.config import Params, load_params, with_overrides
 from pipeline.data.prepare import prepare
 from pipeline.training import train_in_process
 
@@ -25,15 +22,12 @@ SEEDS = (0, 1, 2)
 EPOCHS, STEPS = 8, 25
 
 
-def _params(seed: int, mode: str) -> dict:
-    raw = yaml.safe_load(Path("params.yaml").read_text())
-    raw["data"].update(labeled=0.05, seed=seed, val_images=40, test_images=10)
-    raw["codec"]["input_size"] = [128, 160]
-    raw["train"].update(
-        epochs=EPOCHS, min_steps_per_epoch=STEPS, batch_size=32, seed=seed, num_workers=1, threads_per_worker=2
-    )
-    raw["train"]["ssl"].update(mode=mode, rampup_epochs=2)
-    return raw
+def _params(seed: int, mode: str) -> Params:
+    data = {"labeled": 0.05, "seed": seed, "val_images": 40, "test_images": 10}
+    train = {"epochs": EPOCHS, "min_steps_per_epoch": STEPS, "batch_size": 32, "seed": seed, "num_workers": 1}
+    train |= {"threads_per_worker": 2, "ssl.mode": mode, "ssl.rampup_epochs": 2}
+    overrides = {f"data.{k}": v for k, v in data.items()} | {f"train.{k}": v for k, v in train.items()}
+    return with_overrides(load_params(), overrides | {"codec.input_size": [128, 160]})
 
 
 def run() -> None:
@@ -43,7 +37,7 @@ def run() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for seed in SEEDS:
             root = Path(tmp) / f"seed{seed}"
-            prepare(params_from_dict(_params(seed, "off")).data, root / "prepared")
+            prepare(_params(seed, "off").data, root / "prepared")
             paths = {
                 "labels": str(root / "prepared" / "labeled.json"),
                 "pool": str(root / "prepared" / "pool.json"),
@@ -51,10 +45,9 @@ def run() -> None:
                 "images_root": str(root / "prepared"),
             }
             for arm in ARMS:
-                raw = copy.deepcopy(_params(seed, arm))
                 start = time.perf_counter()
                 out = root / arm
-                history = train_in_process(params_from_dict(raw), paths, out).history()
+                history = train_in_process(_params(seed, arm), paths, out).history()
                 best = max(h["val_ap"] for h in history)
                 results[arm].append(best)
                 pck[arm].append(max(h["val_pck10"] for h in history))

@@ -6,15 +6,12 @@ loop's own timing, so Ray's start-up is reported separately as wall time.
 
 from __future__ import annotations
 
-import copy
 import tempfile
 import time
 from pathlib import Path
 
-import yaml
-
 from bench.report import write_section
-from pipeline.config import params_from_dict
+from pipeline.config import Params, load_params, with_overrides
 from pipeline.data.prepare import prepare
 from pipeline.ray_cluster import ray_session
 from pipeline.ray_train import fit
@@ -23,36 +20,42 @@ from pipeline.training import Checkpoint, after_warmup_mean, train_in_process
 EPOCHS, STEPS, BATCH = 4, 60, 32
 
 
-def _params() -> dict:
-    raw = yaml.safe_load(Path("params.yaml").read_text())
-    raw["data"].update(labeled=0.5, val_images=10, test_images=2, seed=0)
-    raw["data"]["synthetic"]["num_images"] = 120
-    raw["train"].update(epochs=EPOCHS, min_steps_per_epoch=STEPS, batch_size=BATCH)
-    raw["train"]["ssl"]["mode"] = "off"
-    return raw
+def _params() -> Params:
+    return with_overrides(
+        load_params(),
+        {
+            "data.labeled": 0.5,
+            "data.val_images": 10,
+            "data.test_images": 2,
+            "data.seed": 0,
+            "data.synthetic.num_images": 120,
+            "train.epochs": EPOCHS,
+            "train.min_steps_per_epoch": STEPS,
+            "train.batch_size": BATCH,
+            "train.ssl.mode": "off",
+        },
+    )
 
 
 def run() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         base = _params()
-        prepare(params_from_dict(base).data, root / "prepared")
+        prepare(base.data, root / "prepared")
         paths = {name: str(root / "prepared" / f"{name}.json") for name in ("pool", "val")}
         paths.update(labels=str(root / "prepared" / "labeled.json"), images_root=str(root / "prepared"))
 
         def plain(tag: str) -> tuple[float, float]:
-            raw = copy.deepcopy(base)
-            raw["train"].update(num_workers=1, threads_per_worker=2)
+            params = with_overrides(base, {"train.num_workers": 1, "train.threads_per_worker": 2})
             start = time.perf_counter()
-            history = train_in_process(params_from_dict(raw), paths, root / tag).history()
+            history = train_in_process(params, paths, root / tag).history()
             return after_warmup_mean(history, "images_per_s"), time.perf_counter() - start
 
         def on_ray(workers: int, threads: int, tag: str) -> tuple[float, float]:
-            raw = copy.deepcopy(base)
-            raw["train"].update(num_workers=workers, threads_per_worker=threads)
+            params = with_overrides(base, {"train.num_workers": workers, "train.threads_per_worker": threads})
             start = time.perf_counter()
             with ray_session(log_to_driver=False):
-                result = fit(params_from_dict(raw), paths, root / "ray", name=tag, progress=False)
+                result = fit(params, paths, root / "ray", name=tag, progress=False)
             with result.checkpoint.as_directory() as ckpt:
                 history = Checkpoint(Path(ckpt)).history()
             return after_warmup_mean(history, "images_per_s"), time.perf_counter() - start

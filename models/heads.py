@@ -15,7 +15,8 @@ know about those outputs, so that nothing outside this module asks which head it
 Heads: ``HeatmapPoseHead`` (Gaussian heatmaps, SAHR scale, WAHR loss; decoded by the ``HeatmapCodec``) and
 ``AslaPoseHead`` (keypoints as objects: per-cell logits and offsets). Each subclasses the layers' module, so a
 checkpoint's parameter names (``head.heatmap_final.weight``, ``head.cls_branch...``) are those of the layers.
-``build_head`` is the one place that maps ``model.head`` to a class.
+Each head also has ``target_codec``: what the dataset asks for a crop's training targets. ``head_class`` is the one
+place that maps ``model.head`` to a class; ``build_head`` and ``target_codec`` go through it.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from torch import Tensor
 from models.asla import AslaHead, asla_decode, asla_loss, keypoint_scale
 from models.heatmap_head import HeatmapHead
 from models.losses import effective_sigma, heatmap_loss, scale_at
-from pipeline.codec import HeatmapCodec
+from pipeline.codec import HeatmapCodec, KeypointCodec
 from pipeline.keypoints import KeypointSchema
 
 HeadType = Literal["heatmap", "asla"]
@@ -83,7 +84,7 @@ class HeatmapPoseHead(HeatmapHead):
         scale_reg_weight: float = 0.03,
     ) -> None:
         super().__init__(in_channels, schema.num_keypoints, sahr=sahr)
-        self.codec = codec
+        self.codec = self.target_codec = codec
         self.wahr, self.wahr_gamma, self.scale_reg_weight = wahr, wahr_gamma, scale_reg_weight
 
     def loss(self, outputs: dict[str, Tensor], batch: dict[str, Tensor]) -> dict[str, Tensor]:
@@ -144,14 +145,15 @@ class AslaPoseHead(AslaHead):
         codec: HeatmapCodec,
         schema: KeypointSchema,
         *,
-        asla_k: int = 9,
-        asla_dynamic_k: bool = False,
-        asla_reg: Literal["l1", "oks"] = "l1",
-        asla_top_n: int = 1,
+        k: int = 9,
+        dynamic_k: bool = False,
+        reg: Literal["l1", "oks"] = "l1",
+        top_n: int = 1,
     ) -> None:
         super().__init__(in_channels, schema.num_keypoints)
         self.codec = codec
-        self.asla_k, self.asla_dynamic_k, self.asla_reg, self.asla_top_n = asla_k, asla_dynamic_k, asla_reg, asla_top_n
+        self.target_codec = KeypointCodec(codec)
+        self.k, self.dynamic_k, self.reg, self.top_n = k, dynamic_k, reg, top_n
         self.register_buffer("sigmas", torch.tensor(schema.sigmas, dtype=torch.float32), persistent=False)
 
     def loss(self, outputs: dict[str, Tensor], batch: dict[str, Tensor]) -> dict[str, Tensor]:
@@ -165,9 +167,9 @@ class AslaPoseHead(AslaHead):
             keypoints_hm,
             weight,
             self.keypoint_scale(batch["bbox"], batch["matrix"]),
-            k=self.asla_k,
-            dynamic_k=self.asla_dynamic_k,
-            reg_type=self.asla_reg,
+            k=self.k,
+            dynamic_k=self.dynamic_k,
+            reg_type=self.reg,
         )
 
     def keypoint_scale(self, bbox: Tensor, matrix: Tensor) -> Tensor:
@@ -180,7 +182,7 @@ class AslaPoseHead(AslaHead):
 
     @torch.no_grad()
     def decode(self, outputs: dict[str, Tensor]) -> Prediction:
-        keypoints_hm, scores = asla_decode(outputs, top_n=self.asla_top_n)
+        keypoints_hm, scores = asla_decode(outputs, top_n=self.top_n)
         keypoints = self.codec.to_crop(keypoints_hm.float().cpu().numpy())
         return Prediction(keypoints.astype(np.float32), scores.float().cpu().numpy())
 
@@ -197,7 +199,7 @@ class AslaPoseHead(AslaHead):
     def ssl_targets(self, teacher_outputs: dict[str, Tensor], batch: dict[str, Tensor], min_score: float) -> dict:
         """A pseudo batch: the teacher's decoded keypoints (crop px), weight 1 where it scores >= ``min_score``
         (ASLA has no heatmap to regress to), the box and crop matrix of ``batch`` for the scale."""
-        keypoints_hm, scores = asla_decode(teacher_outputs, top_n=self.asla_top_n)
+        keypoints_hm, scores = asla_decode(teacher_outputs, top_n=self.top_n)
         stride = torch.as_tensor(self.codec.stride, dtype=keypoints_hm.dtype, device=keypoints_hm.device)
         return {
             "keypoints": (keypoints_hm + 0.5) * stride - 0.5,
@@ -218,14 +220,24 @@ PoseHead = HeatmapPoseHead | AslaPoseHead
 
 
 def build_head(
-    head: str, in_channels: int, codec: HeatmapCodec, schema: KeypointSchema, **settings: object
+    head: str, in_channels: int, codec: HeatmapCodec, schema: KeypointSchema, settings: dict | None = None
 ) -> PoseHead:
-    """``model.head`` -> its head object; ``settings`` are the model section's keys that head uses (the others are
-    ignored: params.yaml holds both heads' settings)."""
+    """``model.head`` -> its head object; ``settings``: that head's own section of params.yaml (``model.heatmap`` or
+    ``model.asla``, the constructor's keyword arguments); None: the defaults."""
+    return head_class(head)(in_channels, codec, schema, **(settings or {}))
+
+
+def head_class(head: str) -> type[HeatmapPoseHead] | type[AslaPoseHead]:
     if head == "heatmap":
-        keys = ("sahr", "wahr", "wahr_gamma", "scale_reg_weight")
-        return HeatmapPoseHead(in_channels, codec, schema, **{k: settings[k] for k in keys if k in settings})
+        return HeatmapPoseHead
     if head == "asla":
-        keys = ("asla_k", "asla_dynamic_k", "asla_reg", "asla_top_n")
-        return AslaPoseHead(in_channels, codec, schema, **{k: settings[k] for k in keys if k in settings})
+        return AslaPoseHead
     raise ValueError(f"model.head = {head!r}: allowed values are 'heatmap', 'asla'")
+
+
+def target_codec(head: str, codec: HeatmapCodec) -> HeatmapCodec | KeypointCodec:
+    """The codec that turns a crop's keypoints into the training targets ``head`` reads (the dataset calls its
+    ``encode_targets``): Gaussian heatmaps for the heatmap head, only the weights for ASLA, whose positive cells are
+    assigned inside its loss (dynamic k depends on the predictions). Built without the network, so a data loader can
+    be set up before the model."""
+    return codec if head_class(head) is HeatmapPoseHead else KeypointCodec(codec)

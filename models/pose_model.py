@@ -72,14 +72,14 @@ def build_model(
     head: HeadType,
     codec: HeatmapCodec,
     schema: KeypointSchema,
+    head_settings: dict | None = None,
     weights: str | None = None,
     weights_prefix: str = "",
-    **objective: object,
 ) -> PoseModel:
     """A PoseModel from the ``model`` section of params.yaml (same names) plus the codec and schema.
 
-    ``objective``: the head's settings (sahr, wahr, wahr_gamma, scale_reg_weight for the heatmap head; asla_k,
-    asla_dynamic_k, asla_reg, asla_top_n for ASLA; ``models.heads.build_head`` takes those of the head chosen).
+    ``head_settings``: the head's own section (``model.heatmap``: sahr, wahr, wahr_gamma, scale_reg_weight;
+    ``model.asla``: k, dynamic_k, reg, top_n); None: the head's defaults.
 
     ``weights``: a local backbone state dict (ImageNet or an earlier model's ``backbone.`` sub-tree with
     ``weights_prefix``), loaded non-strictly: the head and the deconvolutions may be missing from it, but every
@@ -88,4 +88,4 @@ def build_model(
     net = build_backbone(backbone, variant)  # type: ignore[arg-type]
     if weights:
         load_state_dict_file(net, weights, prefix=weights_prefix, strict=False, rename=net.reference_prefixes)
-    return PoseModel(net, build_head(head, net.out_channels, codec, schema, **objective), codec, schema)
+    return PoseModel(net, build_head(head, net.out_channels, codec, schema, head_settings), codec, schema)

@@ -113,6 +113,31 @@ class HeatmapCodec:
             heatmaps (K, H, W) float32 with peak 1 at the sub-pixel location, target_weight (K,) float32 in {0, 1}.
             Unlabeled, non-finite, or farther than 3 sigma outside the heatmap -> all-zero map and weight 0.
         """
+        mu, sig, valid = self._placed(keypoints, visibility, sigmas)
+        w, h = self.heatmap_size
+        safe_sig = sig[:, None]
+        # Separable: G(x, y) = gx(x) * gy(y); each factor is truncated to |d| <= 3 sigma (a square window).
+        dx = np.arange(w, dtype=np.float64)[None, :] - mu[:, :1]
+        dy = np.arange(h, dtype=np.float64)[None, :] - mu[:, 1:]
+        gx = np.where(np.abs(dx) <= 3.0 * safe_sig, np.exp(-(dx**2) / (2.0 * safe_sig**2)), 0.0)
+        gy = np.where(np.abs(dy) <= 3.0 * safe_sig, np.exp(-(dy**2) / (2.0 * safe_sig**2)), 0.0)
+        heatmaps = gy[:, :, None] * gx[:, None, :] * valid[:, None, None]
+        return heatmaps.astype(np.float32), valid.astype(np.float32)
+
+    def encode_targets(self, keypoints: np.ndarray, visibility: np.ndarray) -> dict[str, np.ndarray]:
+        """What a training sample carries for the heatmap head: ``heatmaps`` (K, h, w) and ``target_weight`` (K,)
+        of ``encode`` with the codec's sigma (SAHR adapts the target inside the loss)."""
+        heatmaps, weight = self.encode(keypoints, visibility)
+        return {"heatmaps": heatmaps, "target_weight": weight}
+
+    def target_weight(self, keypoints: np.ndarray, visibility: np.ndarray) -> np.ndarray:
+        """(K,) float32 in {0, 1}: ``encode``'s weight without the maps (labeled, finite, within 3 sigma of the map)."""
+        return self._placed(keypoints, visibility, None)[2].astype(np.float32)
+
+    def _placed(
+        self, keypoints: np.ndarray, visibility: np.ndarray, sigmas: np.ndarray | float | None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(centres (K, 2) heatmap px with non-finite ones at 0, sigmas (K,) with bad ones at 1, valid (K,) bool)."""
         kps = np.asarray(keypoints, dtype=np.float64).reshape(-1, 2)
         k = kps.shape[0]
         vis = np.asarray(visibility).reshape(-1)
@@ -127,14 +152,7 @@ class HeatmapCodec:
         inside = (mu[:, 0] >= -radius) & (mu[:, 0] <= w - 1 + radius)
         inside &= (mu[:, 1] >= -radius) & (mu[:, 1] <= h - 1 + radius)
         valid = (vis > 0) & finite & inside
-        safe_sig = np.where(finite, sig, 1.0)[:, None]
-        # Separable: G(x, y) = gx(x) * gy(y); each factor is truncated to |d| <= 3 sigma (a square window).
-        dx = np.arange(w, dtype=np.float64)[None, :] - mu[:, :1]
-        dy = np.arange(h, dtype=np.float64)[None, :] - mu[:, 1:]
-        gx = np.where(np.abs(dx) <= 3.0 * safe_sig, np.exp(-(dx**2) / (2.0 * safe_sig**2)), 0.0)
-        gy = np.where(np.abs(dy) <= 3.0 * safe_sig, np.exp(-(dy**2) / (2.0 * safe_sig**2)), 0.0)
-        heatmaps = gy[:, :, None] * gx[:, None, :] * valid[:, None, None]
-        return heatmaps.astype(np.float32), valid.astype(np.float32)
+        return mu, np.where(finite, sig, 1.0), valid
 
     def decode(self, heatmaps: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
         """Keypoints from heatmaps.
@@ -236,3 +254,23 @@ class HeatmapCodec:
     def flip_merge(heatmaps: ArrayLike, heatmaps_of_flipped_input: ArrayLike, flip_index: np.ndarray) -> ArrayLike:
         """Flip test: mean of ``heatmaps`` (B, K, H, W) and the un-mirrored heatmaps of the flipped input."""
         return (heatmaps + HeatmapCodec.flip_back(heatmaps_of_flipped_input, flip_index)) * 0.5
+
+
+class KeypointCodec:
+    """Training targets for a head that regresses keypoints instead of matching maps (ASLA): only ``target_weight``
+    (K,), the same rule as the heatmap codec's, since the sample's ``keypoints`` (K, 2) crop px are the target itself.
+
+    Args:
+        grid: the heatmap codec of the output grid (input size, stride, the 3-sigma margin of the weight rule).
+    """
+
+    def __init__(self, grid: HeatmapCodec) -> None:
+        self.grid = grid
+        self.input_size: Size = grid.input_size
+
+    def __repr__(self) -> str:
+        return f"KeypointCodec({self.grid!r})"
+
+    def encode_targets(self, keypoints: np.ndarray, visibility: np.ndarray) -> dict[str, np.ndarray]:
+        """``target_weight`` (K,) float32 of keypoints (K, 2) crop px with COCO flags (K,)."""
+        return {"target_weight": self.grid.target_weight(keypoints, visibility)}

@@ -140,20 +140,35 @@ class CodecParams:
 
 
 @dataclass(frozen=True)
+class HeatmapHeadParams:
+    """``model.heatmap``: the Gaussian-heatmap head (models/heads.py, HeatmapPoseHead)."""
+
+    sahr: bool = True  # scale-adaptive targets
+    wahr: bool = True  # weight-adaptive loss; off: plain target-weighted MSE
+    wahr_gamma: float = _p(0.01, gt=0, le=1)
+    scale_reg_weight: float = _p(0.03, ge=0, le=100)
+
+
+@dataclass(frozen=True)
+class AslaHeadParams:
+    """``model.asla``: keypoints as objects (models/heads.py, AslaPoseHead)."""
+
+    k: int = _p(9, ge=1, le=100)  # positives per keypoint
+    dynamic_k: bool = False
+    reg: Literal["l1", "oks"] = "l1"
+    top_n: int = _p(1, ge=1, le=50)  # 1: best cell; > 1: score-weighted mean of the top-n cells' vectors
+
+
+@dataclass(frozen=True)
 class ModelParams:
-    """The network and its objective (models/). Same names as ``models.pose_model.build_model``'s arguments."""
+    """The network and its objective (models/): a backbone, and the head named by ``head`` with the settings of its
+    own section (``model.heatmap`` or ``model.asla``; the other section is not read)."""
 
     backbone: Literal["tiny", "resnet", "hrnet"] = "tiny"
     variant: int | None = None  # tiny: width (32); resnet: depth (18, 34, 50, 101); hrnet: width (32, 48)
     head: Literal["heatmap", "asla"] = "heatmap"
-    sahr: bool = True  # scale-adaptive targets (heatmap head)
-    wahr: bool = True  # weight-adaptive loss (heatmap head); off: plain target-weighted MSE
-    wahr_gamma: float = _p(0.01, gt=0, le=1)
-    scale_reg_weight: float = _p(0.03, ge=0, le=100)
-    asla_k: int = _p(9, ge=1, le=100)  # positives per keypoint
-    asla_dynamic_k: bool = False
-    asla_reg: Literal["l1", "oks"] = "l1"
-    asla_top_n: int = _p(1, ge=1, le=50)  # 1: best cell; > 1: score-weighted mean of the top-n cells' vectors
+    heatmap: HeatmapHeadParams = _p(HeatmapHeadParams())
+    asla: AslaHeadParams = _p(AslaHeadParams())
     weights: str | None = None  # local state-dict file for the backbone (never downloaded)
     weights_prefix: str = ""  # sub-tree of the file to load, e.g. "backbone."
 
@@ -397,9 +412,10 @@ def _build(cls: type, raw: Any, prefix: str) -> Any:
     unknown = sorted(set(raw) - set(fields))
     if unknown:
         where = f"section '{prefix}'" if prefix else "the top level"
+        key = f"{prefix + '.' if prefix else ''}{unknown[0]}"
+        moved = f" (moved to {MOVED_KEYS[key]})" if key in MOVED_KEYS else ""
         raise ParamsError(
-            f"params.yaml: unknown key {prefix + '.' if prefix else ''}{unknown[0]} in {where}; "
-            f"allowed keys: {', '.join(sorted(fields))}"
+            f"params.yaml: unknown key {key}{moved} in {where}; allowed keys: {', '.join(sorted(fields))}"
         )
     values = {}
     for name, f in fields.items():
@@ -413,6 +429,30 @@ def _build(cls: type, raw: Any, prefix: str) -> Any:
         _check_range(value, f.metadata, key)
         values[name] = value
     return cls(**values)
+
+
+# Keys that an earlier version of the loop had at another place: the error names the new one, and a model.json
+# written before the move is read through ``upgrade_model_section``.
+MOVED_KEYS = {
+    "model.sahr": "model.heatmap.sahr",
+    "model.wahr": "model.heatmap.wahr",
+    "model.wahr_gamma": "model.heatmap.wahr_gamma",
+    "model.scale_reg_weight": "model.heatmap.scale_reg_weight",
+    "model.asla_k": "model.asla.k",
+    "model.asla_dynamic_k": "model.asla.dynamic_k",
+    "model.asla_reg": "model.asla.reg",
+    "model.asla_top_n": "model.asla.top_n",
+}
+
+
+def upgrade_model_section(model: dict) -> dict:
+    """A ``model`` mapping of an earlier loop (flat head keys, ``MOVED_KEYS``) in today's layout; others as they are."""
+    out = {k: v for k, v in model.items() if f"model.{k}" not in MOVED_KEYS}
+    for key, value in model.items():
+        if f"model.{key}" in MOVED_KEYS:
+            _, head, name = MOVED_KEYS[f"model.{key}"].split(".")
+            out.setdefault(head, {})[name] = value
+    return out
 
 
 def params_from_dict(raw: dict) -> Params:
@@ -475,6 +515,7 @@ def with_overrides(params: Params, overrides: dict[str, Any]) -> Params:
                 raise ParamsError(f"override {dotted!r}: {part!r} is not a section of params.yaml")
             node = node[part]
         if last not in node:
-            raise ParamsError(f"override {dotted!r}: no setting {last!r} in {'.'.join(path) or 'params.yaml'}")
+            moved = f" (moved to {MOVED_KEYS[dotted]})" if dotted in MOVED_KEYS else ""
+            raise ParamsError(f"override {dotted!r}: no setting {last!r} in {'.'.join(path) or 'params.yaml'}{moved}")
         node[last] = value
     return params_from_dict(raw)

@@ -148,7 +148,7 @@ def predict_split(
     records = instances_from_coco(gt.images, gt.annotations, images_root, gt.schema.num_keypoints)
     if not records:
         return [], None
-    dataset = TopDownDataset(records, model.schema, model.codec, input_size=model.codec.input_size, padding=padding)
+    dataset = TopDownDataset(records, model.schema, model.head.target_codec, padding=padding)
     return records, predict(model, dataset, flip_test=flip_test)
 
 

@@ -14,7 +14,7 @@ import torch
 
 from models.pose_model import PoseModel, build_model
 from pipeline.codec import HeatmapCodec
-from pipeline.config import Params, params_from_dict, to_dict
+from pipeline.config import Params, params_from_dict, to_dict, upgrade_model_section
 from pipeline.files import file_md5, write_json
 from pipeline.keypoints import KeypointSchema
 
@@ -31,8 +31,17 @@ def build_codec(params: Params) -> HeatmapCodec:
 
 def model_from_params(params: Params, codec: HeatmapCodec, schema: KeypointSchema) -> PoseModel:
     """The network of params.yaml's ``model`` section: the one place a PoseModel is built from params."""
-    # ModelParams and build_model share their names (pipeline/config.py), so the section passes through as it is.
-    return build_model(codec=codec, schema=schema, **dataclasses.asdict(params.model))
+    m = params.model
+    return build_model(
+        backbone=m.backbone,
+        variant=m.variant,
+        head=m.head,
+        head_settings=dataclasses.asdict(getattr(m, m.head)),  # the section named after the head
+        codec=codec,
+        schema=schema,
+        weights=m.weights,
+        weights_prefix=m.weights_prefix,
+    )
 
 
 def save_model(
@@ -72,7 +81,8 @@ def load_model(model_dir: Path, device: str | torch.device = "cpu") -> PoseModel
         raise FileNotFoundError(f"{description_path}: no model description (train a model first)")
     description = json.loads(description_path.read_text())
     params_raw = dict(description["params"])
-    params_raw["model"] = {**params_raw["model"], "weights": None}  # the trained weights replace any init weights
+    # the trained weights replace any init weights; a model of an earlier loop has its head keys flat
+    params_raw["model"] = {**upgrade_model_section(params_raw["model"]), "weights": None}
     params = params_from_dict(params_raw)
     schema = KeypointSchema.from_json(description["schema"])
     model = model_from_params(params, build_codec(params), schema)

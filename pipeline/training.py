@@ -40,6 +40,7 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 from tqdm import tqdm
 
+from models.heads import target_codec
 from models.pose_model import PoseModel
 from models.summary import count_flops
 from pipeline import semi_supervised
@@ -184,6 +185,7 @@ def load_data(params: Params, paths: dict[str, str]) -> Data:
     labeled = read_coco(paths["labels"], sigmas=params.data.sigmas, flip_pairs=params.data.flip_pairs)
     schema = labeled.schema
     codec = build_codec(params)
+    targets = target_codec(params.model.head, codec)  # what the head's loss reads from a sample
     size = tuple(params.codec.input_size)
     aug = params.train.augment
     body = half_body_ids(schema) if aug.half_body > 0 else None
@@ -205,7 +207,7 @@ def load_data(params: Params, paths: dict[str, str]) -> Data:
         return TopDownDataset(
             records,
             schema,
-            codec,
+            targets,
             input_size=size,
             augment=augment if augmented else None,
             seed=seed + offset,

@@ -76,3 +76,19 @@ def test_dotted_overrides_replace_and_validate():
         with_overrides(base, {"trian.epochs": 3})
     with pytest.raises(ParamsError, match=r"train.lr = inf"):
         with_overrides(base, {"train.lr": float("inf")})
+
+
+def test_a_head_setting_at_its_old_flat_place_names_where_it_moved():
+    with pytest.raises(ParamsError, match=r"unknown key model\.wahr \(moved to model\.heatmap\.wahr\)"):
+        params_from_dict({"model": {"wahr": False}})
+    params = params_from_dict({"model": {"head": "asla", "asla": {"k": 5}, "heatmap": {"sahr": False}}})
+    assert params.model.asla.k == 5 and params.model.heatmap.sahr is False
+
+
+def test_a_model_section_of_an_earlier_loop_is_read_in_todays_layout():
+    from pipeline.config import upgrade_model_section
+
+    old = {"backbone": "tiny", "head": "asla", "sahr": False, "wahr_gamma": 0.02, "asla_k": 7, "asla_top_n": 3}
+    params = params_from_dict({"model": upgrade_model_section(old)})
+    assert params.model.heatmap.sahr is False and params.model.heatmap.wahr_gamma == 0.02
+    assert params.model.asla.k == 7 and params.model.asla.top_n == 3 and params.model.backbone == "tiny"

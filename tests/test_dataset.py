@@ -202,3 +202,25 @@ def test_coco_val4_records_load(coco_val4):
         assert s["image"].abs().sum() > 0
         labeled = records[i].keypoints[:, 2] > 0
         np.testing.assert_array_equal(s["target_weight"].numpy() > 0, labeled)  # eval crops keep every keypoint
+
+
+def test_the_head_s_target_codec_decides_what_a_sample_carries(synthetic):
+    """The dataset asks the head's codec for targets: Gaussian maps for the heatmap head; ASLA (keypoints as objects)
+    gets only the weights, and they are the heatmap codec's weights, keypoint by keypoint."""
+    from models.heads import target_codec
+
+    path, keypoints, box = synthetic
+    keypoints = keypoints.copy()
+    keypoints[3, 2] = 0  # unlabeled
+    keypoints[5, :2] = (5000.0, 5000.0)  # far outside the crop
+    codec = HeatmapCodec(INPUT, HEATMAP, sigma=2.0)
+    records = _records(path, keypoints, box)
+    heatmap_sample = TopDownDataset(records, SCHEMA, target_codec("heatmap", codec))[0]
+    asla_sample = TopDownDataset(records, SCHEMA, target_codec("asla", codec))[0]
+    assert heatmap_sample["heatmaps"].shape == (K, HEATMAP[1], HEATMAP[0])
+    assert "heatmaps" not in asla_sample
+    assert torch.equal(asla_sample["target_weight"], heatmap_sample["target_weight"])
+    assert asla_sample["target_weight"][3] == 0 and asla_sample["target_weight"][5] == 0
+    assert asla_sample["target_weight"].sum() == K - 2
+    for name in ("image", "keypoints", "matrix", "bbox"):
+        assert torch.equal(asla_sample[name], heatmap_sample[name])

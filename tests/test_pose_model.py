@@ -65,7 +65,7 @@ def test_interface_shapes_and_stem_split(head, k):
 
 
 def test_sahr_off_has_no_scale_map():
-    model = _model("heatmap", KeypointSchema.coco17(), sahr=False)
+    model = _model("heatmap", KeypointSchema.coco17(), head_settings={"sahr": False})
     outputs = model(_batch(2, 17)["image"])
     assert "scale" not in outputs and model.decode(outputs).sahr_sigma is None
 
@@ -117,3 +117,31 @@ def test_flip_test_merges_as_each_head_says(head):
     np.testing.assert_allclose(merged["keypoints"], expected, atol=1e-4)  # identity matrix: crop px = image px
     np.testing.assert_allclose(merged["scores"], scores, atol=1e-6)
     assert merged["flip_disagreement"].shape == (2,)
+
+
+def test_a_model_json_of_an_earlier_loop_with_flat_head_keys_loads_with_its_settings(tmp_path):
+    """Registered models of an earlier loop stored the head settings flat (model.asla_top_n, ...): load_model reads
+    them into the head's section, so such a champion still serves as a teacher with the settings it was trained with."""
+    import json
+
+    from pipeline.config import params_from_dict, with_overrides
+    from pipeline.model_store import build_codec, load_model, model_from_params, save_model
+
+    params = with_overrides(
+        params_from_dict({}),
+        {"codec.input_size": list(INPUT), "model.variant": 16, "model.head": "asla", "model.asla.top_n": 3},
+    )
+    schema = KeypointSchema.coco17()
+    model = model_from_params(params, build_codec(params), schema)
+    save_model(tmp_path, model.state_dict(), params, schema, {})
+    description = json.loads((tmp_path / "model.json").read_text())
+    section = description["params"]["model"]
+    flat = {k: v for k, v in section.items() if k not in ("heatmap", "asla")}
+    flat |= {f"asla_{k}": v for k, v in section.pop("asla").items()} | section.pop("heatmap")
+    description["params"]["model"] = flat
+    (tmp_path / "model.json").write_text(json.dumps(description))
+    loaded = load_model(tmp_path)
+    assert loaded.head.top_n == 3 and loaded.head.k == 9
+    assert all(
+        torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), model.state_dict().values(), strict=True)
+    )

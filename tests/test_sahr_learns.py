@@ -56,7 +56,9 @@ def test_sahr_sigma_is_larger_for_ambiguous_keypoints():
         {"id": 1, "name": "dots", "keypoints": [f"k{i}" for i in range(K)], "skeleton": []}
     )
     codec = HeatmapCodec((INPUT, INPUT), (INPUT // 4, INPUT // 4), sigma=2.0)
-    model = build_model(backbone="tiny", variant=16, head="heatmap", codec=codec, schema=schema, sahr=True, wahr=True)
+    model = build_model(
+        backbone="tiny", variant=16, head="heatmap", codec=codec, schema=schema
+    )  # SAHR and WAHR are the defaults
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
     torch.set_num_threads(2)
     model.train()

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from pipeline.codec import HeatmapCodec
+from pipeline.codec import HeatmapCodec, KeypointCodec
 from pipeline.data.images import load_image
 from pipeline.data.transforms import Augment, Size, apply_affine, flip_keypoints_order, sample_transform, warp_crop
 from pipeline.keypoints import KeypointSchema
@@ -115,8 +115,9 @@ class TopDownDataset(Dataset):
     ``__getitem__`` returns a dict of tensors (shapes for K keypoints, input ``(W, H)``, heatmap ``(w, h)``):
 
     - ``image`` (3, H, W) float32, RGB normalised with ImageNet mean/std (all zeros for an unreadable image)
-    - ``heatmaps`` (K, h, w) float32 and ``target_weight`` (K,) float32 (zero for unlabeled instances, unlabeled or
-      out-of-crop keypoints, and unreadable images): use ``target_weight``, not ``visibility``, to mask losses
+    - the targets of ``codec.encode_targets``: always ``target_weight`` (K,) float32 (zero for unlabeled instances,
+      unlabeled or out-of-crop keypoints, and unreadable images: use it, not ``visibility``, to mask losses); the
+      heatmap codec adds ``heatmaps`` (K, h, w) float32
     - ``keypoints`` (K, 2) float32 crop pixels and ``visibility`` (K,) float32 COCO flags, both in the crop's
       keypoint order (left/right swapped when ``flipped``)
     - ``matrix`` (2, 3) float64 image -> crop, ``flipped`` bool, ``instance_id`` int64, ``bbox`` (4,) float32
@@ -124,7 +125,8 @@ class TopDownDataset(Dataset):
     Args:
         records: instances (``InstanceRecord``).
         schema: keypoint schema (K and flip pairs).
-        codec: heatmap codec; its ``input_size`` is the crop size.
+        codec: the head's target codec (``models.heads.target_codec``: a ``HeatmapCodec`` or a ``KeypointCodec``);
+            its ``input_size`` is the crop size.
         input_size: optional ``(w, h)``, must equal ``codec.input_size`` (a guard against mismatched configs).
         augment: training augmentation, or None for the deterministic evaluation crop.
         seed: base seed of the per-sample augmentation.
@@ -136,7 +138,7 @@ class TopDownDataset(Dataset):
         self,
         records: Sequence[InstanceRecord],
         schema: KeypointSchema,
-        codec: HeatmapCodec,
+        codec: HeatmapCodec | KeypointCodec,
         input_size: Size | None = None,
         augment: Augment | None = None,
         seed: int = 0,
@@ -213,12 +215,11 @@ class TopDownDataset(Dataset):
         else:
             image_t = normalize_image(warp_crop(image, t.matrix, self.input_size))
             vis_for_target = vis
-        heatmaps, weight = self.codec.encode(crop_xy, vis_for_target)
+        targets = self.codec.encode_targets(crop_xy, vis_for_target)
 
         return {
             "image": image_t,
-            "heatmaps": torch.from_numpy(heatmaps),
-            "target_weight": torch.from_numpy(weight),
+            **{name: torch.from_numpy(target) for name, target in targets.items()},
             "keypoints": torch.from_numpy(crop_xy.astype(np.float32)),
             "visibility": torch.from_numpy(vis.astype(np.float32)),
             "matrix": torch.from_numpy(t.matrix),
