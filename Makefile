@@ -30,13 +30,14 @@ run: setup
 demo: setup
 	$(BIN)/python -m pipeline.demo
 
-# everything, what CI runs (.ci/run): lint first (seconds), then every test
+# everything, what CI runs (.ci/run): lint first (seconds), then both test tiers (tests/unit, tests/integration)
 test: setup lint
 	$(BIN)/python -m pytest -q
 
-# the unit tier: no test marked slow (servers, Ray clusters, trainings, dvc repro); under 3 minutes on 2 cores
+# the unit tier, tests/unit: no server, no Ray cluster, no long training (those are in tests/integration, which
+# tests/conftest.py marks slow and keeps honest); under 3 minutes on 2 cores
 test-fast: setup
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(BIN)/python -m pytest -q tests/unit
 
 bench: setup
 	$(BIN)/python -m bench

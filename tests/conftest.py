@@ -1,4 +1,11 @@
-"""Shared test fixtures. Real COCO / DeepLabCut data lives in ../shared/data (never copied into the repo)."""
+"""Shared test fixtures, and the two tiers. Real COCO / DeepLabCut data lives in ../shared/data (never copied into the
+repo).
+
+The directory is the tier: tests/unit/ is the fast tier (`make test-fast`: no server, no Ray cluster, no long
+training), tests/integration/ the slow one (Label Studio servers, Ray clusters, stages run as subprocesses, trainings).
+Every test under tests/integration/ is marked ``slow`` here, so ``-m slow`` / ``-m "not slow"`` still select the tiers;
+collection fails when a test under tests/unit/ is marked slow or starts a server, or a test lives in neither folder.
+Helpers both tiers import are in tests/support/."""
 
 from __future__ import annotations
 
@@ -49,10 +56,10 @@ def one_torch_thread():
 def labelstudio(tmp_path_factory):
     """One real Label Studio server for the whole session (first start ~30 s), in a tmp folder, on a free port.
 
-    Yields ``tests.labelstudio_server.SessionServer`` (``server``, ``url``, ``token``, ``document_root``,
+    Yields ``tests.support.labelstudio_server.SessionServer`` (``server``, ``url``, ``token``, ``document_root``,
     ``image_root``). Skips, loudly, when label-studio cannot be imported. Tests share it: use your own project title.
     """
-    from tests.labelstudio_server import start_session_server
+    from tests.support.labelstudio_server import start_session_server
 
     session = start_session_server(tmp_path_factory.mktemp("labelstudio"))
     yield session
@@ -67,12 +74,29 @@ def labelstudio_env(labelstudio, monkeypatch):
     return labelstudio
 
 
-# Tests that start a real Label Studio (the session's server costs ~30 s to start, each test a few seconds) belong to
-# the slow tier whatever their module: `make test-fast` (-m "not slow") leaves them out, `make test` runs them.
+TESTS = Path(__file__).resolve().parent
+UNIT, INTEGRATION = TESTS / "unit", TESTS / "integration"
+# A test that starts a real Label Studio (the session's server costs ~30 s to start, each test a few seconds) belongs
+# to tests/integration/ whatever it tests.
 SERVER_FIXTURES = {"labelstudio", "labelstudio_env"}
 
 
 def pytest_collection_modifyitems(config, items):
+    misplaced = []
     for item in items:
-        if SERVER_FIXTURES & set(getattr(item, "fixturenames", ())):
+        path = Path(item.path).resolve()
+        if path.is_relative_to(INTEGRATION):
             item.add_marker(pytest.mark.slow)
+        elif path.is_relative_to(UNIT):
+            servers = sorted(SERVER_FIXTURES & set(getattr(item, "fixturenames", ())))
+            if item.get_closest_marker("slow") is not None:
+                misplaced.append(f"{item.nodeid}: marked slow")
+            if servers:
+                misplaced.append(f"{item.nodeid}: uses the Label Studio server fixture {', '.join(servers)}")
+        elif path.is_relative_to(TESTS):
+            misplaced.append(f"{item.nodeid}: in neither tests/unit/ nor tests/integration/")
+    if misplaced:
+        raise pytest.UsageError(
+            "tests in the wrong tier (tests/unit/ is the fast tier: nothing slow, no server; a slow test or one that "
+            "starts a server goes to tests/integration/, which marks it slow):\n  " + "\n  ".join(misplaced)
+        )

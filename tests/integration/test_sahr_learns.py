@@ -10,7 +10,6 @@ only be lowered by widening their SAHR target (s < 0, sigma = sigma0 · exp(-s /
 from __future__ import annotations
 
 import numpy as np
-import pytest
 import torch
 
 from models.pose_model import build_model
@@ -48,7 +47,6 @@ def _batch(rng: np.random.Generator, codec: HeatmapCodec, n: int) -> dict[str, t
     }
 
 
-@pytest.mark.slow
 def test_sahr_sigma_is_larger_for_ambiguous_keypoints():
     torch.manual_seed(0)
     rng = np.random.default_rng(0)

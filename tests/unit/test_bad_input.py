@@ -20,7 +20,7 @@ from pipeline.data.coco import read_coco
 from pipeline.evaluation import PredictionsError, _pair_predictions, evaluate_keypoints, read_predictions
 from pipeline.keypoints import KeypointSchema
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 COCO17 = KeypointSchema.coco17()
 K = 17
 
@@ -194,7 +194,7 @@ def test_the_shipped_params_load():
 def test_a_stage_runs_through_the_venvs_dvc_with_the_venv_not_on_path(tmp_path):
     """The README's `.venv/bin/dvc repro ...` from a new shell: DVC ran `python` from PATH (the system's, without the
     dependencies: ModuleNotFoundError pyarrow). stages/python picks the project's .venv."""
-    from tests.teacher import copy_project, small_params
+    from tests.support.teacher import copy_project, small_params
 
     venv = REPO / ".venv"
     if not (venv / "bin" / "dvc").exists():
@@ -237,7 +237,7 @@ def test_nothing_to_train_on_is_said_by_validate_and_prepare(tmp_path, dlc_openf
     import shutil
 
     from pipeline.data.prepare import PrepareError, prepare
-    from tests import formats
+    from tests.support import formats
 
     project = tmp_path / "dlc"
     shutil.copytree(dlc_openfield, project, ignore=shutil.ignore_patterns("*.h5"))
@@ -254,7 +254,7 @@ def test_nothing_to_train_on_is_said_by_validate_and_prepare(tmp_path, dlc_openf
 def test_label_studio_keypoint_names_that_differ_only_by_case_are_an_error_naming_the_tasks(tmp_path, coco_mini):
     from pipeline.data.coco import CocoFormatError
     from pipeline.data.labelstudio.source import export_to_coco
-    from tests import formats
+    from tests.support import formats
 
     path = formats.labelstudio_export(coco_mini, tmp_path / "export.json")
     tasks = json.loads(path.read_text())
@@ -271,7 +271,7 @@ def test_label_studio_keypoint_names_that_differ_only_by_case_are_an_error_namin
 def test_unreadable_inbox_files_are_named_and_skipped(tmp_path):
     """A file nested 10^6 levels deep (RecursionError) and a folder named *.json: pull names both and imports the
     rest; validate / evaluate / preview give one line, not a traceback."""
-    from tests.teacher import copy_project, small_params
+    from tests.support.teacher import copy_project, small_params
 
     project = tmp_path / "project"
     project.mkdir()

@@ -14,7 +14,7 @@ import yaml
 from pipeline.config import params_from_dict
 from pipeline.data.coco import read_coco
 from pipeline.data.prepare import PrepareError, prepare
-from tests.teacher import REPO, copy_project
+from tests.support.teacher import REPO, copy_project
 
 SMALL = {"synthetic": {"num_images": 24}, "val_images": 4, "test_images": 4, "labeled": 0.25, "seed": 3}
 

@@ -61,7 +61,6 @@ def pck05(model: PoseModel, batch: dict[str, torch.Tensor]) -> float:
     return float(((err < 0.05 * box[:, None]) & labeled).sum() / labeled.sum())
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("head", ["heatmap", "asla"])
 def test_head_overfits_32_crops(crops, head):
     torch.manual_seed(0)

@@ -1,4 +1,5 @@
-"""Test helpers for the Label Studio hand-off: one real server per test session, tiny images, true instances.
+"""Test helpers for the Label Studio hand-off: one real server per test session, tiny images, true instances,
+a 4-keypoint schema and the keypoint regions of an annotation.
 
 The server's first start runs Label Studio's migrations (~30 s on 2 cores), so the session shares one server
 (``tests/conftest.py``: ``labelstudio`` and ``labelstudio_env``); each test uses its own project title.
@@ -22,6 +23,10 @@ import numpy as np
 import pytest
 
 from pipeline.keypoints import KeypointSchema
+
+SCHEMA4 = KeypointSchema.from_coco_category(
+    {"id": 1, "name": "mouse", "keypoints": ["snout", "left_ear", "right_ear", "tail"], "skeleton": [[1, 2], [1, 3]]}
+)
 
 
 def require_label_studio() -> None:
@@ -151,3 +156,18 @@ def tasks_for(
             )
         )
     return tasks
+
+
+def keypoint_region(rid: str, label: str, x: float, y: float, size: tuple | None = (100, 50)) -> dict:
+    """One keypoint of an annotation's result as Label Studio stores it (``x``, ``y`` in percent of ``size``; without a
+    ``size`` the region lacks original_width / original_height, as a malformed one does)."""
+    item = {
+        "id": rid,
+        "from_name": "kp",
+        "to_name": "image",
+        "type": "keypointlabels",
+        "value": {"x": x, "y": y, "width": 1, "keypointlabels": [label]},
+    }
+    if size is not None:
+        item["original_width"], item["original_height"] = size
+    return item

@@ -26,8 +26,8 @@ from pipeline.inference import predict_split, to_coco_results
 from pipeline.keypoints import CROWDPOSE_KEYPOINT_NAMES, KNOWN_SIGMAS, MPII_KEYPOINT_NAMES
 from pipeline.model_store import load_model, save_model
 from pipeline.training import train_in_process
-from tests import formats
-from tests.teacher import REPO
+from tests.support import formats
+from tests.support.teacher import REPO
 
 
 def _raw(data: dict) -> dict:

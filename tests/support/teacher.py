@@ -15,7 +15,7 @@ from pipeline.data.prepare import prepare
 from pipeline.model_store import save_model
 from pipeline.training import train_in_process
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def small_params(**train: object) -> dict:

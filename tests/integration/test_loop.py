@@ -18,9 +18,8 @@ import mlflow
 import pytest
 import yaml
 
-from tests.teacher import copy_project, small_params
+from tests.support.teacher import copy_project, small_params
 
-pytestmark = pytest.mark.slow
 BUDGET = 6
 MODEL = "poseloop-pose"
 TITLE = "loop end to end"

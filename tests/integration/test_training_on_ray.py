@@ -1,7 +1,9 @@
-"""Training for real: Ray Train with 2 CPU workers, a SIGKILLed worker, an interrupted and resumed stage, SSL steps.
+"""Training for real: Ray Train with 2 CPU workers, a SIGKILLed worker, an interrupted and resumed stage, a two-node
+Ray cluster started with `ray start`.
 
 The stage runs as a subprocess (``python -m stages.train``), exactly as `dvc repro` runs it, each with its own local
-Ray. Small crops (96x128) and few steps keep this within CI's budget.
+Ray (or the external cluster). Small crops (96x128) and few steps keep this within CI's budget. The training loop in
+one plain process (SSL steps, old checkpoints) is tested in tests/unit/test_training.py.
 """
 
 from __future__ import annotations
@@ -19,47 +21,19 @@ import time
 from pathlib import Path
 
 import mlflow
-import numpy as np
 import psutil
 import pytest
 import torch
 import yaml
 
 from pipeline.config import params_from_dict
-from pipeline.data.prepare import prepare
 from pipeline.model_store import load_model, model_from_params
-from pipeline.training import load_data, ssl_step_inputs, train_in_process, validate
+from pipeline.training import load_data, validate
+from tests.support import training_project
+from tests.support.teacher import REPO
+from tests.support.training_project import training_params as _params
 
-REPO = Path(__file__).resolve().parents[1]
-
-
-def _params(tmp: Path, **train) -> dict:
-    raw = yaml.safe_load((REPO / "params.yaml").read_text())
-    raw["data"].update(labeled=0.3, val_images=6, test_images=2, seed=1)
-    raw["data"]["synthetic"].update(
-        num_images=60, rare_pose=0, occluded=0, small=0, low_contrast=0, crowded=0, truncated=0, blur=0
-    )
-    raw["codec"]["input_size"] = [96, 128]
-    raw["model"]["variant"] = 24
-    settings = {
-        "epochs": 3,
-        "min_steps_per_epoch": 20,
-        "batch_size": 16,
-        "lr": 0.003,
-        "warmup_steps": 10,
-        "num_workers": 2,
-        "cpus_per_worker": 1.0,
-    }
-    raw["train"].update({**settings, **train})
-    raw["train"]["ssl"].update(mode="off", unlabeled_batch_size=8)
-    return raw
-
-
-@pytest.fixture(scope="module")
-def prepared(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("project")
-    prepare(params_from_dict(_params(root)).data, root / "data" / "prepared")
-    return root
+prepared = training_project.prepared  # the fixture, shared with tests/unit/test_training.py
 
 
 def _write_params(project: Path, raw: dict) -> Path:
@@ -173,7 +147,6 @@ def _train_worker_pids(stage: subprocess.Popen) -> list[int]:
     return pids
 
 
-@pytest.mark.slow
 def test_a_killed_worker_is_replaced_and_a_killed_stage_resumes(prepared):
     """Two failures in one training (one Ray start, one training: they used to be two tests of ~70 s each):
     a worker killed with SIGKILL is replaced and the worker group resumes from the last checkpoint; then the
@@ -207,40 +180,6 @@ def test_a_killed_worker_is_replaced_and_a_killed_stage_resumes(prepared):
     assert len(curve) == 1 + 5
 
 
-@pytest.mark.parametrize("head", ["heatmap", "asla"])
-@pytest.mark.parametrize("mode", ["cutout", "adaptive", "adaptive_mixup"])
-def test_an_ssl_step_runs_for_both_heads(prepared, tmp_path, head, mode):
-    """Plain-process training (the same loop Ray runs) with each SSL mode and both heads: losses are finite."""
-    raw = _params(prepared, epochs=1, min_steps_per_epoch=2, batch_size=4, num_workers=1)
-    raw["model"]["head"] = head
-    raw["train"]["ssl"].update(mode=mode, unlabeled_batch_size=4)
-    prepared_dir = prepared / "data" / "prepared"
-    paths = {
-        "labels": str(prepared_dir / "labeled.json"),
-        "pool": str(prepared_dir / "pool.json"),
-        "val": str(prepared_dir / "val.json"),
-        "images_root": str(prepared_dir),
-    }
-    history = train_in_process(params_from_dict(raw), paths, tmp_path).history()
-    last = history[-1]
-    assert np.isfinite(last["loss_total"]) and np.isfinite(last["loss_unsup"])
-    if head == "heatmap":  # the student sees a masked view: it cannot match the teacher's heatmaps for free
-        assert last["loss_unsup"] > 0
-    else:  # ASLA learns only from keypoints its (here untrained) teacher is confident about: none may pass
-        assert last["loss_unsup"] >= 0
-    assert ("loss_mixup" in last) == (mode == "adaptive_mixup")
-    # the teacher's targets and the strong view have the batch's shape
-    params = params_from_dict(raw)
-    data = load_data(params, paths)
-    model = model_from_params(params, data.codec, data.schema)
-    batch = torch.utils.data.default_collate([data.unlabeled[i] for i in range(4)])
-    ssl_in = ssl_step_inputs(model, model, batch, params, np.random.default_rng(0), torch.Generator().manual_seed(0))
-    assert ssl_in.strong.shape == batch["image"].shape
-    assert not torch.equal(ssl_in.strong, batch["image"])
-    assert (ssl_in.mixup is not None) == (mode == "adaptive_mixup")  # masked (and for cutout: erased) somewhere
-
-
-@pytest.mark.slow
 def test_two_worker_training_on_an_external_ray_cluster_beats_the_untrained_model(prepared, tmp_path):
     """A head and a worker node started with `ray start` on 127.0.0.1, RAY_ADDRESS set: the cluster user's path,
     the stage unchanged. Two workers, one per node, train a model that beats the untrained one and leave the model
@@ -332,22 +271,3 @@ def _stop_cluster(port: int) -> None:
     for process in alive:
         with contextlib.suppress(psutil.Error):
             process.kill()
-
-
-def test_a_checkpoint_of_an_older_loop_is_refused_by_name(prepared, tmp_path):
-    """A checkpoint with one optimiser group (the loop before no-decay groups) must not be half-loaded."""
-    raw = _params(prepared, epochs=1, min_steps_per_epoch=2, batch_size=4, num_workers=1)
-    prepared_dir = prepared / "data" / "prepared"
-    paths = {
-        "labels": str(prepared_dir / "labeled.json"),
-        "val": str(prepared_dir / "val.json"),
-        "images_root": str(prepared_dir),
-    }
-    latest = train_in_process(params_from_dict(raw), paths, tmp_path)
-    state = latest.training_state()
-    old = torch.optim.AdamW(torch.nn.Linear(2, 2).parameters()).state_dict()  # one group, as the old loop saved
-    state["optimizer"] = {"state": {}, "param_groups": old["param_groups"]}
-    torch.save(state, latest.path / latest.STATE)
-    raw["train"]["epochs"] = 2  # so that it resumes
-    with pytest.raises(ValueError, match="older training loop"):
-        train_in_process(params_from_dict(raw), paths, tmp_path)

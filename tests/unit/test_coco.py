@@ -31,7 +31,7 @@ from pipeline.data.images import load_image
 from pipeline.data.validate import validate_command
 from pipeline.keypoints import COCO_KEYPOINT_NAMES
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 K = 3  # keypoints in the crafted files: small, and not 17, so nothing can assume COCO's count
 
 

@@ -7,7 +7,7 @@ import yaml
 
 from pipeline.config import ParamsError, load_params, params_from_dict
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_repository_params_load():

@@ -27,9 +27,8 @@ from pipeline.pseudolabel import predict_pool
 from pipeline.ray_cluster import ray_session
 from pipeline.selection import combined_uncertainty
 from pipeline.training import load_data
-from tests.teacher import REPO, make_project, small_params, train_teacher, untrained_teacher
+from tests.support.teacher import REPO, make_project, small_params, train_teacher, untrained_teacher
 
-pytestmark = pytest.mark.slow
 WEIGHTS = {"response": 1.0, "min_response": 0.0, "sahr_sigma": 1.0, "difficulty": 1.0, "flip_disagreement": 1.0}
 
 

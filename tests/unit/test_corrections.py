@@ -16,7 +16,7 @@ from pipeline.data.coco import read_coco
 from pipeline.keypoints import KeypointSchema
 from pipeline.merge import merge
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 K = 17
 NOW = datetime(2026, 11, 22, 15, 40, 0, tzinfo=UTC)
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import yaml
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 PACKAGES = ("pipeline", "models", "stages", "bench")
 # the base layer both models/ and pipeline/ build on: standard library, numpy and torch only
 LOW_LEVEL = {"pipeline.codec", "pipeline.keypoints", "pipeline.files"}

@@ -18,7 +18,7 @@ from pycocotools.cocoeval import COCOeval
 from pipeline.evaluation import evaluate_keypoints
 from pipeline.keypoints import KeypointSchema
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _gt_files(coco_val4: Path, coco_mini: Path) -> list[Path]:

@@ -16,9 +16,9 @@ import pytest
 
 from pipeline.data.pool_predictions import list_column, to_table
 from pipeline.selection import select, selection_table
-from tests.teacher import REPO, make_project, small_params, untrained_teacher
+from tests.support.teacher import REPO, make_project, small_params, untrained_teacher
 
-pytestmark = [pytest.mark.usefixtures("one_torch_thread"), pytest.mark.slow]  # the stages as subprocesses
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
