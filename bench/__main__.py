@@ -26,6 +26,7 @@ BENCHMARKS = (
     "signals",
     "labelstudio",
     "throughput",
+    "instance_finder",
 )
 # Run first in a full run: the figures people wait for, and an hour that should not come after a quick failure.
 SLOW = ("label_efficiency",)

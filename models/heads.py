@@ -12,6 +12,9 @@ know about those outputs, so that nothing outside this module asks which head it
 ``ssl_loss``        the student's outputs against those targets (L_u); ``ssl_mixup_loss`` for a mixed batch
 =================== ============================================================================================
 
+The instance finder (``InstanceFinderHead``: box centres and sizes on whole images, CenterNet-style) is a head of
+its own kind: it finds the people the pose heads then read, and owns its loss and decoding the same way.
+
 Heads: ``HeatmapPoseHead`` (Gaussian heatmaps, SAHR scale, WAHR loss; decoded by the ``HeatmapCodec``) and
 ``AslaPoseHead`` (keypoints as objects: per-cell logits and offsets). Each subclasses the layers' module, so a
 checkpoint's parameter names (``head.heatmap_final.weight``, ``head.cls_branch...``) are those of the layers.
@@ -26,12 +29,12 @@ from typing import Literal
 
 import numpy as np
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from models.asla import AslaHead, asla_decode, asla_loss, keypoint_scale
 from models.heatmap_head import HeatmapHead
 from models.losses import effective_sigma, heatmap_loss, scale_at
-from pipeline.codec import HeatmapCodec, KeypointCodec
+from pipeline.codec import CentreCodec, HeatmapCodec, KeypointCodec
 from pipeline.keypoints import KeypointSchema
 
 HeadType = Literal["heatmap", "asla"]
@@ -217,6 +220,55 @@ class AslaPoseHead(AslaHead):
 
 
 PoseHead = HeatmapPoseHead | AslaPoseHead
+
+FOCAL_ALPHA, FOCAL_BETA = 2.0, 4.0  # CenterNet's penalty-reduced focal loss
+CENTRE_PRIOR = 0.01  # the centre branch starts at this probability everywhere (RetinaNet's prior init)
+
+
+class InstanceFinderHead(nn.Module):
+    """The instance finder (CenterNet-style) on a whole image's stride-4 features: a centre heatmap, the box size
+    and the centre's sub-cell offset, decoded to boxes by its codec (``pipeline.codec.CentreCodec``).
+
+    ``forward(features (B, C, h, w))`` -> ``{"centre": (B, 1, h, w) logits, "size": (B, 2, h, w) log cells,
+    "offset": (B, 2, h, w)}``.
+    """
+
+    def __init__(self, in_channels: int, codec: CentreCodec) -> None:
+        super().__init__()
+        self.codec = codec
+
+        def branch(out: int) -> nn.Sequential:
+            return nn.Sequential(
+                nn.Conv2d(in_channels, in_channels, 3, padding=1), nn.ReLU(inplace=True), nn.Conv2d(in_channels, out, 1)
+            )
+
+        self.centre, self.size, self.offset = branch(1), branch(2), branch(2)
+        nn.init.constant_(self.centre[-1].bias, float(np.log(CENTRE_PRIOR / (1 - CENTRE_PRIOR))))
+
+    def forward(self, features: Tensor) -> dict[str, Tensor]:
+        return {"centre": self.centre(features), "size": self.size(features), "offset": self.offset(features)}
+
+    def loss(self, outputs: dict[str, Tensor], batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Focal loss on the centre map against ``batch["centre"]`` (B, 1, h, w), normalised by the number of
+        people, plus L1 on log size and offset at the centre cells (``batch["centre_mask"]`` (B, h, w))."""
+        target = batch["centre"].float()
+        prob = torch.sigmoid(outputs["centre"].float()).clamp(1e-4, 1 - 1e-4)
+        positive = target.eq(1).float()
+        focal = -(
+            positive * (1 - prob) ** FOCAL_ALPHA * torch.log(prob)
+            + (1 - positive) * (1 - target) ** FOCAL_BETA * prob**FOCAL_ALPHA * torch.log(1 - prob)
+        ).sum()
+        mask = batch["centre_mask"].float()[:, None]
+        people = mask.sum().clamp(min=1.0)
+        size = (torch.abs(outputs["size"].float() - batch["size"]) * mask).sum() / people
+        offset = (torch.abs(outputs["offset"].float() - batch["offset"]) * mask).sum() / people
+        centre = focal / people
+        return {"loss": centre + size + offset, "centre": centre, "size": size, "offset": offset}
+
+    @torch.no_grad()
+    def decode(self, outputs: dict[str, Tensor]) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Per image (boxes (n, 4) input px, scores (n,)): the codec's decoding."""
+        return self.codec.decode(outputs)
 
 
 def build_head(

@@ -18,12 +18,12 @@ import torch
 from torch import nn
 
 from models.backbones import Backbone, build_backbone
-from models.heads import HeadType, PoseHead, Prediction, build_head
+from models.heads import HeadType, InstanceFinderHead, PoseHead, Prediction, build_head
 from models.weights import load_state_dict_file
-from pipeline.codec import HeatmapCodec
+from pipeline.codec import CentreCodec, HeatmapCodec
 from pipeline.keypoints import KeypointSchema
 
-__all__ = ["HeadType", "PoseModel", "Prediction", "build_model"]
+__all__ = ["FinderModel", "HeadType", "PoseModel", "Prediction", "build_finder", "build_model"]
 
 
 class PoseModel(nn.Module):
@@ -89,3 +89,22 @@ def build_model(
     if weights:
         load_state_dict_file(net, weights, prefix=weights_prefix, strict=False, rename=net.reference_prefixes)
     return PoseModel(net, build_head(head, net.out_channels, codec, schema, head_settings), codec, schema)
+
+
+class FinderModel(nn.Module):
+    """Backbone + the instance finder head: whole images (B, 3, H, W) -> centre / size / offset maps at stride 4."""
+
+    def __init__(self, backbone: Backbone, head: InstanceFinderHead) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.head = head
+        self.codec = head.codec
+
+    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self.head(self.backbone.body(self.backbone.stem(images)))
+
+
+def build_finder(*, backbone: str, variant: int | None, codec: CentreCodec) -> FinderModel:
+    """A fresh instance finder on one of the project's backbones (nothing pretrained, nothing downloaded)."""
+    net = build_backbone(backbone, variant)  # type: ignore[arg-type]
+    return FinderModel(net, InstanceFinderHead(net.out_channels, codec))

@@ -47,9 +47,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser(
-        "validate", help="check a COCO / MPII / Label Studio / SLEAP file or a DeepLabCut project; exit 0 when clean"
+        "validate",
+        help="check a COCO / MPII / Label Studio / SLEAP file, a DeepLabCut project, or a pool video / image folder; "
+        "exit 0 when clean",
     )
-    p.add_argument("annotations", type=Path, help="a JSON file, a .slp file or a DeepLabCut project folder")
+    p.add_argument(
+        "annotations", type=Path, help="a JSON file, a .slp file, a DeepLabCut project, a video or an image folder"
+    )
     p.add_argument("--images", type=Path, default=None, help="image folder: also check every image file")
     p.add_argument("--category", default=None, help="the keypoint category (name or id) when a file defines several")
     p.add_argument(

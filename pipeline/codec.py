@@ -274,3 +274,76 @@ class KeypointCodec:
     def encode_targets(self, keypoints: np.ndarray, visibility: np.ndarray) -> dict[str, np.ndarray]:
         """``target_weight`` (K,) float32 of keypoints (K, 2) crop px with COCO flags (K,)."""
         return {"target_weight": self.grid.target_weight(keypoints, visibility)}
+
+
+class CentreCodec:
+    """Person boxes <-> the instance finder's targets (CenterNet, "Objects as Points", 2019, with TTFNet's box-shaped
+    Gaussians): each person is a peak at its box centre on a stride-``stride`` grid, with its box size and the
+    centre's sub-cell offset stored at that cell.
+
+    Args:
+        input_size: the finder's input ``(W, H)`` in pixels (a whole image, letterboxed).
+        stride: input pixels per grid cell.
+        min_score: peaks below this are not instances.
+        max_instances: at most this many instances per image (the top peaks).
+
+    Shapes: ``h, w = H // stride, W // stride``; boxes are ``(x, y, width, height)`` input pixels.
+    """
+
+    ALPHA = 0.54  # TTFNet: Gaussian sigma per axis = ALPHA * box side / 6
+
+    def __init__(self, input_size: Size, stride: int = 4, min_score: float = 0.3, max_instances: int = 20) -> None:
+        self.input_size: Size = (int(input_size[0]), int(input_size[1]))
+        self.stride = int(stride)
+        self.grid: Size = (self.input_size[0] // self.stride, self.input_size[1] // self.stride)
+        self.min_score = float(min_score)
+        self.max_instances = int(max_instances)
+
+    def __repr__(self) -> str:
+        return f"CentreCodec(input_size={self.input_size}, stride={self.stride}, min_score={self.min_score:g})"
+
+    def encode(self, boxes: np.ndarray) -> dict[str, np.ndarray]:
+        """Targets of one image from its boxes (N, 4) input px (already clipped to the input; empty is fine):
+        ``centre`` (1, h, w) in [0, 1], ``size`` (2, h, w) log of (width, height) in cells, ``offset`` (2, h, w) of
+        the centre within its cell, ``centre_mask`` (h, w) 1 at each box's centre cell."""
+        w, h = self.grid
+        centre = np.zeros((1, h, w), np.float32)
+        size = np.zeros((2, h, w), np.float32)
+        offset = np.zeros((2, h, w), np.float32)
+        mask = np.zeros((h, w), np.float32)
+        xs, ys = np.arange(w, dtype=np.float64), np.arange(h, dtype=np.float64)
+        # larger boxes first, so a small person's centre cell keeps its own size when two centres share a cell
+        for x, y, bw, bh in sorted(np.asarray(boxes, np.float64).reshape(-1, 4), key=lambda b: -b[2] * b[3]):
+            cw, ch = bw / self.stride, bh / self.stride
+            if cw <= 0 or ch <= 0:
+                continue
+            cx, cy = (x + bw / 2) / self.stride - 0.5, (y + bh / 2) / self.stride - 0.5  # cell centres at integers
+            ix, iy = int(np.clip(round(cx), 0, w - 1)), int(np.clip(round(cy), 0, h - 1))
+            sx, sy = max(self.ALPHA * cw / 6, 0.5), max(self.ALPHA * ch / 6, 0.5)
+            gauss = np.exp(-((xs[None, :] - ix) ** 2) / (2 * sx**2) - ((ys[:, None] - iy) ** 2) / (2 * sy**2))
+            np.maximum(centre[0], gauss.astype(np.float32), out=centre[0])
+            size[:, iy, ix] = np.log(cw), np.log(ch)
+            offset[:, iy, ix] = cx - ix, cy - iy
+            mask[iy, ix] = 1.0
+        return {"centre": centre, "size": size, "offset": offset, "centre_mask": mask}
+
+    def decode(self, outputs: dict[str, torch.Tensor]) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Per image, (boxes (n, 4) input px, scores (n,)) of the peaks (3 x 3 local maxima of the sigmoid centre
+        map) scoring at least ``min_score``, at most ``max_instances``, best first. ``outputs``: ``centre`` logits
+        (B, 1, h, w), ``size`` (B, 2, h, w), ``offset`` (B, 2, h, w)."""
+        heat = torch.sigmoid(outputs["centre"].float())
+        peaks = heat * (torch.nn.functional.max_pool2d(heat, 3, stride=1, padding=1) == heat)
+        b, _, h, w = heat.shape
+        k = min(self.max_instances, h * w)
+        scores, flat = peaks.view(b, -1).topk(k)
+        iy, ix = (flat // w).float(), (flat % w).float()
+        size = outputs["size"].float().view(b, 2, -1).gather(2, flat[:, None].expand(b, 2, k)).exp()
+        offset = outputs["offset"].float().view(b, 2, -1).gather(2, flat[:, None].expand(b, 2, k))
+        cx = (ix + offset[:, 0] + 0.5) * self.stride
+        cy = (iy + offset[:, 1] + 0.5) * self.stride
+        bw, bh = size[:, 0] * self.stride, size[:, 1] * self.stride
+        boxes = torch.stack([cx - bw / 2, cy - bh / 2, bw, bh], dim=-1).cpu().numpy()
+        scores_np = scores.cpu().numpy()
+        return [
+            (boxes[i][scores_np[i] >= self.min_score], scores_np[i][scores_np[i] >= self.min_score]) for i in range(b)
+        ]

@@ -109,11 +109,36 @@ class LabelStudioSourceParams:
 
 
 @dataclass(frozen=True)
+class FrameParams:
+    """Which frames of each pool video are decoded (pipeline/data/unlabeled.py)."""
+
+    rule: Literal["uniform", "kmeans"] = "uniform"  # uniform: an even stride; kmeans: DeepLabCut's visual clusters
+    per_video: int = _p(20, ge=1, le=100_000)
+    total: int = _p(1000, ge=1, le=10_000_000)  # the cap over all videos (each video gets an equal share)
+
+
+@dataclass(frozen=True)
+class PoolParams:
+    """A team's own unlabeled images and videos, with no boxes: the people in them are found by the instance finder
+    (``find`` section). Paths and globs are relative to the project root or absolute; a folder is read recursively."""
+
+    images: list[str] = _p([])  # folders, globs or files of images
+    videos: list[str] = _p([])  # folders, globs or files of videos (.mp4, .avi, .mov, .mkv, .m4v)
+    # What a pool image's identity is relative to (its file_name in the pool is "pool/<path under root>"), so a
+    # correction keeps its person when the pool grows or is drawn again; null: the project root.
+    root: str | None = None
+    frames: FrameParams = _p(FrameParams())
+
+
+@dataclass(frozen=True)
 class DataParams:
     source: Literal["synthetic", "coco", "deeplabcut", "mpii", "sleap", "labelstudio"] = "synthetic"
     seed: int = _p(0, ge=0, le=MAX_SEED)
     # Seed labels: a fraction of the eligible instances when < 1, else a count of instances.
     labeled: float = _p(200, gt=0, le=10_000_000)
+    # person: seed labels drawn person by person (a seed image may hold pool people); image: whole images, so each
+    # seed image is fully labeled (what the instance finder learns from; a team labeling frames labels this way)
+    split: Literal["person", "image"] = "person"
     val_images: int = _p(100, ge=1, le=1_000_000)
     test_images: int = _p(100, ge=0, le=1_000_000)
     # Per-keypoint OKS sigmas for schemas that are not COCO's (null: COCO's for COCO names, else 0.1 each).
@@ -126,6 +151,7 @@ class DataParams:
     mpii: MpiiSourceParams = _p(MpiiSourceParams())
     sleap: SleapSourceParams = _p(SleapSourceParams())
     labelstudio: LabelStudioSourceParams = _p(LabelStudioSourceParams())
+    pool: PoolParams = _p(PoolParams())
 
 
 @dataclass(frozen=True)
@@ -171,6 +197,25 @@ class ModelParams:
     asla: AslaHeadParams = _p(AslaHeadParams())
     weights: str | None = None  # local state-dict file for the backbone (never downloaded)
     weights_prefix: str = ""  # sub-tree of the file to load, e.g. "backbone."
+
+
+@dataclass(frozen=True)
+class FindParams:
+    """The instance finder of the find stage (pipeline/finding.py): used only when the pool has images without boxes
+    (``data.pool``)."""
+
+    one_per_frame: bool = False  # one animal per frame: the whole frame is its box, no finder is trained
+    # (width, height): whole images, letterboxed; 128: measured in docs/BENCHMARKS.md ("Instance finder")
+    input_size: list[int] = _p([128, 128], length=2, ge=32, le=4096)
+    backbone: Literal["tiny", "resnet", "hrnet"] = "tiny"
+    variant: int | None = None
+    steps: int = _p(4000, ge=1, le=10_000_000)
+    batch_size: int = _p(16, ge=1, le=4096)
+    lr: float = _p(0.006, gt=0, le=1)
+    min_score: float = _p(0.3, ge=0, le=1)  # a peak below this is not a person
+    max_instances: int = _p(20, ge=1, le=999)  # per image
+    threads: int = _p(2, ge=1, le=1024)
+    seed: int = _p(0, ge=0, le=MAX_SEED)
 
 
 @dataclass(frozen=True)
@@ -262,6 +307,8 @@ class SelectWeights:
     sahr_sigma: float = _p(0.0, ge=0, le=1000)  # small effective SAHR sigma (large scale s) = uncertain (measured)
     difficulty: float = _p(0.0, ge=0, le=1000)  # adaptive-mask difficulty (share of hard keypoints)
     flip_disagreement: float = _p(1.0, ge=0, le=1000)  # plain and flipped predictions disagree
+    detection_score: float = _p(0.0, ge=0, le=1000)  # low instance-finder score (found people only) = uncertain
+    keypoint_jump: float = _p(0.0, ge=0, le=1000)  # pose far from the nearest person of neighbouring video frames
 
 
 @dataclass(frozen=True)
@@ -320,6 +367,7 @@ class Params:
     codec: CodecParams = _p(CodecParams())
     model: ModelParams = _p(ModelParams())
     train: TrainParams = _p(TrainParams())
+    find: FindParams = _p(FindParams())
     pseudolabel: PseudolabelParams = _p(PseudolabelParams())
     select: SelectParams = _p(SelectParams())
     export: ExportParams = _p(ExportParams())

@@ -139,6 +139,14 @@ class _Fields:
             raise self.fail(name, f"expected a count >= 0, got {value}")
         return value
 
+    def absent_or_bool(self, name: str) -> bool:
+        value = self.d.get(name)
+        if value is None:
+            return False
+        if not isinstance(value, bool):
+            raise self.fail(name, f"expected true or false, got {value!r:.40}")
+        return value
+
     def absent_or_bbox(self, name: str) -> tuple[float, float, float, float] | None:
         if self.d.get(name) is None:
             return None
@@ -171,6 +179,17 @@ def _check_bbox(values: Any, what: str) -> tuple[float, float, float, float]:
     if len(values) != 4 or not all(is_finite_number(v) for v in values):
         raise ValueError(f"{what}: expected 4 finite numbers (x, y, w, h), got {list(values)!r:.80}")
     return _bbox(values)
+
+
+# Ids of people annotators added: above every prepared id (found people: 10^9 + image_id * 1000 + rank) and below
+# 2^53, so JavaScript (Label Studio's frontend) and JSON readers keep them exact.
+ADDED_ID_BASE = 4 * 10**15
+
+
+def added_instance_id(image_file: str, bbox: Sequence[float]) -> int:
+    """The id of a person an annotator added: a function of its identity (image file, box to 0.1 px)."""
+    key = f"{image_file}|" + ",".join(f"{float(v):.1f}" for v in bbox)
+    return ADDED_ID_BASE + int(hashlib.sha256(key.encode()).hexdigest()[:10], 16)
 
 
 def box_iou(a: Sequence[float], b: Sequence[float]) -> float:
@@ -219,6 +238,11 @@ class Correction:
 
     Effort (None when the prediction the annotator started from is unknown): keypoints the annotator moved, added
     and deleted relative to that pre-annotation (``annotations.keypoint_effort``). Not part of the identity.
+
+    ``added``: a person nobody had boxed, added by the annotator on the task's image (a "missed person" box). Its
+    identity is ``image_file`` + its own box (``instance_bbox``); ``instance_id`` is ``added_instance_id`` of them, a
+    number no prepared instance has; merge adds it as a new person unless it is one already there (module
+    pipeline/merge.py). Written to the store only when true, so older records keep their bytes.
     """
 
     instance_id: int
@@ -236,6 +260,7 @@ class Correction:
     moved_keypoints: int | None = None
     added_keypoints: int | None = None
     deleted_keypoints: int | None = None
+    added: bool = False
 
     def __post_init__(self) -> None:
         # Records built in code (pull) get the checks from_json gives file records, and the canonical number types,
@@ -283,6 +308,7 @@ class Correction:
             "moved_keypoints": self.moved_keypoints,
             "added_keypoints": self.added_keypoints,
             "deleted_keypoints": self.deleted_keypoints,
+            **({"added": True} if self.added else {}),
         }
 
     @classmethod
@@ -312,6 +338,7 @@ class Correction:
             moved_keypoints=f.absent_or_count("moved_keypoints"),
             added_keypoints=f.absent_or_count("added_keypoints"),
             deleted_keypoints=f.absent_or_count("deleted_keypoints"),
+            added=f.absent_or_bool("added"),
         )
 
 

@@ -25,7 +25,8 @@ log = logging.getLogger(__name__)
 FORMATS = ("coco", "deeplabcut", "sleap")
 LABEL_FILES = {"train": "data/train.json", "val": "data/prepared/val.json", "test": "data/prepared/test.json"}
 PREPARED = "data/prepared"  # what the images' file_name is relative to
-POOL = "data/prepared/pool.json"
+POOL = "data/pool.json"  # the find stage's pool (data/prepared/pool.json in a project made before it)
+PREPARED_POOL = "data/prepared/pool.json"
 POOL_PREDICTIONS = "artifacts/pool_predictions.parquet"
 
 
@@ -136,7 +137,11 @@ def export_sleap(labels: CocoKeypoints, project: Path, out: Path, embed: bool = 
     k = schema.num_keypoints
     people = [a for a in labels.annotations if not a.get("iscrowd")]  # SLEAP has no crowd regions
     predictions = pool_predictions(project, schema, {a["id"] for a in people})
-    pool_images = {im["id"]: im for im in load_json(project / POOL)["images"]} if predictions else {}
+    pool_images = (
+        {im["id"]: im for im in load_json(project / (POOL if (project / POOL).is_file() else PREPARED_POOL))["images"]}
+        if predictions
+        else {}
+    )
     images = {im["id"]: im for im in labels.images} | pool_images
     by_image: dict[int, list[dict]] = {}
     for a in people:

@@ -222,5 +222,7 @@ def prediction_columns(batch: dict[str, np.ndarray], pred: dict, tau: float) -> 
         "keypoints": pred["keypoints"].reshape(count, -1).astype(np.float64),
         "scores": scores,
         **signals,
+        # the instance finder's score, carried from the pool (NaN: a person whose box was given)
+        "detection_score": np.asarray(batch.get("detection_score", np.full(count, np.nan)), np.float64),
         "image_readable": readable,
     }

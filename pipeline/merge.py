@@ -30,6 +30,57 @@ log = logging.getLogger(__name__)
 # A record of a /1 file knows only the box the annotator submitted, which they may have redrawn: 0.5 there.
 SAME_BOX_IOU = 0.9
 LEGACY_BOX_IOU = 0.5
+# A person an annotator added is someone already there when its box overlaps theirs this much (a box drawn by hand
+# around the same person, or the finder's box of them): then the record labels that person instead of a new one.
+ADDED_SAME_PERSON_IOU = 0.5
+
+
+def _with_added_people(
+    seed: dict, pool: dict, corrections: list[Correction], skips: list[Skip], images: dict[int, dict]
+) -> tuple[dict, list[Correction], int]:
+    """Each person an annotator added (``Correction.added``) who is nobody already on the image becomes a pool
+    instance of its own (id ``instance_id``, ``added: true``); one who is (IoU >= ``ADDED_SAME_PERSON_IOU``: found
+    by the finder since, or added by another annotator first) has the record re-aimed at that person. In store
+    order. The task's own person, when the same annotation says "no person" for it, is not a candidate (a wrong box
+    deleted and the real person drawn over it). Returns (the pool with the new people, the corrections, how many
+    people were added). A record whose image file is not in the data set is left as it is: merge reports it as
+    mismatched."""
+    if not any(c.added for c in corrections):
+        return pool, corrections, 0
+    id_of_file = {im.get("file_name"): i for i, im in images.items()}
+    category = seed["categories"][0]["id"]
+    on_file: dict[str, list[dict]] = {}
+    for a in [*seed["annotations"], *pool["annotations"]]:
+        on_file.setdefault(images.get(a["image_id"], {}).get("file_name"), []).append(a)
+    denied = {(s.origin, s.task_id, s.annotation_id): s.instance_id for s in skips if s.reason == "no_person"}
+    new: list[dict] = []
+    out = []
+    for c in corrections:
+        image_id = id_of_file.get(c.image_file)
+        if not c.added or image_id is None:
+            out.append(c)
+            continue
+        not_a_person = denied.get((c.origin, c.task_id, c.annotation_id))
+        candidates = [a for a in on_file.get(c.image_file, []) if a["id"] != not_a_person]
+        there = max(candidates, key=lambda a: box_iou(c.bbox, a["bbox"]), default=None)
+        if there is not None and box_iou(c.bbox, there["bbox"]) >= ADDED_SAME_PERSON_IOU:
+            out.append(replace(c, instance_id=there["id"], image_id=image_id, instance_bbox=tuple(there["bbox"])))
+            continue
+        person = {
+            "id": c.instance_id,
+            "image_id": image_id,
+            "category_id": category,
+            "bbox": list(c.bbox),
+            "area": c.bbox[2] * c.bbox[3],
+            "iscrowd": 0,
+            "keypoints": [0.0] * len(c.keypoints),
+            "num_keypoints": 0,
+            "added": True,
+        }
+        new.append(person)
+        on_file.setdefault(c.image_file, []).append(person)
+        out.append(replace(c, image_id=image_id))
+    return {**pool, "annotations": [*pool["annotations"], *new]}, out, len(new)
 
 
 def _num_labeled(keypoints: Sequence[float]) -> int:
@@ -173,6 +224,8 @@ def merge(seed: dict, pool: dict, corrections: list[Correction], skips: list[Ski
       instance is listed under ``conflict_instance_ids``;
     * a ``no_person`` skip removes the instance (seed label included) unless a correction completed after it exists;
       other skips are only counted;
+    * a person an annotator added (``Correction.added``) is a new instance, or the person already there whom its
+      box covers (``_with_added_people``); ``added_people`` counts the new ones;
     * a record is applied to the person it identifies (``image_file`` + ``instance_bbox``, module doc): the instance
       with its id when they match, else the matching person on the same image (``remapped``), else nobody
       (``mismatched``, with the reason);
@@ -188,10 +241,11 @@ def merge(seed: dict, pool: dict, corrections: list[Correction], skips: list[Ski
     Long because its docstring states every merge rule next to the code that applies it; the vote and the no-person
     verdicts are helpers.
     """
-    seed_by_id = {a["id"]: a for a in seed["annotations"]}
-    pool_by_id = {a["id"]: a for a in pool["annotations"]}
     images = {im["id"]: im for im in pool["images"]}
     images.update({im["id"]: im for im in seed["images"]})  # seed's record wins when both have the image
+    pool, corrections, added = _with_added_people(seed, pool, corrections, skips, images)
+    seed_by_id = {a["id"]: a for a in seed["annotations"]}
+    pool_by_id = {a["id"]: a for a in pool["annotations"]}
     num_kps = {c["id"]: len(c["keypoints"]) for c in seed["categories"] if c.get("keypoints")}
     people = _People(seed, pool, images)
 
@@ -280,6 +334,7 @@ def merge(seed: dict, pool: dict, corrections: list[Correction], skips: list[Ski
         "mismatched": mismatched,
         "effort": effort_summary(corrections),
         "labeled_total": len(annotations),
+        "added_people": added,
     }
     return train, report
 

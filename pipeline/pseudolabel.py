@@ -29,6 +29,7 @@ from pipeline.data.transforms import sample_transform, warp_crop
 from pipeline.inference import normalize_crops, predict_batch, prediction_columns
 from pipeline.model_store import DESCRIPTION_FILE, load_model
 from pipeline.ray_cluster import route_ray_logs, verbose
+from pipeline.selection import keypoint_jump
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +57,9 @@ def pool_frame(pool: dict, images_root: Path) -> pd.DataFrame:
         image_id = int(ann["image_id"])
         if w <= 1 or h <= 1 or image_id not in files or ann.get("iscrowd", 0):
             continue
-        rows.append((int(ann["id"]), image_id, files[image_id], [x, y, w, h]))
-    frame = pd.DataFrame(rows, columns=["instance_id", "image_id", "image_path", "bbox"])
+        score = float(ann.get("detection_score", np.nan))
+        rows.append((int(ann["id"]), image_id, files[image_id], [x, y, w, h], score))
+    frame = pd.DataFrame(rows, columns=["instance_id", "image_id", "image_path", "bbox", "detection_score"])
     return frame.sort_values(["image_id", "instance_id"], kind="stable").reset_index(drop=True)
 
 
@@ -111,6 +113,35 @@ class TeacherPredictor:
         }
         pred = predict_batch(self.model, torch_batch, flip_test=self.flip_test)
         return prediction_columns(batch, pred, self.tau)
+
+
+def _write_batches(dataset, path: Path, total: int, progress: bool) -> tuple[int, float | None]:
+    """Stream the predicted batches into one parquet file; (rows written, when the first batch came)."""
+    written, first = 0, None
+    writer: pq.ParquetWriter | None = None
+    bar = tqdm(total=total, desc="pseudolabel", unit="person", disable=not progress, dynamic_ncols=True)
+    try:
+        for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
+            table = pool_predictions.to_table(batch)
+            if writer is None:
+                first = time.perf_counter()
+                writer = pq.ParquetWriter(path, table.schema)
+            writer.write_table(table)
+            written += table.num_rows
+            bar.update(table.num_rows)
+    finally:
+        bar.close()
+        if writer is not None:
+            writer.close()
+    return written, first
+
+
+def _add_keypoint_jump(path: Path, pool_images: list[dict]) -> None:
+    """The video signal needs every row (neighbouring frames may be in other batches): computed over the written
+    table, which is then written once more with the column."""
+    table = pq.read_table(path)
+    jump = keypoint_jump(table, pool_images)
+    pq.write_table(table.append_column("keypoint_jump", pa.array(jump, pa.float64(), mask=np.isnan(jump))), path)
 
 
 def predict_pool(
@@ -172,24 +203,11 @@ def predict_pool(
         num_gpus=gpus_per_actor,
         compute=ray.data.ActorPoolStrategy(size=actors),
     )
-    written, first = 0, None
     started = time.perf_counter()
-    writer: pq.ParquetWriter | None = None
     route_ray_logs(None)  # Ray Data configures its loggers on first use: keep their INFO off the terminal
-    bar = tqdm(total=len(frame), desc="pseudolabel", unit="person", disable=not progress, dynamic_ncols=True)
-    try:
-        for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
-            table = pool_predictions.to_table(batch)
-            if writer is None:
-                first = time.perf_counter()
-                writer = pq.ParquetWriter(tmp, table.schema)
-            writer.write_table(table)
-            written += table.num_rows
-            bar.update(table.num_rows)
-    finally:
-        bar.close()
-        if writer is not None:
-            writer.close()
+    written, first = _write_batches(dataset, tmp, len(frame), progress)
+    if written:
+        _add_keypoint_jump(tmp, pool["images"])
     os.replace(tmp, out_path)
     finished = time.perf_counter()
     return PoolRun(rows=written, seconds=finished - started, first_batch_seconds=(first or finished) - started)

@@ -38,6 +38,8 @@ SIGNALS: dict[str, int] = {
     "sahr_sigma": -1,
     "difficulty": +1,
     "flip_disagreement": +1,
+    "detection_score": -1,  # a found person the finder is unsure of may be no person at all (pipeline/finding.py)
+    "keypoint_jump": +1,  # DeepLabCut's outlier-frame rule: a pose far from its neighbours' in time is suspect
 }
 assert tuple(SIGNALS) == SIGNAL_COLUMNS, "every signal column of the pool predictions has an orientation here"
 # Policies beyond one signal (issue #14; bench label_efficiency compares them in one run):
@@ -56,6 +58,46 @@ EXCLUDES_HOPELESS = ("skip_hopeless", "effort")
 # --------------------------------------------------------------------------------------------------- scores
 
 
+def keypoint_jump(table: pa.Table, pool_images: list[dict]) -> np.ndarray:
+    """(N,) the ``keypoint_jump`` column of a pool predictions table: for a person on a frame drawn from a video (a
+    pool.json image with ``video`` and ``frame_index``), the larger, over the previous and the next drawn frame of
+    that video, of the mean keypoint distance to the person there whose box centre is nearest, in units of the box
+    size (sqrt(w * h)). NaN for images that are not video frames and for a frame without a drawn neighbour holding a
+    person. Drawn frames may be far apart: the jump then includes real motion, which is why it is a rank, not a
+    threshold."""
+    frame_of = {im["id"]: (im["video"], im["frame_index"]) for im in pool_images if "video" in im}
+    n = table.num_rows
+    jump = np.full(n, np.nan)
+    if not frame_of or n == 0:
+        return jump
+    image_ids = table.column("image_id").to_numpy()
+    boxes = list_column(table, "bbox")
+    keypoints = list_column(table, "keypoints").reshape(n, -1, 2)
+    centres = boxes[:, :2] + boxes[:, 2:] / 2
+    rows_on: dict[int, list[int]] = {}
+    for row, image_id in enumerate(image_ids):
+        if int(image_id) in frame_of:
+            rows_on.setdefault(int(image_id), []).append(row)
+    by_video: dict[str, list[tuple[int, int]]] = {}
+    for image_id in rows_on:
+        video, index = frame_of[image_id]
+        by_video.setdefault(video, []).append((index, image_id))
+    for frames in by_video.values():
+        frames.sort()
+        for position, (_, image_id) in enumerate(frames):
+            neighbours = [frames[p][1] for p in (position - 1, position + 1) if 0 <= p < len(frames)]
+            for row in rows_on[image_id]:
+                size = float(np.sqrt(max(boxes[row, 2] * boxes[row, 3], 1e-9)))
+                jumps = []
+                for other in neighbours:
+                    candidates = rows_on[other]
+                    nearest = min(candidates, key=lambda r: float(np.linalg.norm(centres[r] - centres[row])))
+                    jumps.append(float(np.nanmean(np.linalg.norm(keypoints[row] - keypoints[nearest], axis=1))) / size)
+                if jumps:
+                    jump[row] = max(jumps)
+    return jump
+
+
 def rank_normalize(values: np.ndarray) -> np.ndarray:
     """(N,) -> (N,) in [0, 1]: 0 the smallest, 1 the largest, ties share their average rank; NaN stays NaN."""
     ranks = pd.Series(values, copy=False).rank(method="average").to_numpy()
@@ -67,6 +109,8 @@ def rank_normalize(values: np.ndarray) -> np.ndarray:
 
 def signal_rank(scores: pd.DataFrame, signal: str) -> np.ndarray:
     """(N,) rank of one signal oriented so that 1 = most uncertain (NaN where the signal is absent)."""
+    if signal not in scores:  # a table without it (detection_score: no found people)
+        return np.full(len(scores), np.nan)
     values = scores[signal].to_numpy(dtype=np.float64, na_value=np.nan)
     return rank_normalize(SIGNALS[signal] * values)
 

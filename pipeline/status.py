@@ -2,8 +2,9 @@
 
 Read-only: nothing is created (a missing file counts as empty; a missing local MLflow database as an empty registry).
 Sources: round (``registry.round_number``: merge report, else the corrections store), labeled instances
-(data/train.json, before the first merge data/prepared/labeled.json), pool size (data/prepared/pool.json), tasks
-pending in Label Studio (data/labelstudio/pending.json: ``{"pending": [instance ids]}``), corrected and skipped
+(data/train.json, before the first merge data/prepared/labeled.json), pool size (data/pool.json, the find stage's;
+in a project made before it data/prepared/pool.json), tasks pending in Label Studio
+(data/labelstudio/pending.json: ``{"pending": [instance ids]}``), corrected and skipped
 instances (the corrections store), champion and challenger (the registry: version, round, val AP, labeled count).
 """
 
@@ -80,7 +81,9 @@ def status_dict(project_root: Path = Path(".")) -> dict:
         "round": round_number(data / "merge_report.json", data / "corrections"),
         "labeled": _count_annotations(labeled_file),
         "labeled_file": str(labeled_file.relative_to(root)),
-        "pool": _count_annotations(data / "prepared" / "pool.json"),
+        "pool": _count_annotations(
+            data / "pool.json" if (data / "pool.json").is_file() else data / "prepared" / "pool.json"
+        ),
         "pending": len(pending),
         "corrected": len({c.instance_id for c in corrections}),
         "corrections": len(corrections),

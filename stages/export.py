@@ -29,7 +29,7 @@ def main() -> None:
     parser.add_argument("--selection", type=Path, default=Path("artifacts/selection.parquet"))
     parser.add_argument("--predictions", type=Path, default=Path("artifacts/pool_predictions.parquet"))
     parser.add_argument("--pending", type=Path, default=Path("data/labelstudio/pending.json"))
-    parser.add_argument("--pool", type=Path, default=Path("data/prepared/pool.json"))
+    parser.add_argument("--pool", type=Path, default=Path("data/pool.json"))
     parser.add_argument("--images-root", type=Path, default=Path("data/prepared"))
     parser.add_argument("--model", type=Path, default=Path("artifacts/model"))
     parser.add_argument("--registry", type=Path, default=Path("artifacts/registry.json"))

@@ -21,7 +21,7 @@ from pipeline.merge import merge
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seed", type=Path, default=Path("data/prepared/labeled.json"), help="COCO seed labels")
-    parser.add_argument("--pool", type=Path, default=Path("data/prepared/pool.json"), help="COCO unlabeled instances")
+    parser.add_argument("--pool", type=Path, default=Path("data/pool.json"), help="COCO unlabeled instances")
     parser.add_argument("--corrections", type=Path, default=Path("data/corrections"), help="corrections store folder")
     parser.add_argument("--out", type=Path, default=Path("data/train.json"))
     parser.add_argument("--report", type=Path, default=Path("data/merge_report.json"))

@@ -31,7 +31,7 @@ from pipeline.tracking import download_model_alias, stage_run
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--model", type=Path, default=Path("artifacts/model"), help="this round's model (latest)")
-    parser.add_argument("--pool", type=Path, default=Path("data/prepared/pool.json"))
+    parser.add_argument("--pool", type=Path, default=Path("data/pool.json"))
     parser.add_argument("--images-root", type=Path, default=Path("data/prepared"))
     parser.add_argument("--out", type=Path, default=Path("artifacts/pool_predictions.parquet"))
     parser.add_argument("--pseudo-labels", type=Path, default=Path("artifacts/pseudo_labels.json"))

@@ -35,7 +35,7 @@ def main() -> None:
     parser.add_argument("--pending", type=Path, default=Path("data/labelstudio/pending.json"))
     parser.add_argument("--inbox", type=Path, default=Path("data/inbox"))
     parser.add_argument("--export", type=Path, default=Path("artifacts/export.json"), help="what export sent")
-    parser.add_argument("--pool", type=Path, default=Path("data/prepared/pool.json"))
+    parser.add_argument("--pool", type=Path, default=Path("data/pool.json"))
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     args = parser.parse_args()
     cfg = load_params(args.params).export

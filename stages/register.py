@@ -37,7 +37,7 @@ def main() -> None:
     parser.add_argument("--model", type=Path, default=Path("artifacts/model"))
     parser.add_argument("--eval", type=Path, default=Path("metrics/eval.json"), help="the evaluate stage's metrics")
     parser.add_argument("--train", type=Path, default=Path("data/train.json"), help="the labels the model saw")
-    parser.add_argument("--pool", type=Path, default=Path("data/prepared/pool.json"), help="for the data hash")
+    parser.add_argument("--pool", type=Path, default=Path("data/pool.json"), help="for the data hash")
     parser.add_argument("--merge-report", type=Path, default=Path("data/merge_report.json"))
     parser.add_argument("--corrections", type=Path, default=Path("data/corrections"), help="round fallback")
     parser.add_argument("--out", type=Path, default=Path("artifacts/registry.json"))

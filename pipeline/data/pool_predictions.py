@@ -20,6 +20,9 @@ min_response        float64                               lowest heatmap peak
 sahr_sigma          float64 (null without a SAHR head)    mean effective SAHR sigma, heatmap px
 difficulty          float64                               adaptive-mask difficulty, 1 - easy / K
 flip_disagreement   float64 (null without flip test)      plain vs flipped prediction, box units
+detection_score     float64 (null: the box was given)     the instance finder's score of a found person
+keypoint_jump       float64 (null: not a video frame)     keypoint jump to the nearest person of the video's
+                                                          neighbouring drawn frames, box units (``keypoint_jump``)
 image_readable      bool                                  false: the image did not decode; signals are null
 =================== ===================================== ====================================================
 """
@@ -35,8 +38,19 @@ import pyarrow.parquet as pq
 
 from pipeline.data.coco import coco_results
 
-SIGNAL_COLUMNS = ("response", "min_response", "sahr_sigma", "difficulty", "flip_disagreement")
-REQUIRED_COLUMNS = ("instance_id", "image_id", "image_readable", *SIGNAL_COLUMNS)
+SIGNAL_COLUMNS = (
+    "response",
+    "min_response",
+    "sahr_sigma",
+    "difficulty",
+    "flip_disagreement",
+    "detection_score",
+    "keypoint_jump",
+)
+# detection_score and keypoint_jump came with the instance finder and video pools: a file written before them reads
+# as one without found people or video frames
+ADDED_COLUMNS = ("detection_score", "keypoint_jump")
+REQUIRED_COLUMNS = ("instance_id", "image_id", "image_readable", *(c for c in SIGNAL_COLUMNS if c not in ADDED_COLUMNS))
 
 
 def list_column(table: pa.Table, name: str) -> np.ndarray:
@@ -72,6 +86,9 @@ def read_pool_predictions(path: Path) -> tuple[pd.DataFrame, pa.Table]:
     missing = set(REQUIRED_COLUMNS) - set(table.column_names)
     if missing:
         raise ValueError(f"{path}: missing columns {sorted(missing)}")
+    for name in ADDED_COLUMNS:
+        if name not in table.column_names:
+            table = table.append_column(name, pa.nulls(table.num_rows, pa.float64()))
     scalars = [c for c in table.column_names if not pa.types.is_fixed_size_list(table.schema.field(c).type)]
     return table.select(scalars).to_pandas(), table
 

@@ -3,6 +3,8 @@
 ``data/prepared/`` holds ``labeled.json`` (seed labels, ``source: "seed"``), ``pool.json`` (unlabeled instances:
 image + person box, keypoints zeroed), ``val.json`` and ``test.json`` (whole images, fixed by the seed across rounds),
 ``oracle.json`` (the pool's hidden truth, read only by the simulated annotator and benchmarks) and ``images/``.
+Images of ``data.pool`` (a team's own unlabeled images and video frames, pipeline/data/unlabeled.py) are in
+``pool.json`` as images without annotations: the ``find`` stage adds the people it finds on them.
 
 Splits are made on whole images for val/test (so crowd regions and unannotated people are evaluated the way
 pycocotools expects) and on instances for the seed/pool split (the seed budget is a count of people, and later rounds
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -109,6 +112,22 @@ def held_out_sizes(images_with_people: int, val_images: int, test_images: int, f
     return val, test
 
 
+def _whole_images_first(candidates: list[dict], order: np.ndarray, n_seed: int) -> tuple[np.ndarray, int]:
+    """``data.split: image``: whole images, in the seeded ``order`` of their people, until they hold ``n_seed``
+    people; returns (the order with those images' people first, how many they are): every seed image fully labeled."""
+    people_on = Counter(a["image_id"] for a in candidates)
+    seed_images: set[int] = set()
+    people = 0
+    for i in order:
+        if people >= n_seed:
+            break
+        if candidates[i]["image_id"] not in seed_images:
+            seed_images.add(candidates[i]["image_id"])
+            people += people_on[candidates[i]["image_id"]]
+    first = [i for i in order if candidates[i]["image_id"] in seed_images]
+    return np.array(first + [i for i in order if candidates[i]["image_id"] not in seed_images]), len(first)
+
+
 def split_dataset(
     coco: dict,
     *,
@@ -119,16 +138,15 @@ def split_dataset(
     num_keypoints: int,
     val_coco: dict | None = None,
     fit_defaults: frozenset[str] = frozenset(),
+    by_image: bool = False,
 ) -> dict[str, dict]:
     """Split one COCO dict into the five prepared files (see module docstring). Deterministic in ``seed``.
 
-    When ``val_coco`` is given, val and test images come from it and all of ``coco`` feeds the seed/pool split.
-    ``fit_defaults`` names the sizes (``labeled``, ``val_images``, ``test_images``) that are params.yaml's defaults
-    and may shrink to fit a small source (``held_out_sizes``, ``num_seed_labels``).
-
-    A source that brings its own pool (annotations with ``source: "unlabeled"``: a SLEAP file's predicted
-    instances, Label Studio tasks nobody labeled) keeps it: every labeled instance outside val / test is a seed label,
-    the unlabeled ones are the pool, and oracle.json is empty (there is no hidden truth to simulate with).
+    ``val_coco``: val and test images come from it and all of ``coco`` feeds the seed/pool split. ``by_image``: seed
+    labels are whole images (``_whole_images_first``). ``fit_defaults`` names the sizes (``labeled``, ``val_images``,
+    ``test_images``) that are params.yaml's defaults and may shrink to fit a small source (``held_out_sizes``, ...).
+    A source that brings its own pool (annotations with ``source: "unlabeled"``: SLEAP predictions, Label Studio
+    tasks nobody labeled) keeps it: every labeled instance outside val / test is a seed label, oracle.json is empty.
     """
     rng = np.random.default_rng(seed)
     held_source = val_coco if val_coco is not None else coco
@@ -182,6 +200,8 @@ def split_dataset(
         raise PrepareError(f"only {len(candidates)} labeled people outside val/test: need at least 2 to split")
     n_seed = num_seed_labels(labeled, len(candidates), fit="labeled" in fit_defaults)
     chosen = rng.permutation(len(candidates))
+    if by_image:  # the instance finder learns from images whose every person is labeled
+        chosen, n_seed = _whole_images_first(candidates, chosen, n_seed)
     seed_anns = [dict(candidates[i], source="seed") for i in chosen[:n_seed]]
     pool_truth = [candidates[i] for i in chosen[n_seed:]]
     splits["labeled"] = _subset(coco, seed_anns)
@@ -350,7 +370,15 @@ def prepare(params: DataParams, out_dir: Path, project_root: Path = Path()) -> d
         num_keypoints=schema.num_keypoints,
         val_coco=val_coco,
         fit_defaults=_defaults_in_use(params),
+        by_image=params.split == "image",
     )
+    if params.pool.images or params.pool.videos:
+        from pipeline.data.unlabeled import pool_images
+
+        first_id = 1 + max(im["id"] for data in (coco, val_coco or {"images": []}) for im in data["images"])
+        unboxed = pool_images(params.pool, out_dir, project_root, first_id, params.seed, link_images)
+        splits["pool"]["images"] = sorted(splits["pool"]["images"] + unboxed, key=lambda im: im["id"])
+        log.info("data.pool: %d image(s) without boxes; the find stage puts the people it finds on them", len(unboxed))
     for name in SPLIT_FILES:
         write_coco(out_dir / f"{name}.json", splits[name])
     counts = {name: len(splits[name]["annotations"]) for name in SPLIT_FILES}

@@ -1,7 +1,8 @@
 """``python -m pipeline validate FILE``: check a keypoint file the way prepare will read it, and say what is in it.
 
 COCO files are checked as they are; an MPII list, a Label Studio export, a SLEAP file or a DeepLabCut project is
-converted first, as its ``data.source`` does, so what validate accepts is what prepare accepts.
+converted first, as its ``data.source`` does, so what validate accepts is what prepare accepts. A video or a folder
+without config.yaml is checked as ``data.pool`` input (pipeline/data/unlabeled.py).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import Any
 
 from pipeline.data.coco import CocoFormatError, CocoKeypoints, load_json, summarize, validate_coco, warning_lines
 from pipeline.data.formats import detect_format, read_format
+from pipeline.data.unlabeled import VIDEO_SUFFIXES
 
 
 def read_as_coco(path: Path, fmt: str, images: Path | None) -> tuple[Any, Path | None]:
@@ -27,6 +29,33 @@ def read_as_coco(path: Path, fmt: str, images: Path | None) -> tuple[Any, Path |
     return data, folder
 
 
+def validate_pool_input(path: Path) -> int:
+    """A video (frames, fps, size) or a folder of images (how many, the unreadable ones named) as ``data.pool``
+    reads it; 0 when usable, 2 when not."""
+    from pipeline.data.images import probe_images
+    from pipeline.data.unlabeled import IMAGE_SUFFIXES, PoolInputError, list_inputs, probe_video
+
+    try:
+        if not path.is_dir():
+            info = probe_video(path)
+            seconds = f", {info.frames / info.fps:.1f} s" if info.fps > 0 else ""
+            print(f"{path}: OK (a video for data.pool.videos)")
+            print(f"  frames: {info.frames} at {info.fps:g} fps{seconds}; size {info.width} x {info.height}")
+            return 0
+        files = list_inputs([str(path)], IMAGE_SUFFIXES, Path("."), "images")
+    except (PoolInputError, OSError) as exc:
+        print(f"{path}: INVALID: {exc}")
+        return 2
+    broken = [result for result in probe_images(files) if isinstance(result, str)]
+    if broken:
+        print(f"{path}: INVALID, {len(broken)} of {len(files)} image(s) cannot be used (prepare would stop):")
+        for line in broken:
+            print(f"  {line}")
+        return 2
+    print(f"{path}: OK (a folder for data.pool.images): {len(files)} image(s), every one decodes")
+    return 0
+
+
 def validate_command(
     annotations: str | os.PathLike[str],
     images: str | os.PathLike[str] | None = None,
@@ -37,11 +66,13 @@ def validate_command(
     return 0 when the file is valid (warnings are printed too); print every problem and return 2 when it is not.
 
     FILE is a COCO file, an MPII list or a Label Studio export (JSON), a SLEAP ``.slp`` or a DeepLabCut project
-    folder; all but COCO are converted first, as prepare does (MPII and Label Studio need ``images`` for the image
-    sizes). With ``images`` (a DeepLabCut project: always) every image is checked: present, decodable, size as in
-    the file.
+    folder (one with config.yaml; another folder or a video is ``data.pool`` input: ``validate_pool_input``); all
+    but COCO are converted first, as prepare does (MPII and Label Studio need ``images`` for the image sizes). With
+    ``images`` (a DeepLabCut project: always) every image is checked: present, decodable, size as in the file.
     """
     path = Path(annotations)
+    if path.suffix.lower() in VIDEO_SUFFIXES or (path.is_dir() and not (path / "config.yaml").is_file()):
+        return validate_pool_input(path)
     try:
         data, images = read_as_coco(path, fmt, Path(images) if images is not None else None)
     except CocoFormatError as exc:

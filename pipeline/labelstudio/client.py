@@ -335,6 +335,13 @@ def get_or_create_project(
                 f"{list(schema.names)}: use another project title for this schema"
             )
         project_id = int(project.id)
+        if full.label_config != labeling_config(schema):  # made by an earlier version: same keypoints, older controls
+            # (a control added since, e.g. "missed person"); Label Studio checks that existing annotations still fit
+            retry(
+                lambda: ls.projects.update(id=project_id, label_config=labeling_config(schema)),
+                f"update the labeling config of project {project_id}",
+            )
+            log.info("project %r (id %d): labeling config brought up to date", title, project_id)
     else:
         created = retry(
             lambda: ls.projects.create(

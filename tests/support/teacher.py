@@ -43,9 +43,14 @@ def small_params(**train: object) -> dict:
 
 
 def make_project(root: Path, raw: dict) -> Path:
-    """Write params.yaml and prepare the data under ``root``; returns root."""
+    """Write params.yaml, prepare the data under ``root`` and run the find stage's library call (data/pool.json);
+    returns root."""
+    from pipeline.finding import find_pool
+
     (root / "params.yaml").write_text(yaml.safe_dump(raw))
-    prepare(params_from_dict(raw).data, root / "data" / "prepared")
+    params = params_from_dict(raw)
+    prepare(params.data, root / "data" / "prepared")
+    find_pool(params, root / "data" / "prepared", root / "data" / "pool.json", root / "artifacts" / "finder", False)
     return root
 
 

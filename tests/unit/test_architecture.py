@@ -108,6 +108,7 @@ LAYER_OF = {
             "pipeline.semi_supervised",
             "pipeline.evaluation",
             "pipeline.model_store",
+            "pipeline.finding",
         ),
         LOOP,
     ),

@@ -458,3 +458,62 @@ def test_git_holds_no_label_studio_or_registry_state():
     for state in ("artifacts/export.json", "data/labelstudio/pending.json", "artifacts/registry.json"):
         assert state not in tracked
         assert any(p == state and opts.get("cache", True) for p, opts in outs), state
+
+
+def test_a_person_the_finder_missed_is_added_once_kept_in_the_store_and_later_aimed_at_whoever_covers_them(tmp_path):
+    """An annotator adds a missed person on a found person's image: the record has its own identity (image file +
+    box), survives the store, and merge makes it a new labeled person; a second annotator's box around the same
+    person labels that person, not a third one; a person whose image left the data set is reported, not applied."""
+    from pipeline.corrections import ADDED_ID_BASE, added_instance_id
+
+    pool = _coco([(10**9 + 1000, "images/pool/cam1.mp4/frame_000004.jpg", [10.0, 10.0, 50.0, 100.0])])
+    seed = {**_coco([]), "images": []}
+    frame = "images/pool/cam1.mp4/frame_000004.jpg"
+    box = (200.0, 20.0, 60.0, 110.0)
+    first = _correction(added_instance_id(frame, box), 1, frame, list(box), x=210.0, added=True)
+    assert first.instance_id > ADDED_ID_BASE and first.instance_id < 2**53
+    assert write_pull(tmp_path, [first], [], [], "labelstudio", now=_t(0)) is not None
+    [stored], _ = read_store(tmp_path)
+    assert stored == first and stored.added  # the flag survives the store
+    train, report = merge(seed, pool, [stored], [])
+    [person] = train["annotations"]
+    assert person["id"] == first.instance_id and person["added"] and person["source"] == "human"
+    assert person["bbox"] == list(box) and person["num_keypoints"] == K and report["added_people"] == 1
+
+    redrawn = (203.0, 18.0, 58.0, 112.0)  # the same person, boxed again by another annotator, later
+    second = _correction(
+        added_instance_id(frame, redrawn),
+        1,
+        frame,
+        list(redrawn),
+        x=211.0,
+        added=True,
+        annotation_id=10,
+        completed_at="2026-11-30T11:00:00Z",
+    )
+    train, report = merge(seed, pool, [first, second], [])
+    [person] = train["annotations"]
+    assert person["id"] == first.instance_id and person["correction_id"] == "7:10" and report["conflicts"] == 1
+
+    # the found box drawn around nobody, deleted ("no person"), and the real person drawn over it in the same annotation
+    found_id = 10**9 + 1000
+    wrong = Skip(
+        found_id,
+        7,
+        9,
+        "a@b.c",
+        "2026-11-30T10:00:00Z",
+        "no_person",
+        origin=first.origin,
+        image_file=frame,
+        instance_bbox=(10.0, 10.0, 50.0, 100.0),
+    )
+    over = (12.0, 12.0, 50.0, 100.0)
+    drawn = _correction(added_instance_id(frame, over), 1, frame, list(over), added=True)
+    train, report = merge(seed, pool, [drawn], [wrong])
+    [person] = train["annotations"]
+    assert person["id"] == drawn.instance_id and person["added"] and report["added_people"] == 1
+
+    gone = _correction(added_instance_id("images/old.jpg", box), 1, "images/old.jpg", list(box), added=True)
+    train, report = merge(seed, pool, [gone], [])
+    assert train["annotations"] == [] and len(report["mismatched"]) == 1

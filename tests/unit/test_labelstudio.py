@@ -38,11 +38,15 @@ def test_labeling_config_has_every_control():
     image = root.find("Image")
     assert image is not None and image.get("name") == "image" and image.get("value") == "$image"
     box = root.find("RectangleLabels")
-    assert box.get("name") == "box" and [e.get("value") for e in box.iter("Label")] == ["person"]
-    kp = root.find("KeyPointLabels")
-    labels = list(kp.iter("Label"))
-    assert [e.get("value") for e in labels] == list(COCO17.names)
-    assert [e.get("model_index") for e in labels] == [str(i) for i in range(17)]
+    assert box.get("name") == "box" and [e.get("value") for e in box.iter("Label")] == ["person", "missed person"]
+    kp, missed = root.findall("KeyPointLabels")
+    assert kp.get("name") == "kp" and missed.get("name") == "kp_missed"
+    for control in (kp, missed):
+        labels = list(control.iter("Label"))
+        assert [e.get("value") for e in labels] == list(COCO17.names)
+        assert [e.get("model_index") for e in labels] == [str(i) for i in range(17)]
+    assert all(e.get("maxUsages") == "1" for e in kp.iter("Label"))  # the task's person: each keypoint once
+    assert not any(e.get("maxUsages") for e in missed.iter("Label"))  # any number of missed people
     choices = root.find("Choices")
     assert choices.get("name") == "occluded" and choices.get("perRegion") == "true"
     assert [e.get("value") for e in choices.iter("Choice")] == ["occluded"]
@@ -372,3 +376,48 @@ def test_a_server_that_ignores_the_page_parameter_is_named_not_looped_on():
         assert seen == [1, 2]
     finally:
         server.shutdown()
+
+
+def _box_region(rid: str, label: str, x: float, y: float, w: float, h: float, size=(200, 100)) -> dict:
+    return {
+        "id": rid,
+        "from_name": "box",
+        "to_name": "image",
+        "type": "rectanglelabels",
+        "original_width": size[0],
+        "original_height": size[1],
+        "value": {"x": x, "y": y, "width": w, "height": h, "rotation": 0, "rectanglelabels": [label]},
+    }
+
+
+def test_a_missed_person_drawn_in_a_task_becomes_an_added_correction_with_its_own_identity():
+    from pipeline.corrections import added_instance_id
+    from tests.support.labelstudio_server import keypoint_region
+
+    def missed_point(rid: str, label: str, x: float, y: float) -> dict:
+        return {**keypoint_region(rid, label, x, y, size=(200, 100)), "from_name": "kp_missed"}
+
+    data = {"instance_id": 5, "image_id": 3, "bbox": [10.0, 10.0, 40.0, 60.0], "image_file": "images/pool/a.jpg"}
+    result = [  # the task's own person deleted (a wrong detection); a missed person with two keypoints instead
+        _box_region("m1", "missed person", 50.0, 10.0, 20.0, 80.0),  # (99.5, 9.5) px, 40 x 80 px
+        missed_point("p1", "snout", 55.0, 20.0),
+        missed_point("p2", "tail", 60.0, 80.0),
+    ]
+    task = {"id": 1, "data": data, "annotations": [{"id": 2, "result": result, "updated_at": "2026-12-01T10:00:00Z"}]}
+    records = annotations.collect_task_records([task], SCHEMA4)
+    assert records.problems == [] and [s.reason for s in records.skips] == ["no_person"]
+    [added] = records.corrections
+    # percent -> px with pixel centres at integers (pipeline/data/labelstudio/coordinates.py): 50% of 200 -> 99.5
+    assert added.added and added.image_file == "images/pool/a.jpg" and added.bbox == (99.5, 9.5, 40.0, 80.0)
+    assert added.instance_id == added_instance_id("images/pool/a.jpg", added.bbox) and added.instance_bbox == added.bbox
+    assert added.keypoints[:3] == (109.5, 19.5, 2.0) and added.keypoints[9:] == (119.5, 79.5, 2.0)
+    assert added.keypoints[3:9] == (0.0,) * 6
+
+    outside = [*result, missed_point("p3", "left_ear", 10.0, 10.0)]
+    task = {**task, "annotations": [{"id": 2, "result": outside, "updated_at": "2026-12-01T10:00:00Z"}]}
+    records = annotations.collect_task_records([task], SCHEMA4)
+    [problem] = records.problems
+    assert (
+        "task 1, annotation 2" in problem.message and "'left_ear'" in problem.message and "inside no" in problem.message
+    )
+    assert records.corrections == []

@@ -339,7 +339,7 @@ def test_skip_hopeless_leaves_hopeless_people_out_and_queues_the_largest_for_rev
                 "bbox": np.tile([0.0, 0.0, 10.0, 10.0], (n, 1)),
                 "keypoints": rng.random((n, 2 * k)),
                 "scores": keypoint_scores.astype(np.float32),
-                **{s: scores[s].to_numpy() for s in SIGNALS},
+                **{s: scores[s].to_numpy() for s in SIGNALS if s in scores},
                 "image_readable": np.ones(n, bool),
             }
         ),
@@ -389,3 +389,50 @@ def test_hopeless_filling_keeps_the_per_image_cap_and_cold_start_fills_its_budge
     embedding = np.repeat(np.random.default_rng(0).normal(size=(5, 34)), 10, axis=0)
     picked = select(same, policy="cold_start", budget=20, weights={"response": 1.0}, embedding=embedding)
     assert len(picked.rows) == 20 == len(set(picked.rows.tolist()))
+
+
+def test_detection_score_picks_the_found_people_the_finder_doubts_and_given_boxes_have_none():
+    """detection_score is a signal like the others: low = uncertain; a person whose box was given has none (NaN),
+    so the policy ranks only the found people and a pool without found people falls back as for any absent signal."""
+    n = 10
+    scores = pd.DataFrame(
+        {
+            "instance_id": np.arange(n, dtype=np.int64),
+            "image_id": np.arange(n, dtype=np.int64),
+            "image_readable": np.ones(n, bool),
+            "response": np.linspace(0.1, 0.9, n),
+            "detection_score": [np.nan, np.nan, 0.9, 0.35, 0.8, 0.31, 0.95, 0.5, np.nan, 0.7],
+        }
+    )
+    chosen = select(scores, policy="detection_score", budget=3, weights={"detection_score": 1.0})
+    assert scores["instance_id"].to_numpy()[chosen.rows].tolist() == [5, 3, 7]
+
+
+def test_keypoint_jump_measures_a_pose_against_the_nearest_person_of_the_neighbouring_drawn_frames():
+    from pipeline.selection import keypoint_jump
+
+    k = 3
+    pose = np.array([[10.0, 10.0], [20.0, 10.0], [15.0, 30.0]])
+    # video "a": frames 0, 10, 20, each with one person (box 10 x 40 -> size 20); the frame-10 person's keypoints are
+    # 5 px off (a jump of 0.25 box units to each neighbour), frame 20 has a second person far away (not the nearest);
+    # image 9 is a photo, not a frame
+    rows = [
+        (1, 100, [0, 0, 10, 40], pose),
+        (2, 101, [0, 0, 10, 40], pose + np.array([5.0, 0.0])),
+        (3, 102, [0, 0, 10, 40], pose),
+        (4, 102, [200, 0, 10, 40], pose + np.array([200.0, 0.0])),
+        (5, 9, [0, 0, 10, 40], pose),
+    ]
+    table = to_table(
+        {
+            "instance_id": np.array([r[0] for r in rows], np.int64),
+            "image_id": np.array([r[1] for r in rows], np.int64),
+            "bbox": np.array([r[2] for r in rows], np.float64),
+            "keypoints": np.array([r[3].ravel() for r in rows]),
+            "scores": np.ones((len(rows), k), np.float32),
+        }
+    )
+    images = [{"id": 100 + i, "video": "a.mp4", "frame_index": 10 * i} for i in range(3)] + [{"id": 9}]
+    jump = keypoint_jump(table, images)
+    np.testing.assert_allclose(jump[:3], [0.25, 0.25, 0.25])
+    assert jump[3] > 5 and np.isnan(jump[4])  # the far person's nearest neighbour is the frame-10 person

@@ -21,8 +21,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from pipeline.corrections import AnnotationProblem, Correction, Skip
+from pipeline.corrections import AnnotationProblem, Correction, Skip, added_instance_id
 from pipeline.data.labelstudio.config import (
+    ADDED_KEYPOINT_NAME,
+    ADDED_LABEL,
     BOX_NAME,
     KEYPOINT_NAME,
     OCCLUDED_CHOICE,
@@ -139,6 +141,8 @@ class _Regions:
     boxes: list[tuple[float, float, float, float]] = field(default_factory=list)
     points: dict[str, tuple[str, float, float]] = field(default_factory=dict)  # region id -> (label, x px, y px)
     occluded_ids: set[str] = field(default_factory=set)
+    added_boxes: list[tuple[float, float, float, float]] = field(default_factory=list)  # "missed person" boxes
+    added_points: list[tuple[str, float, float]] = field(default_factory=list)  # their keypoints (kp_missed)
     issues: list[str] = field(default_factory=list)
 
 
@@ -168,7 +172,7 @@ def _read_regions(result: Any, names: set[str]) -> _Regions:
         value = item.get("value") if isinstance(item.get("value"), dict) else {}
         if kind == "relation":
             continue  # a drawn relation arrow between regions: carries no geometry we use
-        if kind == "keypointlabels" and from_name == KEYPOINT_NAME:
+        if kind == "keypointlabels" and from_name in (KEYPOINT_NAME, ADDED_KEYPOINT_NAME):
             labels = value.get("keypointlabels")
             if not isinstance(labels, list) or len(labels) != 1:
                 out.issues.append(f"keypoint region {rid} has labels {labels!r}, expected exactly one")
@@ -190,11 +194,17 @@ def _read_regions(result: Any, names: set[str]) -> _Regions:
                 out.issues.append(f"keypoint {label!r} (region {rid}) at x={px:g}%, y={py:g}% is outside the image")
                 continue
             px, py = min(max(px, 0.0), 100.0), min(max(py, 0.0), 100.0)
-            out.points[rid] = (label, _px(percent_to_px(px, size[0])), _px(percent_to_px(py, size[1])))
+            point = (label, _px(percent_to_px(px, size[0])), _px(percent_to_px(py, size[1])))
+            if from_name == ADDED_KEYPOINT_NAME:
+                out.added_points.append(point)
+            else:
+                out.points[rid] = point
         elif kind == "rectanglelabels" and from_name == BOX_NAME:
             labels = value.get("rectanglelabels")
-            if labels != [PERSON_LABEL]:
-                out.issues.append(f"box region {rid} has labels {labels!r}, expected [{PERSON_LABEL!r}]")
+            if labels not in ([PERSON_LABEL], [ADDED_LABEL]):
+                out.issues.append(
+                    f"box region {rid} has labels {labels!r}, expected [{PERSON_LABEL!r}] or [{ADDED_LABEL!r}]"
+                )
                 continue
             size = _original_size(item, f"box (region {rid})", out.issues)
             geometry = [_number(value.get(key)) for key in ("x", "y", "width", "height")]
@@ -216,7 +226,7 @@ def _read_regions(result: Any, names: set[str]) -> _Regions:
                 continue
             w, h = size
             box = (_px(percent_to_px(bx, w)), _px(percent_to_px(by, h)), _px(bw * w / 100.0), _px(bh * h / 100.0))
-            out.boxes.append(box)
+            (out.added_boxes if labels == [ADDED_LABEL] else out.boxes).append(box)
         elif kind == "choices" and from_name == OCCLUDED_NAME:
             picked = value.get("choices")
             choices.append((rid, picked if isinstance(picked, list) else [picked]))
@@ -398,6 +408,74 @@ def annotation_to_correction(
     )
 
 
+def added_people(
+    task: Mapping[str, Any],
+    annotation: Mapping[str, Any],
+    schema: KeypointSchema,
+    *,
+    annotators: Mapping[int, str] | None = None,
+    model_version: str | None = None,
+    origin: str | None = None,
+) -> list[Correction] | AnnotationProblem:
+    """The people an annotator added in a task ("missed person" boxes, their keypoints from ``kp_missed``), one
+    Correction each with ``added`` set; an empty list when there are none.
+
+    A missed person's keypoints are the ``kp_missed`` points inside its box (the smallest box when boxes overlap);
+    a point inside no such box, or one label twice in one box, is an AnnotationProblem naming task and annotation,
+    as are the main person's problems (``annotation_to_correction`` reports those for the task's own person).
+    Added people keep visibility 2 (the ``occluded`` choice is the task person's).
+    """
+    task_id, annotation_id = _task_int(task, "id"), _task_int(annotation, "id")
+    data = task.get("data") if isinstance(task.get("data"), dict) else {}
+    if annotation.get("was_cancelled"):
+        return []
+    regions = _read_regions(annotation.get("result"), set(schema.names))
+    if regions.issues or (not regions.added_boxes and not regions.added_points):
+        return []  # an annotation with problems is reported once, by annotation_to_correction
+    issues: list[str] = []
+    image_file = data.get("image_file") if isinstance(data.get("image_file"), str) else None
+    image_id = _task_int(data, "image_id")
+    when = _utc(annotation.get("updated_at")) or _utc(annotation.get("created_at"))
+    if image_file is None or image_id is None or when is None:
+        issues.append("a missed person needs the task's data.image_file and data.image_id and the annotation's time")
+    index = {name: j for j, name in enumerate(schema.names)}
+    people = [[0.0] * (3 * schema.num_keypoints) for _ in regions.added_boxes]
+    for label, x, y in regions.added_points:
+        inside = [
+            (w * h, i)
+            for i, (bx, by, w, h) in enumerate(regions.added_boxes)
+            if bx <= x <= bx + w and by <= y <= by + h
+        ]
+        if not inside:
+            issues.append(f"missed-person keypoint {label!r} at ({x:g}, {y:g}) px is inside no {ADDED_LABEL!r} box")
+            continue
+        person, j = people[min(inside)[1]], index[label]
+        if person[3 * j + 2] > 0:
+            issues.append(f"missed-person keypoint {label!r} placed twice in one {ADDED_LABEL!r} box")
+        person[3 * j : 3 * j + 3] = [x, y, 2]
+    if issues:
+        message = f"task {task_id}, annotation {annotation_id}: " + "; ".join(issues)
+        return AnnotationProblem(task_id=task_id, annotation_id=annotation_id, message=message)
+    return [
+        Correction(
+            instance_id=added_instance_id(image_file, box),  # type: ignore[arg-type]  # None reported above
+            image_id=image_id,  # type: ignore[arg-type]
+            bbox=box,
+            keypoints=tuple(keypoints),
+            task_id=task_id,
+            annotation_id=annotation_id,
+            annotator=_annotator(annotation.get("completed_by"), annotators),
+            completed_at=when,  # type: ignore[arg-type]
+            model_version=model_version if model_version is not None else annotation_model_version(task, annotation),
+            origin=origin,
+            image_file=image_file,
+            instance_bbox=box,
+            added=True,
+        )
+        for box, keypoints in zip(regions.added_boxes, people, strict=True)
+    ]
+
+
 def convert_annotation(
     task: Mapping[str, Any],
     annotation: Mapping[str, Any],
@@ -482,6 +560,16 @@ def collect_task_records(
                 )
                 _add(out, record)
                 converted |= not isinstance(record, AnnotationProblem)
+                added = added_people(
+                    task,
+                    annotation,
+                    schema,
+                    annotators=annotators,
+                    model_version=resolve(task, annotation),
+                    origin=origin,
+                )
+                for person in [added] if isinstance(added, AnnotationProblem) else added:
+                    _add(out, person)
             if not converted:
                 pending.add(instance_id)
         elif cancelled:

@@ -1,9 +1,13 @@
 """The Label Studio labeling config generated from a keypoint schema (docs/DESIGN.md §7).
 
-One task shows one person instance: an ``Image``, a ``RectangleLabels`` box with the single label ``person``, a
+One task shows one person instance: an ``Image``, a ``RectangleLabels`` box with the label ``person``, a
 ``KeyPointLabels`` control with one label per keypoint name (``model_index`` = the 0-based keypoint index, which Label
 Studio's own COCO export needs) and a per-region ``Choices`` with the single choice ``occluded``. A keypoint placed
 without the choice is COCO visibility 2, with it visibility 1; an absent keypoint is 0.
+
+A person nobody boxed (one the instance finder missed) is added in the same task: a box with the label
+``missed person`` and its keypoints from the second ``KeyPointLabels`` control (``kp_missed``, same names, any number
+of uses); a missed person's keypoints are those inside its box (``annotations.added_people``).
 
 The control names below are the contract between this config, ``pipeline.data.labelstudio.tasks`` and ``annotations``
 (which write and read results by ``from_name``) and projects created by an earlier round: renaming one orphans every
@@ -22,6 +26,8 @@ BOX_NAME = "box"  # RectangleLabels control
 KEYPOINT_NAME = "kp"  # KeyPointLabels control
 OCCLUDED_NAME = "occluded"  # per-region Choices control
 PERSON_LABEL = "person"
+ADDED_LABEL = "missed person"  # RectangleLabels label of a person the task did not box
+ADDED_KEYPOINT_NAME = "kp_missed"  # KeyPointLabels control of the missed people's keypoints
 OCCLUDED_CHOICE = "occluded"
 
 # Left / right / centre keypoints in three colours, so a left-right swap is visible at a glance.
@@ -49,13 +55,22 @@ def labeling_config(schema: KeypointSchema) -> str:
         f" background={quoteattr(_colour(name))}/>"
         for i, name in enumerate(schema.names)
     )
+    added_labels = "\n".join(
+        f"    <Label value={quoteattr(name)} model_index={quoteattr(str(i))} background={quoteattr(_colour(name))}/>"
+        for i, name in enumerate(schema.names)
+    )
     return f"""<View>
   <Image name="{IMAGE_NAME}" value="${IMAGE_NAME}" zoom="true" zoomControl="true"/>
   <RectangleLabels name="{BOX_NAME}" toName="{IMAGE_NAME}" canRotate="false" strokeWidth="2">
     <Label value="{PERSON_LABEL}" maxUsages="1" background="#ff7f0e"/>
+    <Label value="{ADDED_LABEL}" background="#9467bd"/>
   </RectangleLabels>
   <KeyPointLabels name="{KEYPOINT_NAME}" toName="{IMAGE_NAME}" strokeWidth="1" opacity="0.9">
 {labels}
+  </KeyPointLabels>
+  <Header value="A person nobody boxed: draw a '{ADDED_LABEL}' box, then place their keypoints from this group"/>
+  <KeyPointLabels name="{ADDED_KEYPOINT_NAME}" toName="{IMAGE_NAME}" strokeWidth="1" opacity="0.6">
+{added_labels}
   </KeyPointLabels>
   <Choices name="{OCCLUDED_NAME}" toName="{IMAGE_NAME}" perRegion="true" choice="multiple" showInline="true"
            visibleWhen="region-selected" whenTagName="{KEYPOINT_NAME}">

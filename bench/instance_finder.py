@@ -1,0 +1,140 @@
+"""``python -m bench instance_finder``: the instance finder (pipeline/finding.py) on the synthetic default.
+
+The synthetic default of params.yaml with ``data.split: image`` (seed labels are whole images, so the finder has
+images whose every person is boxed; the same 200-person budget), the ``find`` section as it is. One run:
+
+1. the finder trained on the seed images, then run over val: recall at IoU 0.5 / 0.75 and COCO box AP;
+2. a pose model trained on the same seed labels (train section, supervised, one process), evaluated on val with
+   the ground-truth boxes and with the found boxes (the COCO top-down protocol: every val person is in the ground
+   truth, a missed person is a miss; a found person's score is its detection score x its mean keypoint score);
+3. cost: the finder's training time and its throughput over the pool's images (found people per second).
+
+Writes the "instance_finder" section of docs/BENCHMARKS.md and docs/bench/instance_finder.json.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from pipeline.config import load_params, with_overrides
+from pipeline.data.coco import read_coco
+from pipeline.data.dataset import InstanceRecord, TopDownDataset, instances_from_coco
+from pipeline.data.prepare import prepare
+from pipeline.evaluation import coco_keypoint_ap
+from pipeline.finding import box_recall_and_ap, find_instances, finder_images, train_finder
+from pipeline.inference import predict, to_coco_results
+from pipeline.model_store import build_codec, model_from_params
+from pipeline.training import train_in_process
+
+COMMAND = "python -m bench instance_finder"
+
+
+def _pose_ap(model, val, records: list[InstanceRecord], detection: dict[int, float], params) -> float:
+    dataset = TopDownDataset(records, model.schema, model.head.target_codec, padding=params.codec.box_padding)
+    results = to_coco_results(predict(model, dataset, flip_test=params.train.flip_test), records, 1)
+    for r in results:
+        r["score"] *= detection.get(r["instance_id"], 1.0)
+    return coco_keypoint_ap(val.to_dict(), results, model.schema)["ap"]
+
+
+def measure(root: Path) -> dict:
+    params = with_overrides(load_params(), {"data.split": "image"})
+    prepared = root / "prepared"
+    prepare(params.data, prepared)
+    labeled, pool = (json.loads((prepared / f"{n}.json").read_text()) for n in ("labeled", "pool"))
+    val = read_coco(prepared / "val.json")
+    val_dict = val.to_dict()
+
+    images = finder_images(labeled, pool, prepared)
+    started = time.perf_counter()
+    finder = train_finder(params.find, images)
+    finder_seconds = time.perf_counter() - started
+    found_val = find_instances(finder, val.images, prepared)
+    with contextlib.redirect_stdout(io.StringIO()):
+        boxes = box_recall_and_ap(val_dict, val.images, found_val)
+
+    pool_images = [im for im in pool["images"]]
+    started = time.perf_counter()
+    found_pool = find_instances(finder, pool_images, prepared)
+    find_seconds = time.perf_counter() - started
+    found_people = sum(len(b) for b, _ in found_pool)
+
+    pose_params = with_overrides(
+        params, {"train.ssl.mode": "off", "train.num_workers": 1, "train.warm_start": "scratch"}
+    )
+    paths = {"labels": str(prepared / "labeled.json"), "val": str(prepared / "val.json"), "images_root": str(prepared)}
+    weights = train_in_process(pose_params, paths, root / "pose-checkpoints").best_weights()
+    model = model_from_params(pose_params, build_codec(pose_params), val.schema)
+    model.load_state_dict(weights)
+    model.eval()
+    torch.set_num_threads(2)
+
+    gt_records = instances_from_coco(val.images, val.annotations, prepared, val.schema.num_keypoints)
+    found_records, detection = [], {}
+    for im, (found_boxes, scores) in zip(val.images, found_val, strict=True):
+        for rank, (box, score) in enumerate(zip(found_boxes, scores, strict=True)):
+            iid = 10**9 + im["id"] * 1000 + rank
+            found_records.append(
+                InstanceRecord(iid, prepared / im["file_name"], tuple(map(float, box)), None, im["id"])
+            )
+            detection[iid] = float(score)
+    pose_gt = _pose_ap(model, val, gt_records, {}, pose_params)
+    pose_found = _pose_ap(model, val, found_records, detection, pose_params)
+    return {
+        "seed_images": len(images),
+        "seed_people": int(sum(len(i.boxes) for i in images)),
+        "val_people": boxes["people"],
+        "recall_iou50": round(boxes["recall_iou50"], 4),
+        "recall_iou75": round(boxes["recall_iou75"], 4),
+        "box_ap": round(boxes["box_ap"], 4),
+        "box_ap50": round(boxes["box_ap50"], 4),
+        "pose_ap_gt_boxes": round(pose_gt, 4),
+        "pose_ap_found_boxes": round(pose_found, 4),
+        "pose_ap_ratio": round(pose_found / pose_gt, 3) if pose_gt else None,
+        "finder_train_seconds": round(finder_seconds, 1),
+        "pool_images": len(pool_images),
+        "instances_per_s": round(found_people / find_seconds, 1),
+        "images_per_s": round(len(pool_images) / find_seconds, 1),
+        "find": {
+            k: getattr(params.find, k) for k in ("input_size", "backbone", "steps", "batch_size", "lr", "min_score")
+        },
+    }
+
+
+def run() -> None:
+    from bench.report import write_section
+
+    with tempfile.TemporaryDirectory() as tmp:
+        result = measure(Path(tmp))
+    r = result
+    body = (
+        f"Synthetic default (params.yaml) with `data.split: image`: {r['seed_images']} seed images holding "
+        f"{r['seed_people']} people (every person on them labeled) train the finder "
+        f"({r['find']['backbone']} backbone, {r['find']['input_size'][0]}x{r['find']['input_size'][1]} letterboxed, "
+        f"{r['find']['steps']} steps, batch {r['find']['batch_size']}, from scratch).\n\n"
+        f"Val: {r['val_people']} people.\n\n"
+        "| finder on val | recall IoU 0.5 | recall IoU 0.75 | box AP | box AP50 |\n|---|---|---|---|---|\n"
+        f"| synthetic default | {r['recall_iou50']:.3f} | {r['recall_iou75']:.3f} | {r['box_ap']:.3f} | "
+        f"{r['box_ap50']:.3f} |\n\n"
+        "| pose model (same weights) on val | OKS AP |\n|---|---|\n"
+        f"| ground-truth boxes | {r['pose_ap_gt_boxes']:.3f} |\n"
+        f"| found boxes (missed people are misses) | {r['pose_ap_found_boxes']:.3f} "
+        f"({r['pose_ap_ratio']:.0%} of the ground-truth-box AP) |\n\n"
+        f"Cost on this machine: finder training {r['finder_train_seconds']:.0f} s; over the pool's "
+        f"{r['pool_images']} images {r['images_per_s']:.0f} images/s, {r['instances_per_s']:.0f} found people/s "
+        "(one process, 2 torch threads). A round adds the finder's training and this pass (the find stage) only when "
+        "the pool has images without boxes.\n"
+    )
+    write_section("instance_finder", "Instance finder (issue #27)", COMMAND, body, result)
+    print(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    run()

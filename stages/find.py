@@ -1,0 +1,36 @@
+"""DVC stage `find`: data/prepared/pool.json + the people the instance finder finds on its unboxed images (a team's
+own images and video frames, ``data.pool``) -> data/pool.json, the pool every later stage reads.
+
+Without unboxed images the pool passes through unchanged and no finder is trained. The finder, what it learns from
+and its output are described in pipeline/finding.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+from pipeline.config import load_params
+from pipeline.files import write_json
+from pipeline.finding import find_pool
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--prepared", type=Path, default=Path("data/prepared"), help="the prepare stage's folder")
+    parser.add_argument("--out", type=Path, default=Path("data/pool.json"), help="the pool with the found people")
+    parser.add_argument("--finder", type=Path, default=Path("artifacts/finder"), help="the trained finder")
+    parser.add_argument("--metrics", type=Path, default=Path("metrics/find.json"))
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"), help="the parameters file")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+
+    metrics = find_pool(load_params(args.params), args.prepared, args.out, args.finder)
+    write_json(args.metrics, metrics)
+    print(json.dumps({k: metrics[k] for k in ("unboxed_images", "finder", "found")}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,150 @@
+"""The instance finder's geometry: boxes -> centre targets -> boxes, the letterbox and its augmentation, found
+boxes mapped back to the image, found instances as pool annotations, and the find stage's pass-through."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from pipeline.codec import CentreCodec
+from pipeline.config import load_params, with_overrides
+from pipeline.data.prepare import prepare
+from pipeline.finding import (
+    MAX_PER_IMAGE,
+    FinderDataset,
+    FinderImage,
+    box_recall_and_ap,
+    find_pool,
+    found_annotations,
+    found_id_base,
+    letterbox,
+    transform_boxes,
+    unboxed_images,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+BOXES = np.array([[10.0, 20.0, 50.0, 100.0], [100.0, 100.0, 30.5, 60.25], [200.0, 5.0, 40.0, 40.0]])
+
+
+def _logits(targets: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
+    """A perfect finder's outputs: the targets themselves (the centre map as logits)."""
+    centre = torch.from_numpy(targets["centre"][None]).clamp(1e-4, 1 - 1e-4)
+    return {
+        "centre": torch.logit(centre),
+        "size": torch.from_numpy(targets["size"][None]),
+        "offset": torch.from_numpy(targets["offset"][None]),
+    }
+
+
+def test_centre_codec_decodes_what_it_encodes():
+    codec = CentreCodec((256, 256), stride=4, min_score=0.5)
+    targets = codec.encode(BOXES)
+    assert targets["centre"].shape == (1, 64, 64) and targets["size"].shape == (2, 64, 64)
+    assert targets["centre_mask"].sum() == 3 and targets["centre"].max() == 1.0
+    boxes, scores = codec.decode(_logits(targets))[0]
+    order = np.argsort(boxes[:, 0])
+    np.testing.assert_allclose(boxes[order], BOXES, atol=1e-3)
+    assert (scores > 0.99).all()
+    assert len(codec.decode(_logits(codec.encode(np.zeros((0, 4)))))[0][0]) == 0  # an empty image finds nobody
+
+
+def test_letterbox_keeps_the_aspect_and_augmented_boxes_follow_the_pixels(tmp_path):
+    matrix = letterbox(400, 200, (128, 128))  # scale 0.32, 32 px bands above and below
+    np.testing.assert_allclose(matrix, [[0.32, 0, 0], [0, 0.32, 32]])
+    np.testing.assert_allclose(transform_boxes(np.array([[0, 0, 400, 200]]), matrix, (128, 128)), [[0, 32, 128, 64]])
+    # 56% inside the input: clipped; 28% inside: dropped
+    shifted = np.array([[1.0, 0, 100], [0, 1.0, 0]])
+    kept = transform_boxes(np.array([[0, 0, 50, 50], [0, 10, 100, 20]]), shifted, (128, 128))
+    np.testing.assert_allclose(kept, [[100, 0, 28, 50]])
+
+    # an augmented sample: the centre of each target box lies on the bright square drawn at the box
+    import cv2
+
+    image = np.zeros((200, 400, 3), np.uint8)
+    box = [250.0, 60.0, 60.0, 80.0]
+    image[60:140, 250:310] = 255
+    cv2.imwrite(str(tmp_path / "one.png"), image)
+    dataset = FinderDataset(
+        [FinderImage(tmp_path / "one.png", np.array([box]), 400, 200)], CentreCodec((128, 128)), True
+    )
+    for epoch in range(6):  # flips and zooms among them
+        dataset.epoch = epoch
+        sample = dataset[0]
+        cell = np.argwhere(sample["centre_mask"].numpy() == 1)
+        if len(cell) == 0:
+            continue  # shifted out of view
+        y, x = (cell[0] + 0.5) * 4
+        # the square, brighter than the background whatever the contrast and brightness jitter did
+        assert sample["image"][:, int(y), int(x)].mean() > sample["image"].mean(0).median() + 0.3
+
+
+def test_found_people_become_pool_annotations_with_ids_above_every_source_id():
+    images = [{"id": 7, "width": 100, "height": 80}, {"id": 9, "width": 100, "height": 80}]
+    found = [
+        (np.array([[1.0, 2.0, 30.0, 40.0], [50, 10, 20, 20]]), np.array([0.9, 0.4])),
+        (np.zeros((0, 4)), np.zeros(0)),
+    ]
+    base = found_id_base({"annotations": [{"id": 5}, {"id": 2_000_000_123}]})
+    assert base > 2_000_000_123 and base % MAX_PER_IMAGE == 0
+    annotations = found_annotations(images, found, 17, 1, base)
+    assert [a["id"] for a in annotations] == [base + 7 * MAX_PER_IMAGE, base + 7 * MAX_PER_IMAGE + 1]
+    first = annotations[0]
+    assert first["bbox"] == [1.0, 2.0, 30.0, 40.0] and first["detection_score"] == 0.9 and first["source"] == "found"
+    assert first["num_keypoints"] == 0 and len(first["keypoints"]) == 51
+    pool = {"images": images, "annotations": annotations}
+    assert [im["id"] for im in unboxed_images(pool)] == [9]
+
+
+def test_recall_and_box_ap_of_a_perfect_and_of_a_blind_finder():
+    gt = {
+        "images": [{"id": 1, "width": 300, "height": 300, "file_name": "a.jpg"}],
+        "annotations": [
+            {"id": i + 1, "image_id": 1, "category_id": 1, "bbox": list(b), "area": float(b[2] * b[3]), "iscrowd": 0}
+            for i, b in enumerate(BOXES)
+        ],
+        "categories": [{"id": 1, "name": "person"}],
+    }
+    perfect = box_recall_and_ap(gt, gt["images"], [(BOXES, np.array([0.9, 0.8, 0.7]))])
+    assert perfect["recall_iou50"] == perfect["recall_iou75"] == 1.0 and perfect["box_ap"] > 0.99
+    half = BOXES[:1] + np.array([5.0, 5.0, 0.0, 0.0])  # one person found, shifted: IoU 0.75 (just below)
+    partial = box_recall_and_ap(gt, gt["images"], [(half, np.array([0.9]))])
+    assert partial["recall_iou50"] == pytest.approx(1 / 3) and partial["recall_iou75"] == 0.0
+    blind = box_recall_and_ap(gt, gt["images"], [(np.zeros((0, 4)), np.zeros(0))])
+    assert blind["recall_iou50"] == 0.0 and blind["box_ap"] == 0.0
+
+
+def test_without_unboxed_images_the_find_stage_passes_the_pool_through(tmp_path):
+    params = with_overrides(
+        load_params(REPO / "params.yaml"),
+        {"data.synthetic.num_images": 16, "data.val_images": 3, "data.test_images": 1, "data.labeled": 6},
+    )
+    prepare(params.data, tmp_path / "prepared")
+    metrics = find_pool(params, tmp_path / "prepared", tmp_path / "pool.json", tmp_path / "finder", progress=False)
+    assert metrics == {"unboxed_images": 0, "finder": "none", "found": 0, "images_without_people": 0}
+    assert json.loads((tmp_path / "pool.json").read_text()) == json.loads((tmp_path / "prepared/pool.json").read_text())
+    assert not (tmp_path / "finder" / "finder.pt").exists()
+
+
+def test_one_per_frame_gives_each_unboxed_frame_its_whole_frame(tmp_path):
+    import shutil
+
+    params = with_overrides(
+        load_params(REPO / "params.yaml"),
+        {"data.synthetic.num_images": 16, "data.val_images": 3, "data.test_images": 1, "data.labeled": 6},
+    )
+    prepare(params.data, tmp_path / "source")
+    (tmp_path / "frames").mkdir()
+    for image in sorted((tmp_path / "source" / "images").glob("*.jpg"))[:2]:
+        shutil.copy(image, tmp_path / "frames" / image.name)
+    params = with_overrides(params, {"data.pool.images": ["frames"], "find.one_per_frame": True})
+    prepare(params.data, tmp_path / "prepared", project_root=tmp_path)
+    metrics = find_pool(params, tmp_path / "prepared", tmp_path / "pool.json", tmp_path / "finder", progress=False)
+    assert metrics["finder"] == "whole frame" and metrics["found"] == 2
+    pool = json.loads((tmp_path / "pool.json").read_text())
+    found = [a for a in pool["annotations"] if a.get("source") == "found"]
+    sizes = {im["id"]: [0.0, 0.0, float(im["width"]), float(im["height"])] for im in pool["images"]}
+    assert all(a["bbox"] == sizes[a["image_id"]] for a in found)

@@ -1,0 +1,149 @@
+"""data.pool: a team's own unlabeled images and videos enter prepare's pool as images without boxes, each with an
+identity (its path under data.pool.root, a frame's video and index) that does not move when the pool grows."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from pipeline.config import load_params, with_overrides
+from pipeline.data.prepare import prepare
+from pipeline.data.unlabeled import (
+    IMAGE_SUFFIXES,
+    PoolInputError,
+    kmeans_frames,
+    list_inputs,
+    probe_video,
+    uniform_frames,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def write_video(path: Path, frames: list[np.ndarray], fps: float = 10.0) -> Path:
+    """An mp4 (OpenCV's mp4v) of BGR ``frames``."""
+    height, width = frames[0].shape[:2]
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, height))
+    for frame in frames:
+        writer.write(frame)
+    writer.release()
+    return path
+
+
+def _scene(value: int, i: int) -> np.ndarray:
+    frame = np.full((64, 80, 3), value, np.uint8)
+    cv2.putText(frame, str(i % 3), (5, 40), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (128, 128, 128))  # a little motion
+    return frame
+
+
+def test_inputs_are_listed_from_folders_globs_and_files_and_a_wrong_entry_is_named(tmp_path):
+    (tmp_path / "a" / "deep").mkdir(parents=True)
+    for name in ("a/1.jpg", "a/deep/2.PNG", "a/notes.txt", "b.jpeg"):
+        (tmp_path / name).write_bytes(b"x")
+    found = list_inputs(["a", "*.jpeg", "a/1.jpg"], IMAGE_SUFFIXES, tmp_path, "images")
+    assert [p.relative_to(tmp_path).as_posix() for p in found] == ["a/1.jpg", "a/deep/2.PNG", "b.jpeg"]
+    with pytest.raises(PoolInputError, match=r"data\.pool\.images: 'missing' does not exist"):
+        list_inputs(["missing"], IMAGE_SUFFIXES, tmp_path, "images")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(PoolInputError, match=r"data\.pool\.images: 'empty' holds no file ending in"):
+        list_inputs(["empty"], IMAGE_SUFFIXES, tmp_path, "images")
+
+
+def test_a_video_is_probed_and_a_broken_one_is_named(tmp_path):
+    video = write_video(tmp_path / "clip.mp4", [_scene(40 * (i // 10), i) for i in range(30)], fps=12.0)
+    info = probe_video(video)
+    assert (info.frames, info.width, info.height) == (30, 80, 64) and info.fps == pytest.approx(12.0)
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"not a video at all")
+    with pytest.raises(PoolInputError, match=r"broken\.mp4: not a video OpenCV can decode"):
+        probe_video(broken)
+
+
+def test_uniform_takes_an_even_stride_and_kmeans_one_frame_per_scene(tmp_path):
+    assert uniform_frames(100, 5) == [0, 25, 50, 74, 99]
+    assert uniform_frames(3, 5) == [0, 1, 2]
+    # a long static stretch and two short scenes: k-means takes a frame of each, an even stride misses one
+    scenes = (
+        [_scene(20, i) for i in range(50)] + [_scene(130, i) for i in range(5)] + [_scene(240, i) for i in range(5)]
+    )
+    video = write_video(tmp_path / "scenes.mp4", scenes)
+    picked = kmeans_frames(video, 60, 3, seed=0)
+    assert len(picked) == 3 and sorted(i // 50 + (i >= 55) for i in picked) == [0, 1, 2], picked
+    assert sum(i >= 50 for i in uniform_frames(60, 3)) == 1  # uniform gives the two short scenes one frame
+
+
+def _small_source(root: Path):
+    params = with_overrides(
+        load_params(REPO / "params.yaml"),
+        {"data.synthetic.num_images": 24, "data.val_images": 4, "data.test_images": 2, "data.labeled": 10},
+    )
+    prepare(params.data, root / "source")  # its images stand in for a team's photos and video
+    return params, sorted((root / "source" / "images").glob("*.jpg"))
+
+
+def test_prepare_adds_pool_images_and_frames_without_boxes_whose_names_survive_a_growing_pool(tmp_path):
+    params, images = _small_source(tmp_path)
+    mine = tmp_path / "mine"
+    (mine / "photos").mkdir(parents=True)
+    for image in images[:3]:
+        shutil.copy(image, mine / "photos" / image.name)
+    write_video(mine / "day1.mp4", [cv2.imread(str(p)) for p in images[3:15]])
+    pool = {"data.pool.images": ["mine/photos"], "data.pool.videos": ["mine/day1.mp4"], "data.pool.root": "mine"}
+    pool |= {"data.pool.frames.per_video": 4}
+    prepare(with_overrides(params, pool).data, tmp_path / "prepared", project_root=tmp_path)
+
+    prepared = json.loads((tmp_path / "prepared" / "pool.json").read_text())
+    boxed = {a["image_id"] for a in prepared["annotations"]}
+    unboxed = [im for im in prepared["images"] if im["id"] not in boxed]
+    names = sorted(im["file_name"] for im in unboxed)
+    assert names == sorted(
+        [f"images/pool/photos/{p.name}" for p in images[:3]]
+        + [f"images/pool/day1.mp4/frame_{i:06d}.jpg" for i in (0, 4, 7, 11)]
+    )
+    frame = next(im for im in unboxed if im.get("video"))
+    assert frame["video"] == "day1.mp4" and frame["pool_file"].startswith("day1.mp4/frame_")
+    source_ids = [im["id"] for im in json.loads((tmp_path / "source" / "labeled.json").read_text())["images"]]
+    assert min(im["id"] for im in unboxed) > max(source_ids)
+    for im in unboxed:  # decoded once into the prepared folder, with the size the file has
+        assert cv2.imread(str(tmp_path / "prepared" / im["file_name"])).shape[:2] == (im["height"], im["width"])
+
+    # the pool grows by a second video: every earlier name is still there, meaning the same pixels
+    write_video(mine / "day2.mp4", [cv2.imread(str(p)) for p in images[15:20]])
+    grown = with_overrides(params, pool | {"data.pool.videos": ["mine/*.mp4"]})
+    prepare(grown.data, tmp_path / "again", project_root=tmp_path)
+    again = {im["file_name"] for im in json.loads((tmp_path / "again" / "pool.json").read_text())["images"]}
+    assert set(names) < again and any("day2.mp4/frame_" in n for n in again)
+
+
+def test_a_pool_file_outside_the_root_is_refused_by_name(tmp_path):
+    params, images = _small_source(tmp_path)
+    (tmp_path / "elsewhere").mkdir()
+    shutil.copy(images[0], tmp_path / "elsewhere" / "x.jpg")
+    bad = with_overrides(params, {"data.pool.images": ["elsewhere"], "data.pool.root": "mine"})
+    (tmp_path / "mine").mkdir()
+    with pytest.raises(PoolInputError, match=r"x\.jpg is outside data\.pool\.root"):
+        prepare(bad.data, tmp_path / "prepared", project_root=tmp_path)
+
+
+def test_validate_reads_a_video_and_an_image_folder_as_the_pool_does(tmp_path, capsys):
+    from pipeline.data.validate import validate_command
+
+    video = write_video(tmp_path / "clip.mp4", [_scene(40 * (i // 10), i) for i in range(30)], fps=10.0)
+    assert validate_command(video) == 0
+    out = capsys.readouterr().out
+    assert "frames: 30 at 10 fps, 3.0 s; size 80 x 64" in out
+    folder = tmp_path / "photos"
+    (folder / "sub").mkdir(parents=True)
+    cv2.imwrite(str(folder / "a.jpg"), _scene(100, 0))
+    cv2.imwrite(str(folder / "sub" / "b.png"), _scene(200, 1))
+    assert validate_command(folder) == 0
+    assert "2 image(s), every one decodes" in capsys.readouterr().out
+    (folder / "sub" / "broken.jpg").write_bytes(b"\xff\xd8 truncated")
+    assert validate_command(folder) == 2
+    out = capsys.readouterr().out
+    assert "1 of 3 image(s) cannot be used" in out and "broken.jpg" in out
