@@ -34,6 +34,23 @@ from pipeline.model_store import build_codec, model_from_params
 from pipeline.training import train_in_process
 
 COMMAND = "python -m bench instance_finder"
+THRESHOLDS = (0.05, 0.15, 0.3)  # find.min_score values compared (0.3: params.yaml)
+
+
+def recall_per_tag(gt: dict, images: list[dict], found: list) -> dict[str, tuple[int, float]]:
+    """Recall at IoU 0.5 per synthetic hard-case tag (``synthetic_tags``; untagged people under "none"):
+    (people, recall). Where the finder misses, not only how much."""
+    from pipeline.corrections import box_iou
+
+    found_on = {im["id"]: boxes for im, (boxes, _) in zip(images, found, strict=True)}
+    hits: dict[str, list[bool]] = {}
+    for a in gt["annotations"]:
+        if a.get("iscrowd") or a["image_id"] not in found_on:
+            continue
+        hit = any(box_iou(b, a["bbox"]) >= 0.5 for b in found_on[a["image_id"]])
+        for tag in a.get("synthetic_tags") or ["none"]:
+            hits.setdefault(tag, []).append(hit)
+    return {tag: (len(v), round(sum(v) / len(v), 3)) for tag, v in sorted(hits.items())}
 
 
 def _pose_ap(model, val, records: list[InstanceRecord], detection: dict[int, float], params) -> float:
@@ -56,9 +73,17 @@ def measure(root: Path) -> dict:
     started = time.perf_counter()
     finder = train_finder(params.find, images)
     finder_seconds = time.perf_counter() - started
-    found_val = find_instances(finder, val.images, prepared)
-    with contextlib.redirect_stdout(io.StringIO()):
-        boxes = box_recall_and_ap(val_dict, val.images, found_val)
+    finder.codec.min_score = 0.0  # every peak, then each threshold below picks from them
+    peaks_val = find_instances(finder, val.images, prepared)
+    by_threshold = {}
+    for threshold in THRESHOLDS:
+        kept = [(b[s >= threshold], s[s >= threshold]) for b, s in peaks_val]
+        with contextlib.redirect_stdout(io.StringIO()):
+            by_threshold[threshold] = box_recall_and_ap(val_dict, val.images, kept)
+    found_val = [(b[s >= params.find.min_score], s[s >= params.find.min_score]) for b, s in peaks_val]
+    finder.codec.min_score = params.find.min_score
+    boxes = by_threshold[params.find.min_score]
+    per_tag = recall_per_tag(val_dict, val.images, found_val)
 
     pool_images = [im for im in pool["images"]]
     started = time.perf_counter()
@@ -99,6 +124,10 @@ def measure(root: Path) -> dict:
         "pose_ap_found_boxes": round(pose_found, 4),
         "pose_ap_ratio": round(pose_found / pose_gt, 3) if pose_gt else None,
         "finder_train_seconds": round(finder_seconds, 1),
+        "by_min_score": {
+            str(t): {k: round(v, 4) for k, v in m.items() if k != "people"} for t, m in by_threshold.items()
+        },
+        "recall_iou50_per_tag": per_tag,
         "pool_images": len(pool_images),
         "instances_per_s": round(found_people / find_seconds, 1),
         "images_per_s": round(len(pool_images) / find_seconds, 1),
@@ -123,6 +152,15 @@ def run() -> None:
         "| finder on val | recall IoU 0.5 | recall IoU 0.75 | box AP | box AP50 |\n|---|---|---|---|---|\n"
         f"| synthetic default | {r['recall_iou50']:.3f} | {r['recall_iou75']:.3f} | {r['box_ap']:.3f} | "
         f"{r['box_ap50']:.3f} |\n\n"
+        "| find.min_score | recall IoU 0.5 | recall IoU 0.75 | box AP |\n|---|---|---|---|\n"
+        + "".join(
+            f"| {t} | {m['recall_iou50']:.3f} | {m['recall_iou75']:.3f} | {m['box_ap']:.3f} |\n"
+            for t, m in r["by_min_score"].items()
+        )
+        + "\nWhere it misses (recall at IoU 0.5 and params.yaml's min_score, per hard case of the synthetic set; "
+        "a person can carry several tags): "
+        + ", ".join(f"{tag} {rec:.2f} ({n})" for tag, (n, rec) in r["recall_iou50_per_tag"].items())
+        + ".\n\n"
         "| pose model (same weights) on val | OKS AP |\n|---|---|\n"
         f"| ground-truth boxes | {r['pose_ap_gt_boxes']:.3f} |\n"
         f"| found boxes (missed people are misses) | {r['pose_ap_found_boxes']:.3f} "

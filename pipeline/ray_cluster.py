@@ -36,10 +36,17 @@ def route_ray_logs(log_file: Path | None) -> None:
     target = str(log_file.resolve()) if log_file is not None else None
     handler = None
     names = ["ray", *(n for n in logging.root.manager.loggerDict if n.startswith("ray."))]
+    # Ray Data may hang the root logger's own handlers on its loggers too: those are the application's (and pytest's
+    # log capture) and keep their level
+    root_handlers = set(logging.root.handlers)
     for name in names:
         logger = logging.getLogger(name)
         for h in logger.handlers:
-            if isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler):
+            if (
+                isinstance(h, logging.StreamHandler)
+                and not isinstance(h, logging.FileHandler)
+                and h not in root_handlers
+            ):
                 h.setLevel(logging.ERROR)
         if target is None or not (name == "ray" or not logger.propagate):
             continue

@@ -25,7 +25,10 @@ FRAMES = 5
 
 def _own_material(project: Path) -> None:
     """mine/site/*.jpg (4 photos) and mine/cam1.mp4 (12 frames): other synthetic people than the source's."""
-    others = with_overrides(load_params(project / "params.yaml"), {"data.seed": 99, "data.synthetic.num_images": 16})
+    others = with_overrides(
+        load_params(project / "params.yaml"),
+        {"data.seed": 99, "data.synthetic.num_images": 16, "data.pool.images": [], "data.pool.videos": []},
+    )
     prepare(others.data, project / "other")
     images = sorted((project / "other" / "images").glob("*.jpg"))
     (project / "mine" / "site").mkdir(parents=True)
