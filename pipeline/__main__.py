@@ -58,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--category", default=None, help="the keypoint category (name or id) when a file defines several")
     p.add_argument(
         "--format",
-        choices=("auto", "coco", "mpii", "labelstudio", "sleap", "deeplabcut"),
+        choices=("auto", "coco", "mpii", "labelstudio", "sleap", "deeplabcut", "lightning_pose"),
         default="auto",
         help="the file's layout (auto: from its content)",
     )

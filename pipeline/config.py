@@ -86,6 +86,11 @@ class DeepLabCutSourceParams:
 
 
 @dataclass(frozen=True)
+class LightningPoseSourceParams:
+    project: str | None = None  # a Lightning Pose project folder (CollectedData.csv, labeled-data/, videos/)
+
+
+@dataclass(frozen=True)
 class MpiiSourceParams:
     """MPII in the JSON layout MMPose and others publish: a list of {image, joints, joints_vis, center, scale}."""
 
@@ -132,7 +137,7 @@ class PoolParams:
 
 @dataclass(frozen=True)
 class DataParams:
-    source: Literal["synthetic", "coco", "deeplabcut", "mpii", "sleap", "labelstudio"] = "synthetic"
+    source: Literal["synthetic", "coco", "deeplabcut", "lightning_pose", "mpii", "sleap", "labelstudio"] = "synthetic"
     seed: int = _p(0, ge=0, le=MAX_SEED)
     # Seed labels: a fraction of the eligible instances when < 1, else a count of instances.
     labeled: float = _p(200, gt=0, le=10_000_000)
@@ -148,6 +153,7 @@ class DataParams:
     synthetic: SyntheticParams = _p(SyntheticParams())
     coco: CocoSourceParams = _p(CocoSourceParams())
     deeplabcut: DeepLabCutSourceParams = _p(DeepLabCutSourceParams())
+    lightning_pose: LightningPoseSourceParams = _p(LightningPoseSourceParams())
     mpii: MpiiSourceParams = _p(MpiiSourceParams())
     sleap: SleapSourceParams = _p(SleapSourceParams())
     labelstudio: LabelStudioSourceParams = _p(LabelStudioSourceParams())

@@ -93,6 +93,76 @@ def read_deeplabcut_project(
                 )
             rows[row.image] = row
 
+    info = {
+        "description": f"DeepLabCut project {config.get('Task', project.name)!s} converted to COCO by poseloop",
+        "dlc_scorer": str(config.get("scorer", "")),
+        "dlc_csv_files": [p.relative_to(project).as_posix() for p in csvs],
+    }
+    return _to_coco(rows, project, bodyparts, skeleton, info, margin, min_pad, category_name), project
+
+
+def read_lightning_pose_project(
+    project_dir: str | os.PathLike[str],
+    margin: float = 0.1,
+    min_pad: float = 8.0,
+    category_name: str = "animal",
+) -> tuple[dict, Path]:
+    """Read a Lightning Pose project as a COCO keypoint dict; returns (coco dict, project folder).
+
+    Lightning Pose keeps DeepLabCut's label file layout without DeepLabCut's project around it: one
+    ``CollectedData.csv`` at the project's top (three header rows scorer / bodyparts / coords; the index is the image
+    path relative to the project, e.g. ``labeled-data/session0/img01.png``), a ``videos/`` folder, no config.yaml.
+    The keypoint names are the CSV's bodyparts, in column order; there is no skeleton. Rows become images and
+    annotations exactly as a DeepLabCut project's do (module doc). Its videos become the pool through
+    ``data.pool.videos`` (README, "Your own unlabeled images and videos").
+    """
+    project = Path(project_dir)
+    csv_path = project / LIGHTNING_POSE_CSV
+    if not csv_path.is_file():
+        raise DeepLabCutFormatError(f"{project}: no {LIGHTNING_POSE_CSV} (not a Lightning Pose project?)")
+    bodyparts = _csv_bodyparts(csv_path)
+    rows: dict[str, _Row] = {}
+    for row in _read_csv(csv_path, bodyparts, project):
+        if row.image in rows:
+            raise DeepLabCutFormatError(
+                f"{csv_path}: line {row.line}: image {row.image} is already labeled on line {rows[row.image].line}"
+            )
+        rows[row.image] = row
+    info = {"description": f"Lightning Pose project {project.name} converted to COCO by poseloop"}
+    return _to_coco(rows, project, bodyparts, [], info, margin, min_pad, category_name), project
+
+
+LIGHTNING_POSE_CSV = "CollectedData.csv"
+
+
+def _csv_bodyparts(path: Path) -> list[str]:
+    """The bodyparts of a DeepLabCut-layout CSV's second header row, in column order (each once)."""
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            header = [row for _, row in zip(range(3), csv.reader(f), strict=False)]
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise DeepLabCutFormatError(f"{path}: cannot read: {exc}") from exc
+    if len(header) < 3 or not header[1] or header[1][0].strip() != "bodyparts":
+        raise DeepLabCutFormatError(f"{path}: line 2 must start with 'bodyparts' (DeepLabCut's three header rows)")
+    n_index = _index_width(header[2])
+    parts = list(dict.fromkeys(p.strip() for p in header[1][n_index:] if p.strip()))
+    if not parts:
+        raise DeepLabCutFormatError(f"{path}: line 2 names no bodypart")
+    return parts
+
+
+def _to_coco(
+    rows: dict[str, _Row],
+    project: Path,
+    bodyparts: list[str],
+    skeleton: list[tuple[int, int]],
+    info: dict,
+    margin: float,
+    min_pad: float,
+    category_name: str,
+) -> dict:
+    """Labeled rows (image path -> row) -> one COCO dict: images sorted by path with ids 1..N, one annotation per
+    image with a labeled bodypart, its id the image's."""
     images: list[dict] = []
     annotations: list[dict] = []
     for image_id, name in enumerate(sorted(rows), start=1):
@@ -114,12 +184,7 @@ def read_deeplabcut_project(
         "keypoints": list(bodyparts),
         "skeleton": [[a + 1, b + 1] for a, b in skeleton],
     }
-    info = {
-        "description": f"DeepLabCut project {config.get('Task', project.name)!s} converted to COCO by poseloop",
-        "dlc_scorer": str(config.get("scorer", "")),
-        "dlc_csv_files": [p.relative_to(project).as_posix() for p in csvs],
-    }
-    return {"info": info, "images": images, "annotations": annotations, "categories": [category]}, project
+    return {"info": info, "images": images, "annotations": annotations, "categories": [category]}
 
 
 def _read_config(path: Path) -> dict:

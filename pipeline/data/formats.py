@@ -10,6 +10,7 @@ format          input                        images
 ``labelstudio`` a Label Studio JSON export   ``images``: needed, as for MPII
 ``sleap``       a SLEAP ``.slp`` file        embedded or in its video; decoded into ``frames_dir`` when given
 ``deeplabcut``  a DeepLabCut project folder  the project folder itself
+``lightning_pose`` a Lightning Pose project  the project folder itself (CollectedData.csv, no config.yaml)
 =============== ============================ =================================================================
 """
 
@@ -20,7 +21,7 @@ from typing import Any
 
 from pipeline.data.coco import load_json
 
-FORMATS = ("coco", "mpii", "labelstudio", "sleap", "deeplabcut")
+FORMATS = ("coco", "mpii", "labelstudio", "sleap", "deeplabcut", "lightning_pose")
 
 
 def detect_format(path: Path, data: Any = None) -> str:
@@ -30,7 +31,10 @@ def detect_format(path: Path, data: Any = None) -> str:
     from pipeline.data.mpii import looks_like_mpii
 
     if path.is_dir():
-        return "deeplabcut"
+        from pipeline.data.deeplabcut import LIGHTNING_POSE_CSV
+
+        is_lightning_pose = (path / LIGHTNING_POSE_CSV).is_file() and not (path / "config.yaml").is_file()
+        return "lightning_pose" if is_lightning_pose else "deeplabcut"
     if path.suffix == ".slp":
         return "sleap"
     if looks_like_mpii(data):
@@ -60,6 +64,10 @@ def read_format(
         from pipeline.data.deeplabcut import read_deeplabcut_project
 
         return read_deeplabcut_project(path)  # (coco, the project folder: its frames are the images)
+    if fmt == "lightning_pose":
+        from pipeline.data.deeplabcut import read_lightning_pose_project
+
+        return read_lightning_pose_project(path)
     if fmt == "sleap":
         from pipeline.data.sleap import read_sleap
 

@@ -328,9 +328,10 @@ def load_source(params: DataParams, out_dir: Path, project_root: Path) -> tuple[
         # The frames are decoded from the file's embedded images or its video into the prepared folder itself.
         labels = resolve(source.labels, "sleap.labels")
         return checked(read_format("sleap", labels, frames_dir=out_dir / "images")[0], labels), None
-    if params.source == "deeplabcut":
-        coco, root = read_format("deeplabcut", resolve(source.project, "deeplabcut.project"))
-        return linked(checked(coco, root / "config.yaml"), root, "images"), None
+    if params.source in ("deeplabcut", "lightning_pose"):
+        coco, root = read_format(params.source, resolve(source.project, f"{params.source}.project"))
+        label_file = "config.yaml" if params.source == "deeplabcut" else "CollectedData.csv"
+        return linked(checked(coco, root / label_file), root, "images"), None
     # mpii, labelstudio: a JSON file and its image folder
     path_key = "annotations" if params.source == "mpii" else "export"
     path = resolve(getattr(source, path_key), f"{params.source}.{path_key}")

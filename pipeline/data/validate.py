@@ -71,7 +71,8 @@ def validate_command(
     ``images`` (a DeepLabCut project: always) every image is checked: present, decodable, size as in the file.
     """
     path = Path(annotations)
-    if path.suffix.lower() in VIDEO_SUFFIXES or (path.is_dir() and not (path / "config.yaml").is_file()):
+    project = path.is_dir() and ((path / "config.yaml").is_file() or (path / "CollectedData.csv").is_file())
+    if path.suffix.lower() in VIDEO_SUFFIXES or (path.is_dir() and not project):
         return validate_pool_input(path)
     try:
         data, images = read_as_coco(path, fmt, Path(images) if images is not None else None)

@@ -147,3 +147,45 @@ def test_validate_reads_a_video_and_an_image_folder_as_the_pool_does(tmp_path, c
     assert validate_command(folder) == 2
     out = capsys.readouterr().out
     assert "1 of 3 image(s) cannot be used" in out and "broken.jpg" in out
+
+
+def test_a_lightning_pose_project_gives_the_seed_labels_and_its_videos_the_pool(tmp_path, dlc_openfield):
+    """Lightning Pose's layout (DeepLabCut's CSV at the top as CollectedData.csv, labeled-data/, videos/, no
+    config.yaml) from params.yaml alone: the labeled frames are the seed labels, the videos the pool."""
+    from pipeline.data.formats import detect_format
+    from pipeline.data.validate import validate_command
+
+    project = tmp_path / "lp"
+    frames = sorted((dlc_openfield / "labeled-data" / "m4s1").glob("*.png"))
+    (project / "labeled-data" / "m4s1").mkdir(parents=True)
+    for frame in frames:
+        shutil.copy(frame, project / "labeled-data" / "m4s1" / frame.name)
+    [dlc_csv] = (dlc_openfield / "labeled-data" / "m4s1").glob("CollectedData_*.csv")
+    shutil.copy(dlc_csv, project / "CollectedData.csv")
+    (project / "videos").mkdir()
+    write_video(project / "videos" / "session1.mp4", [cv2.imread(str(f)) for f in frames[:12]])
+    assert detect_format(project) == "lightning_pose"
+    assert validate_command(project) == 0
+
+    overrides = {
+        "data.source": "lightning_pose",
+        "data.lightning_pose.project": str(project),
+        "data.pool.videos": [str(project / "videos")],
+        "data.pool.root": str(project),
+        "data.pool.frames.per_video": 5,
+    }
+    params = with_overrides(load_params(REPO / "params.yaml"), overrides)
+    counts = prepare(params.data, tmp_path / "prepared")
+    labeled = json.loads((tmp_path / "prepared" / "labeled.json").read_text())
+    assert labeled["categories"][0]["keypoints"] == ["snout", "leftear", "rightear", "tailbase"]
+    rows = len(dlc_csv.read_text().strip().splitlines()) - 3
+    assert counts["labeled"] + counts["val"] + counts["test"] + counts["pool"] == rows
+    pool = json.loads((tmp_path / "prepared" / "pool.json").read_text())
+    frames_in_pool = [im["file_name"] for im in pool["images"] if im.get("video")]
+    assert len(frames_in_pool) == 5 and all(
+        n.startswith("images/pool/videos/session1.mp4/frame_") for n in frames_in_pool
+    )
+
+    (project / "CollectedData.csv").write_text(dlc_csv.read_text().replace("bodyparts,", "parts,", 1))
+    with pytest.raises(ValueError, match=r"CollectedData\.csv: line 2 must start with 'bodyparts'"):
+        prepare(params.data, tmp_path / "broken")
