@@ -181,15 +181,31 @@ def _check_bbox(values: Any, what: str) -> tuple[float, float, float, float]:
     return _bbox(values)
 
 
-# Ids of people annotators added: above every prepared id (found people: 10^9 + image_id * 1000 + rank) and below
-# 2^53, so JavaScript (Label Studio's frontend) and JSON readers keep them exact.
+# Ids of people the instance finder found and of people annotators added: functions of their identity (image file
+# and box), so they do not move when the pool grows or is drawn again; above every source's ids and below 2^53, so
+# JavaScript (Label Studio's frontend) and JSON readers keep them exact. 40 bits of a SHA-256 each.
+FOUND_ID_BASE = 2 * 10**15
 ADDED_ID_BASE = 4 * 10**15
+_ID_SPAN = 16**10
+
+
+def _identity_id(base: int, image_file: str, bbox: Sequence[float]) -> int:
+    key = f"{image_file}|" + ",".join(f"{float(v):.1f}" for v in bbox)
+    return base + int(hashlib.sha256(key.encode()).hexdigest()[:10], 16)
 
 
 def added_instance_id(image_file: str, bbox: Sequence[float]) -> int:
     """The id of a person an annotator added: a function of its identity (image file, box to 0.1 px)."""
-    key = f"{image_file}|" + ",".join(f"{float(v):.1f}" for v in bbox)
-    return ADDED_ID_BASE + int(hashlib.sha256(key.encode()).hexdigest()[:10], 16)
+    return _identity_id(ADDED_ID_BASE, image_file, bbox)
+
+
+def found_instance_id(image_file: str, bbox: Sequence[float]) -> int:
+    """The id of a person the instance finder found: a function of its identity (image file, box to 0.1 px)."""
+    return _identity_id(FOUND_ID_BASE, image_file, bbox)
+
+
+def is_found_id(instance_id: int) -> bool:
+    return FOUND_ID_BASE <= instance_id < FOUND_ID_BASE + _ID_SPAN
 
 
 def box_iou(a: Sequence[float], b: Sequence[float]) -> float:

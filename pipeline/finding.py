@@ -13,7 +13,9 @@ random zoom (0.6-1.8), shift, mirror, contrast and brightness, and makes half it
 (measured in docs/BENCHMARKS.md, "Instance finder").
 
 Output. ``find_pool``: the prepared pool with one instance per found person on each image without annotations:
-``bbox`` (image px), ``detection_score``, ``source: "found"``, no keypoints; ids above every id of the prepared files.
+``bbox`` (image px), ``detection_score``, ``source: "found"``, no keypoints; ids from image file and box
+(``corrections.found_instance_id``). A correction of a found person whose box a retrained finder no longer gives
+is not lost: merge treats it as a person the annotator added (pipeline/merge.py).
 A project with one animal per frame (``find.one_per_frame``) gets the whole frame as the box, with no finder.
 """
 
@@ -35,6 +37,7 @@ from tqdm import tqdm
 from models.pose_model import FinderModel, build_finder
 from pipeline.codec import CentreCodec
 from pipeline.config import FindParams, Params
+from pipeline.corrections import found_instance_id
 from pipeline.data.dataset import normalize_image
 from pipeline.data.images import load_image
 from pipeline.data.transforms import apply_affine, warp_crop
@@ -42,7 +45,6 @@ from pipeline.data.transforms import apply_affine, warp_crop
 log = logging.getLogger(__name__)
 
 FOUND = "found"  # the ``source`` of a found instance
-MAX_PER_IMAGE = 1000  # found ids: base + image_id * MAX_PER_IMAGE + rank
 MOSAIC = 0.5  # the share of training samples made of four images
 MIN_KEPT_SHARE = 0.3  # a box cut by the input's border stays a target while this share of it is inside
 
@@ -165,6 +167,11 @@ def finder_images(labels: dict, pool: dict, images_root: Path) -> list[FinderIma
 
 
 def build_codec(params: FindParams) -> CentreCodec:
+    if any(side % 32 for side in params.input_size):
+        raise ValueError(
+            f"params.yaml: find.input_size = {params.input_size}: each side must be a multiple of 32 (the backbone "
+            "halves it five times)"
+        )
     return CentreCodec(tuple(params.input_size), min_score=params.min_score, max_instances=params.max_instances)
 
 
@@ -244,17 +251,17 @@ def find_instances(
 
 
 def found_annotations(
-    images: list[dict], found: list[tuple[np.ndarray, np.ndarray]], num_keypoints: int, category_id: int, base: int
+    images: list[dict], found: list[tuple[np.ndarray, np.ndarray]], num_keypoints: int, category_id: int
 ) -> list[dict]:
     """COCO annotations of the found people: box, ``detection_score``, no keypoints, ``source: "found"``; ids
-    ``base + image_id * MAX_PER_IMAGE + rank``."""
+    ``corrections.found_instance_id`` of image file and box, so a person keeps its id when the pool grows."""
     out = []
     for im, (boxes, scores) in zip(images, found, strict=True):
-        for rank, (box, score) in enumerate(zip(boxes, scores, strict=True)):
+        for box, score in zip(boxes, scores, strict=True):
             x, y, w, h = (round(float(v), 2) for v in box)
             out.append(
                 {
-                    "id": base + im["id"] * MAX_PER_IMAGE + rank,
+                    "id": found_instance_id(im["file_name"], (x, y, w, h)),
                     "image_id": im["id"],
                     "category_id": category_id,
                     "bbox": [x, y, w, h],
@@ -273,12 +280,6 @@ def unboxed_images(pool: dict) -> list[dict]:
     """The pool's images with no instance on them: the ones the finder looks at."""
     boxed = {a["image_id"] for a in pool["annotations"]}
     return [im for im in pool["images"] if im["id"] not in boxed]
-
-
-def found_id_base(*cocos: dict) -> int:
-    """Above every annotation id of ``cocos`` and at least 10^9, so found ids never meet a source's."""
-    top = max((a["id"] for c in cocos for a in c["annotations"]), default=0)
-    return max(10**9, (top // MAX_PER_IMAGE + 1) * MAX_PER_IMAGE)
 
 
 def box_recall_and_ap(gt: dict, images: list[dict], found: list[tuple[np.ndarray, np.ndarray]]) -> dict[str, float]:
@@ -383,8 +384,7 @@ def find_pool(params: Params, prepared: Path, out: Path, finder_dir: Path, progr
         found = find_instances(model, unboxed, prepared)
         metrics["images_per_s"] = round(len(unboxed) / max(time.perf_counter() - started, 1e-9), 1)
         save_finder(model, params.find, finder_dir, metrics)
-    base = found_id_base(*(load_json(prepared / f"{n}.json") for n in ("labeled", "pool", "val", "test")))
-    annotations = found_annotations(unboxed, found, num_keypoints, category["id"], base)
+    annotations = found_annotations(unboxed, found, num_keypoints, category["id"])
     metrics["found"] = len(annotations)
     metrics["images_without_people"] = sum(len(boxes) == 0 for boxes, _ in found)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -21,7 +21,15 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
 from datetime import datetime
 
-from pipeline.corrections import SKIP_REASONS, Correction, Skip, box_iou, origin_identity, parse_time
+from pipeline.corrections import (
+    SKIP_REASONS,
+    Correction,
+    Skip,
+    box_iou,
+    is_found_id,
+    origin_identity,
+    parse_time,
+)
 
 log = logging.getLogger(__name__)
 
@@ -30,9 +38,13 @@ log = logging.getLogger(__name__)
 # A record of a /1 file knows only the box the annotator submitted, which they may have redrawn: 0.5 there.
 SAME_BOX_IOU = 0.9
 LEGACY_BOX_IOU = 0.5
-# A person an annotator added is someone already there when its box overlaps theirs this much (a box drawn by hand
-# around the same person, or the finder's box of them): then the record labels that person instead of a new one.
-ADDED_SAME_PERSON_IOU = 0.5
+# A person an annotator added is someone already there when its box overlaps theirs this much (the same person added
+# by another annotator, or found by the finder since): then the record labels that person instead of a new one. High
+# enough that a missed person half hidden behind a neighbour stays a person of their own.
+ADDED_SAME_PERSON_IOU = 0.7
+# A correction of a found person whose box a retrained finder no longer gives (its id is gone) labels the re-found
+# person whose box overlaps the one the annotator corrected this much, else it is a person of its own.
+REFOUND_SAME_PERSON_IOU = 0.5
 
 
 def _with_added_people(
@@ -45,8 +57,19 @@ def _with_added_people(
     deleted and the real person drawn over it). Returns (the pool with the new people, the corrections, how many
     people were added). A record whose image file is not in the data set is left as it is: merge reports it as
     mismatched."""
-    if not any(c.added for c in corrections):
+    present = {a["id"] for a in [*seed["annotations"], *pool["annotations"]]}
+
+    def adds(c: Correction) -> bool:  # a person added, or a found person the finder no longer finds as it was
+        return c.added or (is_found_id(c.instance_id) and c.instance_id not in present)
+
+    if not any(adds(c) for c in corrections):
         return pool, corrections, 0
+    # An annotation edited after a pull comes in again as a newer record: only its latest version adds people, so
+    # a missed-person box the annotator deleted or moved adds nobody.
+    latest: dict[tuple, datetime] = {}
+    for c in corrections:
+        key, t = (c.origin, c.task_id, c.annotation_id), parse_time(c.completed_at)
+        latest[key] = max(latest.get(key, t), t)
     id_of_file = {im.get("file_name"): i for i, im in images.items()}
     category = seed["categories"][0]["id"]
     on_file: dict[str, list[dict]] = {}
@@ -57,13 +80,17 @@ def _with_added_people(
     out = []
     for c in corrections:
         image_id = id_of_file.get(c.image_file)
-        if not c.added or image_id is None:
+        if not adds(c) or image_id is None:
             out.append(c)
             continue
+        if c.added and parse_time(c.completed_at) < latest[(c.origin, c.task_id, c.annotation_id)]:
+            continue  # withdrawn or redrawn in a later version of its annotation
         not_a_person = denied.get((c.origin, c.task_id, c.annotation_id))
         candidates = [a for a in on_file.get(c.image_file, []) if a["id"] != not_a_person]
-        there = max(candidates, key=lambda a: box_iou(c.bbox, a["bbox"]), default=None)
-        if there is not None and box_iou(c.bbox, there["bbox"]) >= ADDED_SAME_PERSON_IOU:
+        box = c.bbox if c.added else (c.instance_bbox or c.bbox)  # a found person: where the finder had them
+        there = max(candidates, key=lambda a: box_iou(box, a["bbox"]), default=None)
+        threshold = ADDED_SAME_PERSON_IOU if c.added else REFOUND_SAME_PERSON_IOU
+        if there is not None and box_iou(box, there["bbox"]) >= threshold:
             out.append(replace(c, instance_id=there["id"], image_id=image_id, instance_bbox=tuple(there["bbox"])))
             continue
         person = {
@@ -225,7 +252,9 @@ def merge(seed: dict, pool: dict, corrections: list[Correction], skips: list[Ski
     * a ``no_person`` skip removes the instance (seed label included) unless a correction completed after it exists;
       other skips are only counted;
     * a person an annotator added (``Correction.added``) is a new instance, or the person already there whom its
-      box covers (``_with_added_people``); ``added_people`` counts the new ones;
+      box covers (``_with_added_people``); so is a correction of a found person whose id a retrained finder no
+      longer gives (it labels the re-found person over the same spot, else a person of its own); ``added_people``
+      counts the new ones;
     * a record is applied to the person it identifies (``image_file`` + ``instance_bbox``, module doc): the instance
       with its id when they match, else the matching person on the same image (``remapped``), else nobody
       (``mismatched``, with the reason);

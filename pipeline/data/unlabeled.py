@@ -9,10 +9,12 @@ Identity. A pool image is ``pool/<path relative to data.pool.root>``; a video fr
 source's, so they move when the pool grows; the file name does not, and corrections are matched by file name and box
 (pipeline/corrections.py), so a correction keeps its person when the pool grows or is drawn again.
 
-Frames (``data.pool.frames``): ``uniform`` takes an even stride over the video; ``kmeans`` clusters small grayscale
-frames (32 x 32, as DeepLabCut's ``extract_frames``) and takes the frame nearest each cluster's centre, so a video
-that shows the same scene for minutes gives one frame of it, not twenty. Each video gets at most ``per_video``
-frames and an equal share of ``total``.
+Frames (``data.pool.frames``): ``uniform`` spreads them evenly and nested (a larger count keeps the frames of a
+smaller one); ``kmeans`` clusters small grayscale frames (32 x 32, as DeepLabCut's ``extract_frames``) and takes the
+frame nearest each cluster's centre, so a video that shows the same scene for minutes gives one frame of it, not
+twenty; a new k-means draw (another count) may drop frames, and corrections on a dropped frame wait in the store
+(merge reports them) until it is drawn again. Each video gets at most ``per_video`` frames and an equal share of
+``total``.
 """
 
 from __future__ import annotations
@@ -113,10 +115,23 @@ def _read_frames(path: Path, indices: list[int]) -> dict[int, np.ndarray]:
 
 
 def uniform_frames(count: int, wanted: int) -> list[int]:
-    """``wanted`` indices at an even stride over ``count`` frames (all of them when there are fewer)."""
+    """``wanted`` indices spread evenly over ``count`` frames (all of them when there are fewer), nested: the frames
+    of a smaller ``wanted`` are among those of a larger one, so raising ``per_video`` keeps every frame drawn before
+    (and the corrections on them). The order is the van der Corput sequence (0, 1/2, 1/4, 3/4, 1/8, ...) of the
+    video's length: each new frame falls in the largest gap left."""
     if count <= wanted:
         return list(range(count))
-    return sorted({int(i) for i in np.linspace(0, count - 1, wanted).round()})
+    picked: dict[int, None] = {}
+    i = 0
+    while len(picked) < wanted:
+        fraction, denominator, n = 0.0, 1.0, i
+        while n:
+            denominator *= 2
+            fraction += (n % 2) / denominator
+            n //= 2
+        picked.setdefault(int(fraction * count), None)
+        i += 1
+    return sorted(picked)
 
 
 def kmeans_frames(path: Path, count: int, wanted: int, seed: int) -> list[int]:
@@ -127,6 +142,8 @@ def kmeans_frames(path: Path, count: int, wanted: int, seed: int) -> list[int]:
         return candidates
     frames = _read_frames(path, candidates)
     kept = sorted(frames)
+    if len(kept) <= wanted:  # few decoded: all of them (none: nothing to cluster)
+        return kept
     thumbs = np.stack(
         [
             cv2.resize(
@@ -141,18 +158,23 @@ def kmeans_frames(path: Path, count: int, wanted: int, seed: int) -> list[int]:
     rng = np.random.default_rng(seed)
     centres = thumbs[[rng.integers(len(thumbs))]]
     while len(centres) < wanted:  # k-means++: a short scene far from the rest gets a centre of its own
-        nearest = ((thumbs[:, None, :] - centres[None]) ** 2).sum(-1).min(1)
+        nearest = _distances(thumbs, centres).min(1)
         pick = rng.choice(len(thumbs), p=nearest / nearest.sum()) if nearest.sum() > 0 else rng.integers(len(thumbs))
         centres = np.vstack([centres, thumbs[pick]])
     for _ in range(KMEANS_ITERATIONS):
-        distance = ((thumbs[:, None, :] - centres[None]) ** 2).sum(-1)  # (N, k)
+        distance = _distances(thumbs, centres)
         label = distance.argmin(1)
         moved = np.stack([thumbs[label == c].mean(0) if (label == c).any() else centres[c] for c in range(wanted)])
         if np.allclose(moved, centres):
             break
         centres = moved
-    distance = ((thumbs[:, None, :] - centres[None]) ** 2).sum(-1)
-    return sorted({kept[int(i)] for i in distance.argmin(0)})
+    return sorted({kept[int(i)] for i in _distances(thumbs, centres).argmin(0)})
+
+
+def _distances(points: np.ndarray, centres: np.ndarray) -> np.ndarray:
+    """(N, k) squared distances of points (N, D) to centres (k, D), as |a|^2 - 2ab + |b|^2: no (N, k, D) array."""
+    squared = (points**2).sum(1)[:, None] - 2 * points @ centres.T + (centres**2).sum(1)[None, :]
+    return np.maximum(squared, 0.0)
 
 
 def _identity(path: Path, root: Path, key: str) -> str:

@@ -14,13 +14,11 @@ from pipeline.codec import CentreCodec
 from pipeline.config import load_params, with_overrides
 from pipeline.data.prepare import prepare
 from pipeline.finding import (
-    MAX_PER_IMAGE,
     FinderDataset,
     FinderImage,
     box_recall_and_ap,
     find_pool,
     found_annotations,
-    found_id_base,
     letterbox,
     transform_boxes,
     unboxed_images,
@@ -82,16 +80,24 @@ def test_letterbox_keeps_the_aspect_and_augmented_boxes_follow_the_pixels(tmp_pa
         assert sample["image"][:, int(y), int(x)].mean() > sample["image"].mean(0).median() + 0.3
 
 
-def test_found_people_become_pool_annotations_with_ids_above_every_source_id():
-    images = [{"id": 7, "width": 100, "height": 80}, {"id": 9, "width": 100, "height": 80}]
+def test_found_people_become_pool_annotations_whose_ids_are_their_identity():
+    """A found person's id is a function of image file and box: the same person keeps it when the pool grows (other
+    images renumbered), and it lies in its own range, apart from every source's ids and from added people's."""
+    from pipeline.corrections import ADDED_ID_BASE, FOUND_ID_BASE, found_instance_id, is_found_id
+
+    images = [{"id": 7, "file_name": "images/pool/a.jpg", "width": 100, "height": 80}, {"id": 9, "file_name": "b.jpg"}]
     found = [
         (np.array([[1.0, 2.0, 30.0, 40.0], [50, 10, 20, 20]]), np.array([0.9, 0.4])),
         (np.zeros((0, 4)), np.zeros(0)),
     ]
-    base = found_id_base({"annotations": [{"id": 5}, {"id": 2_000_000_123}]})
-    assert base > 2_000_000_123 and base % MAX_PER_IMAGE == 0
-    annotations = found_annotations(images, found, 17, 1, base)
-    assert [a["id"] for a in annotations] == [base + 7 * MAX_PER_IMAGE, base + 7 * MAX_PER_IMAGE + 1]
+    annotations = found_annotations(images, found, 17, 1)
+    assert [a["id"] for a in annotations] == [
+        found_instance_id("images/pool/a.jpg", (1.0, 2.0, 30.0, 40.0)),
+        found_instance_id("images/pool/a.jpg", (50.0, 10.0, 20.0, 20.0)),
+    ]
+    assert all(FOUND_ID_BASE <= a["id"] < ADDED_ID_BASE and is_found_id(a["id"]) for a in annotations)
+    renumbered = found_annotations([{**images[0], "id": 70}, images[1]], found, 17, 1)
+    assert [a["id"] for a in renumbered] == [a["id"] for a in annotations]
     first = annotations[0]
     assert first["bbox"] == [1.0, 2.0, 30.0, 40.0] and first["detection_score"] == 0.9 and first["source"] == "found"
     assert first["num_keypoints"] == 0 and len(first["keypoints"]) == 51

@@ -517,3 +517,36 @@ def test_a_person_the_finder_missed_is_added_once_kept_in_the_store_and_later_ai
     gone = _correction(added_instance_id("images/old.jpg", box), 1, "images/old.jpg", list(box), added=True)
     train, report = merge(seed, pool, [gone], [])
     assert train["annotations"] == [] and len(report["mismatched"]) == 1
+
+
+def test_a_correction_of_a_found_person_survives_a_retrained_finder_and_a_withdrawn_missed_person_adds_nobody():
+    """A retrained finder gives other boxes, so other ids: the correction of a found person then labels the re-found
+    person over the same spot (IoU >= 0.5), or becomes a person of its own when nobody is found there; it is never
+    dropped. A missed-person box the annotator deleted in a later version of the annotation adds nobody."""
+    from pipeline.corrections import added_instance_id, found_instance_id
+
+    frame = "images/pool/cam1.mp4/frame_000004.jpg"
+    old_box = [10.0, 10.0, 50.0, 100.0]
+    corrected = _correction(found_instance_id(frame, old_box), 1, frame, old_box, x=12.0)
+    seed = {**_coco([]), "images": []}
+
+    refound_box = [14.0, 16.0, 52.0, 96.0]  # IoU 0.76 with the old box: the same person, found a little elsewhere
+    refound = _coco([(found_instance_id(frame, refound_box), frame, refound_box)])
+    train, report = merge(seed, refound, [corrected], [])
+    [person] = train["annotations"]
+    assert person["id"] == found_instance_id(frame, refound_box) and person["keypoints"][0] == 12.0
+    assert report["mismatched"] == [] and report["added_people"] == 0
+
+    elsewhere = _coco([(found_instance_id(frame, [300.0, 10.0, 40.0, 90.0]), frame, [300.0, 10.0, 40.0, 90.0])])
+    train, report = merge(seed, elsewhere, [corrected], [])
+    [person] = train["annotations"]
+    assert person["id"] == corrected.instance_id and person["bbox"] == old_box and report["added_people"] == 1
+
+    box = (200.0, 20.0, 60.0, 110.0)
+    drawn = _correction(added_instance_id(frame, box), 1, frame, list(box), added=True)
+    withdrawn = _correction(  # the same annotation, edited later: the task's own person only
+        found_instance_id(frame, refound_box), 1, frame, refound_box, completed_at="2026-11-30T12:00:00Z"
+    )
+    train, report = merge(seed, refound, [drawn, withdrawn], [])
+    assert [a["id"] for a in train["annotations"]] == [found_instance_id(frame, refound_box)]
+    assert report["added_people"] == 0
