@@ -6,7 +6,8 @@ centre heatmap + box size), trained from scratch.
 What it learns from. A finder learns "background" from every pixel that is not a person's centre, so it may only see
 images whose every person is boxed: the images of the seed labels that hold no pool person (``finder_images``).
 With ``data.split: person`` (people drawn one by one) few seed images qualify; ``data.split: image`` makes every
-seed image one (README, "Your own unlabeled images and videos"). Crowd regions are not centres.
+seed image one (README, "Your own unlabeled images and videos"). A seed image with a person the split left out (no
+keypoint, or a crowd region: COCO has both) is not used either.
 
 Input. A whole image, letterboxed into ``find.input_size`` (aspect kept, centred, zero padding); training adds a
 random zoom (0.6-1.8), shift, mirror, contrast and brightness, and makes half its samples a mosaic of four images
@@ -152,8 +153,9 @@ class FinderDataset(Dataset):
 
 
 def finder_images(labels: dict, pool: dict, images_root: Path) -> list[FinderImage]:
-    """The images of ``labels`` (COCO) whose every person is boxed: those with no instance of ``pool`` on them.
-    Each with the boxes of its non-crowd people."""
+    """The images of ``labels`` (COCO) whose every person is boxed: no instance of ``pool`` on them and no person the
+    split left out (``unlabeled_people``: keypoint-less people and crowd regions, written by prepare). Each with the
+    boxes of its people."""
     pooled = {a["image_id"] for a in pool["annotations"]}
     boxes: dict[int, list] = {}
     for a in labels["annotations"]:
@@ -162,7 +164,7 @@ def finder_images(labels: dict, pool: dict, images_root: Path) -> list[FinderIma
     return [
         FinderImage(images_root / im["file_name"], np.asarray(boxes[im["id"]], np.float64), im["width"], im["height"])
         for im in labels["images"]
-        if im["id"] in boxes and im["id"] not in pooled
+        if im["id"] in boxes and im["id"] not in pooled and not im.get("unlabeled_people")
     ]
 
 

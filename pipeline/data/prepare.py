@@ -341,6 +341,19 @@ def load_source(params: DataParams, out_dir: Path, project_root: Path) -> tuple[
     return linked(checked(data, path), img_root, "images"), None
 
 
+def _mark_unlabeled_people(labeled: dict, coco: dict) -> None:
+    """Give each seed image that holds a person left out of the split (no keypoint, or a crowd region) the count as
+    ``unlabeled_people``: the instance finder must not learn such an image's pixels as background
+    (``finding.finder_images``). Images without such people are written as before."""
+    left_out: dict[int, int] = {}
+    for a in coco["annotations"]:
+        if not _eligible(a):
+            left_out[a["image_id"]] = left_out.get(a["image_id"], 0) + 1
+    labeled["images"] = [  # copies: the image records are shared with the other splits
+        dict(im, unlabeled_people=left_out[im["id"]]) if im["id"] in left_out else im for im in labeled["images"]
+    ]
+
+
 def _defaults_in_use(params: DataParams) -> frozenset[str]:
     """The split sizes that are params.yaml's defaults: those may shrink to fit a small source (split_dataset)."""
     default = DataParams()
@@ -380,6 +393,7 @@ def prepare(params: DataParams, out_dir: Path, project_root: Path = Path()) -> d
         unboxed = pool_images(params.pool, out_dir, project_root, first_id, params.seed, link_images)
         splits["pool"]["images"] = sorted(splits["pool"]["images"] + unboxed, key=lambda im: im["id"])
         log.info("data.pool: %d image(s) without boxes; the find stage puts the people it finds on them", len(unboxed))
+    _mark_unlabeled_people(splits["labeled"], coco)
     for name in SPLIT_FILES:
         write_coco(out_dir / f"{name}.json", splits[name])
     counts = {name: len(splits[name]["annotations"]) for name in SPLIT_FILES}

@@ -154,3 +154,33 @@ def test_one_per_frame_gives_each_unboxed_frame_its_whole_frame(tmp_path):
     found = [a for a in pool["annotations"] if a.get("source") == "found"]
     sizes = {im["id"]: [0.0, 0.0, float(im["width"]), float(im["height"])] for im in pool["images"]}
     assert all(a["bbox"] == sizes[a["image_id"]] for a in found)
+
+
+def test_a_seed_image_with_a_person_left_out_of_the_labels_is_not_a_finder_image(coco_mini, tmp_path):
+    """COCO boxes people without keypoints and crowds; prepare leaves them out of the labels, so the finder would
+    learn them as background: prepare marks such images and the finder leaves them out."""
+    from pipeline.finding import finder_images
+
+    root = coco_mini.resolve()
+    params = with_overrides(
+        load_params(REPO / "params.yaml"),
+        {
+            "data.source": "coco",
+            "data.coco.annotations": str(root / "annotations/person_keypoints_train2017.json"),
+            "data.coco.images": str(root / "train2017"),
+            "data.split": "image",
+            "data.labeled": 0.8,
+            "data.val_images": 4,
+            "data.test_images": 2,
+        },
+    )
+    prepare(params.data, tmp_path / "prepared")
+    labeled = json.loads((tmp_path / "prepared" / "labeled.json").read_text())
+    pool = json.loads((tmp_path / "prepared" / "pool.json").read_text())
+    marked = {im["id"] for im in labeled["images"] if im.get("unlabeled_people")}
+    source = json.loads((root / "annotations/person_keypoints_train2017.json").read_text())
+    left_out = {a["image_id"] for a in source["annotations"] if a.get("iscrowd") or not a.get("num_keypoints")}
+    assert marked and marked == left_out & {im["id"] for im in labeled["images"]}
+    used = {im.path.name for im in finder_images(labeled, pool, tmp_path / "prepared")}
+    assert used and not used & {im["file_name"].rsplit("/", 1)[-1] for im in labeled["images"] if im["id"] in marked}
+    assert not any("unlabeled_people" in im for im in pool["images"])
