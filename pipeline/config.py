@@ -211,8 +211,8 @@ class FindParams:
     (``data.pool``)."""
 
     one_per_frame: bool = False  # one animal per frame: the whole frame is its box, no finder is trained
-    # (width, height): whole images, letterboxed; 128: measured in docs/BENCHMARKS.md ("Instance finder")
-    input_size: list[int] = _p([128, 128], length=2, ge=32, le=4096)
+    # (width, height): whole images, letterboxed; 192 finds small people 128 misses (docs/BENCHMARKS.md)
+    input_size: list[int] = _p([192, 192], length=2, ge=32, le=4096)
     backbone: Literal["tiny", "resnet", "hrnet"] = "tiny"
     variant: int | None = None
     steps: int = _p(4000, ge=1, le=10_000_000)
