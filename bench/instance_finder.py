@@ -85,7 +85,7 @@ def measure(root: Path) -> dict:
     boxes = by_threshold[params.find.min_score]
     per_tag = recall_per_tag(val_dict, val.images, found_val)
 
-    pool_images = [im for im in pool["images"]]
+    pool_images = pool["images"]
     started = time.perf_counter()
     found_pool = find_instances(finder, pool_images, prepared)
     find_seconds = time.perf_counter() - started

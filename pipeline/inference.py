@@ -224,5 +224,7 @@ def prediction_columns(batch: dict[str, np.ndarray], pred: dict, tau: float) -> 
         **signals,
         # the instance finder's score, carried from the pool (NaN: a person whose box was given)
         "detection_score": np.asarray(batch.get("detection_score", np.full(count, np.nan)), np.float64),
+        # null here: it needs the neighbouring frames' rows, so predict_pool fills it in when the pool has videos
+        "keypoint_jump": np.full(count, np.nan),
         "image_readable": readable,
     }

@@ -138,10 +138,13 @@ def _write_batches(dataset, path: Path, total: int, progress: bool) -> tuple[int
 
 def _add_keypoint_jump(path: Path, pool_images: list[dict]) -> None:
     """The video signal needs every row (neighbouring frames may be in other batches): computed over the written
-    table, which is then written once more with the column."""
+    table, whose null column is then replaced. Only a pool with video frames pays for the second write."""
+    if not any("video" in im for im in pool_images):
+        return
     table = pq.read_table(path)
     jump = keypoint_jump(table, pool_images)
-    pq.write_table(table.append_column("keypoint_jump", pa.array(jump, pa.float64(), mask=np.isnan(jump))), path)
+    column = table.column_names.index("keypoint_jump")
+    pq.write_table(table.set_column(column, "keypoint_jump", pa.array(jump, pa.float64(), mask=np.isnan(jump))), path)
 
 
 def predict_pool(

@@ -82,19 +82,19 @@ def keypoint_jump(table: pa.Table, pool_images: list[dict]) -> np.ndarray:
     for image_id in rows_on:
         video, index = frame_of[image_id]
         by_video.setdefault(video, []).append((index, image_id))
+    size = np.sqrt(np.maximum(boxes[:, 2] * boxes[:, 3], 1e-9))
     for frames in by_video.values():
         frames.sort()
         for position, (_, image_id) in enumerate(frames):
-            neighbours = [frames[p][1] for p in (position - 1, position + 1) if 0 <= p < len(frames)]
-            for row in rows_on[image_id]:
-                size = float(np.sqrt(max(boxes[row, 2] * boxes[row, 3], 1e-9)))
-                jumps = []
-                for other in neighbours:
-                    candidates = rows_on[other]
-                    nearest = min(candidates, key=lambda r: float(np.linalg.norm(centres[r] - centres[row])))
-                    jumps.append(float(np.nanmean(np.linalg.norm(keypoints[row] - keypoints[nearest], axis=1))) / size)
-                if jumps:
-                    jump[row] = max(jumps)
+            rows = np.array(rows_on[image_id])
+            for p in (position - 1, position + 1):  # one frame pair at a time, all its people at once
+                if not 0 <= p < len(frames):
+                    continue
+                others = np.array(rows_on[frames[p][1]])
+                distance = np.linalg.norm(centres[rows][:, None] - centres[others][None], axis=2)  # (R, S)
+                nearest = others[distance.argmin(1)]
+                moved = np.nanmean(np.linalg.norm(keypoints[rows] - keypoints[nearest], axis=2), axis=1) / size[rows]
+                jump[rows] = np.fmax(jump[rows], moved)  # fmax: NaN (no neighbour yet) gives way
     return jump
 
 
