@@ -34,6 +34,7 @@ from pipeline.model_store import build_codec, model_from_params
 from pipeline.training import train_in_process
 
 COMMAND = "python -m bench instance_finder"
+COCO_MINI = Path("../shared/data/coco_mini")
 THRESHOLDS = (0.05, 0.15, 0.3)  # find.min_score values compared (0.3: params.yaml)
 
 
@@ -61,8 +62,30 @@ def _pose_ap(model, val, records: list[InstanceRecord], detection: dict[int, flo
     return coco_keypoint_ap(val.to_dict(), results, model.schema)["ap"]
 
 
-def measure(root: Path) -> dict:
+def source_params(source: str):
+    """params.yaml split by image; ``coco_mini``: its train2017 people all seed labels (the finder's training set),
+    its val2017 images the val set."""
     params = with_overrides(load_params(), {"data.split": "image"})
+    if source == "synthetic":
+        return params
+    root = COCO_MINI.resolve()
+    return with_overrides(
+        params,
+        {
+            "data.source": "coco",
+            "data.labeled": 1.0,
+            "data.val_images": 28,
+            "data.test_images": 4,
+            "data.coco.annotations": str(root / "annotations/person_keypoints_train2017.json"),
+            "data.coco.images": str(root / "train2017"),
+            "data.coco.val_annotations": str(root / "annotations/person_keypoints_val2017.json"),
+            "data.coco.val_images": str(root / "val2017"),
+        },
+    )
+
+
+def measure(root: Path, source: str = "synthetic") -> dict:
+    params = source_params(source)
     prepared = root / "prepared"
     prepare(params.data, prepared)
     labeled, pool = (json.loads((prepared / f"{n}.json").read_text()) for n in ("labeled", "pool"))
@@ -71,7 +94,7 @@ def measure(root: Path) -> dict:
 
     images = finder_images(labeled, pool, prepared)
     started = time.perf_counter()
-    finder = train_finder(params.find, images)
+    finder = train_finder(params.find, images, val.schema.flip_index)
     finder_seconds = time.perf_counter() - started
     finder.codec.min_score = 0.0  # every peak, then each threshold below picks from them
     peaks_val = find_instances(finder, val.images, prepared)
@@ -85,7 +108,7 @@ def measure(root: Path) -> dict:
     boxes = by_threshold[params.find.min_score]
     per_tag = recall_per_tag(val_dict, val.images, found_val)
 
-    pool_images = pool["images"]
+    pool_images = pool["images"] or val.images  # coco_mini: every train image is a seed image
     started = time.perf_counter()
     found_pool = find_instances(finder, pool_images, prepared)
     find_seconds = time.perf_counter() - started
@@ -102,16 +125,22 @@ def measure(root: Path) -> dict:
     torch.set_num_threads(2)
 
     gt_records = instances_from_coco(val.images, val.annotations, prepared, val.schema.num_keypoints)
-    found_records, detection = [], {}
-    for im, (found_boxes, scores) in zip(val.images, found_val, strict=True):
-        for rank, (box, score) in enumerate(zip(found_boxes, scores, strict=True)):
-            iid = 10**9 + im["id"] * 1000 + rank
-            found_records.append(
-                InstanceRecord(iid, prepared / im["file_name"], tuple(map(float, box)), None, im["id"])
-            )
-            detection[iid] = float(score)
     pose_gt = _pose_ap(model, val, gt_records, {}, pose_params)
-    pose_found = _pose_ap(model, val, found_records, detection, pose_params)
+    pose_found_at = {}
+    for threshold in THRESHOLDS:
+        found_records, detection = [], {}
+        for im, (found_boxes, scores) in zip(val.images, peaks_val, strict=True):
+            for rank, (box, score) in enumerate(zip(found_boxes, scores, strict=True)):
+                if score < threshold:
+                    continue
+                iid = 10**9 + im["id"] * 1000 + rank
+                found_records.append(
+                    InstanceRecord(iid, prepared / im["file_name"], tuple(map(float, box)), None, im["id"])
+                )
+                detection[iid] = float(score)
+        pose_found_at[threshold] = _pose_ap(model, val, found_records, detection, pose_params)
+        by_threshold[threshold]["pose_ap_found_boxes"] = pose_found_at[threshold]
+    pose_found = pose_found_at[params.find.min_score]
     return {
         "seed_images": len(images),
         "seed_people": int(sum(len(i.boxes) for i in images)),
@@ -132,7 +161,8 @@ def measure(root: Path) -> dict:
         "instances_per_s": round(found_people / find_seconds, 1),
         "images_per_s": round(len(pool_images) / find_seconds, 1),
         "find": {
-            k: getattr(params.find, k) for k in ("input_size", "backbone", "steps", "batch_size", "lr", "min_score")
+            k: getattr(params.find, k)
+            for k in ("input_size", "backbone", "steps", "batch_size", "lr", "min_score", "keypoint_weight")
         },
     }
 
@@ -142,30 +172,48 @@ def run() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         result = measure(Path(tmp))
-    r = result
+    if (COCO_MINI / "annotations" / "person_keypoints_train2017.json").is_file():
+        with tempfile.TemporaryDirectory() as tmp:
+            result["coco_mini"] = measure(Path(tmp), "coco_mini")
+    else:
+        print(f"[instance_finder] skipping coco_mini: {COCO_MINI.resolve()} is absent (see ../shared/data/README.md)")
+    r, real = result, result.get("coco_mini")
+    rows = [("synthetic default", r)] + ([("coco_mini (real photos)", real)] if real else [])
     body = (
         f"Synthetic default (params.yaml) with `data.split: image`: {r['seed_images']} seed images holding "
         f"{r['seed_people']} people (every person on them labeled) train the finder "
         f"({r['find']['backbone']} backbone, {r['find']['input_size'][0]}x{r['find']['input_size'][1]} letterboxed, "
-        f"{r['find']['steps']} steps, batch {r['find']['batch_size']}, from scratch).\n\n"
-        f"Val: {r['val_people']} people.\n\n"
-        "| finder on val | recall IoU 0.5 | recall IoU 0.75 | box AP | box AP50 |\n|---|---|---|---|---|\n"
-        f"| synthetic default | {r['recall_iou50']:.3f} | {r['recall_iou75']:.3f} | {r['box_ap']:.3f} | "
-        f"{r['box_ap50']:.3f} |\n\n"
-        "| find.min_score | recall IoU 0.5 | recall IoU 0.75 | box AP |\n|---|---|---|---|\n"
+        f"{r['find']['steps']} steps, batch {r['find']['batch_size']}, from scratch); val: {r['val_people']} people."
+        + (
+            f" coco_mini: the {real['seed_images']} train2017 photos whose every person has keypoints "
+            f"({real['seed_people']} people; a photo with a crowd region or a keypoint-less person cannot teach "
+            f"background) train the same finder; val: {real['val_people']} people on the val2017 photos."
+            if real
+            else ""
+        )
+        + "\n\n| finder on val | recall IoU 0.5 | recall IoU 0.75 | box AP | box AP50 |\n|---|---|---|---|---|\n"
         + "".join(
-            f"| {t} | {m['recall_iou50']:.3f} | {m['recall_iou75']:.3f} | {m['box_ap']:.3f} |\n"
+            f"| {name} | {m['recall_iou50']:.3f} | {m['recall_iou75']:.3f} | {m['box_ap']:.3f} | "
+            f"{m['box_ap50']:.3f} |\n"
+            for name, m in rows
+        )
+        + "\n| find.min_score (synthetic) | recall IoU 0.5 | recall IoU 0.75 | box AP | pose AP, found boxes |\n"
+        "|---|---|---|---|---|\n"
+        + "".join(
+            f"| {t} | {m['recall_iou50']:.3f} | {m['recall_iou75']:.3f} | {m['box_ap']:.3f} | "
+            f"{m['pose_ap_found_boxes']:.3f} |\n"
             for t, m in r["by_min_score"].items()
         )
-        + "\nWhere it misses (recall at IoU 0.5 and params.yaml's min_score, per hard case of the synthetic set; "
-        "a person can carry several tags): "
+        + "\nWhere it misses (synthetic; recall at IoU 0.5 and params.yaml's min_score, per hard case of the synthetic "
+        "set; a person can carry several tags): "
         + ", ".join(f"{tag} {rec:.2f} ({n})" for tag, (n, rec) in r["recall_iou50_per_tag"].items())
-        + ".\n\n"
-        "| pose model (same weights) on val | OKS AP |\n|---|---|\n"
-        f"| ground-truth boxes | {r['pose_ap_gt_boxes']:.3f} |\n"
-        f"| found boxes (missed people are misses) | {r['pose_ap_found_boxes']:.3f} "
-        f"({r['pose_ap_ratio']:.0%} of the ground-truth-box AP) |\n\n"
-        f"Cost on this machine: finder training {r['finder_train_seconds']:.0f} s; over the pool's "
+        + ".\n\n| pose model (same weights) on val | OKS AP, ground-truth boxes | OKS AP, found boxes (missed "
+        "people are misses) | ratio |\n|---|---|---|---|\n"
+        + "".join(
+            f"| {name} | {m['pose_ap_gt_boxes']:.3f} | {m['pose_ap_found_boxes']:.3f} | {m['pose_ap_ratio']:.0%} |\n"
+            for name, m in rows
+        )
+        + f"\nCost on this machine: finder training {r['finder_train_seconds']:.0f} s; over the pool's "
         f"{r['pool_images']} images {r['images_per_s']:.0f} images/s, {r['instances_per_s']:.0f} found people/s "
         "(one process, 2 torch threads). A round adds the finder's training and this pass (the find stage) only when "
         "the pool has images without boxes.\n"

@@ -225,17 +225,32 @@ FOCAL_ALPHA, FOCAL_BETA = 2.0, 4.0  # CenterNet's penalty-reduced focal loss
 CENTRE_PRIOR = 0.01  # the centre branch starts at this probability everywhere (RetinaNet's prior init)
 
 
+def _focal(logits: Tensor, target: Tensor) -> Tensor:
+    """CenterNet's penalty-reduced focal loss, summed: positives where ``target`` is 1, negatives weighted down
+    near them by (1 - target)^beta. ``logits`` and ``target``: the same shape."""
+    target = target.float()
+    prob = torch.sigmoid(logits.float()).clamp(1e-4, 1 - 1e-4)
+    positive = target.eq(1).float()
+    return -(
+        positive * (1 - prob) ** FOCAL_ALPHA * torch.log(prob)
+        + (1 - positive) * (1 - target) ** FOCAL_BETA * prob**FOCAL_ALPHA * torch.log(1 - prob)
+    ).sum()
+
+
 class InstanceFinderHead(nn.Module):
     """The instance finder (CenterNet-style) on a whole image's stride-4 features: a centre heatmap, the box size
     and the centre's sub-cell offset, decoded to boxes by its codec (``pipeline.codec.CentreCodec``).
 
     ``forward(features (B, C, h, w))`` -> ``{"centre": (B, 1, h, w) logits, "size": (B, 2, h, w) log cells,
-    "offset": (B, 2, h, w)}``.
+    "offset": (B, 2, h, w)}``, and with ``num_keypoints`` K > 0 ``"keypoints": (B, K, h, w)`` logits: every
+    person's keypoints as heatmaps, an auxiliary task (CenterNet's multi-person pose maps) that gives the features
+    seventeen targets per person instead of one; ``keypoint_weight`` is its share of the loss. Decoding ignores it.
     """
 
-    def __init__(self, in_channels: int, codec: CentreCodec) -> None:
+    def __init__(self, in_channels: int, codec: CentreCodec, num_keypoints: int = 0, keypoint_weight: float = 1.0):
         super().__init__()
         self.codec = codec
+        self.keypoint_weight = keypoint_weight
 
         def branch(out: int) -> nn.Sequential:
             return nn.Sequential(
@@ -244,26 +259,33 @@ class InstanceFinderHead(nn.Module):
 
         self.centre, self.size, self.offset = branch(1), branch(2), branch(2)
         nn.init.constant_(self.centre[-1].bias, float(np.log(CENTRE_PRIOR / (1 - CENTRE_PRIOR))))
+        self.keypoints = branch(num_keypoints) if num_keypoints else None
+        if self.keypoints is not None:
+            nn.init.constant_(self.keypoints[-1].bias, float(np.log(CENTRE_PRIOR / (1 - CENTRE_PRIOR))))
 
     def forward(self, features: Tensor) -> dict[str, Tensor]:
-        return {"centre": self.centre(features), "size": self.size(features), "offset": self.offset(features)}
+        out = {"centre": self.centre(features), "size": self.size(features), "offset": self.offset(features)}
+        if self.keypoints is not None:
+            out["keypoints"] = self.keypoints(features)
+        return out
 
     def loss(self, outputs: dict[str, Tensor], batch: dict[str, Tensor]) -> dict[str, Tensor]:
         """Focal loss on the centre map against ``batch["centre"]`` (B, 1, h, w), normalised by the number of
-        people, plus L1 on log size and offset at the centre cells (``batch["centre_mask"]`` (B, h, w))."""
-        target = batch["centre"].float()
-        prob = torch.sigmoid(outputs["centre"].float()).clamp(1e-4, 1 - 1e-4)
-        positive = target.eq(1).float()
-        focal = -(
-            positive * (1 - prob) ** FOCAL_ALPHA * torch.log(prob)
-            + (1 - positive) * (1 - target) ** FOCAL_BETA * prob**FOCAL_ALPHA * torch.log(1 - prob)
-        ).sum()
+        people, plus L1 on log size and offset at the centre cells (``batch["centre_mask"]`` (B, h, w)); with the
+        keypoint branch, ``keypoint_weight`` x the focal loss of ``batch["keypoint_heat"]`` (B, K, h, w) per visible
+        keypoint."""
         mask = batch["centre_mask"].float()[:, None]
         people = mask.sum().clamp(min=1.0)
         size = (torch.abs(outputs["size"].float() - batch["size"]) * mask).sum() / people
         offset = (torch.abs(outputs["offset"].float() - batch["offset"]) * mask).sum() / people
-        centre = focal / people
-        return {"loss": centre + size + offset, "centre": centre, "size": size, "offset": offset}
+        centre = _focal(outputs["centre"], batch["centre"]) / people
+        losses = {"loss": centre + size + offset, "centre": centre, "size": size, "offset": offset}
+        if "keypoints" in outputs:
+            target = batch["keypoint_heat"]
+            keypoint = _focal(outputs["keypoints"], target) / target.eq(1).sum().clamp(min=1.0)
+            losses["loss"] = losses["loss"] + self.keypoint_weight * keypoint
+            losses["keypoint"] = keypoint
+        return losses
 
     @torch.no_grad()
     def decode(self, outputs: dict[str, Tensor]) -> list[tuple[np.ndarray, np.ndarray]]:

@@ -104,7 +104,10 @@ class FinderModel(nn.Module):
         return self.head(self.backbone.body(self.backbone.stem(images)))
 
 
-def build_finder(*, backbone: str, variant: int | None, codec: CentreCodec) -> FinderModel:
-    """A fresh instance finder on one of the project's backbones (nothing pretrained, nothing downloaded)."""
+def build_finder(
+    *, backbone: str, variant: int | None, codec: CentreCodec, num_keypoints: int = 0, keypoint_weight: float = 1.0
+) -> FinderModel:
+    """A fresh instance finder on one of the project's backbones (nothing pretrained, nothing downloaded);
+    ``num_keypoints`` > 0 adds the auxiliary keypoint maps (``InstanceFinderHead``)."""
     net = build_backbone(backbone, variant)  # type: ignore[arg-type]
-    return FinderModel(net, InstanceFinderHead(net.out_channels, codec))
+    return FinderModel(net, InstanceFinderHead(net.out_channels, codec, num_keypoints, keypoint_weight))

@@ -302,10 +302,35 @@ class CentreCodec:
     def __repr__(self) -> str:
         return f"CentreCodec(input_size={self.input_size}, stride={self.stride}, min_score={self.min_score:g})"
 
-    def encode(self, boxes: np.ndarray) -> dict[str, np.ndarray]:
+    def encode(self, boxes: np.ndarray, keypoints: np.ndarray | None = None) -> dict[str, np.ndarray]:
         """Targets of one image from its boxes (N, 4) input px (already clipped to the input; empty is fine):
         ``centre`` (1, h, w) in [0, 1], ``size`` (2, h, w) log of (width, height) in cells, ``offset`` (2, h, w) of
-        the centre within its cell, ``centre_mask`` (h, w) 1 at each box's centre cell."""
+        the centre within its cell, ``centre_mask`` (h, w) 1 at each box's centre cell. With the people's
+        ``keypoints`` (N, K, 3) input px + visibility, also ``keypoint_heat`` (K, h, w): a peak of 1 at each visible
+        (v = 2) keypoint, the finder's auxiliary task."""
+        out = self._encode_boxes(boxes)
+        if keypoints is not None:
+            out["keypoint_heat"] = self._encode_keypoints(boxes, keypoints)
+        return out
+
+    def _encode_keypoints(self, boxes: np.ndarray, keypoints: np.ndarray) -> np.ndarray:
+        """(K, h, w): Gaussians of sigma 4% of the person's longer box side (at least 0.75 cell) at each v = 2
+        keypoint's cell; CenterNet's multi-person keypoint maps."""
+        w, h = self.grid
+        heat = np.zeros((keypoints.shape[1], h, w), np.float32)
+        xs, ys = np.arange(w, dtype=np.float64), np.arange(h, dtype=np.float64)
+        for box, person in zip(np.asarray(boxes).reshape(-1, 4), keypoints, strict=True):
+            sigma = max(0.04 * max(box[2], box[3]) / self.stride, 0.75)
+            for k, (x, y, v) in enumerate(person):
+                if v != 2:
+                    continue
+                ix = int(np.clip(round(x / self.stride - 0.5), 0, w - 1))
+                iy = int(np.clip(round(y / self.stride - 0.5), 0, h - 1))
+                gauss = np.exp(-((xs[None, :] - ix) ** 2 + (ys[:, None] - iy) ** 2) / (2 * sigma**2))
+                np.maximum(heat[k], gauss.astype(np.float32), out=heat[k])
+        return heat
+
+    def _encode_boxes(self, boxes: np.ndarray) -> dict[str, np.ndarray]:
         w, h = self.grid
         centre = np.zeros((1, h, w), np.float32)
         size = np.zeros((2, h, w), np.float32)

@@ -220,6 +220,8 @@ class FindParams:
     lr: float = _p(0.006, gt=0, le=1)
     min_score: float = _p(0.3, ge=0, le=1)  # a peak below this is not a person
     max_instances: int = _p(20, ge=1, le=999)  # per image
+    # the auxiliary task's share of the loss: every labeled person's visible keypoints as heatmaps (0: boxes only)
+    keypoint_weight: float = _p(1.0, ge=0, le=100)
     threads: int = _p(2, ge=1, le=1024)
     seed: int = _p(0, ge=0, le=MAX_SEED)
 

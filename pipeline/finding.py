@@ -27,6 +27,7 @@ import io
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,22 +43,26 @@ from pipeline.corrections import found_instance_id
 from pipeline.data.dataset import normalize_image
 from pipeline.data.images import load_image
 from pipeline.data.transforms import apply_affine, warp_crop
+from pipeline.keypoints import KeypointSchema
 
 log = logging.getLogger(__name__)
 
 FOUND = "found"  # the ``source`` of a found instance
 MOSAIC = 0.5  # the share of training samples made of four images
+ERASE = 0.5  # the share of training samples with random opaque rectangles painted on
 MIN_KEPT_SHARE = 0.3  # a box cut by the input's border stays a target while this share of it is inside
 
 
 @dataclass(frozen=True)
 class FinderImage:
-    """One image for the finder: its file and its people's boxes (N, 4) image px (x, y, width, height)."""
+    """One image for the finder: its file, its people's boxes (N, 4) image px (x, y, width, height) and, for the
+    auxiliary keypoint maps, their keypoints (N, K, 3) image px with visibility (None: boxes only)."""
 
     path: Path
     boxes: np.ndarray
     width: int
     height: int
+    keypoints: np.ndarray | None = None
 
 
 def letterbox(width: int, height: int, input_size: tuple[int, int]) -> np.ndarray:
@@ -67,11 +72,14 @@ def letterbox(width: int, height: int, input_size: tuple[int, int]) -> np.ndarra
     return np.array([[scale, 0.0, tx], [0.0, scale, ty]])
 
 
-def transform_boxes(boxes: np.ndarray, matrix: np.ndarray, input_size: tuple[int, int]) -> np.ndarray:
+def transform_boxes(
+    boxes: np.ndarray, matrix: np.ndarray, input_size: tuple[int, int]
+) -> tuple[np.ndarray, np.ndarray]:
     """Boxes (N, 4) image px through an axis-aligned ``matrix`` (scale, shift, mirror) and clipped to the input;
-    a box with less than ``MIN_KEPT_SHARE`` of it inside is dropped. Returns (M, 4) input px."""
+    a box with less than ``MIN_KEPT_SHARE`` of it inside is dropped. Returns (boxes (M, 4) input px, which of the N
+    were kept (N,) bool)."""
     if len(boxes) == 0:
-        return np.zeros((0, 4))
+        return np.zeros((0, 4)), np.zeros(0, bool)
     corners = np.stack([boxes[:, :2], boxes[:, :2] + boxes[:, 2:]], axis=1)  # (N, 2, 2)
     mapped = apply_affine(corners, matrix)
     lo, hi = mapped.min(axis=1), mapped.max(axis=1)
@@ -80,7 +88,21 @@ def transform_boxes(boxes: np.ndarray, matrix: np.ndarray, input_size: tuple[int
     hi_c = np.clip(hi, 0, input_size)
     kept_area = np.prod(np.clip(hi_c - lo_c, 0, None), axis=1)
     keep = (area > 0) & (kept_area >= MIN_KEPT_SHARE * area) & ((hi_c - lo_c) >= 2).all(axis=1)
-    return np.concatenate([lo_c, hi_c - lo_c], axis=1)[keep]
+    return np.concatenate([lo_c, hi_c - lo_c], axis=1)[keep], keep
+
+
+def transform_keypoints(
+    keypoints: np.ndarray, matrix: np.ndarray, input_size: tuple[int, int], flip_index: np.ndarray
+) -> np.ndarray:
+    """Keypoints (N, K, 3) image px + visibility through ``matrix`` -> (N, K, 3) input px; a mirroring matrix swaps
+    left and right (``flip_index``); a keypoint outside the input gets visibility 0."""
+    out = keypoints.astype(np.float64).copy()
+    out[..., :2] = apply_affine(out[..., :2].reshape(-1, 2), matrix).reshape((*out.shape[:-1], 2))
+    if matrix[0, 0] < 0:
+        out = out[:, flip_index]
+    outside = (out[..., :2] < 0).any(-1) | (out[..., 0] > input_size[0] - 1) | (out[..., 1] > input_size[1] - 1)
+    out[..., 2] = np.where(outside, 0, out[..., 2])
+    return out
 
 
 class FinderDataset(Dataset):
@@ -88,9 +110,18 @@ class FinderDataset(Dataset):
     (``centre`` (1, h, w), ``size`` / ``offset`` (2, h, w), ``centre_mask`` (h, w)). With ``augment``: zoom, shift,
     mirror, contrast and brightness, and half the samples a mosaic of four images."""
 
-    def __init__(self, images: list[FinderImage], codec: CentreCodec, augment: bool, seed: int = 0) -> None:
+    def __init__(
+        self,
+        images: list[FinderImage],
+        codec: CentreCodec,
+        augment: bool,
+        seed: int = 0,
+        flip_index: np.ndarray | None = None,
+    ) -> None:
         self.images, self.codec, self.augment, self.seed = images, codec, augment, seed
         self.epoch = 0
+        # keypoint maps (the auxiliary task) only when every image brings keypoints and their mirror permutation
+        self.flip_index = flip_index if all(i.keypoints is not None for i in images) else None
 
     def __len__(self) -> int:
         return len(self.images)
@@ -112,44 +143,66 @@ class FinderDataset(Dataset):
 
     def _view(
         self, index: int, size: tuple[int, int], rng: np.random.Generator | None
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """(pixels (h, w, 3) uint8 of ``size``, boxes (N, 4) in them) of one image."""
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """(pixels (h, w, 3) uint8 of ``size``, boxes (N, 4) and keypoints (N, K, 3) or None in them) of one image."""
         item = self.images[index]
         rgb = load_image(item.path)
         if rgb is None:
             raise FileNotFoundError(f"{item.path}: cannot read the image")
         matrix = self.matrix(index, size, rng)
-        return warp_crop(rgb, matrix, size), transform_boxes(item.boxes, matrix, size)
+        boxes, kept = transform_boxes(item.boxes, matrix, size)
+        keypoints = None
+        if self.flip_index is not None:
+            keypoints = transform_keypoints(item.keypoints[kept], matrix, size, self.flip_index)
+        return warp_crop(rgb, matrix, size), boxes, keypoints
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         size = self.codec.input_size
         rng = np.random.default_rng([self.seed, self.epoch, index]) if self.augment else None
         if rng is not None and len(self.images) > 1 and rng.random() < MOSAIC:
-            pixels, boxes = self._mosaic(index, rng)
+            pixels, boxes, keypoints = self._mosaic(index, rng)
         else:
-            pixels, boxes = self._view(index, size, rng)
-        if rng is not None:  # contrast and brightness: the finder must see faint people too
+            pixels, boxes, keypoints = self._view(index, size, rng)
+        if rng is not None:
+            pixels = _erase(pixels, rng)
+            # contrast and brightness: the finder must see faint people too
             mean = pixels.mean()
             pixels = np.clip((pixels - mean) * rng.uniform(0.35, 1.3) + mean + rng.uniform(-40, 40), 0, 255)
-        targets = self.codec.encode(boxes)
+        targets = self.codec.encode(boxes, keypoints)
         return {
             "image": normalize_image(pixels.astype(np.uint8)),
             **{k: torch.from_numpy(v) for k, v in targets.items()},
         }
 
-    def _mosaic(self, index: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    def _mosaic(self, index: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """Four images in the four quadrants, each at half size (YOLOv4's mosaic): four times the people per
         sample, and smaller ones, from the few images a project has labeled whole."""
         w, h = self.codec.input_size
         half = (w // 2, h // 2)
         canvas = np.zeros((h, w, 3), np.uint8)
-        boxes = []
+        boxes, keypoints = [], []
         others = rng.choice(len(self.images), size=3)
         for (qx, qy), i in zip([(0, 0), (1, 0), (0, 1), (1, 1)], [index, *others], strict=True):
-            pixels, quadrant_boxes = self._view(int(i), half, rng)
+            pixels, quadrant_boxes, quadrant_keypoints = self._view(int(i), half, rng)
             canvas[qy * half[1] : (qy + 1) * half[1], qx * half[0] : (qx + 1) * half[0]] = pixels
             boxes.append(quadrant_boxes + np.array([qx * half[0], qy * half[1], 0, 0]))
-        return canvas, np.concatenate(boxes)
+            if quadrant_keypoints is not None:
+                keypoints.append(quadrant_keypoints + np.array([qx * half[0], qy * half[1], 0]))
+        return canvas, np.concatenate(boxes), np.concatenate(keypoints) if keypoints else None
+
+
+def _erase(pixels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Half the samples get one to three opaque rectangles of a random colour (random erasing, Zhong et al. 2020):
+    people behind an object are still people, and their targets stay."""
+    if rng.random() >= ERASE:
+        return pixels
+    h, w = pixels.shape[:2]
+    pixels = pixels.copy()
+    for _ in range(int(rng.integers(1, 4))):
+        ew, eh = (rng.uniform(0.05, 0.3, 2) * [w, h]).astype(int) + 1
+        x, y = int(rng.integers(0, w - ew + 1)), int(rng.integers(0, h - eh + 1))
+        pixels[y : y + eh, x : x + ew] = rng.integers(0, 256, 3)
+    return pixels
 
 
 def finder_images(labels: dict, pool: dict, images_root: Path) -> list[FinderImage]:
@@ -157,14 +210,20 @@ def finder_images(labels: dict, pool: dict, images_root: Path) -> list[FinderIma
     split left out (``unlabeled_people``: keypoint-less people and crowd regions, written by prepare). Each with the
     boxes of its people."""
     pooled = {a["image_id"] for a in pool["annotations"]}
-    boxes: dict[int, list] = {}
+    people: dict[int, list] = {}
     for a in labels["annotations"]:
         if not a.get("iscrowd"):
-            boxes.setdefault(a["image_id"], []).append(a["bbox"])
+            people.setdefault(a["image_id"], []).append(a)
     return [
-        FinderImage(images_root / im["file_name"], np.asarray(boxes[im["id"]], np.float64), im["width"], im["height"])
+        FinderImage(
+            images_root / im["file_name"],
+            np.asarray([a["bbox"] for a in people[im["id"]]], np.float64),
+            im["width"],
+            im["height"],
+            np.asarray([a["keypoints"] for a in people[im["id"]]], np.float64).reshape(len(people[im["id"]]), -1, 3),
+        )
         for im in labels["images"]
-        if im["id"] in boxes and im["id"] not in pooled and not im.get("unlabeled_people")
+        if im["id"] in people and im["id"] not in pooled and not im.get("unlabeled_people")
     ]
 
 
@@ -177,8 +236,12 @@ def build_codec(params: FindParams) -> CentreCodec:
     return CentreCodec(tuple(params.input_size), min_score=params.min_score, max_instances=params.max_instances)
 
 
-def train_finder(params: FindParams, images: list[FinderImage], progress: bool = True) -> FinderModel:
-    """``params.steps`` AdamW steps (cosine, 5% warmup) on ``images`` in this process; returns the model (eval)."""
+def train_finder(
+    params: FindParams, images: list[FinderImage], flip_index: np.ndarray | None = None, progress: bool = True
+) -> FinderModel:
+    """``params.steps`` AdamW steps (cosine, 5% warmup) on ``images`` in this process; returns the model (eval).
+    ``flip_index``: the schema's mirror permutation (K,); with it and ``params.keypoint_weight`` > 0 the finder also
+    learns the images' keypoints (the auxiliary task of ``InstanceFinderHead``)."""
     if not images:
         raise ValueError(
             "the instance finder has no image to learn from: it needs seed-label images whose every person is labeled "
@@ -187,8 +250,17 @@ def train_finder(params: FindParams, images: list[FinderImage], progress: bool =
     torch.manual_seed(params.seed)
     torch.set_num_threads(params.threads)
     codec = build_codec(params)
-    model = build_finder(backbone=params.backbone, variant=params.variant, codec=codec).train()
-    dataset = FinderDataset(images, codec, augment=True, seed=params.seed)
+    if params.keypoint_weight == 0:
+        flip_index = None
+    dataset = FinderDataset(images, codec, augment=True, seed=params.seed, flip_index=flip_index)
+    num_keypoints = len(dataset.flip_index) if dataset.flip_index is not None else 0
+    model = build_finder(
+        backbone=params.backbone,
+        variant=params.variant,
+        codec=codec,
+        num_keypoints=num_keypoints,
+        keypoint_weight=params.keypoint_weight,
+    ).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=params.lr, weight_decay=1e-4)
     warmup = max(1, params.steps // 20)
 
@@ -229,6 +301,7 @@ def find_instances(
 ) -> list[tuple[np.ndarray, np.ndarray]]:
     """Per COCO image record, (boxes (n, 4) image px clipped to the image, scores (n,)), best first."""
     codec = model.codec
+    device = next(model.parameters()).device
     found: list[tuple[np.ndarray, np.ndarray]] = []
     for start in range(0, len(images), batch_size):
         chunk = images[start : start + batch_size]
@@ -240,7 +313,7 @@ def find_instances(
                 raise FileNotFoundError(f"{images_root / im['file_name']}: cannot read the image")
             tensors.append(normalize_image(warp_crop(rgb, matrix, codec.input_size)))
         for im, matrix, (boxes, scores) in zip(
-            chunk, matrices, model.head.decode(model(torch.stack(tensors))), strict=True
+            chunk, matrices, model.head.decode(model(torch.stack(tensors).to(device))), strict=True
         ):
             scale, tx, ty = matrix[0, 0], matrix[0, 2], matrix[1, 2]
             xy = (boxes[:, :2] - [tx, ty]) / scale
@@ -344,19 +417,83 @@ def box_recall_and_ap(gt: dict, images: list[dict], found: list[tuple[np.ndarray
     }
 
 
+FINDER_WEIGHTS, FINDER_DESCRIPTION = "finder.pt", "finder.json"
+
+
 def save_finder(model: FinderModel, params: FindParams, out_dir: Path, metrics: dict) -> None:
-    """``finder.pt`` (state dict) and ``finder.json`` (the ``find`` settings it was built with, its val metrics)."""
+    """``finder.pt`` (state dict) and ``finder.json`` (the ``find`` settings it was built with, its keypoint maps'
+    channel count, its val metrics): what ``load_finder`` rebuilds it from."""
     from pipeline.config import to_dict
     from pipeline.files import write_json
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    torch.save(model.state_dict(), out_dir / "finder.pt")
-    write_json(out_dir / "finder.json", {"find": to_dict(params), "metrics": metrics})
+    torch.save(model.state_dict(), out_dir / FINDER_WEIGHTS)
+    keypoints = model.head.keypoints
+    description = {"find": to_dict(params), "num_keypoints": keypoints[-1].out_channels if keypoints else 0}
+    write_json(out_dir / FINDER_DESCRIPTION, {**description, "metrics": metrics})
 
 
-def find_pool(params: Params, prepared: Path, out: Path, finder_dir: Path, progress: bool = True) -> dict:
+def load_finder(finder_dir: Path, device: str | torch.device = "cpu") -> FinderModel:
+    """The finder ``save_finder`` wrote to ``finder_dir`` (eval mode)."""
+    import json
+
+    description = json.loads((Path(finder_dir) / FINDER_DESCRIPTION).read_text())
+    find = description["find"]
+    codec = CentreCodec(tuple(find["input_size"]), min_score=find["min_score"], max_instances=find["max_instances"])
+    model = build_finder(
+        backbone=find["backbone"], variant=find["variant"], codec=codec, num_keypoints=description["num_keypoints"]
+    )
+    model.load_state_dict(torch.load(Path(finder_dir) / FINDER_WEIGHTS, map_location="cpu", weights_only=True))
+    return model.to(device).eval()
+
+
+def find_saved(finder_dir: Path, images: list[dict], images_root: Path) -> list[tuple[np.ndarray, np.ndarray]]:
+    """``find_instances`` with the finder saved in ``finder_dir``, in this process (the find stage's pool pass
+    without Ray)."""
+    return find_instances(load_finder(finder_dir), images, images_root)
+
+
+class FinderPredictor:
+    """Ray Data callable class: loads the finder once per actor, then finds the people on batches of image rows
+    (``file_name``, ``width``, ``height``). Adds ``boxes`` (B, max_instances, 4) image px and ``scores``
+    (B, max_instances), NaN after each image's last person."""
+
+    def __init__(self, finder_dir: str, images_root: str, threads: int, use_gpu: bool) -> None:
+        torch.set_num_threads(threads)
+        device = "cuda" if use_gpu and torch.cuda.is_available() else "cpu"
+        self.model, self.images_root = load_finder(Path(finder_dir), device), Path(images_root)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        count, most = len(batch["file_name"]), self.model.codec.max_instances
+        rows = [
+            {
+                "file_name": str(batch["file_name"][i]),
+                "width": int(batch["width"][i]),
+                "height": int(batch["height"][i]),
+            }
+            for i in range(count)
+        ]
+        boxes, scores = np.full((count, most, 4), np.nan), np.full((count, most), np.nan)
+        for i, (found_boxes, found_scores) in enumerate(find_instances(self.model, rows, self.images_root, count)):
+            boxes[i, : len(found_boxes)], scores[i, : len(found_scores)] = found_boxes, found_scores
+        return {**batch, "boxes": boxes, "scores": scores}
+
+
+PoolPass = Callable[[Path, list[dict], Path], list[tuple[np.ndarray, np.ndarray]]]
+
+
+def find_pool(
+    params: Params,
+    prepared: Path,
+    out: Path,
+    finder_dir: Path,
+    progress: bool = True,
+    pool_pass: PoolPass = find_saved,
+) -> dict:
     """The find stage: ``prepared``'s pool.json with the people found on its unboxed images -> ``out``; the finder
-    (when one was trained) -> ``finder_dir``. Returns the stage's metrics."""
+    (when one was trained) -> ``finder_dir``. ``pool_pass(finder_dir, images, images_root)`` runs the saved finder
+    over the unboxed images: in this process by default, on Ray Data from the stage
+    (``pipeline.ray_find.find_on_ray``). Returns the stage's metrics."""
     from pipeline.data.coco import load_json, write_coco
     from pipeline.files import write_json
 
@@ -365,7 +502,7 @@ def find_pool(params: Params, prepared: Path, out: Path, finder_dir: Path, progr
     category = pool["categories"][0]
     num_keypoints = len(category["keypoints"])
     finder_dir.mkdir(parents=True, exist_ok=True)
-    for stale in ("finder.pt", "finder.json"):
+    for stale in (FINDER_WEIGHTS, FINDER_DESCRIPTION):
         (finder_dir / stale).unlink(missing_ok=True)
     metrics: dict = {"unboxed_images": len(unboxed), "finder": "none", "found": 0}
     found: list[tuple[np.ndarray, np.ndarray]] = []
@@ -375,17 +512,18 @@ def find_pool(params: Params, prepared: Path, out: Path, finder_dir: Path, progr
     elif unboxed:
         labeled, val = load_json(prepared / "labeled.json"), load_json(prepared / "val.json")
         images = finder_images(labeled, pool, prepared)
+        flip_index = KeypointSchema.from_coco_category(labeled["categories"][0]).flip_index
         started = time.perf_counter()
-        model = train_finder(params.find, images, progress=progress)
+        model = train_finder(params.find, images, flip_index, progress=progress)
         metrics.update(
             finder="trained", train_images=len(images), train_seconds=round(time.perf_counter() - started, 1)
         )
         with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints its table
             metrics["val"] = box_recall_and_ap(val, val["images"], find_instances(model, val["images"], prepared))
-        started = time.perf_counter()
-        found = find_instances(model, unboxed, prepared)
-        metrics["images_per_s"] = round(len(unboxed) / max(time.perf_counter() - started, 1e-9), 1)
         save_finder(model, params.find, finder_dir, metrics)
+        started = time.perf_counter()
+        found = pool_pass(finder_dir, unboxed, prepared)
+        metrics["images_per_s"] = round(len(unboxed) / max(time.perf_counter() - started, 1e-9), 1)
     annotations = found_annotations(unboxed, found, num_keypoints, category["id"])
     metrics["found"] = len(annotations)
     metrics["images_without_people"] = sum(len(boxes) == 0 for boxes, _ in found)

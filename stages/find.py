@@ -15,6 +15,8 @@ from pathlib import Path
 from pipeline.config import load_params
 from pipeline.files import write_json
 from pipeline.finding import find_pool
+from pipeline.ray_cluster import ray_session, resolve_use_gpu
+from pipeline.ray_find import find_on_ray
 
 
 def main() -> None:
@@ -27,7 +29,24 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
-    metrics = find_pool(load_params(args.params), args.prepared, args.out, args.finder)
+    params = load_params(args.params)
+    cfg = params.pseudolabel  # the pool pass runs on Ray Data with the teacher's actor settings
+
+    def on_ray(finder_dir: Path, images: list[dict], images_root: Path) -> list:
+        with ray_session(stage="find"):
+            return find_on_ray(
+                finder_dir,
+                images,
+                images_root,
+                batch_size=params.find.batch_size,
+                actors=cfg.actors,
+                cpus_per_actor=cfg.cpus_per_actor,
+                gpus_per_actor=cfg.gpus_per_actor if resolve_use_gpu(cfg.use_gpu) else 0.0,
+                threads_per_actor=cfg.threads_per_actor,
+                progress=True,
+            )
+
+    metrics = find_pool(params, args.prepared, args.out, args.finder, pool_pass=on_ray)
     write_json(args.metrics, metrics)
     print(json.dumps({k: metrics[k] for k in ("unboxed_images", "finder", "found")}))
 

@@ -218,3 +218,34 @@ def test_training_reads_confident_pseudo_labels_only_when_asked(project, tmp_pat
     with_pseudo = load_data(params_from_dict(raw), paths).labeled
     assert len(with_pseudo) == base + 1  # the human label of the twin wins
     assert with_pseudo.records[-1].instance_id == ann["id"]
+
+
+def test_the_finders_ray_data_pass_finds_what_the_in_process_pass_finds(project, ray_local, tmp_path):
+    """The find stage's pool pass on Ray Data (two actors, batches that split the images unevenly) gives every
+    image, in order, the boxes and scores the saved finder gives in this process; the finder with its keypoint
+    maps survives save and load."""
+    from models.pose_model import build_finder
+    from pipeline.codec import CentreCodec
+    from pipeline.config import FindParams
+    from pipeline.finding import find_instances, find_saved, load_finder, save_finder
+    from pipeline.ray_find import find_on_ray
+
+    torch.manual_seed(0)
+    settings = FindParams(input_size=[64, 64], min_score=0.0, max_instances=5)
+    finder = build_finder(
+        backbone="tiny", variant=None, codec=CentreCodec((64, 64), min_score=0.0, max_instances=5), num_keypoints=17
+    ).eval()
+    save_finder(finder, settings, tmp_path / "finder", {})
+    prepared = project / "data" / "prepared"
+    images = json.loads((prepared / "pool.json").read_text())["images"][:7]
+    here = find_saved(tmp_path / "finder", images, prepared)
+    assert [len(b) for b, _ in here] == [5] * 7  # min_score 0: every image its five best peaks
+    for (a, sa), (b, sb) in zip(here, find_instances(finder, images, prepared), strict=True):
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(sa, sb)
+    assert load_finder(tmp_path / "finder").head.keypoints is not None
+    on_ray = find_on_ray(tmp_path / "finder", images, prepared, batch_size=3, actors=2, threads_per_actor=1)
+    assert len(on_ray) == len(images)
+    for (a, sa), (b, sb) in zip(here, on_ray, strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-4)
+        np.testing.assert_allclose(sa, sb, atol=1e-6)

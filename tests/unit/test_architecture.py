@@ -95,6 +95,7 @@ LAYER_OF = {
             "pipeline.ray_train",
             "pipeline.ray_cluster",
             "pipeline.pseudolabel",
+            "pipeline.ray_find",
             "pipeline.labelstudio",
         ),
         SERVICES,

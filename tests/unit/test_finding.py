@@ -21,6 +21,7 @@ from pipeline.finding import (
     found_annotations,
     letterbox,
     transform_boxes,
+    transform_keypoints,
     unboxed_images,
 )
 
@@ -53,11 +54,12 @@ def test_centre_codec_decodes_what_it_encodes():
 def test_letterbox_keeps_the_aspect_and_augmented_boxes_follow_the_pixels(tmp_path):
     matrix = letterbox(400, 200, (128, 128))  # scale 0.32, 32 px bands above and below
     np.testing.assert_allclose(matrix, [[0.32, 0, 0], [0, 0.32, 32]])
-    np.testing.assert_allclose(transform_boxes(np.array([[0, 0, 400, 200]]), matrix, (128, 128)), [[0, 32, 128, 64]])
+    np.testing.assert_allclose(transform_boxes(np.array([[0, 0, 400, 200]]), matrix, (128, 128))[0], [[0, 32, 128, 64]])
     # 56% inside the input: clipped; 28% inside: dropped
     shifted = np.array([[1.0, 0, 100], [0, 1.0, 0]])
-    kept = transform_boxes(np.array([[0, 0, 50, 50], [0, 10, 100, 20]]), shifted, (128, 128))
+    kept, which = transform_boxes(np.array([[0, 0, 50, 50], [0, 10, 100, 20]]), shifted, (128, 128))
     np.testing.assert_allclose(kept, [[100, 0, 28, 50]])
+    assert which.tolist() == [True, False]  # which people's keypoints go with the kept boxes
 
     # an augmented sample: the centre of each target box lies on the bright square drawn at the box
     import cv2
@@ -78,6 +80,41 @@ def test_letterbox_keeps_the_aspect_and_augmented_boxes_follow_the_pixels(tmp_pa
         y, x = (cell[0] + 0.5) * 4
         # the square, brighter than the background whatever the contrast and brightness jitter did
         assert sample["image"][:, int(y), int(x)].mean() > sample["image"].mean(0).median() + 0.3
+
+
+def test_keypoint_maps_peak_at_visible_keypoints_and_a_mirror_swaps_left_and_right():
+    """The finder's auxiliary task: each visible (v = 2) keypoint is a peak of its own channel at its cell; an
+    occluded (v = 1) or missing one gives no peak; a mirrored view swaps left and right channels; the head's loss
+    includes the maps' term only when it has the branch."""
+    from models.pose_model import build_finder
+
+    codec = CentreCodec((64, 64), stride=4)
+    box = np.array([[8.0, 8.0, 40.0, 48.0]])
+    keypoints = np.array([[[20.0, 12.0, 2], [30.0, 40.0, 1], [0.0, 0.0, 0]]])  # (N=1, K=3, 3)
+    heat = codec.encode(box, keypoints)["keypoint_heat"]
+    assert heat.shape == (3, 16, 16)
+    assert np.argwhere(heat[0] == 1).tolist() == [[2, 4]]  # row 12 / 4 - 0.5, column 20 / 4 - 0.5, rounded
+    assert heat[1].max() == 0 and heat[2].max() == 0
+    assert "keypoint_heat" not in codec.encode(box)
+
+    mirror = np.array([[-1.0, 0.0, 63.0], [0.0, 1.0, 0.0]])
+    flipped = transform_keypoints(keypoints, mirror, (64, 64), flip_index=np.array([1, 0, 2]))
+    np.testing.assert_allclose(flipped[0, 1], [43.0, 12.0, 2])  # the first keypoint, now in the second channel
+    np.testing.assert_allclose(flipped[0, 0], [33.0, 40.0, 1])
+    shifted = transform_keypoints(keypoints, np.array([[1.0, 0, 40.0], [0, 1.0, 0]]), (64, 64), np.arange(3))
+    assert shifted[0, 0, 2] == 2 and shifted[0, 1, 2] == 0  # x 60 is inside a 64 px input, 70 is not
+
+    targets = {k: torch.from_numpy(v)[None] for k, v in codec.encode(box, keypoints).items()}
+    images = torch.zeros(1, 3, 64, 64)
+    with_maps = build_finder(backbone="tiny", variant=None, codec=codec, num_keypoints=3, keypoint_weight=2.0)
+    losses = with_maps.head.loss(with_maps(images), targets)
+    parts = {k: float(v) for k, v in losses.items()}
+    assert parts["keypoint"] > 0
+    assert parts["loss"] == pytest.approx(
+        parts["centre"] + parts["size"] + parts["offset"] + 2.0 * parts["keypoint"], rel=1e-5
+    )
+    boxes_only = build_finder(backbone="tiny", variant=None, codec=codec)
+    assert "keypoint" not in boxes_only.head.loss(boxes_only(images), targets)
 
 
 def test_found_people_become_pool_annotations_whose_ids_are_their_identity():
