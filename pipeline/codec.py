@@ -66,9 +66,19 @@ class HeatmapCodec:
         heatmap_size: heatmap size ``(w, h)``.
         sigma: Gaussian sigma in heatmap pixels; None -> ``default_sigma(heatmap_size)`` (2.0 at 48x64).
         dark: decode with DARK instead of argmax + quarter-pixel shift.
+        occluded_weight: the training target weight of an occluded keypoint (COCO v = 1) against 1 for a visible one
+            (``encode_targets``, ``target_weight``; ``train.occluded_weight``): an occluded keypoint's position may
+            not be in the picture at all.
     """
 
-    def __init__(self, input_size: Size, heatmap_size: Size, sigma: float | None = None, dark: bool = False) -> None:
+    def __init__(
+        self,
+        input_size: Size,
+        heatmap_size: Size,
+        sigma: float | None = None,
+        dark: bool = False,
+        occluded_weight: float = 1.0,
+    ) -> None:
         self.input_size: Size = (int(input_size[0]), int(input_size[1]))
         self.heatmap_size: Size = (int(heatmap_size[0]), int(heatmap_size[1]))
         if min(self.input_size) <= 0 or min(self.heatmap_size) <= 0:
@@ -77,6 +87,7 @@ class HeatmapCodec:
         if not self.sigma > 0:
             raise ValueError(f"sigma must be > 0, got {sigma}")
         self.dark = bool(dark)
+        self.occluded_weight = float(occluded_weight)
         # Per-axis stride (crop pixels per heatmap cell), shape (2,) in (x, y) order.
         self.stride = np.array(
             [self.input_size[0] / self.heatmap_size[0], self.input_size[1] / self.heatmap_size[1]], dtype=np.float64
@@ -125,14 +136,17 @@ class HeatmapCodec:
         return heatmaps.astype(np.float32), valid.astype(np.float32)
 
     def encode_targets(self, keypoints: np.ndarray, visibility: np.ndarray) -> dict[str, np.ndarray]:
-        """What a training sample carries for the heatmap head: ``heatmaps`` (K, h, w) and ``target_weight`` (K,)
-        of ``encode`` with the codec's sigma (SAHR adapts the target inside the loss)."""
-        heatmaps, weight = self.encode(keypoints, visibility)
-        return {"heatmaps": heatmaps, "target_weight": weight}
+        """What a training sample carries for the heatmap head: ``heatmaps`` (K, h, w) of ``encode`` with the codec's
+        sigma (SAHR adapts the target inside the loss) and ``target_weight`` (K,) (``target_weight``)."""
+        heatmaps, _ = self.encode(keypoints, visibility)
+        return {"heatmaps": heatmaps, "target_weight": self.target_weight(keypoints, visibility)}
 
     def target_weight(self, keypoints: np.ndarray, visibility: np.ndarray) -> np.ndarray:
-        """(K,) float32 in {0, 1}: ``encode``'s weight without the maps (labeled, finite, within 3 sigma of the map)."""
-        return self._placed(keypoints, visibility, None)[2].astype(np.float32)
+        """(K,) float32: ``encode``'s weight (labeled, finite, within 3 sigma of the map), ``occluded_weight`` instead
+        of 1 for an occluded keypoint (v = 1)."""
+        valid = self._placed(keypoints, visibility, None)[2]
+        occluded = np.asarray(visibility).reshape(-1) == 1
+        return np.where(valid, np.where(occluded, self.occluded_weight, 1.0), 0.0).astype(np.float32)
 
     def _placed(
         self, keypoints: np.ndarray, visibility: np.ndarray, sigmas: np.ndarray | float | None

@@ -26,7 +26,13 @@ def build_codec(params: Params) -> HeatmapCodec:
     """The heatmap codec of params.yaml's ``codec`` section: input (w, h), heatmap = input / stride."""
     w, h = params.codec.input_size
     stride = params.codec.heatmap_stride
-    return HeatmapCodec((w, h), (w // stride, h // stride), sigma=params.codec.sigma, dark=params.codec.dark)
+    return HeatmapCodec(
+        (w, h),
+        (w // stride, h // stride),
+        sigma=params.codec.sigma,
+        dark=params.codec.dark,
+        occluded_weight=params.train.occluded_weight,
+    )
 
 
 def model_from_params(params: Params, codec: HeatmapCodec, schema: KeypointSchema) -> PoseModel:
