@@ -1,0 +1,246 @@
+"""``python -m bench hard_people``: issue #26's first question. Why does labeling the people the teacher gets most
+wrong make the model worse than not labeling them, and how much of it do occluded-keypoint targets carry?
+
+One seed's project at the CPU grid of bench/label_efficiency.py (1,000 synthetic images, 128x160 crops, 5% seed
+labels). The round-0 teacher (seed labels only) predicts the pool; its true error on each pool person (OKS against
+oracle.json) ranks them. Each arm labels ``PICKS`` pool people through the simulated annotator and the pipeline's merge
+(unlabelable people skipped, as in the loop), then trains a model from scratch on seed + picks:
+
+* none: seed labels only;  random;  easiest: the teacher's highest OKS;  hardest: its lowest OKS (what a perfect
+  uncertainty signal picks).
+
+Every arm twice: ``train.occluded_weight`` 1 (an occluded keypoint, COCO v = 1, is a target like a visible one:
+today's default) and 0 (no target where the picture does not show the joint). Reported: val AP with flip test of the
+kept epoch, on all val people and on the untagged and the tagged-hard ones apart; the picks' share tagged hard and
+their occluded keypoints. A contact sheet shows the hardest picks' crops with their labels (occluded keypoints
+hollow): what the network is asked to output.
+
+Writes the "hard_people" section of docs/BENCHMARKS.md, docs/bench/hard_people.json and
+docs/bench/hard_people_crops.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from bench.label_efficiency import CPU, annotate, base_params, make_project, merged_labels, score_pool, train
+from pipeline.config import Params, with_overrides
+from pipeline.data.dataset import TopDownDataset, instances_from_coco
+from pipeline.data.images import load_image
+from pipeline.data.pool_predictions import to_coco_results as table_results
+from pipeline.evaluation import coco_keypoint_ap, oks
+from pipeline.inference import predict, to_coco_results
+from pipeline.model_store import build_codec, model_from_params
+from pipeline.viz import contact_sheet, draw_keypoints, save_png
+
+NAME = "hard_people"
+COMMAND = "python -m bench hard_people"
+PICKS = 280  # pool people each arm sends to the (simulated) annotator, as in the issue's one-shot experiment
+ARMS = ("none", "random", "easiest", "hardest")
+WEIGHTS = (1.0, 0.0)  # train.occluded_weight of each arm
+REPO = Path(__file__).resolve().parents[1]
+
+
+def grid_params(seed: int, epochs: int, steps: int) -> Params:
+    """label_efficiency's CPU grid for one seed, every training from scratch for ``epochs`` x ``steps``."""
+    grid = CPU
+    params = base_params(grid, seed, "synthetic")
+    return with_overrides(params, {"train.epochs": epochs, "train.min_steps_per_epoch": steps})
+
+
+def teacher_oks(project, table) -> dict[int, float]:
+    """Pool instance id -> OKS of the teacher's keypoints against the oracle's."""
+    sigmas = project.pool_set.schema.sigma_array
+    out = {}
+    for r in table_results(table, 1):
+        truth = project.truth[int(r["instance_id"])]
+        gt = np.asarray(truth["keypoints"], np.float64).reshape(-1, 3)
+        pred = np.asarray(r["keypoints"], np.float64).reshape(-1, 3)[:, :2]
+        out[int(r["instance_id"])] = oks(pred, gt, float(truth["area"]), sigmas)
+    return out
+
+
+def picks_of(arm: str, error: dict[int, float], seed: int) -> list[int]:
+    ids = sorted(error)
+    if arm == "none":
+        return []
+    if arm == "random":
+        return [int(i) for i in np.random.default_rng(seed).choice(ids, size=min(PICKS, len(ids)), replace=False)]
+    ranked = sorted(ids, key=lambda i: (error[i], i))  # lowest OKS first
+    return ranked[:PICKS] if arm == "hardest" else ranked[-PICKS:]
+
+
+def val_aps(params: Params, prepared: Path, weights: Path) -> dict[str, float]:
+    """Val AP (flip test) on all people, the untagged and the tagged-hard ones (synthetic_tags)."""
+    torch.set_num_threads(1)
+    val = json.loads((prepared / "val.json").read_text())
+    codec = build_codec(params)
+    from pipeline.data.coco import read_coco
+
+    schema = read_coco(prepared / "val.json").schema
+    model = model_from_params(params, codec, schema)
+    model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+    records = instances_from_coco(val["images"], val["annotations"], prepared, schema.num_keypoints)
+    dataset = TopDownDataset(records, schema, codec, padding=params.codec.box_padding)
+    results = to_coco_results(predict(model.eval(), dataset, flip_test=True), records, schema.category_id)
+    out = {}
+    for group, keep in (
+        ("all", lambda a: True),
+        ("untagged", lambda a: not a.get("synthetic_tags")),
+        ("tagged", lambda a: bool(a.get("synthetic_tags"))),
+    ):
+        annotations = [a for a in val["annotations"] if keep(a)]
+        ids = {a["id"] for a in annotations}
+        subset = {**val, "annotations": annotations}
+        out[group] = coco_keypoint_ap(subset, [r for r in results if r["instance_id"] in ids], schema)["ap"]
+    return out
+
+
+def run_arm(seed: int, epochs: int, steps: int, workdir: str, arm: str, weight: float, picks: list[int]) -> dict:
+    """One arm in its own process: label ``picks``, train from scratch, evaluate."""
+    torch.set_num_threads(1)
+    params = with_overrides(grid_params(seed, epochs, steps), {"train.occluded_weight": weight})
+    root = Path(workdir)
+    out = root / f"{arm}-w{weight:g}"
+    project = make_project(params, seed, out / "project")  # the same data in every process (seeded), its own copy
+    out.mkdir(parents=True, exist_ok=True)
+    labeled_picks = 0
+    if picks:
+        effort = annotate(project, out / "store", picks, 1, arm, {}, CPU.skip_below_visible)
+        labeled_picks = effort["tasks"] - effort["skipped"]
+        merged_labels(project, out / "store", out / "train.json")
+        labels = out / "train.json"
+    else:
+        labels = project.prepared / "labeled.json"
+    trained = train(params, project, labels, out / "weights.pt", None)
+    return {
+        "arm": arm,
+        "occluded_weight": weight,
+        "labeled_picks": labeled_picks,
+        "val_ap": val_aps(params, project.prepared, trained.weights),
+        "minutes": round(trained.seconds / 60, 1),
+    }
+
+
+def pick_stats(project, picks: list[int]) -> dict:
+    """Share of the picks tagged hard, and their occluded (v = 1) keypoints."""
+    if not picks:
+        return {"tagged_share": None, "occluded_keypoints": 0}
+    tagged = sum(bool(project.truth[i].get("synthetic_tags")) for i in picks)
+    occluded = sum(int((np.asarray(project.truth[i]["keypoints"]).reshape(-1, 3)[:, 2] == 1).sum()) for i in picks)
+    return {"tagged_share": round(tagged / len(picks), 3), "occluded_keypoints": occluded}
+
+
+def crops_sheet(project, picks: list[int], path: Path, count: int = 16) -> Path:
+    """The first ``count`` of ``picks``: each person's crop (1.25 x its box) with its oracle labels drawn."""
+    tiles = []
+    images = {im["id"]: im for im in project.pool["images"]}
+    schema = project.pool_set.schema
+    for iid in picks[:count]:
+        truth = project.truth[iid]
+        image = load_image(project.prepared / images[truth["image_id"]]["file_name"])
+        x, y, w, h = truth["bbox"]
+        side = 1.25 * max(w, h)
+        cx, cy = x + w / 2, y + h / 2
+        drawn = draw_keypoints(image, np.asarray(truth["keypoints"]).reshape(1, -1, 3), schema, [truth["bbox"]], 2)
+        x0, y0 = int(max(0, cx - side / 2)), int(max(0, cy - side / 2))
+        tile = drawn[y0 : int(cy + side / 2) + 1, x0 : int(cx + side / 2) + 1]
+        tags = ",".join(t[:4] for t in truth.get("synthetic_tags") or ["none"])
+        tile = cv2.resize(tile, (192, 192), interpolation=cv2.INTER_NEAREST)
+        cv2.putText(tile, tags, (3, 12), cv2.FONT_HERSHEY_SIMPLEX, 0.35, (255, 255, 255), 1, cv2.LINE_AA)
+        tiles.append(tile)
+    return save_png(path, contact_sheet(tiles, columns=8, tile_size=(192, 192)))
+
+
+def measure(seed: int, epochs: int, steps: int, jobs: int, workdir: Path) -> dict:
+    started = time.perf_counter()
+    params = grid_params(seed, epochs, steps)
+    project = make_project(params, seed, workdir / "project")
+    print(f"[{NAME}] round-0 teacher: {len(project.seed_coco['annotations'])} seed labels", flush=True)
+    teacher = train(params, project, project.prepared / "labeled.json", workdir / "teacher.pt", None)
+    _, table = score_pool(params, project, teacher.weights, workdir / "pool.parquet")
+    error = teacher_oks(project, table)
+    picks = {arm: picks_of(arm, error, seed) for arm in ARMS}
+    crops = crops_sheet(project, picks["hardest"], REPO / "docs" / "bench" / "hard_people_crops.png")
+    units = [(arm, w) for w in WEIGHTS for arm in ARMS]
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
+        futures = [pool.submit(run_arm, seed, epochs, steps, str(workdir), arm, w, picks[arm]) for arm, w in units]
+        rows = []
+        for future in futures:
+            rows.append(future.result())
+            r = rows[-1]
+            print(f"[{NAME}] {r['arm']} w={r['occluded_weight']:g}: val AP {r['val_ap']}", flush=True)
+    return {
+        "seed": seed,
+        "epochs": epochs,
+        "steps_per_epoch": steps,
+        "picks": PICKS,
+        "seed_labels": len(project.seed_coco["annotations"]),
+        "teacher_val_ap": round(teacher.ap, 4),
+        "pick_stats": {arm: pick_stats(project, p) for arm, p in picks.items()},
+        "rows": rows,
+        "crops": str(crops.relative_to(REPO)),
+        "minutes": round((time.perf_counter() - started) / 60, 1),
+    }
+
+
+def report(r: dict) -> None:
+    from bench.report import write_section
+
+    by = {(row["arm"], row["occluded_weight"]): row for row in r["rows"]}
+    lines = [
+        "| picks | share tagged hard | occluded keypoints in the picks | val AP, w = 1 (all / untagged / tagged) | "
+        "val AP, w = 0 (all / untagged / tagged) |",
+        "|---|---|---|---|---|",
+    ]
+    for arm in ARMS:
+        stats = r["pick_stats"][arm]
+        share = "—" if stats["tagged_share"] is None else f"{stats['tagged_share']:.0%}"
+        cells = []
+        for w in WEIGHTS:
+            ap = by[(arm, w)]["val_ap"]
+            cells.append(f"{ap['all']:.3f} / {ap['untagged']:.3f} / {ap['tagged']:.3f}")
+        lines.append(f"| {arm} | {share} | {stats['occluded_keypoints']} | {cells[0]} | {cells[1]} |")
+    body = (
+        f"Seed {r['seed']}, CPU grid of bench/label_efficiency.py (1,000 synthetic images, 128x160): round-0 teacher "
+        f"from {r['seed_labels']} seed labels (val AP {r['teacher_val_ap']:.3f}) ranks the pool by its true OKS; "
+        f"each arm labels {r['picks']} pool people (oracle, unlabelable ones skipped) and trains from scratch "
+        f"{r['epochs']} x {r['steps_per_epoch']} steps on seed + picks. w = train.occluded_weight (the target weight "
+        "of an occluded, v = 1, keypoint). Val AP with flip test of the kept epoch.\n\n"
+        + "\n".join(lines)
+        + "\n\nThe hardest picks' crops and labels (occluded keypoints hollow): "
+        f"![hardest picks]({Path(r['crops']).relative_to('docs')})" + f"\n\n{r['minutes']:.0f} min on this machine.\n"
+    )
+    write_section(NAME, "Why hard people hurt (issue #26): oracle picks and occluded targets", COMMAND, body, r)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.hard_people", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--epochs", type=int, default=10, help="epochs per training (from scratch)")
+    parser.add_argument("--steps", type=int, default=100, help="min steps per epoch")
+    parser.add_argument("--jobs", type=int, default=2, help="arms trained in parallel processes (1 thread each)")
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory() as tmp:
+        result = measure(args.seed, args.epochs, args.steps, args.jobs, Path(tmp))
+    report(result)
+    print(json.dumps(result, indent=1))
+
+
+def run() -> None:
+    main([])
+
+
+if __name__ == "__main__":
+    main()
