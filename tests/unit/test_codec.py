@@ -111,6 +111,25 @@ def test_encode_weights_and_empty_maps():
     assert np.abs(xs - mu[0]).max() <= 6 and np.abs(ys - mu[1]).max() <= 6
 
 
+def test_occluded_weight_scales_only_the_occluded_keypoints_training_weight():
+    """train.occluded_weight: an occluded keypoint (v = 1) trains with that weight, a visible one with 1, an
+    unlabeled or off-map one with 0; the target map itself is the same, and the ASLA codec follows the same rule."""
+    from models.heads import target_codec
+
+    kps = np.tile([[96.0, 128.0]], (4, 1))
+    kps[3] = [-40.0, 100.0]  # off the map
+    vis = np.array([2, 1, 0, 1])
+    default = HeatmapCodec(INPUT, HEATMAP)
+    halved = HeatmapCodec(INPUT, HEATMAP, occluded_weight=0.25)
+    np.testing.assert_array_equal(default.encode_targets(kps, vis)["target_weight"], [1, 1, 0, 0])
+    targets = halved.encode_targets(kps, vis)
+    np.testing.assert_array_equal(targets["target_weight"], [1, 0.25, 0, 0])
+    np.testing.assert_array_equal(targets["heatmaps"], default.encode_targets(kps, vis)["heatmaps"])
+    np.testing.assert_array_equal(
+        target_codec("asla", halved).encode_targets(kps, vis)["target_weight"], [1, 0.25, 0, 0]
+    )
+
+
 def test_gaussian_is_centred_at_the_subpixel_location():
     codec = HeatmapCodec(INPUT, HEATMAP)
     mu = np.array([20.3, 30.7])
