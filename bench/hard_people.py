@@ -70,6 +70,13 @@ def teacher_oks(project, table) -> dict[int, float]:
     return out
 
 
+def tag_picks(project, tag: str, seed: int) -> list[int]:
+    """``PICKS`` pool people drawn at random among those tagged ``tag`` ("none": the untagged)."""
+    ids = sorted(i for i, a in project.truth.items() if tag in (a.get("synthetic_tags") or ["none"]))
+    rng = np.random.default_rng(seed)
+    return [int(i) for i in rng.choice(ids, size=min(PICKS, len(ids)), replace=False)]
+
+
 def picks_of(arm: str, error: dict[int, float], seed: int) -> list[int]:
     ids = sorted(error)
     if arm == "none":
@@ -195,6 +202,55 @@ def measure(seed: int, epochs: int, steps: int, jobs: int, workdir: Path) -> dic
     }
 
 
+def measure_tags(seed: int, epochs: int, steps: int, jobs: int, weight: float, workdir: Path) -> dict:
+    """Each tag on its own: seed + ``PICKS`` people of one tag (at random among them), trained from scratch."""
+    from pipeline.data.synthetic import TAGS
+
+    started = time.perf_counter()
+    project = make_project(grid_params(seed, epochs, steps), seed, workdir / "project")
+    picks = {tag: tag_picks(project, tag, seed) for tag in ("none", *TAGS)}
+    arms = [("seed only", [])] + [(f"tag:{tag}", p) for tag, p in picks.items()]
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
+        futures = [pool.submit(run_arm, seed, epochs, steps, str(workdir), arm, weight, p) for arm, p in arms]
+        rows = []
+        for (arm, p), future in zip(arms, futures, strict=True):
+            rows.append({**future.result(), **pick_stats(project, p), "picked": len(p)})
+            print(f"[{NAME}] {arm}: val AP {rows[-1]['val_ap']}", flush=True)
+    return {
+        "seed": seed,
+        "epochs": epochs,
+        "steps_per_epoch": steps,
+        "occluded_weight": weight,
+        "seed_labels": len(project.seed_coco["annotations"]),
+        "rows": rows,
+        "minutes": round((time.perf_counter() - started) / 60, 1),
+    }
+
+
+def report_tags(r: dict) -> None:
+    from bench.report import write_section
+
+    lines = [
+        "| seed labels + | people (labeled) | occluded keypoints | val AP all | untagged | tagged |",
+        "|---|---|---|---|---|---|",
+    ]
+    for row in r["rows"]:
+        ap = row["val_ap"]
+        lines.append(
+            f"| {row['arm']} | {row['picked']} ({row['labeled_picks']}) | {row['occluded_keypoints']} | "
+            f"{ap['all']:.3f} | {ap['untagged']:.3f} | {ap['tagged']:.3f} |"
+        )
+    body = (
+        f"Seed {r['seed']}, the same grid: {r['seed_labels']} seed labels plus up to {PICKS} pool people drawn at "
+        "random among those carrying one tag (they may carry others too; `none`: untagged people), oracle labels "
+        f"(unlabelable people skipped), trained from scratch {r['epochs']} x {r['steps_per_epoch']} steps with "
+        f"train.occluded_weight {r['occluded_weight']:g}. Which kind of person, labeled, lowers val AP below seed "
+        f"labels alone?\n\n" + "\n".join(lines) + f"\n\n{r['minutes']:.0f} min on this machine.\n"
+    )
+    write_section(f"{NAME}_tags", "Why hard people hurt (issue #26): one tag at a time", COMMAND + " --by-tag", body, r)
+
+
 def report(r: dict) -> None:
     from bench.report import write_section
 
@@ -231,10 +287,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--epochs", type=int, default=10, help="epochs per training (from scratch)")
     parser.add_argument("--steps", type=int, default=100, help="min steps per epoch")
     parser.add_argument("--jobs", type=int, default=2, help="arms trained in parallel processes (1 thread each)")
+    parser.add_argument(
+        "--by-tag", action="store_true", help="instead: seed + people of one synthetic tag at a time (no teacher)"
+    )
+    parser.add_argument("--occluded-weight", type=float, default=0.0, help="train.occluded_weight of --by-tag")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
-        result = measure(args.seed, args.epochs, args.steps, args.jobs, Path(tmp))
-    report(result)
+        if args.by_tag:
+            result = measure_tags(args.seed, args.epochs, args.steps, args.jobs, args.occluded_weight, Path(tmp))
+            report_tags(result)
+        else:
+            result = measure(args.seed, args.epochs, args.steps, args.jobs, Path(tmp))
+            report(result)
     print(json.dumps(result, indent=1))
 
 
