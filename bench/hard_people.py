@@ -9,8 +9,10 @@ oracle.json) ranks them. Each arm labels ``PICKS`` pool people through the simul
 * none: seed labels only;  random;  easiest: the teacher's highest OKS;  hardest: its lowest OKS (what a perfect
   uncertainty signal picks).
 
-Every arm twice: ``train.occluded_weight`` 1 (an occluded keypoint, COCO v = 1, is a target like a visible one:
-today's default) and 0 (no target where the picture does not show the joint). Reported: val AP with flip test of the
+Every arm twice: ``train.occluded_weight`` 1 (an occluded keypoint, COCO v = 1, is a target like a visible one: the
+default before this experiment) and 0 (no target where the picture does not show the joint: the default since). The
+round-0 teacher that ranks the pool always trains with weight 1 (``TEACHER_OCCLUDED_WEIGHT``), so the picks do not
+move with params.yaml. Reported: val AP with flip test of the
 kept epoch, on all val people and on the untagged and the tagged-hard ones apart; the picks' share tagged hard and
 their occluded keypoints. A contact sheet shows the hardest picks' crops with their labels (occluded keypoints
 hollow): what the network is asked to output.
@@ -48,6 +50,7 @@ COMMAND = "python -m bench hard_people"
 PICKS = 280  # pool people each arm sends to the (simulated) annotator, as in the issue's one-shot experiment
 ARMS = ("none", "random", "easiest", "hardest")
 WEIGHTS = (1.0, 0.0)  # train.occluded_weight of each arm
+TEACHER_OCCLUDED_WEIGHT = 1.0  # the round-0 teacher's, as in the recorded run
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -140,7 +143,7 @@ def run_arm(seed: int, epochs: int, steps: int, workdir: str, arm: str, weight: 
 
 
 def pick_stats(project, picks: list[int]) -> dict:
-    """Share of the picks tagged hard, and their occluded (v = 1) keypoints."""
+    """Share of the picks tagged hard, and their occluded (v = 1) keypoints (skipped picks included)."""
     if not picks:
         return {"tagged_share": None, "occluded_keypoints": 0}
     tagged = sum(bool(project.truth[i].get("synthetic_tags")) for i in picks)
@@ -169,9 +172,24 @@ def crops_sheet(project, picks: list[int], path: Path, count: int = 16) -> Path:
     return save_png(path, contact_sheet(tiles, columns=8, tile_size=(192, 192)))
 
 
+def run_arms(
+    seed: int, epochs: int, steps: int, jobs: int, workdir: Path, units: list[tuple[str, float, list[int]]]
+) -> list[dict]:
+    """``run_arm`` for each (arm, occluded weight, picks) in ``jobs`` processes; rows in ``units`` order."""
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
+        futures = [pool.submit(run_arm, seed, epochs, steps, str(workdir), *unit) for unit in units]
+        rows = []
+        for future in futures:
+            rows.append(future.result())
+            r = rows[-1]
+            print(f"[{NAME}] {r['arm']} w={r['occluded_weight']:g}: val AP {r['val_ap']}", flush=True)
+    return rows
+
+
 def measure(seed: int, epochs: int, steps: int, jobs: int, workdir: Path) -> dict:
     started = time.perf_counter()
-    params = grid_params(seed, epochs, steps)
+    params = with_overrides(grid_params(seed, epochs, steps), {"train.occluded_weight": TEACHER_OCCLUDED_WEIGHT})
     project = make_project(params, seed, workdir / "project")
     print(f"[{NAME}] round-0 teacher: {len(project.seed_coco['annotations'])} seed labels", flush=True)
     teacher = train(params, project, project.prepared / "labeled.json", workdir / "teacher.pt", None)
@@ -179,15 +197,8 @@ def measure(seed: int, epochs: int, steps: int, jobs: int, workdir: Path) -> dic
     error = teacher_oks(project, table)
     picks = {arm: picks_of(arm, error, seed) for arm in ARMS}
     crops = crops_sheet(project, picks["hardest"], REPO / "docs" / "bench" / "hard_people_crops.png")
-    units = [(arm, w) for w in WEIGHTS for arm in ARMS]
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
-        futures = [pool.submit(run_arm, seed, epochs, steps, str(workdir), arm, w, picks[arm]) for arm, w in units]
-        rows = []
-        for future in futures:
-            rows.append(future.result())
-            r = rows[-1]
-            print(f"[{NAME}] {r['arm']} w={r['occluded_weight']:g}: val AP {r['val_ap']}", flush=True)
+    units = [(arm, w, picks[arm]) for w in WEIGHTS for arm in ARMS]
+    rows = run_arms(seed, epochs, steps, jobs, workdir, units)
     return {
         "seed": seed,
         "epochs": epochs,
@@ -195,6 +206,7 @@ def measure(seed: int, epochs: int, steps: int, jobs: int, workdir: Path) -> dic
         "picks": PICKS,
         "seed_labels": len(project.seed_coco["annotations"]),
         "teacher_val_ap": round(teacher.ap, 4),
+        "teacher_occluded_weight": TEACHER_OCCLUDED_WEIGHT,
         "pick_stats": {arm: pick_stats(project, p) for arm, p in picks.items()},
         "rows": rows,
         "crops": str(crops.relative_to(REPO)),
@@ -210,13 +222,8 @@ def measure_tags(seed: int, epochs: int, steps: int, jobs: int, weight: float, w
     project = make_project(grid_params(seed, epochs, steps), seed, workdir / "project")
     picks = {tag: tag_picks(project, tag, seed) for tag in ("none", *TAGS)}
     arms = [("seed only", [])] + [(f"tag:{tag}", p) for tag, p in picks.items()]
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
-        futures = [pool.submit(run_arm, seed, epochs, steps, str(workdir), arm, weight, p) for arm, p in arms]
-        rows = []
-        for (arm, p), future in zip(arms, futures, strict=True):
-            rows.append({**future.result(), **pick_stats(project, p), "picked": len(p)})
-            print(f"[{NAME}] {arm}: val AP {rows[-1]['val_ap']}", flush=True)
+    rows = run_arms(seed, epochs, steps, jobs, workdir, [(arm, weight, p) for arm, p in arms])
+    rows = [{**row, **pick_stats(project, p), "picked": len(p)} for row, (_, p) in zip(rows, arms, strict=True)]
     return {
         "seed": seed,
         "epochs": epochs,
@@ -256,9 +263,9 @@ def report(r: dict) -> None:
 
     by = {(row["arm"], row["occluded_weight"]): row for row in r["rows"]}
     lines = [
-        "| picks | share tagged hard | occluded keypoints in the picks | val AP, w = 1 (all / untagged / tagged) | "
-        "val AP, w = 0 (all / untagged / tagged) |",
-        "|---|---|---|---|---|",
+        "| picks | labeled (the rest skipped as unlabelable) | share tagged hard | occluded keypoints in the picks | "
+        "val AP, w = 1 (all / untagged / tagged) | val AP, w = 0 (all / untagged / tagged) |",
+        "|---|---|---|---|---|---|",
     ]
     for arm in ARMS:
         stats = r["pick_stats"][arm]
@@ -267,10 +274,12 @@ def report(r: dict) -> None:
         for w in WEIGHTS:
             ap = by[(arm, w)]["val_ap"]
             cells.append(f"{ap['all']:.3f} / {ap['untagged']:.3f} / {ap['tagged']:.3f}")
-        lines.append(f"| {arm} | {share} | {stats['occluded_keypoints']} | {cells[0]} | {cells[1]} |")
+        labeled = by[(arm, WEIGHTS[0])]["labeled_picks"]
+        lines.append(f"| {arm} | {labeled} | {share} | {stats['occluded_keypoints']} | {cells[0]} | {cells[1]} |")
     body = (
         f"Seed {r['seed']}, CPU grid of bench/label_efficiency.py (1,000 synthetic images, 128x160): round-0 teacher "
-        f"from {r['seed_labels']} seed labels (val AP {r['teacher_val_ap']:.3f}) ranks the pool by its true OKS; "
+        f"from {r['seed_labels']} seed labels (val AP {r['teacher_val_ap']:.3f}, occluded weight "
+        f"{r.get('teacher_occluded_weight', 1.0):g}) ranks the pool by its true OKS; "
         f"each arm labels {r['picks']} pool people (oracle, unlabelable ones skipped) and trains from scratch "
         f"{r['epochs']} x {r['steps_per_epoch']} steps on seed + picks. w = train.occluded_weight (the target weight "
         "of an occluded, v = 1, keypoint). Val AP with flip test of the kept epoch.\n\n"
@@ -291,7 +300,13 @@ def main(argv: list[str] | None = None) -> None:
         "--by-tag", action="store_true", help="instead: seed + people of one synthetic tag at a time (no teacher)"
     )
     parser.add_argument("--occluded-weight", type=float, default=0.0, help="train.occluded_weight of --by-tag")
+    parser.add_argument("--report-only", action="store_true", help="only rewrite the sections from docs/bench/*.json")
     args = parser.parse_args(argv)
+    if args.report_only:
+        results = REPO / "docs" / "bench"
+        report(json.loads((results / f"{NAME}.json").read_text()))
+        report_tags(json.loads((results / f"{NAME}_tags.json").read_text()))
+        return
     with tempfile.TemporaryDirectory() as tmp:
         if args.by_tag:
             result = measure_tags(args.seed, args.epochs, args.steps, args.jobs, args.occluded_weight, Path(tmp))

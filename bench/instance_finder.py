@@ -23,6 +23,7 @@ from pathlib import Path
 
 import torch
 
+from bench.label_efficiency import COCO_MINI, coco_mini_overrides
 from pipeline.config import load_params, with_overrides
 from pipeline.data.coco import read_coco
 from pipeline.data.dataset import InstanceRecord, TopDownDataset, instances_from_coco
@@ -34,7 +35,6 @@ from pipeline.model_store import build_codec, model_from_params
 from pipeline.training import train_in_process
 
 COMMAND = "python -m bench instance_finder"
-COCO_MINI = Path("../shared/data/coco_mini")
 THRESHOLDS = (0.05, 0.15, 0.3)  # find.min_score values compared (0.3: params.yaml)
 
 
@@ -63,24 +63,17 @@ def _pose_ap(model, val, records: list[InstanceRecord], detection: dict[int, flo
 
 
 def source_params(source: str):
-    """params.yaml split by image; ``coco_mini``: its train2017 people all seed labels (the finder's training set),
-    its val2017 images the val set."""
+    """params.yaml split by image; ``coco_mini``: 90% of its train2017 people, whole images, as seed labels (what the
+    finder may learn from), its val2017 images as val."""
     params = with_overrides(load_params(), {"data.split": "image"})
     if source == "synthetic":
         return params
-    root = COCO_MINI.resolve()
     return with_overrides(
         params,
         {
-            "data.source": "coco",
+            **coco_mini_overrides(),
             "data.labeled": 0.9,  # a fraction (1 would be one person); prepare keeps some people for the pool
             "find.steps": 1000,  # ~9 photos qualify: 1000 steps are already ~1000 passes over them
-            "data.val_images": 28,
-            "data.test_images": 4,
-            "data.coco.annotations": str(root / "annotations/person_keypoints_train2017.json"),
-            "data.coco.images": str(root / "train2017"),
-            "data.coco.val_annotations": str(root / "annotations/person_keypoints_val2017.json"),
-            "data.coco.val_images": str(root / "val2017"),
         },
     )
 
@@ -189,7 +182,7 @@ def run() -> None:
         f"({r['find']['backbone']} backbone, {r['find']['input_size'][0]}x{r['find']['input_size'][1]} letterboxed, "
         f"{r['find']['steps']} steps, batch {r['find']['batch_size']}, from scratch); val: {r['val_people']} people."
         + (
-            f" coco_mini: the {real['seed_images']} train2017 photos whose every person has keypoints "
+            f" coco_mini: the {real['seed_images']} seed photos of train2017 whose every person has keypoints "
             f"({real['seed_people']} people; a photo with a crowd region or a keypoint-less person cannot teach "
             f"background) train the same finder for {real['find']['steps']} steps; val: {real['val_people']} people "
             "on the val2017 photos."

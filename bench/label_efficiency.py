@@ -182,6 +182,21 @@ def policy_spec(spec: str) -> tuple[str, float]:
     return policy, float(share or 0.0)
 
 
+def coco_mini_overrides() -> dict:
+    """``data`` settings for ../shared/data/coco_mini: train2017 feeds seed and pool, 28 of the 32 val2017 images with
+    keypoint people are val, 4 test."""
+    root = COCO_MINI.resolve()
+    return {
+        "data.source": "coco",
+        "data.val_images": 28,
+        "data.test_images": 4,
+        "data.coco.annotations": str(root / "annotations/person_keypoints_train2017.json"),
+        "data.coco.images": str(root / "train2017"),
+        "data.coco.val_annotations": str(root / "annotations/person_keypoints_val2017.json"),
+        "data.coco.val_images": str(root / "val2017"),
+    }
+
+
 def base_params(grid: Grid, seed: int, source: str) -> Params:
     """params.yaml with the grid's sizes; select / pseudolabel sections (weights, tau, flip test) unchanged."""
     params = load_params()
@@ -193,17 +208,8 @@ def base_params(grid: Grid, seed: int, source: str) -> Params:
             "data.test_images": min(10, grid.images // 20),
             "data.synthetic.num_images": grid.images,
         }
-    else:  # coco_mini: 32 val2017 images hold people with keypoints
-        root = COCO_MINI.resolve()
-        overrides |= {
-            "data.source": "coco",
-            "data.val_images": 28,
-            "data.test_images": 4,
-            "data.coco.annotations": str(root / "annotations/person_keypoints_train2017.json"),
-            "data.coco.images": str(root / "train2017"),
-            "data.coco.val_annotations": str(root / "annotations/person_keypoints_val2017.json"),
-            "data.coco.val_images": str(root / "val2017"),
-        }
+    else:
+        overrides |= coco_mini_overrides()
     train = {
         "epochs": grid.epochs,
         "min_steps_per_epoch": grid.steps,

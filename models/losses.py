@@ -153,7 +153,8 @@ def heatmap_loss(
     Args:
         pred: P (B, K, h, w).
         gaussian: G (B, K, h, w), fixed-sigma targets.
-        target_weight: w (B, K), per-keypoint weights (codec: 0 or 1).
+        target_weight: w (B, K), per-keypoint weights (codec: 0, ``train.occluded_weight`` for an occluded keypoint, or
+            1); inside the square, so a weight of 0.5 weighs the error 0.25, as MMPose's loss does.
         scale: s (B, K, h, w) from the SAHR head, or None.
         sahr: use the SAHR target and regulariser (needs ``scale``; ignored when it is None).
         wahr: multiply the squared error by the WAHR weight.

@@ -268,8 +268,9 @@ class TrainParams:
     step_epochs: list[int] = _p([], ge=1, le=100_000)  # schedule: step -> lr x 0.1 at these epochs
     warmup_steps: int = _p(50, ge=0, le=10_000_000)
     grad_clip: float = _p(5.0, ge=0, le=1e6)  # 0: off
-    # the target weight of an occluded keypoint (COCO v = 1) against 1 for a visible one (docs/BENCHMARKS.md, #26)
-    occluded_weight: float = _p(1.0, ge=0, le=1)
+    # the target weight of an occluded keypoint (COCO v = 1) against 1 for a visible one; 0 measured best
+    # (docs/BENCHMARKS.md, "Why hard people hurt"). The heatmap loss squares it, as MMPose's does (0.5 weighs 0.25).
+    occluded_weight: float = _p(0.0, ge=0, le=1)
     ema: bool = False  # evaluate and export EMA weights
     ema_decay: float = _p(0.999, gt=0, lt=1)
     amp: Literal["auto", "off", "bf16", "fp16"] = "auto"  # auto: bf16 on CUDA and on CPUs with native bf16

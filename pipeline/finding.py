@@ -10,8 +10,10 @@ seed image one (README, "Your own unlabeled images and videos"). A seed image wi
 keypoint, or a crowd region: COCO has both) is not used either.
 
 Input. A whole image, letterboxed into ``find.input_size`` (aspect kept, centred, zero padding); training adds a
-random zoom (0.6-1.8), shift, mirror, contrast and brightness, and makes half its samples a mosaic of four images
-(measured in docs/BENCHMARKS.md, "Instance finder").
+random zoom (0.6-1.8), shift, mirror, contrast and brightness, makes half its samples a mosaic of four images and
+paints random opaque rectangles on half. Besides the boxes it learns the labeled people's visible keypoints as maps
+(``find.keypoint_weight``, an auxiliary task: ``InstanceFinderHead``); measured in docs/BENCHMARKS.md, "Instance
+finder".
 
 Output. ``find_pool``: the prepared pool with one instance per found person on each image without annotations:
 ``bbox`` (image px), ``detection_score``, ``source: "found"``, no keypoints; ids from image file and box
@@ -107,8 +109,9 @@ def transform_keypoints(
 
 class FinderDataset(Dataset):
     """Whole images for the finder. ``__getitem__`` -> ``image`` (3, H, W) normalised and the codec's targets
-    (``centre`` (1, h, w), ``size`` / ``offset`` (2, h, w), ``centre_mask`` (h, w)). With ``augment``: zoom, shift,
-    mirror, contrast and brightness, and half the samples a mosaic of four images."""
+    (``centre`` (1, h, w), ``size`` / ``offset`` (2, h, w), ``centre_mask`` (h, w); with ``flip_index`` and keypoints
+    on every image also ``keypoint_heat`` (K, h, w)). With ``augment``: zoom, shift, mirror, contrast and brightness,
+    half the samples a mosaic of four images, half with random opaque rectangles."""
 
     def __init__(
         self,
@@ -441,7 +444,10 @@ def load_finder(finder_dir: Path, device: str | torch.device = "cpu") -> FinderM
     find = description["find"]
     codec = CentreCodec(tuple(find["input_size"]), min_score=find["min_score"], max_instances=find["max_instances"])
     model = build_finder(
-        backbone=find["backbone"], variant=find["variant"], codec=codec, num_keypoints=description["num_keypoints"]
+        backbone=find["backbone"],
+        variant=find["variant"],
+        codec=codec,
+        num_keypoints=description.get("num_keypoints", 0),
     )
     model.load_state_dict(torch.load(Path(finder_dir) / FINDER_WEIGHTS, map_location="cpu", weights_only=True))
     return model.to(device).eval()

@@ -231,15 +231,18 @@ def test_the_finders_ray_data_pass_finds_what_the_in_process_pass_finds(project,
     from pipeline.ray_find import find_on_ray
 
     torch.manual_seed(0)
-    settings = FindParams(input_size=[64, 64], min_score=0.0, max_instances=5)
     finder = build_finder(
         backbone="tiny", variant=None, codec=CentreCodec((64, 64), min_score=0.0, max_instances=5), num_keypoints=17
     ).eval()
-    save_finder(finder, settings, tmp_path / "finder", {})
     prepared = project / "data" / "prepared"
     images = json.loads((prepared / "pool.json").read_text())["images"][:7]
+    # a threshold inside the untrained finder's scores, so images keep different numbers of people (the Ray pass pads
+    # each image's rows to max_instances and must cut them back)
+    threshold = float(np.median(np.concatenate([s for _, s in find_instances(finder, images, prepared)])))
+    finder.codec.min_score = threshold
+    save_finder(finder, FindParams(input_size=[64, 64], min_score=threshold, max_instances=5), tmp_path / "finder", {})
     here = find_saved(tmp_path / "finder", images, prepared)
-    assert [len(b) for b, _ in here] == [5] * 7  # min_score 0: every image its five best peaks
+    assert len({len(b) for b, _ in here}) > 1, [len(b) for b, _ in here]
     for (a, sa), (b, sb) in zip(here, find_instances(finder, images, prepared), strict=True):
         np.testing.assert_array_equal(a, b)
         np.testing.assert_array_equal(sa, sb)

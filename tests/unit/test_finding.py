@@ -108,7 +108,7 @@ def test_keypoint_maps_peak_at_visible_keypoints_and_a_mirror_swaps_left_and_rig
     images = torch.zeros(1, 3, 64, 64)
     with_maps = build_finder(backbone="tiny", variant=None, codec=codec, num_keypoints=3, keypoint_weight=2.0)
     losses = with_maps.head.loss(with_maps(images), targets)
-    parts = {k: float(v) for k, v in losses.items()}
+    parts = {k: float(v.detach()) for k, v in losses.items()}
     assert parts["keypoint"] > 0
     assert parts["loss"] == pytest.approx(
         parts["centre"] + parts["size"] + parts["offset"] + 2.0 * parts["keypoint"], rel=1e-5
