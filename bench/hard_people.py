@@ -196,7 +196,8 @@ def measure(seed: int, epochs: int, steps: int, jobs: int, workdir: Path) -> dic
     _, table = score_pool(params, project, teacher.weights, workdir / "pool.parquet")
     error = teacher_oks(project, table)
     picks = {arm: picks_of(arm, error, seed) for arm in ARMS}
-    crops = crops_sheet(project, picks["hardest"], REPO / "docs" / "bench" / "hard_people_crops.png")
+    suffix = "" if seed == 0 else f"_seed{seed}"
+    crops = crops_sheet(project, picks["hardest"], REPO / "docs" / "bench" / f"hard_people_crops{suffix}.png")
     units = [(arm, w, picks[arm]) for w in WEIGHTS for arm in ARMS]
     rows = run_arms(seed, epochs, steps, jobs, workdir, units)
     return {
@@ -287,7 +288,11 @@ def report(r: dict) -> None:
         + "\n\nThe hardest picks' crops and labels (occluded keypoints hollow): "
         f"![hardest picks]({Path(r['crops']).relative_to('docs')})" + f"\n\n{r['minutes']:.0f} min on this machine.\n"
     )
-    write_section(NAME, "Why hard people hurt (issue #26): oracle picks and occluded targets", COMMAND, body, r)
+    seed = "" if r["seed"] == 0 else f"_seed{r['seed']}"  # another seed gets its own section beside seed 0's
+    title = "Why hard people hurt (issue #26): oracle picks and occluded targets" + (
+        f", seed {r['seed']}" if seed else ""
+    )
+    write_section(NAME + seed, title, COMMAND + (f" --seed {r['seed']}" if seed else ""), body, r)
 
 
 def main(argv: list[str] | None = None) -> None:
