@@ -33,16 +33,18 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import pyarrow as pa
 import torch
 
-from bench.label_efficiency import CPU, annotate, base_params, make_project, merged_labels, score_pool, train
+from bench.label_efficiency import CPU, base_params, make_project
 from pipeline.config import Params, with_overrides
 from pipeline.data.dataset import TopDownDataset, instances_from_coco
 from pipeline.data.images import load_image
 from pipeline.data.pool_predictions import to_coco_results as table_results
 from pipeline.evaluation import coco_keypoint_ap, oks
 from pipeline.inference import predict, to_coco_results
-from pipeline.model_store import build_codec, model_from_params
+from pipeline.loop import run_round
+from pipeline.model_store import WEIGHTS_FILE, build_codec, model_from_params
 from pipeline.viz import contact_sheet, draw_keypoints, save_png
 
 NAME = "hard_people"
@@ -63,7 +65,7 @@ def grid_params(seed: int, epochs: int, steps: int) -> Params:
 
 def teacher_oks(project, table) -> dict[int, float]:
     """Pool instance id -> OKS of the teacher's keypoints against the oracle's."""
-    sigmas = project.pool_set.schema.sigma_array
+    sigmas = project.schema.sigma_array
     out = {}
     for r in table_results(table, 1):
         truth = project.truth[int(r["instance_id"])]
@@ -125,19 +127,16 @@ def run_arm(seed: int, epochs: int, steps: int, workdir: str, arm: str, weight: 
     project = make_project(params, seed, out / "project")  # the same data in every process (seeded), its own copy
     out.mkdir(parents=True, exist_ok=True)
     labeled_picks = 0
+    store = out / "store"
     if picks:
-        effort = annotate(project, out / "store", picks, 1, arm, {}, CPU.skip_below_visible)
+        effort = project.annotator(store, 1, arm, CPU.skip_below_visible)(pa.table({"instance_id": picks}))
         labeled_picks = effort["tasks"] - effort["skipped"]
-        merged_labels(project, out / "store", out / "train.json")
-        labels = out / "train.json"
-    else:
-        labels = project.prepared / "labeled.json"
-    trained = train(params, project, labels, out / "weights.pt", None)
+    trained = run_round(params, project.files(store), out / "round", score=False).trained  # merge -> train
     return {
         "arm": arm,
         "occluded_weight": weight,
         "labeled_picks": labeled_picks,
-        "val_ap": val_aps(params, project.prepared, trained.weights),
+        "val_ap": val_aps(params, project.prepared, trained.model_dir / WEIGHTS_FILE),
         "minutes": round(trained.seconds / 60, 1),
     }
 
@@ -154,8 +153,9 @@ def pick_stats(project, picks: list[int]) -> dict:
 def crops_sheet(project, picks: list[int], path: Path, count: int = 16) -> Path:
     """The first ``count`` of ``picks``: each person's crop (1.25 x its box) with its oracle labels drawn."""
     tiles = []
-    images = {im["id"]: im for im in project.pool["images"]}
-    schema = project.pool_set.schema
+    pool = json.loads((project.prepared / "pool.json").read_text())
+    images = {im["id"]: im for im in pool["images"]}
+    schema = project.schema
     for iid in picks[:count]:
         truth = project.truth[iid]
         image = load_image(project.prepared / images[truth["image_id"]]["file_name"])
@@ -191,10 +191,9 @@ def measure(seed: int, epochs: int, steps: int, jobs: int, workdir: Path) -> dic
     started = time.perf_counter()
     params = with_overrides(grid_params(seed, epochs, steps), {"train.occluded_weight": TEACHER_OCCLUDED_WEIGHT})
     project = make_project(params, seed, workdir / "project")
-    print(f"[{NAME}] round-0 teacher: {len(project.seed_coco['annotations'])} seed labels", flush=True)
-    teacher = train(params, project, project.prepared / "labeled.json", workdir / "teacher.pt", None)
-    _, table = score_pool(params, project, teacher.weights, workdir / "pool.parquet")
-    error = teacher_oks(project, table)
+    print(f"[{NAME}] round-0 teacher: {project.seed_labels} seed labels", flush=True)
+    teacher = run_round(params, project.files(workdir / "teacher-store"), workdir / "teacher")  # merge, train, score
+    error = teacher_oks(project, teacher.table)
     picks = {arm: picks_of(arm, error, seed) for arm in ARMS}
     suffix = "" if seed == 0 else f"_seed{seed}"
     crops = crops_sheet(project, picks["hardest"], REPO / "docs" / "bench" / f"hard_people_crops{suffix}.png")
@@ -205,8 +204,8 @@ def measure(seed: int, epochs: int, steps: int, jobs: int, workdir: Path) -> dic
         "epochs": epochs,
         "steps_per_epoch": steps,
         "picks": PICKS,
-        "seed_labels": len(project.seed_coco["annotations"]),
-        "teacher_val_ap": round(teacher.ap, 4),
+        "seed_labels": project.seed_labels,
+        "teacher_val_ap": round(teacher.trained.ap, 4),
         "teacher_occluded_weight": TEACHER_OCCLUDED_WEIGHT,
         "pick_stats": {arm: pick_stats(project, p) for arm, p in picks.items()},
         "rows": rows,
@@ -230,7 +229,7 @@ def measure_tags(seed: int, epochs: int, steps: int, jobs: int, weight: float, w
         "epochs": epochs,
         "steps_per_epoch": steps,
         "occluded_weight": weight,
-        "seed_labels": len(project.seed_coco["annotations"]),
+        "seed_labels": project.seed_labels,
         "rows": rows,
         "minutes": round((time.perf_counter() - started) / 60, 1),
     }

@@ -1,20 +1,21 @@
 """Label efficiency (issue #14): which selection policy saves annotation work, in the label-limited regime?
 
-A simulated active-learning loop through the real pipeline code, with file hand-off between the steps as in the DVC
-stages and the oracle (``oracle.json``, the pool's hidden truth) as the annotator; no Label Studio, no Ray:
+A simulated active-learning loop on the library's round (``pipeline.loop.run_round``: the functions the DVC stages
+call, in one process, with file hand-off between the steps) and the oracle (``oracle.json``, the pool's hidden truth)
+as the annotator; no Label Studio, no Ray:
 
     prepare (seed labels: a few % of the labelable people)
-    round 0: train on the seed labels                        train_in_process (the loop Ray Train runs)
-    round r = 1..R:
-        teacher (round r-1's kept weights) over the pool     pipeline.inference.predict + prediction_columns
-                                                             -> pool_predictions.parquet -> read_pool_predictions
-        select B instances with the arm's policy             scoring.select_with_params with scoring.excluded_instances
-                                                             (what the select stage calls)
-        "annotate" them from oracle.json                     Correction / Skip -> write_pull (a store folder); effort
-                                                             by annotations.keypoint_effort against the teacher's
-                                                             keypoints; skips by oracle.is_unlabelable
-        merge seed + store -> train.json                     corrections.read_store + merge.merge
-        train on train.json, evaluate val AP                 train_in_process (val OKS AP each epoch, best kept)
+    round 0: merge (seed labels only) -> train -> score the pool        run_round without a teacher
+    round r = 1..R:                                                     run_round(teacher=round r-1)
+        select B instances with the arm's policy from round r-1's       pipeline.selection.select_next
+        pool predictions (labeled, corrected and skipped ones excluded)
+        "annotate" them from oracle.json                                pipeline.loop.annotate_from_truth: one pull
+                                                                        into the arm's store; effort against the
+                                                                        teacher's keypoints; unlabelable people
+                                                                        skipped
+        merge seed + store -> train.json                                pipeline.merge.merge_labels
+        train on train.json, val AP each epoch, best kept               pipeline.ray_train.train_model (in process)
+        the new model over the pool (not in the last round)             pipeline.pseudolabel.score_pool (in process)
 
 An arm is (selection policy, ``train.ssl.mode``): any policy of ``pipeline.selection.POLICIES`` (random, combined
 uncertainty, cold_start, skip_hopeless, effort, or one signal), optionally ``+random<share>``. The SSL-off arms run
@@ -45,6 +46,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import math
 import multiprocessing
@@ -63,30 +65,25 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pyarrow.parquet as pq
+import pyarrow as pa
 import torch
 
 from bench.report import RESULTS_DIR, available_cores, write_section
 from pipeline.config import Params, load_params, with_overrides
-from pipeline.corrections import Correction, Skip, read_store, write_pull
-from pipeline.data.coco import read_coco, write_coco
-from pipeline.data.dataset import TopDownDataset, instances_from_coco
-from pipeline.data.labelstudio.annotations import keypoint_effort
-from pipeline.data.pool_predictions import list_column, read_pool_predictions, to_table
+from pipeline.data.coco import read_coco
+from pipeline.data.pool_predictions import list_column
 from pipeline.data.prepare import prepare
 from pipeline.data.synthetic import TAGS
-from pipeline.inference import predict, prediction_columns
+from pipeline.keypoints import KeypointSchema
 from pipeline.labelstudio.oracle import is_unlabelable
-from pipeline.merge import merge
-from pipeline.model_store import build_codec, model_from_params
+from pipeline.loop import RoundFiles, annotate_from_truth, run_round
+from pipeline.ray_train import TrainedModel
 from pipeline.selection import (
     EXCLUDES_HOPELESS,
     POLICIES,
-    excluded_instances,
     hopeless_rows,
-    select_with_params,
 )
-from pipeline.training import epoch_steps, train_in_process
+from pipeline.training import epoch_steps
 
 NAME = "label_efficiency"
 COCO_MINI = Path("../shared/data/coco_mini")
@@ -243,165 +240,48 @@ class Project:
     seed: int
     root: Path
     prepared: Path
-    seed_coco: dict
-    pool: dict
-    truth: dict[int, dict]  # instance id -> oracle annotation
-    pool_set: TopDownDataset  # evaluation crops of the pool, in pool order
-    image_of: dict[int, int]
-    bbox_of: dict[int, list[float]]
+    seed_labels: int
+    pool_size: int
+    truth: dict[int, dict]  # instance id -> oracle annotation (synthetic_tags kept as written)
+    schema: KeypointSchema
 
     @property
     def labelable(self) -> int:
-        return len(self.seed_coco["annotations"]) + len(self.pool["annotations"])
+        return self.seed_labels + self.pool_size
 
-    def paths(self, labels: Path) -> dict[str, str]:
-        return {
-            "labels": str(labels),
-            "pool": str(self.prepared / "pool.json"),
-            "val": str(self.prepared / "val.json"),
-            "images_root": str(self.prepared),
-        }
+    def files(self, store: Path) -> RoundFiles:
+        """What a round of one arm reads: the prepared split and the arm's own corrections store."""
+        prepared = self.prepared
+        return RoundFiles(prepared / "labeled.json", prepared / "pool.json", prepared / "val.json", prepared, store)
+
+    def annotator(self, store: Path, round_: int, arm: str, skip_below_visible: int):
+        """The simulated annotator of round ``round_`` (``annotate_from_truth``), for ``run_round``'s ``annotate``."""
+        at = ROUND_ZERO_TIME + timedelta(hours=round_)
+        return functools.partial(
+            annotate_from_truth,
+            truth=self.truth,
+            schema=self.schema,
+            store=store,
+            at=at,
+            model_version=f"bench/{arm}/round{round_ - 1}",
+            skip_below_visible=skip_below_visible,
+        )
 
 
 def make_project(params: Params, seed: int, root: Path) -> Project:
     prepared = root / "prepared"
     prepare(params.data, prepared)
-    seed_coco = read_coco(prepared / "labeled.json").to_dict()
-    pool = json.loads((prepared / "pool.json").read_text())
+    seed_coco = read_coco(prepared / "labeled.json")
     oracle = json.loads((prepared / "oracle.json").read_text())  # raw JSON: keeps synthetic_tags as written
-    schema = read_coco(prepared / "labeled.json").schema
-    records = instances_from_coco(
-        pool["images"], pool["annotations"], prepared, schema.num_keypoints, require_keypoints=False
-    )
-    pool_set = TopDownDataset(records, schema, build_codec(params), padding=params.codec.box_padding)
     return Project(
         seed=seed,
         root=root,
         prepared=prepared,
-        seed_coco=seed_coco,
-        pool=pool,
+        seed_labels=len(seed_coco.annotations),
+        pool_size=len(json.loads((prepared / "pool.json").read_text())["annotations"]),
         truth={int(a["id"]): a for a in oracle["annotations"]},
-        pool_set=pool_set,
-        image_of={int(a["id"]): int(a["image_id"]) for a in pool["annotations"]},
-        bbox_of={int(a["id"]): [float(v) for v in a["bbox"]] for a in pool["annotations"]},
+        schema=seed_coco.schema,
     )
-
-
-# --------------------------------------------------------------------------------------------------- the steps
-
-
-@dataclass(frozen=True)
-class Trained:
-    weights: Path  # the kept (best val AP) weights, a state dict
-    ap: float  # val AP of the kept weights (= best over epochs, what the train stage ships)
-    final_ap: float  # val AP after the last epoch
-    pck10: float  # val PCK@0.1 of the kept weights
-    steps: int
-    seconds: float
-
-
-def train(params: Params, project: Project, labels: Path, out: Path, init: Path | None) -> Trained:
-    """train_worker in this process; the kept weights are copied to ``out`` and the checkpoints removed."""
-    checkpoints = out.with_name(out.stem + "-checkpoints")
-    shutil.rmtree(checkpoints, ignore_errors=True)  # a leftover would resume instead of training anew
-    started = time.perf_counter()
-    checkpoint = train_in_process(params, project.paths(labels), checkpoints, init_weights=init)
-    history = checkpoint.history()
-    shutil.copyfile(checkpoint.path / checkpoint.BEST, out)
-    shutil.rmtree(checkpoints)
-    best = max(history, key=lambda h: h["val_ap"])  # the first epoch with the best AP: the one kept
-    labeled = len(json.loads(labels.read_text())["annotations"])
-    steps = params.train.epochs * epoch_steps(labeled, params)
-    return Trained(
-        out,
-        float(best["val_ap"]),
-        float(history[-1]["val_ap"]),
-        float(best["val_pck10"]),
-        steps,
-        time.perf_counter() - started,
-    )
-
-
-def score_pool(params: Params, project: Project, weights: Path, out: Path):
-    """The teacher over the pool -> pool_predictions.parquet (the pseudolabel stage's columns) -> read_pool_predictions:
-    (scalar columns, the whole table)."""
-    torch.set_num_threads(params.train.threads_per_worker)
-    model = model_from_params(params, project.pool_set.codec, project.pool_set.schema)
-    model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
-    model.to("cuda" if torch.cuda.is_available() else "cpu")
-    pred = predict(model.eval(), project.pool_set, batch_size=64, flip_test=params.pseudolabel.flip_test)
-    ids = pred.instance_id.astype(np.int64)
-    batch = {
-        "instance_id": ids,
-        "image_id": np.array([project.image_of[int(i)] for i in ids], np.int64),
-        "bbox": np.array([project.bbox_of[int(i)] for i in ids], np.float64),
-    }
-    columns = prediction_columns(
-        batch, {f.name: getattr(pred, f.name) for f in dataclasses.fields(pred)}, params.pseudolabel.tau
-    )
-    pq.write_table(to_table(columns), out)
-    return read_pool_predictions(out)
-
-
-def annotate(
-    project: Project,
-    store: Path,
-    chosen: list[int],
-    round_: int,
-    arm: str,
-    shown: dict[int, np.ndarray],
-    skip_below_visible: int,
-) -> dict[str, int]:
-    """The simulated annotator, one pull: each chosen instance is skipped when the truth makes it unlabelable
-    (``is_unlabelable``: < 3 labeled or < ``skip_below_visible`` clearly visible keypoints), else corrected to the
-    truth of oracle.json. Effort is counted as for a person in Label Studio (``keypoint_effort`` against the teacher's
-    keypoints ``shown`` (instance id -> (2K,) image px), every keypoint pre-placed as export does with min_score 0).
-    Returns the counts: tasks, skipped, moved, added, deleted."""
-    at = ROUND_ZERO_TIME + timedelta(hours=round_)
-    stamp = at.strftime("%Y-%m-%dT%H:%M:%SZ")
-    schema = project.pool_set.schema
-    corrections, skips = [], []
-    effort = Counter(tasks=len(chosen), skipped=0, moved=0, added=0, deleted=0)
-    for iid in chosen:
-        ann = project.truth[iid]
-        if is_unlabelable(ann["keypoints"], min_visible=skip_below_visible):
-            skips.append(
-                Skip(instance_id=iid, task_id=None, annotation_id=None, annotator="oracle", at=stamp, reason="skipped")
-            )
-            effort["skipped"] += 1
-            continue
-        if iid in shown:
-            xy = shown[iid].reshape(-1, 2)
-            predicted = {
-                name: (float(x), float(y))
-                for name, (x, y) in zip(schema.names, xy, strict=True)
-                if np.isfinite(x) and np.isfinite(y)
-            }
-            moved, added, deleted = keypoint_effort(predicted, ann["keypoints"], ann["bbox"], schema)
-            effort.update(moved=moved, added=added, deleted=deleted)
-        corrections.append(
-            Correction(
-                instance_id=iid,
-                image_id=int(ann["image_id"]),
-                bbox=tuple(ann["bbox"]),
-                keypoints=tuple(ann["keypoints"]),
-                task_id=None,
-                annotation_id=None,
-                annotator="oracle",
-                completed_at=stamp,
-                model_version=f"bench/{arm}/round{round_ - 1}",
-            )
-        )
-    write_pull(store, corrections, skips, [], source=f"inbox:{NAME}-round{round_}", now=at)
-    return dict(effort)
-
-
-def merged_labels(project: Project, store: Path, out: Path) -> dict:
-    """seed + the store -> train.json (written to ``out``) with the pipeline's merge; returns the merge report."""
-    corrections, skips = read_store(store)
-    train_coco, report = merge(project.seed_coco, project.pool, corrections, skips)
-    write_coco(out, train_coco)
-    return report
 
 
 # --------------------------------------------------------------------------------------------------- the loop
@@ -439,12 +319,10 @@ def default_jobs(grid: Grid) -> int:
 
 
 def run_unit(grid: Grid, source: str, unit: Unit, workdir: Path) -> dict:
-    """One unit in this process; returns its raw rows (the same keys for every unit, lists possibly empty)."""
-    rows: list[dict] = []
-    references: list[dict] = []
-    selections: list[dict] = []
-    base_rates: list[dict] = []
-    hopeless_checks: list[dict] = []
+    """One unit in this process; returns its raw rows (the same keys for every unit, lists possibly empty). Every
+    training is a round of the library (``pipeline.loop.run_round``): select from the previous round's pool
+    predictions, the simulated annotator, merge, train, score the pool."""
+    results: dict[str, list[dict]] = {key: [] for key in RESULT_KEYS}
     seed = unit.seed
     params = base_params(grid, seed, source)
     project = make_project(params, seed, workdir / f"seed{seed}-{unit.ssl or 'reference'}")
@@ -461,22 +339,15 @@ def run_unit(grid: Grid, source: str, unit: Unit, workdir: Path) -> dict:
         )
 
     budget = count_of(grid.budget, project.labelable)
-    n0 = len(project.seed_coco["annotations"])
+    n0 = project.seed_labels
     visible = grid.skip_below_visible
     unlabelable = {i for i, a in project.truth.items() if is_unlabelable(a["keypoints"], min_visible=visible)}
-    results = {
-        "rows": rows,
-        "references": references,
-        "selections": selections,
-        "base_rates": base_rates,
-        "hopeless_checks": hopeless_checks,
-    }
     try:
         if unit.ssl is None:
             # the fully supervised reference: every labelable person through the same merge, SSL off, same steps
             tags = Counter(t for a in project.truth.values() for t in a.get("synthetic_tags", []))
             tagged = sum(bool(a.get("synthetic_tags")) for a in project.truth.values())
-            base_rates.append(
+            results["base_rates"].append(
                 {
                     "seed": seed,
                     "pool": len(project.truth),
@@ -489,79 +360,47 @@ def run_unit(grid: Grid, source: str, unit: Unit, workdir: Path) -> dict:
                 }
             )
             ref_dir = project.root / "reference"
-            ref_dir.mkdir(parents=True)
-            labelable = [i for i in sorted(project.truth) if i not in unlabelable]
-            annotate(project, ref_dir / "corrections", labelable, 1, "reference", {}, grid.skip_below_visible)
-            report = merged_labels(project, ref_dir / "corrections", ref_dir / "train.json")
+            store = ref_dir / "corrections"
+            labelable = pa.table({"instance_id": [i for i in sorted(project.truth) if i not in unlabelable]})
+            project.annotator(store, 1, "reference", visible)(labelable)
             epochs = grid.epochs * (grid.rounds + 1 if grid.warm_start else 1)
-            ref = train(with_ssl(params, "off", epochs), project, ref_dir / "train.json", ref_dir / "model.pt", None)
+            ref_params = with_ssl(params, "off", epochs)
+            ref = run_round(ref_params, project.files(store), ref_dir, score=False)
             done += 1
-            references.append(
-                {
-                    "seed": seed,
-                    "labeled": report["labeled_total"],
-                    "ap": ref.ap,
-                    "final_ap": ref.final_ap,
-                    "pck10": ref.pck10,
-                    "steps": ref.steps,
-                    "seconds": ref.seconds,
-                }
-            )
-            progress(f"reference ({report['labeled_total']} labels): val AP {ref.ap:.4f}")
+            labeled = ref.merge_report["labeled_total"]
+            metrics = _metrics(ref_params, ref.trained)
+            results["references"].append({"seed": seed, "labeled": labeled, **metrics})
+            progress(f"reference ({labeled} labels): val AP {ref.trained.ap:.4f}")
             return results
 
-        select_cfg = params.select
         ssl = unit.ssl
         arm_params = with_ssl(params, ssl)
         zero_dir = project.root / f"ssl-{ssl}"
-        zero_dir.mkdir(parents=True)
         progress(f"{project.labelable} labelable people, {n0} seed labels, budget {budget} per round")
-        zero = train(arm_params, project, project.prepared / "labeled.json", zero_dir / "round0.pt", None)
+        zero = run_round(arm_params, project.files(zero_dir / "corrections"), zero_dir / "round0")  # seed labels
         done += 1
-        zero_scores = score_pool(arm_params, project, zero.weights, zero_dir / "pool_predictions_round0.parquet")
-        progress(f"round 0 ({n0} labels): val AP {zero.ap:.4f}")
+        progress(f"round 0 ({n0} labels): val AP {zero.trained.ap:.4f}")
         for policy in unit.policies:
             arm = arm_name(policy, ssl)
             base_policy, share = policy_spec(policy)
-            cfg = dataclasses.replace(select_cfg, policy=base_policy, random_share=share)
-            arm_dir = zero_dir / policy
-            arm_dir.mkdir()
-            store = arm_dir / "corrections"
-            labels_file = project.prepared / "labeled.json"
-            current, (scores, table) = zero, zero_scores
+            cfg = dataclasses.replace(arm_params.select, policy=base_policy, random_share=share)
+            policy_params = dataclasses.replace(arm_params, select=cfg)
+            store = zero_dir / policy / "corrections"
             spent = Counter(tasks=0, skipped=0, moved=0, added=0, deleted=0, review=0)
-            rows.append(
-                {
-                    "seed": seed,
-                    "ssl": ssl,
-                    "policy": policy,
-                    "arm": arm,
-                    "round": 0,
-                    "labeled": n0,
-                    "share": n0 / project.labelable,
-                    **dict(spent),
-                    **_metrics(zero),
-                }
+            row = {"seed": seed, "ssl": ssl, "policy": policy, "arm": arm}
+            results["rows"].append(
+                {**row, "round": 0, "labeled": n0, "share": n0 / project.labelable, **dict(spent)}
+                | _metrics(arm_params, zero.trained)
             )
+            teacher = zero
             for r in range(1, grid.rounds + 1):
-                # what the select stage excludes: labeled (seed + corrections) and skipped instances
-                exclude = excluded_instances([labels_file], store, None)
-                chosen = select_with_params(
-                    scores,
-                    table,
-                    cfg,
-                    exclude=exclude,
-                    labeled_count=len(exclude["labeled"]),
-                    seed=seed * 1000 + r,
-                    budget=budget,
-                )
-                ids = scores["instance_id"].to_numpy()
+                ids = teacher.scores["instance_id"].to_numpy()
                 if r == 1 or base_policy in EXCLUDES_HOPELESS:
                     flagged = hopeless_rows(
-                        list_column(table, "scores"), cfg.hopeless_min_keypoints, cfg.hopeless_min_score
+                        list_column(teacher.table, "scores"), cfg.hopeless_min_keypoints, cfg.hopeless_min_score
                     )
                     truly = np.isin(ids, list(unlabelable))
-                    hopeless_checks.append(
+                    results["hopeless_checks"].append(
                         {
                             "seed": seed,
                             "arm": arm,
@@ -572,54 +411,44 @@ def run_unit(grid: Grid, source: str, unit: Unit, workdir: Path) -> dict:
                             "pool": len(ids),
                         }
                     )
-                picked = [int(i) for i in ids[chosen.rows]]
-                review = [int(i) for i in ids[chosen.review_rows]]
-                for queue, members in (("correct", picked), ("review", review)):
-                    for iid in members:
-                        selections.append(
+                current = run_round(
+                    policy_params,
+                    project.files(store),
+                    zero_dir / policy / f"round{r}",
+                    teacher=teacher,
+                    annotate=project.annotator(store, r, arm, visible),
+                    init_weights=teacher.weights if grid.warm_start else None,
+                    select_seed=seed * 1000 + r,
+                    budget=budget,
+                    score=r < grid.rounds,
+                )
+                done += 1
+                chosen = current.selection
+                for queue, rows in (("correct", chosen.rows), ("review", chosen.review_rows)):
+                    for iid in ids[rows]:
+                        results["selections"].append(
                             {
                                 "seed": seed,
                                 "arm": arm,
                                 "round": r,
-                                "instance_id": iid,
+                                "instance_id": int(iid),
                                 "queue": queue,
-                                "skipped": iid in unlabelable,
-                                "tags": list(project.truth[iid].get("synthetic_tags", [])),
+                                "skipped": int(iid) in unlabelable,
+                                "tags": list(project.truth[int(iid)].get("synthetic_tags", [])),
                             }
                         )
-                keypoints = list_column(table, "keypoints")
-                shown = {
-                    int(i): keypoints[row]
-                    for i, row in zip(ids, range(len(ids)), strict=True)
-                    if int(i) in set(picked + review)
-                }
-                spent.update(annotate(project, store, picked + review, r, arm, shown, grid.skip_below_visible))
-                spent["review"] += len(review)
-                labels_file = arm_dir / f"train_round{r}.json"
-                report = merged_labels(project, store, labels_file)
-                init = current.weights if grid.warm_start else None
-                current = train(arm_params, project, labels_file, arm_dir / f"round{r}.pt", init)
-                done += 1
-                rows.append(
-                    {
-                        "seed": seed,
-                        "ssl": ssl,
-                        "policy": policy,
-                        "arm": arm,
-                        "round": r,
-                        "labeled": report["labeled_total"],
-                        "share": report["labeled_total"] / project.labelable,
-                        **dict(spent),
-                        **_metrics(current),
-                    }
+                spent.update(current.effort)
+                spent["review"] += len(chosen.review_rows)
+                labeled = current.merge_report["labeled_total"]
+                results["rows"].append(
+                    {**row, "round": r, "labeled": labeled, "share": labeled / project.labelable, **dict(spent)}
+                    | _metrics(policy_params, current.trained)
                 )
                 progress(
-                    f"{arm} round {r} ({report['labeled_total']} labels, {spent['moved']} moved keypoints, "
-                    f"{spent['skipped']} skipped): val AP {current.ap:.4f}"
+                    f"{arm} round {r} ({labeled} labels, {spent['moved']} moved keypoints, "
+                    f"{spent['skipped']} skipped): val AP {current.trained.ap:.4f}"
                 )
-                if r < grid.rounds:
-                    out = arm_dir / f"pool_predictions_round{r}.parquet"
-                    scores, table = score_pool(arm_params, project, current.weights, out)
+                teacher = current
         return results
     finally:
         shutil.rmtree(project.root, ignore_errors=True)  # images, checkpoints: hundreds of MB per unit
@@ -669,8 +498,11 @@ def run_grid(grid: Grid, source: str, workdir: Path, jobs: int = 1) -> dict:
     return {**{key: first[key] + second[key] for key in RESULT_KEYS}, "best_policy": best}
 
 
-def _metrics(t: Trained) -> dict:
-    return {"ap": t.ap, "final_ap": t.final_ap, "pck10": t.pck10, "steps": t.steps, "seconds": round(t.seconds, 1)}
+def _metrics(params: Params, t: TrainedModel) -> dict:
+    """One row's training figures: val AP of the kept and the last epoch, PCK@0.1, optimiser steps, seconds."""
+    steps = params.train.epochs * epoch_steps(t.labeled, params)
+    pck10 = float(t.summary["val_pck10"])
+    return {"ap": t.ap, "final_ap": t.final_ap, "pck10": pck10, "steps": steps, "seconds": round(t.seconds, 1)}
 
 
 # --------------------------------------------------------------------------------------------------- summary

@@ -20,6 +20,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
 from datetime import datetime
+from pathlib import Path
 
 from pipeline.corrections import (
     SKIP_REASONS,
@@ -29,7 +30,10 @@ from pipeline.corrections import (
     is_found_id,
     origin_identity,
     parse_time,
+    read_store,
+    round_number,
 )
+from pipeline.data.coco import read_coco, write_coco
 
 log = logging.getLogger(__name__)
 
@@ -380,3 +384,18 @@ def _misfit(c: Correction, base: dict, num_kps: dict[int, int]) -> str | None:
     if c.bbox[2] <= 0 or c.bbox[3] <= 0:
         return f"box width and height must be > 0, got {list(c.bbox)}"
     return None
+
+
+def merge_labels(seed: Path, pool: Path, corrections: Path, out: Path) -> tuple[dict, dict]:
+    """Seed labels + every stored correction and skip -> ``out`` (COCO, the training labels); returns (the written
+    COCO dict, the merge report with ``round``: the round a model trained on it belongs to). The rules are
+    ``pipeline.merge.merge``; a missing store is an empty one."""
+    seed_coco = read_coco(seed).to_dict()  # read_coco validates: a broken file fails here with every problem listed
+    pool_coco = read_coco(pool).to_dict()
+    done, skips = read_store(corrections)
+    train, report = merge(seed_coco, pool_coco, done, skips)
+    # round 1 has the seed labels only, and every pull that brought something new starts the next one
+    report["round"] = round_number(corrections)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_coco(out, train)
+    return train, report

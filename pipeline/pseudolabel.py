@@ -1,4 +1,5 @@
-"""The teacher over the unlabeled pool on Ray Data -> artifacts/pool_predictions.parquet.
+"""The teacher over the unlabeled pool on Ray Data -> artifacts/pool_predictions.parquet (``score_pool``: the round's
+step, on Ray Data or in this process).
 
 Instance rows -> crop tasks (CPU, any node) -> predictor actors
 (one model load per actor; GPU when asked) -> the driver streams each batch into one parquet file. The crops and
@@ -13,6 +14,7 @@ import json
 import logging
 import os
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,12 +25,15 @@ import pyarrow.parquet as pq
 import torch
 from tqdm import tqdm
 
+from pipeline.config import Params
 from pipeline.data import pool_predictions
+from pipeline.data.coco import read_coco
 from pipeline.data.images import load_image
+from pipeline.data.pool_predictions import read_pool_predictions
 from pipeline.data.transforms import sample_transform, warp_crop
 from pipeline.inference import normalize_crops, predict_batch, prediction_columns
 from pipeline.model_store import DESCRIPTION_FILE, load_model
-from pipeline.ray_cluster import route_ray_logs, verbose
+from pipeline.ray_cluster import resolve_use_gpu, route_ray_logs, verbose
 from pipeline.selection import keypoint_jump
 
 log = logging.getLogger(__name__)
@@ -115,13 +120,15 @@ class TeacherPredictor:
         return prediction_columns(batch, pred, self.tau)
 
 
-def _write_batches(dataset, path: Path, total: int, progress: bool) -> tuple[int, float | None]:
+def _write_batches(
+    batches: Iterable[dict[str, np.ndarray]], path: Path, total: int, progress: bool
+) -> tuple[int, float | None]:
     """Stream the predicted batches into one parquet file; (rows written, when the first batch came)."""
     written, first = 0, None
     writer: pq.ParquetWriter | None = None
     bar = tqdm(total=total, desc="pseudolabel", unit="person", disable=not progress, dynamic_ncols=True)
     try:
-        for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
+        for batch in batches:
             table = pool_predictions.to_table(batch)
             if writer is None:
                 first = time.perf_counter()
@@ -208,9 +215,92 @@ def predict_pool(
     )
     started = time.perf_counter()
     route_ray_logs(None)  # Ray Data configures its loggers on first use: keep their INFO off the terminal
-    written, first = _write_batches(dataset, tmp, len(frame), progress)
+    batches = dataset.iter_batches(batch_size=None, batch_format="numpy")
+    written, first = _write_batches(batches, tmp, len(frame), progress)
     if written:
         _add_keypoint_jump(tmp, pool["images"])
     os.replace(tmp, out_path)
     finished = time.perf_counter()
     return PoolRun(rows=written, seconds=finished - started, first_batch_seconds=(first or finished) - started)
+
+
+def predict_pool_in_process(
+    model_dir: Path,
+    pool: dict,
+    images_root: Path,
+    out_path: Path,
+    *,
+    batch_size: int = 64,
+    threads: int = 2,
+    flip_test: bool = True,
+    tau: float = 0.5,
+    progress: bool = False,
+) -> PoolRun:
+    """``predict_pool`` without Ray: the same crop and predictor code batch after batch in this process (benchmarks
+    and the library's ``run_round``; a GPU when there is one). Writes the same file."""
+    description = json.loads((Path(model_dir) / DESCRIPTION_FILE).read_text())
+    input_size = tuple(description["input_size"])
+    padding = float(description["params"]["codec"].get("box_padding", 1.25))
+    frame = pool_frame(pool, images_root)
+    if frame.empty:
+        raise ValueError(f"the pool has no instance with a usable box ({len(pool['annotations'])} annotations)")
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_path.with_name(out_path.name + ".tmp")
+    predictor = TeacherPredictor(str(model_dir), flip_test, tau, threads, use_gpu=torch.cuda.is_available())
+
+    def batches() -> Iterator[dict[str, np.ndarray]]:
+        for start in range(0, len(frame), batch_size):
+            rows = frame.iloc[start : start + batch_size]
+            batch = {name: rows[name].to_numpy() for name in frame.columns}
+            batch["bbox"] = np.stack(batch["bbox"]).astype(np.float64)
+            yield predictor(crop_batch(batch, input_size, padding))
+
+    started = time.perf_counter()
+    written, first = _write_batches(batches(), tmp, len(frame), progress)
+    _add_keypoint_jump(tmp, pool["images"])
+    os.replace(tmp, out_path)
+    finished = time.perf_counter()
+    return PoolRun(rows=written, seconds=finished - started, first_batch_seconds=(first or finished) - started)
+
+
+def score_pool(
+    params: Params, model_dir: Path, pool: Path, images_root: Path, out: Path, *, on_ray: bool, progress: bool = False
+) -> tuple[PoolRun, pd.DataFrame, pa.Table]:
+    """The model over every pool instance -> ``out`` (pool_predictions.parquet: keypoints, scores and the selection
+    signals per instance, docs/contracts); returns (rows and seconds, ``read_pool_predictions(out)``). ``on_ray``: on
+    Ray Data with the ``pseudolabel`` section's actors (call inside ``ray_session``); else the same per-batch code in
+    this process."""
+    from pipeline.pseudolabel import predict_pool, predict_pool_in_process
+
+    cfg = params.pseudolabel
+    pool_coco = read_coco(pool).to_dict()
+    if on_ray:
+        use_gpu = resolve_use_gpu(cfg.use_gpu)
+        run = predict_pool(
+            model_dir,
+            pool_coco,
+            images_root,
+            out,
+            batch_size=cfg.batch_size,
+            actors=cfg.actors,
+            cpus_per_actor=cfg.cpus_per_actor,
+            gpus_per_actor=cfg.gpus_per_actor if use_gpu else 0.0,
+            threads_per_actor=cfg.threads_per_actor,
+            flip_test=cfg.flip_test,
+            tau=cfg.tau,
+            progress=progress,
+        )
+    else:
+        run = predict_pool_in_process(
+            model_dir,
+            pool_coco,
+            images_root,
+            out,
+            batch_size=cfg.batch_size,
+            threads=params.train.threads_per_worker,
+            flip_test=cfg.flip_test,
+            tau=cfg.tau,
+            progress=progress,
+        )
+    return (run, *read_pool_predictions(out))

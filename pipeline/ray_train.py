@@ -1,4 +1,5 @@
-"""Ray Train wiring: the per-worker loop of pipeline/training.py on a TorchTrainer, locally or on a cluster.
+"""Ray Train wiring: the per-worker loop of pipeline/training.py on a TorchTrainer, locally or on a cluster;
+``train_model``, the round's training step (on Ray Train, or the same loop in this process) and the model it saves.
 
 ``RAY_ADDRESS`` unset: a local Ray starts and stops inside the stage. Set: the same code runs on that cluster.
 A run is named from its inputs (labels, pool, params); running the stage again after an interruption finds the run
@@ -10,13 +11,18 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import tempfile
 import threading
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.config import Params, to_dict
+from pipeline.data.coco import read_coco
 from pipeline.files import file_md5
+from pipeline.model_store import save_model
 from pipeline.ray_cluster import resolve_use_gpu
-from pipeline.training import CHECKPOINT_FORMAT
+from pipeline.training import CHECKPOINT_FORMAT, Checkpoint, train_in_process, training_summary
 
 log = logging.getLogger(__name__)
 
@@ -113,3 +119,59 @@ def show_progress(queue, done: threading.Event) -> None:
         bar = draw_progress(bar, state)
     if bar is not None:
         bar.close()
+
+
+@dataclass(frozen=True)
+class TrainedModel:
+    """What ``train_model`` wrote and measured."""
+
+    model_dir: Path  # model.pt (the kept epoch: best val AP) + model.json (pipeline.model_store)
+    history: list[dict]  # one dict per epoch: losses, val metrics, speed
+    summary: dict  # training_summary(history): the kept epoch's val metrics (metrics/train.json)
+    labeled: int  # labeled instances trained on
+    seconds: float
+
+    @property
+    def ap(self) -> float:
+        """Val AP of the kept weights (the best epoch's)."""
+        return float(self.summary["val_ap"])
+
+    @property
+    def final_ap(self) -> float:
+        """Val AP after the last epoch."""
+        return float(self.history[-1]["val_ap"])
+
+
+def train_model(
+    params: Params,
+    paths: dict[str, str],
+    out: Path,
+    *,
+    ray_storage: Path | None = None,
+    init_weights: Path | str | None = None,
+    progress: bool = False,
+) -> TrainedModel:
+    """Train on ``paths`` (labels, pool, val, images_root[, pseudo]) and save the kept weights to the model folder
+    ``out``. ``ray_storage`` given: on Ray Train (call inside ``ray_session``; a run already there resumes), its
+    checkpoints kept there; None: in this process, checkpoints in a temporary folder removed afterwards.
+    ``init_weights``: a state dict to start from (warm start) instead of the backbone's initialisation."""
+    started = time.perf_counter()
+    if ray_storage is not None:
+        result = fit(
+            params, paths, ray_storage, init_weights=str(init_weights) if init_weights else None, progress=progress
+        )
+        if result.checkpoint is None:
+            raise RuntimeError(f"training produced no checkpoint: {result.error}")
+        with result.checkpoint.as_directory() as ckpt:
+            checkpoint = Checkpoint(Path(ckpt))
+            weights, history = checkpoint.best_weights(), checkpoint.history()
+    else:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}-checkpoints-") as tmp:
+            checkpoint = train_in_process(params, paths, Path(tmp), init_weights=init_weights, progress=progress)
+            weights, history = checkpoint.best_weights(), checkpoint.history()
+    labels = read_coco(Path(paths["labels"]), sigmas=params.data.sigmas, flip_pairs=params.data.flip_pairs)
+    summary = training_summary(history)
+    extra = {"labeled_instances": len(labels.annotations), "warm_start": str(init_weights) if init_weights else None}
+    save_model(out, weights, params, labels.schema, summary, extra=extra)
+    return TrainedModel(out, history, summary, len(labels.annotations), time.perf_counter() - started)

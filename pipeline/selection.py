@@ -21,10 +21,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from pipeline.config import SelectParams
 from pipeline.corrections import read_store
-from pipeline.data.pool_predictions import SIGNAL_COLUMNS, list_column
+from pipeline.data.pool_predictions import SIGNAL_COLUMNS, list_column, read_pool_predictions
+from pipeline.files import atomic_path
 
 # +1: a larger value means more uncertain; -1: a smaller one does. Orientations are measured, not assumed
 # (docs/BENCHMARKS.md, "How good each selection signal is"). sahr_sigma is -1: a SMALL effective sigma (a large SAHR
@@ -503,3 +505,28 @@ def selection_metrics(
             metrics[f"{name}_selected_mean"] = round(float(np.nanmean(values[chosen])), 5)
             metrics[f"{name}_rest_mean"] = round(float(np.nanmean(values[~chosen])), 5) if (~chosen).any() else None
     return metrics, signals, chosen
+
+
+def select_next(
+    cfg: SelectParams,
+    predictions: Path,
+    labeled: list[Path],
+    corrections: Path,
+    pending: Path | None,
+    out: Path,
+    *,
+    seed: int | None = None,
+    budget: int | None = None,
+) -> tuple[Selection, pd.DataFrame, pa.Table]:
+    """The people annotators should see next -> ``out`` (selection.parquet: the chosen rows of the pool predictions,
+    ``rank`` 0 first, then the review queue). Never an instance that is labeled (``labeled`` files and stored
+    corrections), skipped, or pending in Label Studio. ``cfg`` is params.yaml's ``select``; ``seed`` / ``budget``
+    override its own. Returns (the selection, the predictions' scalar frame, the predictions table)."""
+    scores, table = read_pool_predictions(predictions)
+    exclude = excluded_instances(labeled, corrections, pending)
+    selection = select_with_params(
+        scores, table, cfg, exclude=exclude, labeled_count=len(exclude["labeled"]), seed=seed, budget=budget
+    )
+    with atomic_path(out) as tmp:
+        pq.write_table(selection_table(table, selection), tmp)
+    return selection, scores, table

@@ -1,7 +1,7 @@
 """DVC stage `merge`: seed labels + pool + data/corrections/ -> data/train.json, data/merge_report.json.
 
-The rules are in pipeline/merge.py (``merge``). A missing corrections folder is an empty store: in round 1
-train.json holds the seed labels only.
+The step is ``pipeline.merge.merge_labels``, its rules ``merge``. A missing corrections folder is an
+empty store: in round 1 train.json holds the seed labels only.
 """
 
 from __future__ import annotations
@@ -12,10 +12,8 @@ import logging
 import sys
 from pathlib import Path
 
-from pipeline.corrections import read_store, round_number
-from pipeline.data.coco import read_coco, write_coco
 from pipeline.files import write_json
-from pipeline.merge import merge
+from pipeline.merge import merge_labels
 
 
 def main() -> None:
@@ -28,17 +26,7 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
-    # read_coco validates both inputs, so a broken prepared file fails here with every problem listed.
-    seed = read_coco(args.seed).to_dict()
-    pool = read_coco(args.pool).to_dict()
-    corrections, skips = read_store(args.corrections)
-    train, report = merge(seed, pool, corrections, skips)
-    # the round a model trained on this file belongs to: round 1 has the seed labels only, and every pull that
-    # brought something new starts the next one
-    report["round"] = round_number(args.corrections)
-
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    write_coco(args.out, train)
+    _, report = merge_labels(args.seed, args.pool, args.corrections, args.out)
     write_json(args.report, report)
     summary = {
         k: report[k] for k in ("round", "labeled_total", "seed", "human_instances", "conflicts", "removed_no_person")

@@ -19,12 +19,11 @@ from pipeline.data.pool_predictions import (
     confident_rows,
     list_column,
     pseudo_label_coco,
-    read_pool_predictions,
 )
 from pipeline.files import write_json
 from pipeline.model_store import model_version
-from pipeline.pseudolabel import predict_pool
-from pipeline.ray_cluster import ray_session, resolve_use_gpu
+from pipeline.pseudolabel import score_pool
+from pipeline.ray_cluster import ray_session
 from pipeline.tracking import download_model_alias, stage_run
 
 
@@ -55,24 +54,11 @@ def main() -> None:
     pool = read_coco(args.pool)
     started = time.perf_counter()
     with ray_session(stage="pseudolabel"):
-        use_gpu = resolve_use_gpu(cfg.use_gpu)
-        run = predict_pool(
-            model_dir,
-            pool.to_dict(),
-            args.images_root,
-            args.out,
-            batch_size=cfg.batch_size,
-            actors=cfg.actors,
-            cpus_per_actor=cfg.cpus_per_actor,
-            gpus_per_actor=cfg.gpus_per_actor if use_gpu else 0.0,
-            threads_per_actor=cfg.threads_per_actor,
-            flip_test=cfg.flip_test,
-            tau=cfg.tau,
-            progress=True,
+        run, scores, table = score_pool(
+            params, model_dir, args.pool, args.images_root, args.out, on_ray=True, progress=True
         )
     seconds = time.perf_counter() - started
 
-    scores, table = read_pool_predictions(args.out)
     confident = confident_rows(
         scores,
         list_column(table, "scores"),

@@ -12,12 +12,9 @@ import argparse
 import json
 from pathlib import Path
 
-import pyarrow.parquet as pq
-
 from pipeline.config import load_params
-from pipeline.data.pool_predictions import read_pool_predictions
-from pipeline.files import atomic_path, write_json
-from pipeline.selection import excluded_instances, select_with_params, selection_metrics, selection_table
+from pipeline.files import write_json
+from pipeline.selection import select_next, selection_metrics
 from pipeline.tracking import stage_run
 from pipeline.viz import score_histograms
 
@@ -33,13 +30,10 @@ def main() -> None:
     parser.add_argument("--plot", type=Path, default=Path("plots/selection_scores.png"))
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     args = parser.parse_args()
-    cfg = load_params(args.params).select
 
-    scores, table = read_pool_predictions(args.predictions)
-    exclude = excluded_instances(args.labeled, args.corrections, args.pending)
-    selection = select_with_params(scores, table, cfg, exclude=exclude, labeled_count=len(exclude["labeled"]))
-    with atomic_path(args.out) as tmp:
-        pq.write_table(selection_table(table, selection), tmp)
+    params = load_params(args.params)
+    cfg = params.select
+    selection, scores, _ = select_next(cfg, args.predictions, args.labeled, args.corrections, args.pending, args.out)
 
     metrics, signals, chosen = selection_metrics(scores, selection, cfg.policy, cfg.budget)
     write_json(args.metrics, metrics)

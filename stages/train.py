@@ -18,11 +18,10 @@ from pipeline.data.coco import read_coco
 from pipeline.data.dataset import TopDownDataset, instances_from_coco
 from pipeline.files import write_json
 from pipeline.inference import predict
-from pipeline.model_store import WEIGHTS_FILE, load_model, save_model
+from pipeline.model_store import WEIGHTS_FILE, load_model
 from pipeline.ray_cluster import ray_session
-from pipeline.ray_train import fit
+from pipeline.ray_train import train_model
 from pipeline.tracking import log_training, stage_run
-from pipeline.training import Checkpoint, training_summary
 from pipeline.viz import learning_curve, prediction_sheet, save_png
 
 
@@ -57,17 +56,10 @@ def main() -> None:
         "pseudo": str(args.pseudo),
     }
     with ray_session(stage="train"):
-        result = fit(params, paths, args.ray_storage, init_weights=init_weights)
-    if result.checkpoint is None:
-        raise SystemExit(f"training produced no checkpoint: {result.error}")
-    with result.checkpoint.as_directory() as ckpt:
-        checkpoint = Checkpoint(Path(ckpt))
-        weights, history = checkpoint.best_weights(), checkpoint.history()
-
-    labels = read_coco(args.labels, sigmas=params.data.sigmas, flip_pairs=params.data.flip_pairs)
-    final = training_summary(history)
-    extra = {"labeled_instances": len(labels.annotations), "warm_start": init_weights}
-    save_model(args.out, weights, params, labels.schema, final, extra=extra)
+        trained = train_model(
+            params, paths, args.out, ray_storage=args.ray_storage, init_weights=init_weights, progress=True
+        )
+    history, final = trained.history, trained.summary
     write_json(args.metrics, final)
     args.curve.parent.mkdir(parents=True, exist_ok=True)
     columns = sorted({k for h in history for k in h})
@@ -76,7 +68,7 @@ def main() -> None:
         writer.writeheader()
         writer.writerows(history)
     pictures = [learning_curve(history, args.curve.with_suffix(".png")), _val_predictions(args, params)]
-    with stage_run("train", tags={"labeled_instances": str(extra["labeled_instances"])}):
+    with stage_run("train", tags={"labeled_instances": str(trained.labeled)}):
         log_training(history, params, args.out, pictures)
     print(json.dumps({"model": str(args.out), **final}))
 

@@ -19,11 +19,11 @@ import yaml
 from pipeline.config import params_from_dict
 from pipeline.data.coco import read_coco
 from pipeline.data.dataset import TopDownDataset, instances_from_coco
-from pipeline.data.pool_predictions import read_pool_predictions, to_coco_results
+from pipeline.data.pool_predictions import list_column, read_pool_predictions, to_coco_results
 from pipeline.evaluation import evaluate_keypoints, oks
 from pipeline.inference import predict
 from pipeline.model_store import load_model
-from pipeline.pseudolabel import predict_pool
+from pipeline.pseudolabel import predict_pool, predict_pool_in_process
 from pipeline.ray_cluster import ray_session
 from pipeline.selection import combined_uncertainty
 from pipeline.training import load_data
@@ -166,6 +166,19 @@ def test_ray_data_predictions_are_image_pixels_and_beat_an_untrained_teacher(pro
     }
     diff = max(np.abs(ray_kp[int(i)] - kp).max() for i, kp in zip(direct.instance_id, direct.keypoints, strict=True))
     assert diff < 0.01, diff
+
+    # without Ray (the library round of the benchmarks): the same batches through the same code, the same file
+    here = tmp_path / "in_process.parquet"
+    run = predict_pool_in_process(
+        project / "artifacts" / "model", pool.to_dict(), prepared, here, batch_size=32, threads=2
+    )
+    assert run.rows == len(scores)
+    here_scores, here_table = read_pool_predictions(here)
+    assert here_table.column_names == table.column_names
+    pd.testing.assert_frame_equal(here_scores, scores, check_exact=False, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        list_column(here_table, "keypoints"), list_column(table, "keypoints"), rtol=1e-5, atol=1e-4
+    )
 
 
 def test_combined_uncertainty_correlates_with_the_true_error(project, ray_local, tmp_path):

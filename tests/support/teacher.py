@@ -13,7 +13,7 @@ from pipeline.config import params_from_dict
 from pipeline.data.coco import read_coco
 from pipeline.data.prepare import prepare
 from pipeline.model_store import save_model
-from pipeline.training import train_in_process
+from pipeline.ray_train import train_model
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -55,12 +55,11 @@ def make_project(root: Path, raw: dict) -> Path:
 
 
 def train_teacher(project: Path, raw: dict, out: Path) -> Path:
-    """Train on the seed labels in this process and save the best weights as a model folder."""
+    """Train on the seed labels in this process and save the kept weights as a model folder (the train step of the
+    library's round, without Ray)."""
     prepared = project / "data" / "prepared"
     paths = {"labels": str(prepared / "labeled.json"), "val": str(prepared / "val.json"), "images_root": str(prepared)}
-    weights = train_in_process(params_from_dict(raw), paths, out.parent / f"{out.name}-checkpoints").best_weights()
-    schema = read_coco(prepared / "labeled.json").schema
-    return save_model(out, weights, params_from_dict(raw), schema, {})
+    return train_model(params_from_dict(raw), paths, out).model_dir
 
 
 def untrained_teacher(project: Path, raw: dict, out: Path, head: str = "heatmap") -> Path:

@@ -96,6 +96,7 @@ LAYER_OF = {
             "pipeline.ray_cluster",
             "pipeline.pseudolabel",
             "pipeline.ray_find",
+            "pipeline.loop",
             "pipeline.labelstudio",
         ),
         SERVICES,
