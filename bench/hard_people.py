@@ -38,6 +38,7 @@ import torch
 
 from bench.label_efficiency import CPU, base_params, make_project
 from pipeline.config import Params, with_overrides
+from pipeline.corrections import box_iou
 from pipeline.data.dataset import TopDownDataset, instances_from_coco
 from pipeline.data.images import load_image
 from pipeline.data.pool_predictions import to_coco_results as table_results
@@ -235,6 +236,116 @@ def measure_tags(seed: int, epochs: int, steps: int, jobs: int, weight: float, w
     }
 
 
+TAIL_MIN_VISIBLE = 8  # clearly visible (v = 2) keypoints of 17 a "hardest, visible" pick must have
+TAIL_ALONE_IOU = 0.05  # a "hardest, alone" pick's box overlaps no other person's more than this (IoU)
+TAIL_FROM = 0.1  # the "hard, not the hardest" picks start this far down the teacher's ranking (share of the pool)
+
+
+def max_overlap(project) -> dict[int, float]:
+    """Pool instance id -> the largest IoU of its box with another person's box in the same image (pool or seed)."""
+    seed = json.loads((project.prepared / "labeled.json").read_text())["annotations"]
+    by_image: dict[int, list[tuple[int, list[float]]]] = {}
+    for a in [*project.truth.values(), *seed]:
+        by_image.setdefault(int(a["image_id"]), []).append((int(a["id"]), a["bbox"]))
+    out = {}
+    for iid, a in project.truth.items():
+        others = [box for j, box in by_image[int(a["image_id"])] if j != iid]
+        out[iid] = max((box_iou(a["bbox"], box) for box in others), default=0.0)
+    return out
+
+
+def tail_picks(project, error: dict[int, float], seed: int) -> dict[str, list[int]]:
+    """The tail experiment's arms: which part of the hardest picks does the harm?"""
+    ranked = sorted(error, key=lambda i: (error[i], i))  # lowest OKS (hardest) first
+    visible = {i: int((np.asarray(project.truth[i]["keypoints"])[2::3] == 2).sum()) for i in ranked}
+    overlap = max_overlap(project)
+    start = int(TAIL_FROM * len(ranked))
+    return {
+        "none": [],
+        "random": picks_of("random", error, seed),
+        "hardest": ranked[:PICKS],
+        f"hardest with >= {TAIL_MIN_VISIBLE} visible keypoints": [i for i in ranked if visible[i] >= TAIL_MIN_VISIBLE][
+            :PICKS
+        ],
+        "hardest alone in their box": [i for i in ranked if overlap[i] <= TAIL_ALONE_IOU][:PICKS],
+        f"hard, from the {TAIL_FROM:.0%} mark down": ranked[start : start + PICKS],
+    }
+
+
+def tail_stats(project, picks: list[int], error: dict[int, float], overlap: dict[int, float]) -> dict:
+    """What the picks carry: teacher OKS, clearly visible and occluded keypoints, overlap with another person, tags."""
+    if not picks:
+        return {}
+    kps = [np.asarray(project.truth[i]["keypoints"]).reshape(-1, 3) for i in picks]
+    return {
+        "teacher_oks": round(float(np.mean([error[i] for i in picks])), 3),
+        "visible_keypoints": round(float(np.mean([(k[:, 2] == 2).sum() for k in kps])), 1),
+        "occluded_keypoints": round(float(np.mean([(k[:, 2] == 1).sum() for k in kps])), 1),
+        "overlapping_share": round(float(np.mean([overlap[i] > TAIL_ALONE_IOU for i in picks])), 3),
+        "tagged_share": round(float(np.mean([bool(project.truth[i].get("synthetic_tags")) for i in picks])), 3),
+    }
+
+
+def measure_tail(seed: int, epochs: int, steps: int, jobs: int, workdir: Path) -> dict:
+    """The hardest picks taken apart, every arm with occluded weight 0: is the harm in the few extreme people
+    (nothing visible, someone else in the box) or in hardness as such?"""
+    started = time.perf_counter()
+    params = with_overrides(grid_params(seed, epochs, steps), {"train.occluded_weight": TEACHER_OCCLUDED_WEIGHT})
+    project = make_project(params, seed, workdir / "project")
+    teacher = run_round(params, project.files(workdir / "teacher-store"), workdir / "teacher")
+    error = teacher_oks(project, teacher.table)
+    overlap = max_overlap(project)
+    picks = tail_picks(project, error, seed)
+    rows = run_arms(seed, epochs, steps, jobs, workdir, [(arm, 0.0, p) for arm, p in picks.items()])
+    for row, p in zip(rows, picks.values(), strict=True):
+        row.update(picked=len(p), **tail_stats(project, p, error, overlap))
+    return {
+        "seed": seed,
+        "epochs": epochs,
+        "steps_per_epoch": steps,
+        "seed_labels": project.seed_labels,
+        "teacher_val_ap": round(teacher.trained.ap, 4),
+        "rows": rows,
+        "minutes": round((time.perf_counter() - started) / 60, 1),
+    }
+
+
+def report_tail(r: dict) -> None:
+    from bench.report import write_section
+
+    lines = [
+        "| seed labels + | people (labeled) | teacher OKS | visible / occluded keypoints | overlapping another "
+        "person | tagged hard | val AP all | untagged | tagged |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in r["rows"]:
+        ap = row["val_ap"]
+        stats = (
+            "— | — | — | —"
+            if not row["picked"]
+            else (
+                f"{row['teacher_oks']:.2f} | {row['visible_keypoints']:.1f} / {row['occluded_keypoints']:.1f} | "
+                f"{row['overlapping_share']:.0%} | {row['tagged_share']:.0%}"
+            )
+        )
+        lines.append(
+            f"| {row['arm']} | {row['picked']} ({row['labeled_picks']}) | {stats} | "
+            f"{ap['all']:.3f} | {ap['untagged']:.3f} | {ap['tagged']:.3f} |"
+        )
+    body = (
+        f"Seed {r['seed']}, the same grid and round-0 teacher (val AP {r['teacher_val_ap']:.3f}), every arm with "
+        f"train.occluded_weight 0: the hardest {PICKS} picks against the hardest among people with at least "
+        f"{TAIL_MIN_VISIBLE} clearly visible keypoints, among people whose box overlaps nobody else's (IoU <= "
+        f"{TAIL_ALONE_IOU}), and {PICKS} hard people from the {TAIL_FROM:.0%} mark of the teacher's ranking down "
+        "(the extreme tail left out). Keypoints and overlap are means over the picks.\n\n"
+        + "\n".join(lines)
+        + f"\n\n{r['minutes']:.0f} min on this machine.\n"
+    )
+    seed = "" if r["seed"] == 0 else f"_seed{r['seed']}"
+    title = "Why hard people hurt (issue #26): the hardest picks taken apart" + (f", seed {r['seed']}" if seed else "")
+    write_section(f"{NAME}_tail{seed}", title, COMMAND + " --tail" + (f" --seed {r['seed']}" if seed else ""), body, r)
+
+
 def report_tags(r: dict) -> None:
     from bench.report import write_section
 
@@ -304,6 +415,9 @@ def main(argv: list[str] | None = None) -> None:
         "--by-tag", action="store_true", help="instead: seed + people of one synthetic tag at a time (no teacher)"
     )
     parser.add_argument("--occluded-weight", type=float, default=0.0, help="train.occluded_weight of --by-tag")
+    parser.add_argument(
+        "--tail", action="store_true", help="instead: the hardest picks taken apart (visible keypoints, overlap, rank)"
+    )
     parser.add_argument("--report-only", action="store_true", help="only rewrite the sections from docs/bench/*.json")
     args = parser.parse_args(argv)
     if args.report_only:
@@ -312,7 +426,10 @@ def main(argv: list[str] | None = None) -> None:
         report_tags(json.loads((results / f"{NAME}_tags.json").read_text()))
         return
     with tempfile.TemporaryDirectory() as tmp:
-        if args.by_tag:
+        if args.tail:
+            result = measure_tail(args.seed, args.epochs, args.steps, args.jobs, Path(tmp))
+            report_tail(result)
+        elif args.by_tag:
             result = measure_tags(args.seed, args.epochs, args.steps, args.jobs, args.occluded_weight, Path(tmp))
             report_tags(result)
         else:
