@@ -41,8 +41,7 @@ from pipeline.config import Params, with_overrides
 from pipeline.corrections import box_iou
 from pipeline.data.dataset import TopDownDataset, instances_from_coco
 from pipeline.data.images import load_image
-from pipeline.data.pool_predictions import to_coco_results as table_results
-from pipeline.evaluation import coco_keypoint_ap, oks
+from pipeline.evaluation import coco_keypoint_ap
 from pipeline.inference import predict, to_coco_results
 from pipeline.loop import run_round
 from pipeline.model_store import WEIGHTS_FILE, build_codec, model_from_params
@@ -62,18 +61,6 @@ def grid_params(seed: int, epochs: int, steps: int) -> Params:
     grid = CPU
     params = base_params(grid, seed, "synthetic")
     return with_overrides(params, {"train.epochs": epochs, "train.min_steps_per_epoch": steps})
-
-
-def teacher_oks(project, table) -> dict[int, float]:
-    """Pool instance id -> OKS of the teacher's keypoints against the oracle's."""
-    sigmas = project.schema.sigma_array
-    out = {}
-    for r in table_results(table, 1):
-        truth = project.truth[int(r["instance_id"])]
-        gt = np.asarray(truth["keypoints"], np.float64).reshape(-1, 3)
-        pred = np.asarray(r["keypoints"], np.float64).reshape(-1, 3)[:, :2]
-        out[int(r["instance_id"])] = oks(pred, gt, float(truth["area"]), sigmas)
-    return out
 
 
 def tag_picks(project, tag: str, seed: int) -> list[int]:
@@ -194,7 +181,7 @@ def measure(seed: int, epochs: int, steps: int, jobs: int, workdir: Path) -> dic
     project = make_project(params, seed, workdir / "project")
     print(f"[{NAME}] round-0 teacher: {project.seed_labels} seed labels", flush=True)
     teacher = run_round(params, project.files(workdir / "teacher-store"), workdir / "teacher")  # merge, train, score
-    error = teacher_oks(project, teacher.table)
+    error = project.teacher_oks(teacher.table)
     picks = {arm: picks_of(arm, error, seed) for arm in ARMS}
     suffix = "" if seed == 0 else f"_seed{seed}"
     crops = crops_sheet(project, picks["hardest"], REPO / "docs" / "bench" / f"hard_people_crops{suffix}.png")
@@ -293,7 +280,7 @@ def measure_tail(seed: int, epochs: int, steps: int, jobs: int, workdir: Path) -
     params = with_overrides(grid_params(seed, epochs, steps), {"train.occluded_weight": TEACHER_OCCLUDED_WEIGHT})
     project = make_project(params, seed, workdir / "project")
     teacher = run_round(params, project.files(workdir / "teacher-store"), workdir / "teacher")
-    error = teacher_oks(project, teacher.table)
+    error = project.teacher_oks(teacher.table)
     overlap = max_overlap(project)
     picks = tail_picks(project, error, seed)
     rows = run_arms(seed, epochs, steps, jobs, workdir, [(arm, 0.0, p) for arm, p in picks.items()])

@@ -66,17 +66,20 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
 import torch
 
 from bench.report import RESULTS_DIR, available_cores, write_section
 from pipeline.config import Params, load_params, with_overrides
 from pipeline.data.coco import read_coco
-from pipeline.data.pool_predictions import list_column
+from pipeline.data.pool_predictions import list_column, read_pool_predictions
+from pipeline.data.pool_predictions import to_coco_results as table_results
 from pipeline.data.prepare import prepare
 from pipeline.data.synthetic import TAGS
+from pipeline.evaluation import oks
 from pipeline.keypoints import KeypointSchema
 from pipeline.labelstudio.oracle import is_unlabelable
-from pipeline.loop import RoundFiles, annotate_from_truth, run_round
+from pipeline.loop import Round, RoundFiles, annotate_from_truth, run_round
 from pipeline.ray_train import TrainedModel
 from pipeline.selection import (
     EXCLUDES_HOPELESS,
@@ -118,7 +121,7 @@ class Grid:
     loader_workers: int = 0  # DataLoader processes (train.loader_workers); a GPU needs several to be fed
 
 
-ALL_POLICIES = ("random", "uncertainty", "cold_start", "skip_hopeless", "effort")
+ALL_POLICIES = ("random", "uncertainty", "cold_start", "skip_hopeless", "effort", "oracle_hardest", "oracle_easiest")
 # Issue #14's arms at CPU size, sized to fit 2 hours on 2 cores: 1000 synthetic images (~1,900 labelable people),
 # 5% seed labels then 4 rounds of 3.75% (20% labeled at the end), 2 x 100 steps per round from the previous round's
 # weights, so the final model and the reference have seen 1000 steps. 128x160 crops: at 96x128 the all-labels
@@ -167,13 +170,22 @@ GRIDS = {"cpu": CPU, "full": FULL}
 # --------------------------------------------------------------------------------------------------- setup
 
 
+# The bounds: what a perfect uncertainty signal picks (the people the teacher gets most wrong, by its true OKS) and
+# its opposite. The bench writes the teacher's true error into the ``difficulty`` column of a copy of its pool
+# predictions and selects by that column alone (``oracle_teacher``): the library's selection, with the oracle's signal.
+ORACLE_POLICIES = ("oracle_hardest", "oracle_easiest")
+# Issue #26's finding, one sentence, for the summary (docs/BENCHMARKS.md, "Why hard people hurt", has the numbers)
+CAUSE = "TBD"
+
+
 def policy_spec(spec: str) -> tuple[str, float]:
     """An arm's policy -> (select's policy, its random_share): "uncertainty" -> ("uncertainty", 0.0);
-    "uncertainty+random0.5" -> ("uncertainty", 0.5), half of each round's budget drawn at random."""
+    "uncertainty+random0.5" -> ("uncertainty", 0.5), half of each round's budget drawn at random. An oracle policy
+    (``ORACLE_POLICIES``) stays itself; ``run_unit`` turns it into ``difficulty`` on the oracle's column."""
     policy, _, share = spec.partition("+random")
-    if policy not in POLICIES or (share and not 0.0 < float(share) <= 1.0) or (_ and not share):
+    if policy not in (*POLICIES, *ORACLE_POLICIES) or (share and not 0.0 < float(share) <= 1.0) or (_ and not share):
         raise argparse.ArgumentTypeError(
-            f"{spec!r}: expected one of {', '.join(POLICIES)}, optionally followed by "
+            f"{spec!r}: expected one of {', '.join((*POLICIES, *ORACLE_POLICIES))}, optionally followed by "
             "+random<share in (0, 1]>, e.g. uncertainty+random0.5"
         )
     return policy, float(share or 0.0)
@@ -254,6 +266,17 @@ class Project:
         prepared = self.prepared
         return RoundFiles(prepared / "labeled.json", prepared / "pool.json", prepared / "val.json", prepared, store)
 
+    def teacher_oks(self, table: pa.Table) -> dict[int, float]:
+        """Pool instance id -> OKS of a model's keypoints (pool predictions ``table``) against the oracle's."""
+        sigmas = self.schema.sigma_array
+        out = {}
+        for r in table_results(table, self.schema.category_id):
+            truth = self.truth[int(r["instance_id"])]
+            gt = np.asarray(truth["keypoints"], np.float64).reshape(-1, 3)
+            pred = np.asarray(r["keypoints"], np.float64).reshape(-1, 3)[:, :2]
+            out[int(r["instance_id"])] = oks(pred, gt, float(truth["area"]), sigmas)
+        return out
+
     def annotator(self, store: Path, round_: int, arm: str, skip_below_visible: int):
         """The simulated annotator of round ``round_`` (``annotate_from_truth``), for ``run_round``'s ``annotate``."""
         at = ROUND_ZERO_TIME + timedelta(hours=round_)
@@ -316,6 +339,24 @@ def default_jobs(grid: Grid) -> int:
     if torch.cuda.is_available():
         return 1
     return max(1, available_cores() // grid.threads)
+
+
+def oracle_teacher(project: Project, teacher: Round, policy: str, folder: Path) -> Round:
+    """``teacher`` as an oracle arm selects from it: its labels and pool predictions copied into ``folder``, the
+    ``difficulty`` column replaced by the teacher's true error (1 - OKS against oracle.json) for oracle_hardest, by
+    its OKS for oracle_easiest, so that ``select.policy: difficulty`` picks the hardest or the easiest people."""
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(teacher.labels, folder / "train.json")
+    truth = project.teacher_oks(teacher.table)
+    ids = teacher.table.column("instance_id").to_pylist()
+    true_oks = np.array([truth.get(int(i), np.nan) for i in ids])
+    column = 1.0 - true_oks if policy == "oracle_hardest" else true_oks
+    index = teacher.table.column_names.index("difficulty")
+    table = teacher.table.set_column(index, "difficulty", pa.array(column, pa.float64(), mask=np.isnan(column)))
+    pq.write_table(table, folder / "pool_predictions.parquet")
+    return dataclasses.replace(
+        teacher, folder=folder, scores=read_pool_predictions(folder / "pool_predictions.parquet")[0], table=table
+    )
 
 
 def run_unit(grid: Grid, source: str, unit: Unit, workdir: Path) -> dict:
@@ -383,7 +424,9 @@ def run_unit(grid: Grid, source: str, unit: Unit, workdir: Path) -> dict:
         for policy in unit.policies:
             arm = arm_name(policy, ssl)
             base_policy, share = policy_spec(policy)
-            cfg = dataclasses.replace(arm_params.select, policy=base_policy, random_share=share)
+            oracle = base_policy in ORACLE_POLICIES
+            select_by = "difficulty" if oracle else base_policy
+            cfg = dataclasses.replace(arm_params.select, policy=select_by, random_share=share)
             policy_params = dataclasses.replace(arm_params, select=cfg)
             store = zero_dir / policy / "corrections"
             spent = Counter(tasks=0, skipped=0, moved=0, added=0, deleted=0, review=0)
@@ -411,6 +454,8 @@ def run_unit(grid: Grid, source: str, unit: Unit, workdir: Path) -> dict:
                             "pool": len(ids),
                         }
                     )
+                if oracle:
+                    teacher = oracle_teacher(project, teacher, base_policy, zero_dir / policy / f"oracle{r - 1}")
                 current = run_round(
                     policy_params,
                     project.files(store),
@@ -558,12 +603,12 @@ def supervised_arms(curve: dict[str, list[dict]]) -> list[str]:
 
 
 def best_policy(curve: dict[str, list[dict]]) -> str | None:
-    """The SSL-off policy other than random that reaches random's final AP with the fewest labels; when none does,
-    the one with the highest final AP."""
+    """The SSL-off policy other than random (and the oracle bounds, which need the truth) that reaches random's final
+    AP with the fewest labels; when none does, the one with the highest final AP."""
     if "random" not in curve:
         return None
     target = curve["random"][-1]["ap"]
-    others = [a for a in supervised_arms(curve) if a != "random"]
+    others = [a for a in supervised_arms(curve) if a != "random" and a.partition("+")[0] not in ORACLE_POLICIES]
     if not others:
         return None
     reached = {a: cost_to_reach(curve[a], target, "labeled") for a in others}
@@ -594,6 +639,12 @@ def summary(curve: dict[str, list[dict]], ref_ap: float, best: str | None, grid:
         "seeds": len(grid.seeds),
         "wall_minutes": round(seconds / 60, 1),
         "regime_check_passed": ref_ap >= MIN_REFERENCE_AP,
+        # the bounds: a perfect uncertainty signal's picks (the teacher's true hardest) and their opposite
+        **{
+            f"{policy}_final_ap": round(curve[policy][-1]["ap"], 4) if policy in curve else None
+            for policy in ORACLE_POLICIES
+        },
+        "cause": CAUSE,
     }
     if best and random_final:
         labels = cost_to_reach(curve[best], random_final["ap"], "labeled")
