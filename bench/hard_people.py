@@ -126,6 +126,7 @@ def run_arm(seed: int, epochs: int, steps: int, workdir: str, arm: str, weight: 
         "labeled_picks": labeled_picks,
         "val_ap": val_aps(params, project.prepared, trained.model_dir / WEIGHTS_FILE),
         "minutes": round(trained.seconds / 60, 1),
+        "steps_per_epoch": steps,
     }
 
 
@@ -160,13 +161,15 @@ def crops_sheet(project, picks: list[int], path: Path, count: int = 16) -> Path:
     return save_png(path, contact_sheet(tiles, columns=8, tile_size=(192, 192)))
 
 
-def run_arms(
-    seed: int, epochs: int, steps: int, jobs: int, workdir: Path, units: list[tuple[str, float, list[int]]]
-) -> list[dict]:
-    """``run_arm`` for each (arm, occluded weight, picks) in ``jobs`` processes; rows in ``units`` order."""
+def run_arms(seed: int, epochs: int, steps: int, jobs: int, workdir: Path, units: list[tuple]) -> list[dict]:
+    """``run_arm`` for each (arm, occluded weight, picks[, steps per epoch: ``steps`` when absent]) in ``jobs``
+    processes; rows in ``units`` order."""
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
-        futures = [pool.submit(run_arm, seed, epochs, steps, str(workdir), *unit) for unit in units]
+        futures = [
+            pool.submit(run_arm, seed, epochs, unit[3] if len(unit) > 3 else steps, str(workdir), *unit[:3])
+            for unit in units
+        ]
         rows = []
         for future in futures:
             rows.append(future.result())
@@ -226,6 +229,7 @@ def measure_tags(seed: int, epochs: int, steps: int, jobs: int, weight: float, w
 TAIL_MIN_VISIBLE = 8  # clearly visible (v = 2) keypoints of 17 a "hardest, visible" pick must have
 TAIL_ALONE_IOU = 0.05  # a "hardest, alone" pick's box overlaps no other person's more than this (IoU)
 TAIL_FROM = 0.1  # the "hard, not the hardest" picks start this far down the teacher's ranking (share of the pool)
+DILUTED = "none, with the seed people's share of the steps"
 
 
 def max_overlap(project) -> dict[int, float]:
@@ -283,8 +287,12 @@ def measure_tail(seed: int, epochs: int, steps: int, jobs: int, workdir: Path) -
     error = project.teacher_oks(teacher.table)
     overlap = max_overlap(project)
     picks = tail_picks(project, error, seed)
-    rows = run_arms(seed, epochs, steps, jobs, workdir, [(arm, 0.0, p) for arm, p in picks.items()])
-    for row, p in zip(rows, picks.values(), strict=True):
+    # the dilution control: seed labels alone with only the steps the seed people get in an arm of PICKS more
+    # (every arm trains the same steps, so PICKS people that teach nothing leave the seed people this share)
+    diluted = max(1, round(steps * project.seed_labels / (project.seed_labels + PICKS)))
+    units = [(arm, 0.0, p) for arm, p in picks.items()] + [(DILUTED, 0.0, [], diluted)]
+    rows = run_arms(seed, epochs, steps, jobs, workdir, units)
+    for row, p in zip(rows, [*picks.values(), []], strict=True):
         row.update(picked=len(p), **tail_stats(project, p, error, overlap))
     return {
         "seed": seed,
@@ -324,7 +332,10 @@ def report_tail(r: dict) -> None:
         f"train.occluded_weight 0: the hardest {PICKS} picks against the hardest among people with at least "
         f"{TAIL_MIN_VISIBLE} clearly visible keypoints, among people whose box overlaps nobody else's (IoU <= "
         f"{TAIL_ALONE_IOU}), and {PICKS} hard people from the {TAIL_FROM:.0%} mark of the teacher's ranking down "
-        "(the extreme tail left out). Keypoints and overlap are means over the picks.\n\n"
+        "(the extreme tail left out). Keypoints and overlap are means over the picks. The last row is the dilution "
+        "control: seed labels alone, trained only the steps the seed people get in an arm of "
+        f"{PICKS} more people (steps x seed / (seed + {PICKS})): where an arm lands there, its picks taught nothing "
+        "and took the seed people's steps; below it, they taught something wrong.\n\n"
         + "\n".join(lines)
         + f"\n\n{r['minutes']:.0f} min on this machine.\n"
     )
