@@ -403,6 +403,44 @@ def report(r: dict) -> None:
     write_section(NAME + seed, title, COMMAND + (f" --seed {r['seed']}" if seed else ""), body, r)
 
 
+def report_seeds() -> dict | None:
+    """The oracle arms over every seed measured (docs/bench/hard_people.json and hard_people_seed<N>.json): mean and
+    range of val AP per arm and occluded weight, and in how many seeds each arm beat seed labels alone."""
+    from bench.report import write_section
+
+    results = REPO / "docs" / "bench"
+    runs = [json.loads((results / f"{NAME}.json").read_text())]
+    runs += [json.loads(f.read_text()) for f in sorted(results.glob(f"{NAME}_seed[0-9]*.json"))]
+    if len(runs) < 2:
+        return None
+    runs.sort(key=lambda r: r["seed"])
+    ap = {(r["seed"], row["arm"], row["occluded_weight"]): row["val_ap"]["all"] for r in runs for row in r["rows"]}
+    seeds = [r["seed"] for r in runs]
+    lines = [
+        "| picks | " + " | ".join(f"w = {w:g}: mean (min-max) | above seed labels alone" for w in WEIGHTS) + " |",
+        "|---|" + "---|---|" * len(WEIGHTS),
+    ]
+    table = {}
+    for arm in ARMS:
+        cells = []
+        for w in WEIGHTS:
+            values = [ap[(s, arm, w)] for s in seeds]
+            above = sum(ap[(s, arm, w)] > ap[(s, "none", w)] for s in seeds)
+            table[f"{arm} w={w:g}"] = {"mean": round(float(np.mean(values)), 4), "values": values, "above_none": above}
+            beat = "—" if arm == "none" else f"{above} of {len(seeds)}"
+            cells.append(f"{np.mean(values):.3f} ({min(values):.3f}-{max(values):.3f}) | {beat}")
+        lines.append(f"| {arm} | " + " | ".join(cells) + " |")
+    body = (
+        f"Seeds {', '.join(map(str, seeds))} of the oracle arms above (each seed its own data, teacher and picks): "
+        "val AP on all val people.\n\n" + "\n".join(lines) + "\n"
+    )
+    summary = {"seeds": seeds, "arms": table}
+    write_section(
+        f"{NAME}_over_seeds", "Why hard people hurt (issue #26): the oracle arms over seeds", COMMAND, body, summary
+    )
+    return summary
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.hard_people", description=__doc__.split("\n\n")[0])
     parser.add_argument("--seed", type=int, default=0)
@@ -420,8 +458,12 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.report_only:
         results = REPO / "docs" / "bench"
-        report(json.loads((results / f"{NAME}.json").read_text()))
+        for run in [results / f"{NAME}.json", *sorted(results.glob(f"{NAME}_seed[0-9]*.json"))]:
+            report(json.loads(run.read_text()))
         report_tags(json.loads((results / f"{NAME}_tags.json").read_text()))
+        for tail in sorted(results.glob(f"{NAME}_tail*.json")):
+            report_tail(json.loads(tail.read_text()))
+        report_seeds()
         return
     with tempfile.TemporaryDirectory() as tmp:
         if args.tail:
@@ -433,6 +475,7 @@ def main(argv: list[str] | None = None) -> None:
         else:
             result = measure(args.seed, args.epochs, args.steps, args.jobs, Path(tmp))
             report(result)
+            report_seeds()
     print(json.dumps(result, indent=1))
 
 
