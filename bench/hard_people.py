@@ -70,13 +70,13 @@ def tag_picks(project, tag: str, seed: int) -> list[int]:
     return [int(i) for i in rng.choice(ids, size=min(PICKS, len(ids)), replace=False)]
 
 
-def picks_of(arm: str, error: dict[int, float], seed: int) -> list[int]:
-    ids = sorted(error)
+def picks_of(arm: str, oks_of: dict[int, float], seed: int) -> list[int]:
+    ids = sorted(oks_of)
     if arm == "none":
         return []
     if arm == "random":
         return [int(i) for i in np.random.default_rng(seed).choice(ids, size=min(PICKS, len(ids)), replace=False)]
-    ranked = sorted(ids, key=lambda i: (error[i], i))  # lowest OKS first
+    ranked = sorted(ids, key=lambda i: (oks_of[i], i))  # lowest OKS first
     return ranked[:PICKS] if arm == "hardest" else ranked[-PICKS:]
 
 
@@ -184,8 +184,8 @@ def measure(seed: int, epochs: int, steps: int, jobs: int, workdir: Path) -> dic
     project = make_project(params, seed, workdir / "project")
     print(f"[{NAME}] round-0 teacher: {project.seed_labels} seed labels", flush=True)
     teacher = run_round(params, project.files(workdir / "teacher-store"), workdir / "teacher")  # merge, train, score
-    error = project.teacher_oks(teacher.table)
-    picks = {arm: picks_of(arm, error, seed) for arm in ARMS}
+    oks_of = project.teacher_oks(teacher.table)
+    picks = {arm: picks_of(arm, oks_of, seed) for arm in ARMS}
     suffix = "" if seed == 0 else f"_seed{seed}"
     crops = crops_sheet(project, picks["hardest"], REPO / "docs" / "bench" / f"hard_people_crops{suffix}.png")
     units = [(arm, w, picks[arm]) for w in WEIGHTS for arm in ARMS]
@@ -245,15 +245,15 @@ def max_overlap(project) -> dict[int, float]:
     return out
 
 
-def tail_picks(project, error: dict[int, float], seed: int) -> dict[str, list[int]]:
+def tail_picks(project, oks_of: dict[int, float], seed: int) -> dict[str, list[int]]:
     """The tail experiment's arms: which part of the hardest picks does the harm?"""
-    ranked = sorted(error, key=lambda i: (error[i], i))  # lowest OKS (hardest) first
+    ranked = sorted(oks_of, key=lambda i: (oks_of[i], i))  # lowest OKS (hardest) first
     visible = {i: int((np.asarray(project.truth[i]["keypoints"])[2::3] == 2).sum()) for i in ranked}
     overlap = max_overlap(project)
     start = int(TAIL_FROM * len(ranked))
     return {
         "none": [],
-        "random": picks_of("random", error, seed),
+        "random": picks_of("random", oks_of, seed),
         "hardest": ranked[:PICKS],
         f"hardest with >= {TAIL_MIN_VISIBLE} visible keypoints": [i for i in ranked if visible[i] >= TAIL_MIN_VISIBLE][
             :PICKS
@@ -263,13 +263,13 @@ def tail_picks(project, error: dict[int, float], seed: int) -> dict[str, list[in
     }
 
 
-def tail_stats(project, picks: list[int], error: dict[int, float], overlap: dict[int, float]) -> dict:
+def tail_stats(project, picks: list[int], oks_of: dict[int, float], overlap: dict[int, float]) -> dict:
     """What the picks carry: teacher OKS, clearly visible and occluded keypoints, overlap with another person, tags."""
     if not picks:
         return {}
     kps = [np.asarray(project.truth[i]["keypoints"]).reshape(-1, 3) for i in picks]
     return {
-        "teacher_oks": round(float(np.mean([error[i] for i in picks])), 3),
+        "teacher_oks": round(float(np.mean([oks_of[i] for i in picks])), 3),
         "visible_keypoints": round(float(np.mean([(k[:, 2] == 2).sum() for k in kps])), 1),
         "occluded_keypoints": round(float(np.mean([(k[:, 2] == 1).sum() for k in kps])), 1),
         "overlapping_share": round(float(np.mean([overlap[i] > TAIL_ALONE_IOU for i in picks])), 3),
@@ -284,16 +284,16 @@ def measure_tail(seed: int, epochs: int, steps: int, jobs: int, workdir: Path) -
     params = with_overrides(grid_params(seed, epochs, steps), {"train.occluded_weight": TEACHER_OCCLUDED_WEIGHT})
     project = make_project(params, seed, workdir / "project")
     teacher = run_round(params, project.files(workdir / "teacher-store"), workdir / "teacher")
-    error = project.teacher_oks(teacher.table)
+    oks_of = project.teacher_oks(teacher.table)
     overlap = max_overlap(project)
-    picks = tail_picks(project, error, seed)
+    picks = tail_picks(project, oks_of, seed)
     # the dilution control: seed labels alone with only the steps the seed people get in an arm of PICKS more
     # (every arm trains the same steps, so PICKS people that teach nothing leave the seed people this share)
     diluted = max(1, round(steps * project.seed_labels / (project.seed_labels + PICKS)))
     units = [(arm, 0.0, p) for arm, p in picks.items()] + [(DILUTED, 0.0, [], diluted)]
     rows = run_arms(seed, epochs, steps, jobs, workdir, units)
     for row, p in zip(rows, [*picks.values(), []], strict=True):
-        row.update(picked=len(p), **tail_stats(project, p, error, overlap))
+        row.update(picked=len(p), **tail_stats(project, p, oks_of, overlap))
     return {
         "seed": seed,
         "epochs": epochs,
@@ -334,8 +334,9 @@ def report_tail(r: dict) -> None:
         f"{TAIL_ALONE_IOU}), and {PICKS} hard people from the {TAIL_FROM:.0%} mark of the teacher's ranking down "
         "(the extreme tail left out). Keypoints and overlap are means over the picks. The last row is the dilution "
         "control: seed labels alone, trained only the steps the seed people get in an arm of "
-        f"{PICKS} more people (steps x seed / (seed + {PICKS})): where an arm lands there, its picks taught nothing "
-        "and took the seed people's steps; below it, they taught something wrong.\n\n"
+        f"{PICKS} more people (steps x seed / (seed + {PICKS}); an arm whose picks were partly skipped leaves the "
+        "seed people a little more): where an arm lands there, its picks taught nothing and took the seed people's "
+        "steps; below it, they taught something wrong.\n\n"
         + "\n".join(lines)
         + f"\n\n{r['minutes']:.0f} min on this machine.\n"
     )
@@ -409,10 +410,13 @@ def report_seeds() -> dict | None:
     from bench.report import write_section
 
     results = REPO / "docs" / "bench"
-    runs = [json.loads((results / f"{NAME}.json").read_text())]
-    runs += [json.loads(f.read_text()) for f in sorted(results.glob(f"{NAME}_seed[0-9]*.json"))]
+    files = [results / f"{NAME}.json", *sorted(results.glob(f"{NAME}_seed[0-9]*.json"))]
+    runs = [json.loads(f.read_text()) for f in files if f.is_file()]
     if len(runs) < 2:
         return None
+    settings = {(r["epochs"], r["steps_per_epoch"], r["picks"]) for r in runs}
+    if len(settings) > 1:
+        raise ValueError(f"the seeds' runs differ in (epochs, steps, picks): {sorted(settings)}; not pooled")
     runs.sort(key=lambda r: r["seed"])
     ap = {(r["seed"], row["arm"], row["occluded_weight"]): row["val_ap"]["all"] for r in runs for row in r["rows"]}
     seeds = [r["seed"] for r in runs]

@@ -128,7 +128,7 @@ ALL_POLICIES = ("random", "uncertainty", "cold_start", "skip_hopeless", "effort"
 # reference reached 0.375 AP in 1000 steps (below the regime check's 0.4), and input size was the largest lever of
 # the recipe search. SSL off for every policy, then on for random and the best: 93 trainings of ~1 min (SSL ~2.3x),
 # two single-thread processes at a time: measured 106.5 min (33 min per SSL-off unit, 5 per reference, 23-25 per
-# SSL unit; docs/BENCHMARKS.md).
+# SSL unit; docs/BENCHMARKS.md) with five policies; the two oracle bounds add 24 trainings (~130 min expected).
 CPU = Grid(
     policies=ALL_POLICIES,
     ssl=("off", "adaptive_mixup"),
@@ -344,12 +344,15 @@ def default_jobs(grid: Grid) -> int:
 def oracle_teacher(project: Project, teacher: Round, policy: str, folder: Path) -> Round:
     """``teacher`` as an oracle arm selects from it: its labels and pool predictions copied into ``folder``, the
     ``difficulty`` column replaced by the teacher's true error (1 - OKS against oracle.json) for oracle_hardest, by
-    its OKS for oracle_easiest, so that ``select.policy: difficulty`` picks the hardest or the easiest people."""
+    its OKS for oracle_easiest, so that ``select.policy: difficulty`` picks the hardest or the easiest people (NaN,
+    never picked, where the truth has no labeled keypoint)."""
     folder.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(teacher.labels, folder / "train.json")
     truth = project.teacher_oks(teacher.table)
     ids = teacher.table.column("instance_id").to_pylist()
-    true_oks = np.array([truth.get(int(i), np.nan) for i in ids])
+    # a person with no labeled keypoint has no error to measure (OKS 0 by convention): left out, not ranked hardest
+    labeled = {i for i, a in project.truth.items() if any(v > 0 for v in a["keypoints"][2::3])}
+    true_oks = np.array([truth[int(i)] if int(i) in labeled and int(i) in truth else np.nan for i in ids])
     column = 1.0 - true_oks if policy == "oracle_hardest" else true_oks
     index = teacher.table.column_names.index("difficulty")
     table = teacher.table.set_column(index, "difficulty", pa.array(column, pa.float64(), mask=np.isnan(column)))
@@ -945,12 +948,13 @@ def report(
         f"{MIN_REFERENCE_AP}); every verdict below is void."
     )
     paragraphs = [
-        "Which selection policy saves annotation work? A simulated labeling loop through the pipeline's own code: "
-        "`train_in_process` (the loop Ray Train runs), `predict` + `prediction_columns` for the pool signals (flip "
-        "test on, as the pseudolabel stage), `select_with_params` with `excluded_instances` (what the select stage "
-        "calls: labeled and skipped people are not offered again), and "
-        "`Correction` / `Skip` + `write_pull` + `read_store` + `merge` for the annotations, with oracle.json as the "
-        "annotator (bench/label_efficiency.py explains each step). The annotator's effort is counted as pull counts "
+        "Which selection policy saves annotation work? A simulated labeling loop on the library's round "
+        "(`pipeline.loop.run_round`: `select_next`, the select stage's step, which never offers a labeled or "
+        "skipped person again; the simulated annotator `annotate_from_truth` answering into a corrections store; "
+        "`merge_labels`; `train_model` in process; `score_pool` in process, flip test on, as the pseudolabel stage), "
+        "with oracle.json as the annotator (bench/label_efficiency.py explains each step). The oracle arms are "
+        "bounds, not policies: they select by the teacher's true error (hardest first, or easiest first), what a "
+        "perfect uncertainty signal would know. The annotator's effort is counted as pull counts "
         "a person's (`keypoint_effort`: a pre-placed keypoint with per-keypoint OKS < 0.5 against the truth is "
         f"moved); it skips a person with fewer than 3 labeled or fewer than {grid.skip_below_visible} clearly "
         f"visible keypoints (`is_unlabelable`; {unlabelable:.0f} of the pool on average).",
@@ -1030,8 +1034,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         nargs="+",
         type=lambda v: policy_spec(v) and v,
         metavar="POLICY",
-        help=f"of {', '.join(POLICIES)}; POLICY+random<share> draws that share of each round's "
-        "budget at random (select.random_share)",
+        help=f"of {', '.join((*POLICIES, *ORACLE_POLICIES))}; POLICY+random<share> draws that share of each "
+        "round's budget at random (select.random_share); the oracle ones select by the teacher's true error (bounds)",
     )
     parser.add_argument("--ssl", nargs="+", choices=SSL_MODES, help="train.ssl.mode of each arm (off = supervised)")
     parser.add_argument("--seeds", nargs="+", type=int)

@@ -9,8 +9,10 @@ Each step is the library function its DVC stage calls, reading and writing the s
     score_pool    (pipeline.pseudolabel) model/ + pool.json -> pool_predictions.parquet           stage pseudolabel
 
 ``run_round`` chains them with training and scoring in this process instead of on Ray and the simulated annotator
-in place of Label Studio: what ``dvc repro`` does minus the process boundaries. bench/label_efficiency.py and
-bench/hard_people.py call it round after round.
+in place of Label Studio: the steps of ``dvc repro`` minus the process boundaries, and minus what a benchmark sets
+itself: warm start is the ``init_weights`` argument (not ``train.warm_start``), and no pseudo_labels.json is written
+(``train.pseudo_labels`` has nothing to read). bench/label_efficiency.py and bench/hard_people.py call it round
+after round.
 """
 
 from __future__ import annotations

@@ -232,12 +232,13 @@ def predict_pool_in_process(
     *,
     batch_size: int = 64,
     threads: int = 2,
+    use_gpu: bool = False,
     flip_test: bool = True,
     tau: float = 0.5,
     progress: bool = False,
 ) -> PoolRun:
     """``predict_pool`` without Ray: the same crop and predictor code batch after batch in this process (benchmarks
-    and the library's ``run_round``; a GPU when there is one). Writes the same file."""
+    and the library's ``run_round``). Writes the same file."""
     description = json.loads((Path(model_dir) / DESCRIPTION_FILE).read_text())
     input_size = tuple(description["input_size"])
     padding = float(description["params"]["codec"].get("box_padding", 1.25))
@@ -247,7 +248,7 @@ def predict_pool_in_process(
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_path.with_name(out_path.name + ".tmp")
-    predictor = TeacherPredictor(str(model_dir), flip_test, tau, threads, use_gpu=torch.cuda.is_available())
+    predictor = TeacherPredictor(str(model_dir), flip_test, tau, threads, use_gpu=use_gpu)
 
     def batches() -> Iterator[dict[str, np.ndarray]]:
         for start in range(0, len(frame), batch_size):
@@ -268,11 +269,11 @@ def score_pool(
     params: Params, model_dir: Path, pool: Path, images_root: Path, out: Path, *, on_ray: bool, progress: bool = False
 ) -> tuple[PoolRun, pd.DataFrame, pa.Table]:
     """The model over every pool instance -> ``out`` (pool_predictions.parquet: keypoints, scores and the selection
-    signals per instance, docs/contracts); returns (rows and seconds, ``read_pool_predictions(out)``). ``on_ray``: on
-    Ray Data with the ``pseudolabel`` section's actors (call inside ``ray_session``); else the same per-batch code in
-    this process."""
-    from pipeline.pseudolabel import predict_pool, predict_pool_in_process
-
+    signals per instance, docs/contracts); returns three things: the run (rows, seconds), the scalar columns and the
+    whole table (``read_pool_predictions(out)``). ``on_ray``: on Ray Data with the ``pseudolabel`` section's actors
+    (call inside ``ray_session``); else the same per-batch code in this process, with the process's training threads
+    (``train.threads_per_worker``: benchmarks run several single-thread processes side by side) and a GPU when
+    ``pseudolabel.use_gpu`` is true, or "auto" and torch sees one."""
     cfg = params.pseudolabel
     pool_coco = read_coco(pool).to_dict()
     if on_ray:
@@ -299,6 +300,7 @@ def score_pool(
             out,
             batch_size=cfg.batch_size,
             threads=params.train.threads_per_worker,
+            use_gpu=torch.cuda.is_available() if cfg.use_gpu == "auto" else bool(cfg.use_gpu),
             flip_test=cfg.flip_test,
             tau=cfg.tau,
             progress=progress,

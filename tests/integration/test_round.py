@@ -13,10 +13,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline.config import params_from_dict
-from pipeline.corrections import read_store
+from pipeline.corrections import Skip, read_store, write_pull
 from pipeline.data.coco import read_coco
 from pipeline.labelstudio.oracle import is_unlabelable
 from pipeline.loop import RoundFiles, annotate_from_truth, run_round
+from pipeline.selection import select_next
 from tests.support.teacher import make_project, small_params
 
 
@@ -53,14 +54,24 @@ def test_rounds_select_annotate_merge_train_and_score_through_the_store(project,
     assert (zero.trained.model_dir / "model.json").is_file() and zero.weights.is_file()
     assert set(zero.scores["instance_id"]) == pool_ids  # every pool person scored by the new model
 
+    # the person round 1 would send first, skipped by an annotator before the round: it must not be sent again
+    probe, _, _ = select_next(
+        params.select, zero.predictions, [zero.labels], store, None, tmp_path / "probe.parquet", seed=1, budget=6
+    )
+    first = int(zero.scores["instance_id"].to_numpy()[probe.rows[0]])
+    skip = Skip(
+        instance_id=first, task_id=None, annotation_id=None, annotator="t", at="2000-12-31T00:00:00Z", reason="skipped"
+    )
+    write_pull(store, [], [skip], [], source="inbox:test", now=start)
+
     one = run_round(params, files, tmp_path / "round1", teacher=zero, annotate=annotator(1), budget=6, select_seed=1)
     chosen = pq.read_table(one.selected).to_pydict()
     picked = [i for i, q in zip(chosen["instance_id"], chosen["queue"], strict=True) if q == "correct"]
-    assert len(picked) == 6 and not set(picked) & seed_ids
+    assert len(picked) == 6 and first not in picked and set(picked) <= pool_ids - seed_ids
     corrections, skips = read_store(store)
     answered = {c.instance_id for c in corrections} | {s.instance_id for s in skips}
-    assert answered == set(chosen["instance_id"])  # every task answered: corrected, or skipped as unlabelable
-    assert one.effort["tasks"] == len(chosen["instance_id"]) and one.effort["skipped"] == len(skips)
+    assert answered == set(chosen["instance_id"]) | {first}  # every task answered: corrected, or skipped
+    assert one.effort["tasks"] == len(chosen["instance_id"]) and one.effort["skipped"] == len(skips) - 1
     assert one.effort["moved"] + one.effort["added"] > 0  # the teacher's keypoints were not the truth
     train = {int(a["id"]): a for a in json.loads(one.labels.read_text())["annotations"]}
     assert one.merge_report["labeled_total"] == len(seed_ids) + len(corrections) == len(train)
