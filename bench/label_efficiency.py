@@ -51,6 +51,7 @@ import json
 import math
 import multiprocessing
 import os
+import re
 import shlex
 import shutil
 import statistics
@@ -178,17 +179,29 @@ ORACLE_POLICIES = ("oracle_hardest", "oracle_easiest")
 CAUSE = "TBD"
 
 
-def policy_spec(spec: str) -> tuple[str, float]:
-    """An arm's policy -> (select's policy, its random_share): "uncertainty" -> ("uncertainty", 0.0);
-    "uncertainty+random0.5" -> ("uncertainty", 0.5), half of each round's budget drawn at random. An oracle policy
-    (``ORACLE_POLICIES``) stays itself; ``run_unit`` turns it into ``difficulty`` on the oracle's column."""
-    policy, _, share = spec.partition("+random")
-    if policy not in (*POLICIES, *ORACLE_POLICIES) or (share and not 0.0 < float(share) <= 1.0) or (_ and not share):
+def policy_spec(spec: str) -> tuple[str, dict[str, float]]:
+    """An arm's policy -> (select's policy, the select settings it changes): "uncertainty" -> ("uncertainty", {});
+    "uncertainty+random0.5" -> half of each round's budget drawn at random (``random_share``); "uncertainty+skip0.1"
+    -> the 10% the policy ranks first left out (``skip_top_share``); both may follow one policy. An
+    oracle policy (``ORACLE_POLICIES``) stays itself; ``run_unit`` turns it into ``difficulty`` on the oracle's
+    column."""
+    policy, plus, rest = spec.partition("+")
+    options = re.findall(r"\+(skip|random)(\d*\.?\d+)", plus + rest)
+    keys = {"skip": "skip_top_share", "random": "random_share"}
+    settings = {keys[name]: float(value) for name, value in options}
+    valid = (
+        policy in (*POLICIES, *ORACLE_POLICIES)
+        and "".join(f"+{name}{value}" for name, value in options) == plus + rest
+        and len(settings) == len(options)
+        and 0.0 < settings.get("random_share", 1.0) <= 1.0
+        and 0.0 < settings.get("skip_top_share", 0.5) < 1.0
+    )
+    if not valid:
         raise argparse.ArgumentTypeError(
             f"{spec!r}: expected one of {', '.join((*POLICIES, *ORACLE_POLICIES))}, optionally followed by "
-            "+random<share in (0, 1]>, e.g. uncertainty+random0.5"
+            "+skip<share in (0, 1)> and / or +random<share in (0, 1]>, e.g. uncertainty+skip0.1+random0.5"
         )
-    return policy, float(share or 0.0)
+    return policy, settings
 
 
 def coco_mini_overrides() -> dict:
@@ -426,10 +439,10 @@ def run_unit(grid: Grid, source: str, unit: Unit, workdir: Path) -> dict:
         progress(f"round 0 ({n0} labels): val AP {zero.trained.ap:.4f}")
         for policy in unit.policies:
             arm = arm_name(policy, ssl)
-            base_policy, share = policy_spec(policy)
+            base_policy, settings = policy_spec(policy)
             oracle = base_policy in ORACLE_POLICIES
             select_by = "difficulty" if oracle else base_policy
-            cfg = dataclasses.replace(arm_params.select, policy=select_by, random_share=share)
+            cfg = dataclasses.replace(arm_params.select, policy=select_by, **settings)
             policy_params = dataclasses.replace(arm_params, select=cfg)
             store = zero_dir / policy / "corrections"
             spent = Counter(tasks=0, skipped=0, moved=0, added=0, deleted=0, review=0)

@@ -344,6 +344,7 @@ class SelectParams:
     diversity: bool = False  # k-center greedy on a pose embedding among the most uncertain candidates
     diversity_candidates: float = _p(4.0, ge=1, le=1000)  # ... candidates = this x budget
     random_share: float = _p(0.0, ge=0, le=1)  # share of the budget drawn at random from what the policy left
+    skip_top_share: float = _p(0.0, ge=0, lt=1)  # share of the eligible people the policy ranks first, left out
     seed: int = _p(0, ge=0, le=MAX_SEED)  # the random policy's (and random_share's) seed
     cold_start_labels: int = _p(400, ge=1, le=10_000_000)  # cold_start: labels at which picks are by uncertainty alone
     hopeless_min_keypoints: int = _p(3, ge=1, le=1000)  # hopeless: fewer keypoints than this found by the teacher ...

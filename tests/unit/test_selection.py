@@ -113,6 +113,22 @@ def test_policies_give_different_selections_and_are_deterministic():
         select(scores, policy="entropy", budget=10, weights=WEIGHTS)
 
 
+def test_skip_top_share_leaves_out_the_policys_extreme_tail_of_the_eligible_people():
+    scores = random_scores(2000)
+    exclude = {"labeled": scores["instance_id"].to_numpy()[::7].tolist()}
+    whole = select(scores, policy="uncertainty", budget=300, weights=WEIGHTS, exclude=exclude)
+    eligible = whole.counts["eligible"]
+    cut = select(scores, policy="uncertainty", budget=100, weights=WEIGHTS, exclude=exclude, skip_top_share=0.1)
+    skipped = round(0.1 * eligible)
+    assert cut.counts["skipped_top"] == skipped and len(cut.rows) == 100
+    # the next 100 after the eligible top 10%, in order; the excluded ones never counted among the skipped
+    ranked = select(scores, policy="uncertainty", budget=skipped + 100, weights=WEIGHTS, exclude=exclude)
+    assert cut.rows.tolist() == ranked.rows[skipped:].tolist()
+    assert not set(scores["instance_id"].to_numpy()[cut.rows].tolist()) & set(exclude["labeled"])
+    with pytest.raises(ValueError, match="skip_top_share"):
+        select(scores, policy="uncertainty", budget=10, weights=WEIGHTS, skip_top_share=1.0)
+
+
 def test_random_share_draws_part_of_the_budget_from_what_the_policy_left():
     scores = random_scores(2000)
     exclude = {"labeled": scores["instance_id"].to_numpy()[::7].tolist()}
