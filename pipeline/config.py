@@ -337,14 +337,14 @@ class SelectParams:
         "sahr_sigma",
         "difficulty",
         "flip_disagreement",
-    ] = "random"  # the measured winner (docs/BENCHMARKS.md, "Label efficiency")
+    ] = "uncertainty"  # with skip_top_share 0.5: the measured winner (docs/BENCHMARKS.md, "Issue #26 at a glance")
     budget: int = _p(20, ge=1, le=1_000_000)  # instances per round
     weights: SelectWeights = _p(SelectWeights())
     per_image: int = _p(0, ge=0, le=10_000)  # at most this many instances of one image (0: no cap)
     diversity: bool = False  # k-center greedy on a pose embedding among the most uncertain candidates
     diversity_candidates: float = _p(4.0, ge=1, le=1000)  # ... candidates = this x budget
     random_share: float = _p(0.0, ge=0, le=1)  # share of the budget drawn at random from what the policy left
-    skip_top_share: float = _p(0.0, ge=0, lt=1)  # share of the eligible people the policy ranks first, left out
+    skip_top_share: float = _p(0.5, ge=0, lt=1)  # share of the eligible people the policy ranks first, left out
     seed: int = _p(0, ge=0, le=MAX_SEED)  # the random policy's (and random_share's) seed
     cold_start_labels: int = _p(400, ge=1, le=10_000_000)  # cold_start: labels at which picks are by uncertainty alone
     hopeless_min_keypoints: int = _p(3, ge=1, le=1000)  # hopeless: fewer keypoints than this found by the teacher ...
