@@ -326,13 +326,13 @@ def select(
         per_image: at most this many instances of one image (0: no cap).
         diversity: k-center greedy on ``embedding`` (N, D) among the ``diversity_candidates`` x budget best.
         random_share: this share of the budget is drawn at random (``seed``) from the eligible candidates the policy
-            did not pick; the rest goes to the policy's best.
-        skip_top_share: this share of the eligible candidates, the ones the policy ranks first, is left out before
-            anything is picked (counted as ``skipped_top``). The people a teacher gets most wrong (few visible
-            keypoints, a pair of legs at the image border) teach the model something wrong at small budgets, while
-            the hard people just below them teach nearly as much as random ones (docs/BENCHMARKS.md, "Why hard
-            people hurt"). Pure uncertainty over-samples the hardest people (84%
+            did not pick; the rest goes to the policy's best. Pure uncertainty over-samples the hardest people (84%
             tagged hard vs 56% for random in bench label_efficiency); a random share keeps the typical ones coming.
+        skip_top_share: this share of the eligible candidates, the ones the policy ranks first, is left out before
+            anything is picked (counted as ``skipped_top``), but never so many that fewer than ``budget`` remain.
+            The people a teacher gets most wrong (few visible keypoints, a pair of legs at the image border) teach
+            a model trained on few labels something wrong, while the hard people just below them teach nearly as
+            much as random ones (docs/BENCHMARKS.md, "Issue #26 at a glance").
         keypoint_scores: (N, K) per-keypoint confidence, needed by skip_hopeless and effort (hopeless_rows,
             expected_moved_keypoints).
         labeled_count, cold_start_labels: cold_start weighs uncertainty by labeled_count / cold_start_labels (capped
@@ -379,7 +379,8 @@ def select(
     if not 0.0 <= skip_top_share < 1.0:
         raise ValueError(f"skip_top_share must be in [0, 1), got {skip_top_share}")
     if skip_top_share > 0:
-        skipped_top = round(skip_top_share * len(candidates))
+        # never below the budget: a pool with no more eligible people than the budget is sent whole
+        skipped_top = min(round(skip_top_share * len(candidates)), max(0, len(candidates) - budget))
         counts["skipped_top"] = skipped_top
         candidates = candidates[skipped_top:]
     if not 0.0 <= random_share <= 1.0:

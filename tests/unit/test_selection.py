@@ -125,6 +125,10 @@ def test_skip_top_share_leaves_out_the_policys_extreme_tail_of_the_eligible_peop
     ranked = select(scores, policy="uncertainty", budget=skipped + 100, weights=WEIGHTS, exclude=exclude)
     assert cut.rows.tolist() == ranked.rows[skipped:].tolist()
     assert not set(scores["instance_id"].to_numpy()[cut.rows].tolist()) & set(exclude["labeled"])
+    # a small pool is not starved: the share left out never takes the selection below the budget
+    small = select(scores.head(30), policy="uncertainty", budget=20, weights=WEIGHTS, skip_top_share=0.5)
+    eligible = small.counts["eligible"]
+    assert small.counts["skipped_top"] == max(0, eligible - 20) and len(small.rows) == min(20, eligible)
     with pytest.raises(ValueError, match="skip_top_share"):
         select(scores, policy="uncertainty", budget=10, weights=WEIGHTS, skip_top_share=1.0)
 
