@@ -154,6 +154,31 @@ def _add_keypoint_jump(path: Path, pool_images: list[dict]) -> None:
     pq.write_table(table.set_column(column, "keypoint_jump", pa.array(jump, pa.float64(), mask=np.isnan(jump))), path)
 
 
+@dataclass(frozen=True)
+class _PoolJob:
+    """What both pool passes read before the first batch: the rows, the teacher's crop geometry, the temp file."""
+
+    frame: pd.DataFrame  # pool_frame: one row per instance with a usable box
+    input_size: tuple[int, int]  # (w, h) of the teacher's crops
+    padding: float  # the box padding the teacher was trained with
+    tmp: Path  # written batch by batch, renamed to the output at the end
+
+    @classmethod
+    def of(cls, model_dir: Path, pool: dict, images_root: Path, out_path: Path) -> _PoolJob:
+        description = json.loads((Path(model_dir) / DESCRIPTION_FILE).read_text())
+        frame = pool_frame(pool, images_root)
+        if frame.empty:
+            raise ValueError(f"the pool has no instance with a usable box ({len(pool['annotations'])} annotations)")
+        out_path = Path(out_path)
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+        return cls(
+            frame,
+            tuple(description["input_size"]),
+            float(description["params"]["codec"].get("box_padding", 1.25)),
+            out_path.with_name(out_path.name + ".tmp"),
+        )
+
+
 def predict_pool(
     model_dir: Path,
     pool: dict,
@@ -176,16 +201,8 @@ def predict_pool(
     """
     import ray
 
-    description = json.loads((Path(model_dir) / DESCRIPTION_FILE).read_text())
-    input_size = tuple(description["input_size"])
-    padding = float(description["params"]["codec"].get("box_padding", 1.25))
-    frame = pool_frame(pool, images_root)
-    out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_path.with_name(out_path.name + ".tmp")
-    if frame.empty:
-        raise ValueError(f"the pool has no instance with a usable box ({len(pool['annotations'])} annotations)")
-
+    job = _PoolJob.of(model_dir, pool, images_root, out_path)
+    frame, input_size, padding, tmp = job.frame, job.input_size, job.padding, job.tmp
     context = ray.data.DataContext.get_current()
     context.execution_options.preserve_order = True  # rows in pool order: the same pool gives the same file
     if not verbose():
@@ -239,15 +256,8 @@ def predict_pool_in_process(
 ) -> PoolRun:
     """``predict_pool`` without Ray: the same crop and predictor code batch after batch in this process (benchmarks
     and the library's ``run_round``). Writes the same file."""
-    description = json.loads((Path(model_dir) / DESCRIPTION_FILE).read_text())
-    input_size = tuple(description["input_size"])
-    padding = float(description["params"]["codec"].get("box_padding", 1.25))
-    frame = pool_frame(pool, images_root)
-    if frame.empty:
-        raise ValueError(f"the pool has no instance with a usable box ({len(pool['annotations'])} annotations)")
-    out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_path.with_name(out_path.name + ".tmp")
+    job = _PoolJob.of(model_dir, pool, images_root, out_path)
+    frame, input_size, padding, tmp = job.frame, job.input_size, job.padding, job.tmp
     predictor = TeacherPredictor(str(model_dir), flip_test, tau, threads, use_gpu=use_gpu)
 
     def batches() -> Iterator[dict[str, np.ndarray]]:
