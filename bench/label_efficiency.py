@@ -178,8 +178,8 @@ ORACLE_POLICIES = ("oracle_hardest", "oracle_easiest")
 # Issue #26's finding, one sentence, for the summary (docs/BENCHMARKS.md, "Why hard people hurt", has the numbers)
 CAUSE = (
     "bug fixed and property shown: occluded keypoints were training targets (fixed, train.occluded_weight 0); beyond "
-    "that the extreme tail of the teacher's errors (few visible keypoints, people cut to a pair of legs) teaches a "
-    "model trained on few labels something wrong, so the default leaves the most uncertain half out "
+    "that the extreme tail of the teacher's errors (people it cannot read: cut to a pair of legs, occluded, tiny) "
+    "teaches a model trained on few labels something wrong, so the default leaves the most uncertain half out "
     "(select.skip_top_share 0.5)"
 )
 

@@ -343,7 +343,9 @@ class SelectParams:
     per_image: int = _p(0, ge=0, le=10_000)  # at most this many instances of one image (0: no cap)
     diversity: bool = False  # k-center greedy on a pose embedding among the most uncertain candidates
     diversity_candidates: float = _p(4.0, ge=1, le=1000)  # ... candidates = this x budget
-    random_share: float = _p(0.0, ge=0, le=1)  # share of the budget drawn at random from what the policy left
+    random_share: float = _p(
+        0.0, ge=0, le=1
+    )  # share of the budget drawn at random from what the policy left (and skip)
     skip_top_share: float = _p(0.5, ge=0, lt=1)  # share of the eligible people the policy ranks first, left out
     seed: int = _p(0, ge=0, le=MAX_SEED)  # the random policy's (and random_share's) seed
     cold_start_labels: int = _p(400, ge=1, le=10_000_000)  # cold_start: labels at which picks are by uncertainty alone

@@ -1,8 +1,8 @@
 """``make demo`` (``python -m pipeline.demo``): the whole loop, unattended, against a real local Label Studio.
 
 Starts a Label Studio server (data in .labelstudio/), runs round 1 (``dvc repro``: everything up to the export of the
-most uncertain people as pre-annotated tasks), lets the simulated annotator correct those tasks from oracle.json
-through the API, runs round 2 (pull -> merge -> retrain -> register -> a new selection exported with the new
+people the selection policy sends, as pre-annotated tasks), lets the simulated annotator correct those tasks from
+oracle.json through the API, runs round 2 (pull -> merge -> retrain -> register -> a new selection exported with the new
 model's predictions), prints the status table and where to look.
 
 Export runs forced in each round (``dvc repro --force --single-item export``): DVC cannot see that the tasks' target

@@ -325,11 +325,13 @@ def select(
         exclude: {reason: instance ids}, e.g. labeled / pending / skipped; never selected, each reason counted.
         per_image: at most this many instances of one image (0: no cap).
         diversity: k-center greedy on ``embedding`` (N, D) among the ``diversity_candidates`` x budget best.
-        random_share: this share of the budget is drawn at random (``seed``) from the eligible candidates the policy
-            did not pick; the rest goes to the policy's best. Pure uncertainty over-samples the hardest people (84%
-            tagged hard vs 56% for random in bench label_efficiency); a random share keeps the typical ones coming.
+        random_share: this share of the budget is drawn at random (``seed``) from the candidates the policy did not
+            pick (below the ``skip_top_share`` left out); the rest goes to the policy's best. Pure uncertainty
+            over-samples the hardest people (84% tagged hard vs 56% for random in bench label_efficiency); a random
+            share keeps the typical ones coming.
         skip_top_share: this share of the eligible candidates, the ones the policy ranks first, is left out before
-            anything is picked (counted as ``skipped_top``), but never so many that fewer than ``budget`` remain.
+            anything is picked and before the per-image cap (counted as ``skipped_top``), but never so many that fewer
+            than ``budget`` remain. It applies to every policy; it was measured with ``uncertainty``.
             The people a teacher gets most wrong (few visible keypoints, a pair of legs at the image border) teach
             a model trained on few labels something wrong, while the hard people just below them teach nearly as
             much as random ones (docs/BENCHMARKS.md, "Issue #26 at a glance").
@@ -371,11 +373,6 @@ def select(
     # most wanted first; ties broken by instance id so the same scores always give the same selection
     order = np.lexsort((ids, -np.nan_to_num(ranked_by, nan=-np.inf)))
     candidates = order[eligible[order]]
-    if per_image > 0:
-        image_of = scores["image_id"].to_numpy(np.int64)[candidates]
-        nth_of_image = pd.Series(image_of).groupby(image_of).cumcount().to_numpy()
-        counts["capped_per_image"] = int((nth_of_image >= per_image).sum())
-        candidates = candidates[nth_of_image < per_image]
     if not 0.0 <= skip_top_share < 1.0:
         raise ValueError(f"skip_top_share must be in [0, 1), got {skip_top_share}")
     if skip_top_share > 0:
@@ -383,6 +380,11 @@ def select(
         skipped_top = min(round(skip_top_share * len(candidates)), max(0, len(candidates) - budget))
         counts["skipped_top"] = skipped_top
         candidates = candidates[skipped_top:]
+    if per_image > 0:
+        image_of = scores["image_id"].to_numpy(np.int64)[candidates]
+        nth_of_image = pd.Series(image_of).groupby(image_of).cumcount().to_numpy()
+        counts["capped_per_image"] = int((nth_of_image >= per_image).sum())
+        candidates = candidates[nth_of_image < per_image]
     if not 0.0 <= random_share <= 1.0:
         raise ValueError(f"random_share must be in [0, 1], got {random_share}")
     by_policy = budget - round(budget * random_share)

@@ -77,7 +77,7 @@ def test_two_rounds_with_simulated_annotation_then_a_noop_then_promote(loop):
     project, env, server = loop
     client = mlflow.MlflowClient(tracking_uri=env["MLFLOW_TRACKING_URI"])
 
-    # ---- round 1: seed labels only; the most uncertain people become pre-annotated tasks
+    # ---- round 1: seed labels only; the selected people become pre-annotated tasks
     out = _run(project, env, "dvc", "repro")
     # a clean run: the workers' output and Ray's own logs stay off the terminal (artifacts/logs/<stage>.log)
     for chatter in (

@@ -125,6 +125,22 @@ def test_skip_top_share_leaves_out_the_policys_extreme_tail_of_the_eligible_peop
     ranked = select(scores, policy="uncertainty", budget=skipped + 100, weights=WEIGHTS, exclude=exclude)
     assert cut.rows.tolist() == ranked.rows[skipped:].tolist()
     assert not set(scores["instance_id"].to_numpy()[cut.rows].tolist()) & set(exclude["labeled"])
+    # the share is of the eligible people, taken before the per-image cap; random_share draws below the cut
+    capped = select(
+        scores,
+        policy="uncertainty",
+        budget=50,
+        weights=WEIGHTS,
+        exclude=exclude,
+        skip_top_share=0.5,
+        per_image=1,
+        random_share=0.5,
+    )
+    assert capped.counts["skipped_top"] == round(0.5 * eligible) and len(capped.rows) == 50
+    top_half = set(whole.rows[: min(300, round(0.5 * eligible))].tolist())  # all inside the skipped half
+    assert not set(capped.rows.tolist()) & top_half
+    image_ids = scores["image_id"].to_numpy()[capped.rows]
+    assert len(set(image_ids.tolist())) == len(image_ids)
     # a small pool is not starved: the share left out never takes the selection below the budget
     small = select(scores.head(30), policy="uncertainty", budget=20, weights=WEIGHTS, skip_top_share=0.5)
     eligible = small.counts["eligible"]
