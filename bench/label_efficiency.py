@@ -375,9 +375,8 @@ def oracle_teacher(project: Project, teacher: Round, policy: str, folder: Path) 
     index = teacher.table.column_names.index("difficulty")
     table = teacher.table.set_column(index, "difficulty", pa.array(column, pa.float64(), mask=np.isnan(column)))
     pq.write_table(table, folder / "pool_predictions.parquet")
-    return dataclasses.replace(
-        teacher, folder=folder, scores=read_pool_predictions(folder / "pool_predictions.parquet")[0], table=table
-    )
+    scores, table = read_pool_predictions(folder / "pool_predictions.parquet")  # what select_next will read
+    return dataclasses.replace(teacher, folder=folder, scores=scores, table=table)
 
 
 def run_unit(grid: Grid, source: str, unit: Unit, workdir: Path) -> dict:
