@@ -117,13 +117,17 @@ def test_matching_is_linear_in_the_number_of_images():
     """Greedy pairing (no instance_id) grouped per image: 10x the images must not cost ~100x (it did: 10.5 s ->
     227 s from 20k to 200k annotations, end to end)."""
     seconds = []
-    for n in (300, 3000):
+    for n in (500, 5000):
         gt = _gt(n_images=n, per_image=2)
-        start = time.perf_counter()
-        pairs = _pair_predictions(gt, _results(gt), COCO17)
-        seconds.append(time.perf_counter() - start)
+        results = _results(gt)
+        best = float("inf")
+        for _ in range(3):  # best of 3: one slow pass on a busy 2-core CI host made 10x read as 35x
+            start = time.perf_counter()
+            pairs = _pair_predictions(gt, results, COCO17)
+            best = min(best, time.perf_counter() - start)
+        seconds.append(best)
         assert len(pairs) == 2 * n
-    assert seconds[1] < 30 * seconds[0], seconds  # linear: ~10x; quadratic: ~100x
+    assert seconds[1] < 40 * seconds[0], seconds  # linear: ~10x; quadratic: ~100x
 
 
 # ------------------------------------------------------------------------------- 13: ground truth without area
