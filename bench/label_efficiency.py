@@ -184,27 +184,38 @@ CAUSE = (
 )
 
 
-def policy_spec(spec: str) -> tuple[str, dict[str, float]]:
+def policy_spec(spec: str) -> tuple[str, dict[str, float | str]]:
     """An arm's policy -> (select's policy, the select settings it changes): "uncertainty" -> ("uncertainty", {});
     "uncertainty+random0.5" -> half of each round's budget drawn at random (``random_share``); "uncertainty+skip0.1"
-    -> the 10% the policy ranks first left out (``skip_top_share``); both may follow one policy. An
-    oracle policy (``ORACLE_POLICIES``) stays itself; ``run_unit`` turns it into ``difficulty`` on the oracle's
-    column."""
+    -> the 10% the policy ranks first left out (``skip_top_share``); "+power2" -> the picks drawn with p ~ rank^2
+    (``sampling: power``, ``power_beta``); "+features" -> clusters in the teacher's pooled features
+    (``embedding: features``). Options may follow one policy in any order, each once. An oracle policy
+    (``ORACLE_POLICIES``) stays itself; ``run_unit`` turns it into ``difficulty`` on the oracle's column."""
     policy, plus, rest = spec.partition("+")
-    options = re.findall(r"\+(skip|random)(\d*\.?\d+)", plus + rest)
-    keys = {"skip": "skip_top_share", "random": "random_share"}
-    settings = {keys[name]: float(value) for name, value in options}
+    options = re.findall(r"\+(skip|random|power|features)(\d*\.?\d+)?", plus + rest)
+    settings: dict[str, float | str] = {}
+    for name, value in options:
+        if name == "features":
+            settings["embedding"] = "features"
+        elif name == "power":
+            settings |= {"sampling": "power", "power_beta": float(value or 1.0)}
+        else:
+            settings[{"skip": "skip_top_share", "random": "random_share"}[name]] = float(value or "nan")
     valid = (
         policy in (*POLICIES, *ORACLE_POLICIES)
         and "".join(f"+{name}{value}" for name, value in options) == plus + rest
-        and len(settings) == len(options)
+        and len({name for name, _ in options}) == len(options)
+        and all(name == "features" or value for name, value in options)
+        and not any(name == "features" and value for name, value in options)
         and 0.0 < settings.get("random_share", 1.0) <= 1.0
         and 0.0 < settings.get("skip_top_share", 0.5) < 1.0
+        and settings.get("power_beta", 1.0) > 0.0
     )
     if not valid:
         raise argparse.ArgumentTypeError(
             f"{spec!r}: expected one of {', '.join((*POLICIES, *ORACLE_POLICIES))}, optionally followed by "
-            "+skip<share in (0, 1)> and / or +random<share in (0, 1]>, e.g. uncertainty+skip0.1+random0.5"
+            "+skip<share in (0, 1)>, +random<share in (0, 1]>, +power<beta > 0> and / or +features, e.g. "
+            "uncertainty+skip0.1+random0.5 or cluster_uncertainty+features+skip0.5"
         )
     return policy, settings
 
@@ -447,7 +458,8 @@ def run_unit(grid: Grid, source: str, unit: Unit, workdir: Path) -> dict:
             oracle = base_policy in ORACLE_POLICIES
             select_by = "difficulty" if oracle else base_policy
             # an arm is its spec alone: params.yaml's own random / skip shares do not leak into it
-            arm_select = {"random_share": 0.0, "skip_top_share": 0.0, **settings}
+            arm_select = {"random_share": 0.0, "skip_top_share": 0.0, "sampling": "top", "embedding": "pose"}
+            arm_select |= settings
             cfg = dataclasses.replace(arm_params.select, policy=select_by, **arm_select)
             policy_params = dataclasses.replace(arm_params, select=cfg)
             store = zero_dir / policy / "corrections"

@@ -42,6 +42,8 @@ ARMS = {
     },
 }
 ARMS_AT = {0.05: tuple(ARMS), 0.20: ("supervised", "adaptive_mixup")}
+# an SSL training takes ~17 min on one core (~2.3x a supervised one): the exploratory variant runs on one seed
+ONE_SEED_ARMS = ("adaptive_mixup tuned",)
 
 
 def params_for(seed: int, labeled: float, arm: str, epochs: int, steps: int) -> Params:
@@ -97,7 +99,7 @@ def train_one(seed: int, labeled: float, arm: str, epochs: int, steps: int, root
 
 def run_all(seeds: tuple[int, ...], epochs: int, steps: int, jobs: int) -> list[dict]:
     """Every (seed, labeled share, arm) training, ``jobs`` processes at a time; rows in a fixed order."""
-    units = [(s, f, a) for f in LABELED for s in seeds for a in ARMS_AT[f]]
+    units = [(s, f, a) for f in LABELED for s in seeds for a in ARMS_AT[f] if a not in ONE_SEED_ARMS or s == seeds[0]]
     units.sort(key=lambda u: u[2] == "supervised")  # SSL (~2.3x slower) first, so parallel jobs end together
     rows, started = [], time.perf_counter()
     with (
@@ -119,10 +121,11 @@ def run_all(seeds: tuple[int, ...], epochs: int, steps: int, jobs: int) -> list[
 
 
 def report(rows: list[dict], seeds: tuple[int, ...], epochs: int, steps: int, jobs: int, minutes: float) -> None:
-    def values(labeled: float, arm: str, key: str = "best_val_ap") -> list[float]:
-        return [r[key] for r in rows if r["labeled"] == labeled and r["arm"] == arm]
+    def values(labeled: float, arm: str, key: str = "best_val_ap") -> dict[int, float]:
+        return {r["seed"]: r[key] for r in rows if r["labeled"] == labeled and r["arm"] == arm}
 
-    def mean_sd(xs: list[float]) -> str:
+    def mean_sd(by_seed: dict[int, float]) -> str:
+        xs = list(by_seed.values())
         return f"{statistics.mean(xs):.3f} ± {statistics.stdev(xs) if len(xs) > 1 else 0.0:.3f}"
 
     table = "| labeled | arm | best val AP, mean ± sd | per seed | minus supervised, per seed | val PCK@0.1 |\n"
@@ -132,23 +135,23 @@ def report(rows: list[dict], seeds: tuple[int, ...], epochs: int, steps: int, jo
         base = values(labeled, "supervised")
         for arm in ARMS_AT[labeled]:
             ap = values(labeled, arm)
-            diff = [a - b for a, b in zip(ap, base, strict=True)]
+            diff = [ap[seed] - base[seed] for seed in ap]
             gains[(labeled, arm)] = statistics.mean(diff)
             table += (
-                f"| {labeled:.0%} | {arm} | {mean_sd(ap)} | {', '.join(f'{v:.3f}' for v in ap)} | "
+                f"| {labeled:.0%} | {arm} | {mean_sd(ap)} | {', '.join(f'{v:.3f}' for v in ap.values())} | "
                 f"{', '.join(f'{d:+.3f}' for d in diff) if arm != 'supervised' else '—'} | "
                 f"{mean_sd(values(labeled, arm, 'best_pck10'))} |\n"
             )
-    best_at_5 = max((a for a in ARMS_AT[0.05] if a != "supervised"), key=lambda a: gains[(0.05, a)])
-    gain = gains[(0.05, best_at_5)] * 100
+    gain = gains[(0.05, "adaptive_mixup")] * 100
     verdict = "met" if gain >= 5 else "NOT met"
     body = (
         f"Synthetic default at bench label_efficiency's CPU size (1,000 images, 128x160 crops, batch 32 labeled + 16 "
         f"unlabeled), from scratch, {epochs} epochs x {steps} steps = {epochs * steps:,} steps, SSL ramp-up over the "
         f"first half, seeds {list(seeds)} (split and training); the best epoch's val AP (flip test), as the train "
         f"stage keeps it. One single-thread process per training, {jobs} at a time; {minutes:.0f} min in all. "
-        f'"tuned": EMA teacher of decay 0.99 and pseudo-targets only where its score is >= 0.5.\n\n{table}\n'
-        f"Best SSL arm at 5% labels ({best_at_5}) against supervised: {gain:+.1f} AP points on average. "
+        f'"tuned" (seed {seeds[0]} only: an SSL training takes ~17 min on one core): EMA teacher of decay 0.99 and '
+        f"pseudo-targets only where its score is >= 0.5.\n\n{table}\n"
+        f"adaptive masking + Mixup against supervised at 5% labels: {gain:+.1f} AP points over {len(seeds)} seeds. "
         f"Target (>= +5 AP at 5% labels with the longer schedule): **{verdict}**."
     )
     write_section(

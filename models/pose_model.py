@@ -53,6 +53,12 @@ class PoseModel(nn.Module):
             features = torch.cat([features[:start], mixed, features[start + len(permutation) :]])
         return self.forward_from_stem(features)
 
+    def forward_with_embedding(self, images: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """images (B, 3, H, W) -> (head outputs, (B, C) the backbone's last features averaged over the map): the
+        learned embedding selection clusters the pool in (``select.embedding: features``), at no second pass."""
+        features = self.backbone.body(self.backbone.stem(images))
+        return self.head(features), features.mean(dim=(2, 3))
+
     def forward_from_stem(self, stem_features: torch.Tensor) -> dict[str, torch.Tensor]:
         """The rest of the forward pass from ``backbone.stem`` features (mixed ones, for feature Mixup)."""
         return self.head(self.backbone.body(stem_features))

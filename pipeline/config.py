@@ -330,6 +330,8 @@ class SelectParams:
         "uncertainty",
         "random",
         "cold_start",
+        "typiclust",
+        "cluster_uncertainty",
         "skip_hopeless",
         "effort",
         "response",
@@ -342,6 +344,13 @@ class SelectParams:
     weights: SelectWeights = _p(SelectWeights())
     per_image: int = _p(0, ge=0, le=10_000)  # at most this many instances of one image (0: no cap)
     diversity: bool = False  # k-center greedy on a pose embedding among the most uncertain candidates
+    # what cold_start, typiclust, cluster_uncertainty and diversity measure likeness in: the predicted pose relative
+    # to its box, or the teacher's pooled backbone features (the pool predictions' embedding column)
+    embedding: Literal["pose", "features"] = "pose"
+    # top: the policy's best; power: drawn without replacement with p ~ rank-normalised score ^ power_beta
+    # (stochastic acquisition, Kirsch et al. 2023): the tail is still favoured, never taken whole
+    sampling: Literal["top", "power"] = "top"
+    power_beta: float = _p(1.0, gt=0, le=1000)
     diversity_candidates: float = _p(4.0, ge=1, le=1000)  # ... candidates = this x budget
     random_share: float = _p(
         0.0, ge=0, le=1

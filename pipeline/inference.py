@@ -33,7 +33,8 @@ class InstancePredictions:
 
     keypoints (N, K, 2) image px; scores (N, K); response (N, K) heatmap peaks and sahr_sigma (N, K) effective
     SAHR sigma in heatmap px (None for heads without them); flip_disagreement (N,) mean distance between the plain
-    and the flipped prediction in units of the crop's box size (None without flip test); instance_id (N,).
+    and the flipped prediction in units of the crop's box size (None without flip test); instance_id (N,);
+    embedding (N, C) the backbone's pooled features of the plain view (``PoseModel.forward_with_embedding``).
     """
 
     instance_id: np.ndarray
@@ -42,6 +43,7 @@ class InstancePredictions:
     response: np.ndarray | None = None
     sahr_sigma: np.ndarray | None = None
     flip_disagreement: np.ndarray | None = None
+    embedding: np.ndarray | None = None
 
 
 def _unflip_keypoints(keypoints_crop: np.ndarray, width: int, flip_index: np.ndarray) -> np.ndarray:
@@ -56,7 +58,7 @@ def predict_batch(model: PoseModel, batch: dict[str, torch.Tensor], *, flip_test
     """One collated batch of TopDownDataset samples -> dict of numpy arrays (see InstancePredictions)."""
     device = next(model.parameters()).device
     images = batch["image"].to(device, non_blocking=True)
-    outputs = model(images)
+    outputs, embedding = model.forward_with_embedding(images)
     pred = model.decode(outputs)
     keypoints, scores = pred.keypoints, pred.scores
     response, sahr_sigma, disagreement = pred.response, pred.sahr_sigma, None
@@ -81,6 +83,7 @@ def predict_batch(model: PoseModel, batch: dict[str, torch.Tensor], *, flip_test
         "response": response,
         "sahr_sigma": sahr_sigma,
         "flip_disagreement": disagreement,
+        "embedding": embedding.float().cpu().numpy(),
     }
 
 
@@ -121,6 +124,7 @@ def predict(
         response=cat("response"),
         sahr_sigma=cat("sahr_sigma"),
         flip_disagreement=cat("flip_disagreement"),
+        embedding=cat("embedding"),
     )
 
 
@@ -227,4 +231,6 @@ def prediction_columns(batch: dict[str, np.ndarray], pred: dict, tau: float) -> 
         # null here: it needs the neighbouring frames' rows, so predict_pool fills it in when the pool has videos
         "keypoint_jump": np.full(count, np.nan),
         "image_readable": readable,
+        # the teacher's pooled features: what select.embedding "features" clusters in (NaN where unreadable)
+        "embedding": np.where(readable[:, None], pred["embedding"], np.nan).astype(np.float32),
     }

@@ -45,16 +45,23 @@ SIGNALS: dict[str, int] = {
 }
 assert tuple(SIGNALS) == SIGNAL_COLUMNS, "every signal column of the pool predictions has an orientation here"
 # Policies beyond one signal (issue #14; bench label_efficiency compares them in one run):
-#   cold_start     clusters of the pose embedding, one pick per cluster: the most typical person of it while the
-#                  labeled set is small, the most uncertain once it has grown (TypiClust's finding: at small budgets
-#                  typical examples teach more, at large ones uncertain ones); ``cold_start_labels`` sets the pace.
+#   cold_start     clusters of the embedding (``select.embedding``: the pose, or the teacher's pooled features),
+#                  one pick per cluster: the most typical person of it while the labeled set is small, the most
+#                  uncertain once it has grown (TypiClust's finding: at small budgets typical examples teach more,
+#                  at large ones uncertain ones); ``cold_start_labels`` sets the pace.
+#   typiclust      the same clusters, always the most typical person of each (TypiClust, ICML 2022).
+#   cluster_uncertainty  the same clusters, the most uncertain person of each: uncertainty acts only inside a
+#                  cluster, so one region of hard people cannot take the whole budget.
 #   skip_hopeless  combined uncertainty without the instances the teacher finds hopeless (``hopeless_rows``): they
 #                  cost an annotator a look and are skipped; the ``review_budget`` largest go to a review queue.
 #   effort         combined uncertainty per expected moved keypoint (``expected_moved_keypoints``): what teaches the
 #                  model most per keypoint an annotator drags; hopeless instances are left out as for skip_hopeless.
-COMBINED_POLICIES = ("cold_start", "skip_hopeless", "effort")
+COMBINED_POLICIES = ("cold_start", "typiclust", "cluster_uncertainty", "skip_hopeless", "effort")
 POLICIES = ("uncertainty", "random", *COMBINED_POLICIES, *SIGNALS)
 EXCLUDES_HOPELESS = ("skip_hopeless", "effort")
+# one pick per k-means cluster of the embedding (``cluster_rows``); policy -> the weight of uncertainty against
+# typicality inside a cluster (None: cold_start's, which grows with the labeled set)
+CLUSTER_POLICIES: dict[str, float | None] = {"cold_start": None, "typiclust": 0.0, "cluster_uncertainty": 1.0}
 
 
 # --------------------------------------------------------------------------------------------------- scores
@@ -209,7 +216,7 @@ def typicality(embedding: np.ndarray, neighbours: int = 20, reference: int = 200
     return 1.0 / (nearest.mean(axis=1) + 1e-9)
 
 
-def cold_start_rows(
+def cluster_rows(
     candidates: np.ndarray,
     uncertainty: np.ndarray,
     embedding: np.ndarray,
@@ -217,7 +224,7 @@ def cold_start_rows(
     uncertainty_weight: float,
     seed: int = 0,
 ) -> np.ndarray:
-    """``count`` rows of ``candidates`` (positions, best first), one per k-means cluster of their pose embedding.
+    """``count`` rows of ``candidates`` (positions, best first), one per k-means cluster of their embedding.
 
     Within a cluster the pick maximises (1 - w) x typicality rank + w x uncertainty rank (both in [0, 1] within the
     cluster), w = ``uncertainty_weight``; clusters are visited largest first, so the picks cover the common poses
@@ -241,9 +248,10 @@ def cold_start_rows(
 
 
 def policy_scores(scores: pd.DataFrame, policy: str, weights: dict[str, float], seed: int = 0) -> np.ndarray:
-    """(N,) the number a policy ranks by (larger = chosen first). cold_start ranks by the combined uncertainty here
-    (its picks come from ``cold_start_rows``); effort needs the keypoint scores and is ranked in ``select``."""
-    if policy in ("uncertainty", "cold_start", "skip_hopeless"):
+    """(N,) the number a policy ranks by (larger = chosen first). The cluster policies rank by the combined
+    uncertainty here (their picks come from ``cluster_rows``); effort needs the keypoint scores and is ranked in
+    ``select``."""
+    if policy in ("uncertainty", "skip_hopeless", *CLUSTER_POLICIES):
         return combined_uncertainty(scores, weights)
     if policy == "random":
         random = np.random.default_rng(seed).random(len(scores))
@@ -279,6 +287,26 @@ def pose_embedding(keypoints: np.ndarray, bbox: np.ndarray) -> np.ndarray:
     return np.nan_to_num((keypoints - centre) / size)
 
 
+def feature_embedding(features: np.ndarray) -> np.ndarray:
+    """(N, C) the teacher's pooled backbone features (pool predictions' ``embedding``) -> (N, C) unit vectors, so
+    that k-means and typicality measure the angle between people (TypiClust clusters normalised features); an
+    unreadable row (NaN) becomes the zero vector."""
+    features = np.nan_to_num(features.astype(np.float64))
+    return features / np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
+
+
+def power_sample(count: int, size: int, beta: float, seed: int) -> np.ndarray:
+    """``size`` of the positions 0..count-1 (a ranking, best first) drawn without replacement with probability
+    proportional to r^beta, r = (count - position) / count the rank-normalised score (power acquisition, Kirsch et
+    al., TMLR 2023), by the Gumbel-top-k trick; returned in ranking order."""
+    size = min(size, count)
+    if size <= 0:
+        return np.zeros(0, np.int64)
+    r = (count - np.arange(count)) / count
+    keys = beta * np.log(r) + np.random.default_rng(seed).gumbel(size=count)
+    return np.sort(np.argpartition(-keys, size - 1)[:size])
+
+
 def k_center_greedy(embedding: np.ndarray, count: int, first: int = 0) -> np.ndarray:
     """Indices of ``count`` rows of ``embedding`` (M, D), each the farthest from those already chosen.
 
@@ -309,6 +337,8 @@ def select(
     embedding: np.ndarray | None = None,
     random_share: float = 0.0,
     skip_top_share: float = 0.0,
+    sampling: str = "top",
+    power_beta: float = 1.0,
     seed: int = 0,
     keypoint_scores: np.ndarray | None = None,
     labeled_count: int = 0,
@@ -325,6 +355,8 @@ def select(
         exclude: {reason: instance ids}, e.g. labeled / pending / skipped; never selected, each reason counted.
         per_image: at most this many instances of one image (0: no cap).
         diversity: k-center greedy on ``embedding`` (N, D) among the ``diversity_candidates`` x budget best.
+        embedding: (N, D) what the cluster policies (``CLUSTER_POLICIES``) and diversity measure likeness in
+            (``pose_embedding`` or ``feature_embedding``).
         random_share: this share of the budget is drawn at random (``seed``) from the candidates the policy did not
             pick (below the ``skip_top_share`` left out); the rest goes to the policy's best. Pure uncertainty
             over-samples the hardest people (84% tagged hard vs 56% for random in bench label_efficiency); a random
@@ -335,10 +367,13 @@ def select(
             The people a teacher gets most wrong (few visible keypoints, a pair of legs at the image border) teach
             a model trained on few labels something wrong, while the hard people just below them teach nearly as
             much as random ones (docs/BENCHMARKS.md, "Issue #26 at a glance").
+        sampling: "top" takes the policy's best; "power" draws them (``power_sample``, exponent ``power_beta``,
+            ``seed``) from the ranking that is left after the skip and the cap. Not with a cluster policy or
+            diversity, which choose by their own rule.
         keypoint_scores: (N, K) per-keypoint confidence, needed by skip_hopeless and effort (hopeless_rows,
             expected_moved_keypoints).
         labeled_count, cold_start_labels: cold_start weighs uncertainty by labeled_count / cold_start_labels (capped
-            at 1) against typicality; it needs ``embedding``.
+            at 1) against typicality.
         review_budget: policies that leave hopeless instances out (EXCLUDES_HOPELESS) put up to this many of them,
             largest box first (``box_area`` (N,) px^2), in ``Selection.review_rows``; not part of ``budget``.
 
@@ -402,15 +437,24 @@ def select(
         counts["hopeless_selected"] = len(filling)
         candidates = np.concatenate([candidates, filling])
         hopeless[filling] = False
-    if (policy == "cold_start" or diversity) and embedding is None:
-        raise ValueError(f"{'the cold_start policy' if policy == 'cold_start' else 'diversity'} needs a pose embedding")
-    if policy == "cold_start":
-        weight = min(1.0, labeled_count / max(cold_start_labels, 1))
-        counts["cold_start_uncertainty_weight_pct"] = round(100 * weight)
-        rows = cold_start_rows(candidates, uncertainty, embedding, by_policy, weight, seed)
+    clustered = policy in CLUSTER_POLICIES
+    if (clustered or diversity) and embedding is None:
+        raise ValueError(f"{f'the {policy} policy' if clustered else 'diversity'} needs an embedding")
+    if sampling not in ("top", "power"):
+        raise ValueError(f"sampling must be 'top' or 'power', got {sampling!r}")
+    if sampling == "power" and (clustered or diversity):
+        raise ValueError(f"sampling 'power' draws from a ranking; {policy if clustered else 'diversity'} does not rank")
+    if clustered:
+        weight = CLUSTER_POLICIES[policy]
+        if weight is None:
+            weight = min(1.0, labeled_count / max(cold_start_labels, 1))
+            counts["cold_start_uncertainty_weight_pct"] = round(100 * weight)
+        rows = cluster_rows(candidates, uncertainty, embedding, by_policy, weight, seed)
     elif diversity and len(candidates) > by_policy > 0:
         top = candidates[: int(np.ceil(by_policy * diversity_candidates))]
         rows = top[k_center_greedy(embedding[top], by_policy)]
+    elif sampling == "power":
+        rows = candidates[power_sample(len(candidates), by_policy, power_beta, seed)]
     else:
         rows = candidates[:by_policy]
     if by_policy < budget:
@@ -443,8 +487,17 @@ def select_with_params(
     keypoint scores read from the pool predictions ``table`` where the policy needs them: what the select stage and
     bench label_efficiency both call. ``seed`` / ``budget`` override the section's."""
     bbox = list_column(table, "bbox")
-    needs_embedding = cfg.diversity or cfg.policy == "cold_start"
-    embedding = pose_embedding(list_column(table, "keypoints"), bbox) if needs_embedding else None
+    embedding = None
+    if cfg.diversity or cfg.policy in CLUSTER_POLICIES:
+        if cfg.embedding == "pose":
+            embedding = pose_embedding(list_column(table, "keypoints"), bbox)
+        elif "embedding" in table.column_names:
+            embedding = feature_embedding(list_column(table, "embedding"))
+        else:
+            raise ValueError(
+                "select.embedding is 'features' but the pool predictions have no embedding column (written before "
+                "it): run the pseudolabel stage again (dvc repro -f -s pseudolabel)"
+            )
     keypoint_scores = list_column(table, "scores") if cfg.policy in EXCLUDES_HOPELESS else None
     return select(
         scores,
@@ -458,6 +511,8 @@ def select_with_params(
         embedding=embedding,
         random_share=cfg.random_share,
         skip_top_share=cfg.skip_top_share,
+        sampling=cfg.sampling,
+        power_beta=cfg.power_beta,
         seed=cfg.seed if seed is None else seed,
         keypoint_scores=keypoint_scores,
         labeled_count=labeled_count,

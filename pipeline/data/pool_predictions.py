@@ -24,6 +24,9 @@ detection_score     float64 (null: the box was given)     the instance finder's 
 keypoint_jump       float64 (null: not a video frame)     keypoint jump to the nearest person of the video's
                                                           neighbouring drawn frames, box units (``keypoint_jump``)
 image_readable      bool                                  false: the image did not decode; signals are null
+embedding           fixed list<float32>[C] (absent in     the teacher's backbone features averaged over the
+                    files written before it)              crop, C channels (NaN where unreadable): the learned
+                                                          embedding of ``select.embedding: features``
 =================== ===================================== ====================================================
 """
 

@@ -9,16 +9,19 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
+from pipeline.config import SelectParams
 from pipeline.data.pool_predictions import confident_rows, pseudo_label_coco, to_table
 from pipeline.labelstudio.oracle import is_unlabelable
 from pipeline.selection import (
     SIGNALS,
     combined_uncertainty,
     expected_moved_keypoints,
+    feature_embedding,
     k_center_greedy,
     pose_embedding,
     rank_normalize,
     select,
+    select_with_params,
     selection_table,
 )
 
@@ -332,8 +335,90 @@ def test_cold_start_picks_one_typical_person_per_pose_cluster_then_moves_to_unce
         early.counts["cold_start_uncertainty_weight_pct"] == 0
         and late.counts["cold_start_uncertainty_weight_pct"] == 100
     )
-    with pytest.raises(ValueError, match="cold_start policy needs a pose embedding"):
+    with pytest.raises(ValueError, match="cold_start policy needs an embedding"):
         select(scores, policy="cold_start", budget=3, weights=WEIGHTS)
+
+
+def test_typiclust_and_cluster_uncertainty_pick_one_person_per_cluster_whatever_the_labeled_count():
+    scores, cluster, embedding = _clustered()
+    distance = np.linalg.norm(embedding - np.stack([embedding[cluster == c].mean(0) for c in cluster]), axis=1)
+    scores["response"] = 1.0 / (1.0 + distance)  # the atypical are the uncertain
+    # and the 3 most uncertain of all stand in cluster 0: top-k would send cluster 0 three times
+    scores.loc[np.flatnonzero(cluster == 0)[:3], "response"] = -1.0
+    rank_in_cluster = pd.Series(distance).groupby(cluster).rank().to_numpy()
+    common = {"budget": 3, "weights": {"response": 1.0}, "embedding": embedding, "labeled_count": 10_000}
+    typical = select(scores, policy="typiclust", **common)
+    uncertain = select(scores, policy="cluster_uncertainty", **common)
+    top_k = select(scores, policy="uncertainty", **common)
+    assert sorted(cluster[typical.rows]) == [0, 1, 2] and sorted(cluster[uncertain.rows]) == [0, 1, 2]
+    assert rank_in_cluster[typical.rows].max() <= 10  # typical even with 10,000 labels (cold_start would switch)
+    assert set(cluster[top_k.rows]) == {0}
+    assert scores["response"].to_numpy()[uncertain.rows].min() == -1.0  # cluster 0's pick is one of its 3
+    assert sorted(np.sort(scores["response"].to_numpy()[uncertain.rows])[1:]) == sorted(
+        scores["response"].to_numpy()[cluster == c].min() for c in (1, 2)
+    )
+    with pytest.raises(ValueError, match="typiclust policy needs an embedding"):
+        select(scores, policy="typiclust", budget=3, weights=WEIGHTS)
+    with pytest.raises(ValueError, match="does not rank"):
+        select(scores, policy="typiclust", sampling="power", **common)
+
+
+def test_power_sampling_favours_the_top_of_the_ranking_without_taking_it_whole():
+    scores = random_scores(1000, seed=4)
+    common = {"policy": "uncertainty", "budget": 50, "weights": WEIGHTS}
+    position = np.empty(1000, np.int64)
+    position[select(scores, budget=1000, policy="uncertainty", weights=WEIGHTS).rows] = np.arange(1000)
+    top = select(scores, **common)
+    drawn = [
+        select(scores, sampling="power", power_beta=beta, seed=seed, **common) for beta in (1.0, 8.0) for seed in (0, 1)
+    ]
+    assert np.array_equal(select(scores, sampling="power", power_beta=1.0, seed=0, **common).rows, drawn[0].rows)
+    assert not np.array_equal(drawn[0].rows, drawn[1].rows)  # another seed, other people
+    mean_position = [position[d.rows].mean() for d in drawn]
+    assert position[top.rows].mean() == pytest.approx(24.5)
+    # p ~ r^beta over r in (0, 1]: the picks' mean position ~ 1 / (beta + 2) of the ranking; uniform would be 1/2
+    assert 250 < mean_position[0] < 420 and 250 < mean_position[1] < 420
+    assert 50 < mean_position[2] < 170 and 50 < mean_position[3] < 170
+    assert all(len(set(d.rows)) == 50 for d in drawn)
+    # it draws below the skipped tail, from what is left
+    skipped = select(scores, sampling="power", power_beta=8.0, skip_top_share=0.5, **common)
+    assert position[skipped.rows].min() >= 500
+
+
+def test_feature_embedding_clusters_by_angle_and_needs_the_column():
+    embedding = feature_embedding(np.array([[3.0, 4.0], [np.nan, np.nan], [0.0, 2.0]], np.float32))
+    assert np.allclose(embedding, [[0.6, 0.8], [0.0, 0.0], [0.0, 1.0]])
+    n = 6
+    columns = {
+        "instance_id": np.arange(n, dtype=np.int64),
+        "image_id": np.arange(n, dtype=np.int64),
+        "bbox": np.tile([0.0, 0.0, 50.0, 50.0], (n, 1)),
+        "keypoints": np.zeros((n, 4)),
+        "scores": np.ones((n, 2), np.float32),
+        "image_readable": np.ones(n, bool),
+        "response": np.linspace(0.1, 0.9, n),
+    }
+    cfg = SelectParams(policy="typiclust", embedding="features", budget=2, skip_top_share=0.0)
+    without = to_table(columns)
+    with pytest.raises(ValueError, match="no embedding column"):
+        select_with_params(
+            without.select(["instance_id", "image_id", "image_readable", "response"]).to_pandas(),
+            without,
+            cfg,
+            exclude={},
+            labeled_count=0,
+        )
+    # two directions of the feature space, at any length: one pick in each
+    features = np.array([[1, 0], [2, 0.1], [5, 0.2], [0, 1], [0.1, 3], [0.2, 9]], np.float32)
+    table = to_table(columns | {"embedding": features})
+    chosen = select_with_params(
+        table.select(["instance_id", "image_id", "image_readable", "response"]).to_pandas(),
+        table,
+        cfg,
+        exclude={},
+        labeled_count=0,
+    )
+    assert sorted(np.asarray(chosen.rows) // 3) == [0, 1]
 
 
 def test_skip_hopeless_leaves_hopeless_people_out_and_queues_the_largest_for_review():
