@@ -175,6 +175,10 @@ GRIDS = {"cpu": CPU, "full": FULL}
 # its opposite. The bench writes the teacher's true error into the ``difficulty`` column of a copy of its pool
 # predictions and selects by that column alone (``oracle_teacher``): the library's selection, with the oracle's signal.
 ORACLE_POLICIES = ("oracle_hardest", "oracle_easiest")
+# Issue #26 step 4, an arm option rather than a grid: warm start against training from scratch in one run. A scratch
+# arm's round r trains (r + 1) x the grid's epochs from random weights: as many steps as the warm-started model has
+# seen by then (Ash & Adams, NeurIPS 2020, compare models trained to the same point, not the same last increment).
+SCRATCH = "train_from"
 # Issue #26's finding, one sentence, for the summary (docs/BENCHMARKS.md, "Why hard people hurt", has the numbers)
 CAUSE = (
     "bug fixed and property shown: occluded keypoints were training targets (fixed, train.occluded_weight 0); beyond "
@@ -189,14 +193,15 @@ def policy_spec(spec: str) -> tuple[str, dict[str, float | str]]:
     "uncertainty+random0.5" -> half of each round's budget drawn at random (``random_share``); "uncertainty+skip0.1"
     -> the 10% the policy ranks first left out (``skip_top_share``); "+power2" -> the picks drawn with p ~ rank^2
     (``sampling: power``, ``power_beta``); "+features" -> clusters in the teacher's pooled features
-    (``embedding: features``). Options may follow one policy in any order, each once. An oracle policy
+    (``embedding: features``); "+scratch" -> every round trains from scratch (``SCRATCH``), where the grid warm
+    starts. Options may follow one policy in any order, each once. An oracle policy
     (``ORACLE_POLICIES``) stays itself; ``run_unit`` turns it into ``difficulty`` on the oracle's column."""
     policy, plus, rest = spec.partition("+")
-    options = re.findall(r"\+(skip|random|power|features)(\d*\.?\d+)?", plus + rest)
+    options = re.findall(r"\+(skip|random|power|features|scratch)(\d*\.?\d+)?", plus + rest)
     settings: dict[str, float | str] = {}
     for name, value in options:
-        if name == "features":
-            settings["embedding"] = "features"
+        if name in ("features", "scratch"):
+            settings |= {"embedding": "features"} if name == "features" else {SCRATCH: "scratch"}
         elif name == "power":
             settings |= {"sampling": "power", "power_beta": float(value or 1.0)}
         else:
@@ -205,8 +210,7 @@ def policy_spec(spec: str) -> tuple[str, dict[str, float | str]]:
         policy in (*POLICIES, *ORACLE_POLICIES)
         and "".join(f"+{name}{value}" for name, value in options) == plus + rest
         and len({name for name, _ in options}) == len(options)
-        and all(name == "features" or value for name, value in options)
-        and not any(name == "features" and value for name, value in options)
+        and all((name in ("features", "scratch")) != bool(value) for name, value in options)
         and 0.0 < settings.get("random_share", 1.0) <= 1.0
         and 0.0 < settings.get("skip_top_share", 0.5) < 1.0
         and settings.get("power_beta", 1.0) > 0.0
@@ -214,7 +218,7 @@ def policy_spec(spec: str) -> tuple[str, dict[str, float | str]]:
     if not valid:
         raise argparse.ArgumentTypeError(
             f"{spec!r}: expected one of {', '.join((*POLICIES, *ORACLE_POLICIES))}, optionally followed by "
-            "+skip<share in (0, 1)>, +random<share in (0, 1]>, +power<beta > 0> and / or +features, e.g. "
+            "+skip<share in (0, 1)>, +random<share in (0, 1]>, +power<beta > 0>, +features and / or +scratch, e.g. "
             "uncertainty+skip0.1+random0.5 or cluster_uncertainty+features+skip0.5"
         )
     return policy, settings
@@ -455,6 +459,7 @@ def run_unit(grid: Grid, source: str, unit: Unit, workdir: Path) -> dict:
         for policy in unit.policies:
             arm = arm_name(policy, ssl)
             base_policy, settings = policy_spec(policy)
+            scratch = settings.pop(SCRATCH, None) == "scratch" and grid.warm_start
             oracle = base_policy in ORACLE_POLICIES
             select_by = "difficulty" if oracle else base_policy
             # an arm is its spec alone: params.yaml's own random / skip shares do not leak into it
@@ -490,13 +495,14 @@ def run_unit(grid: Grid, source: str, unit: Unit, workdir: Path) -> dict:
                     )
                 if oracle:
                     teacher = oracle_teacher(project, teacher, base_policy, zero_dir / policy / f"oracle{r - 1}")
+                round_params = with_overrides(policy_params, {"train.epochs": grid.epochs * (r + 1)})
                 current = run_round(
-                    policy_params,
+                    round_params if scratch else policy_params,
                     project.files(store),
                     zero_dir / policy / f"round{r}",
                     teacher=teacher,
                     annotate=project.annotator(store, r, arm, visible),
-                    init_weights=teacher.weights if grid.warm_start else None,
+                    init_weights=teacher.weights if grid.warm_start and not scratch else None,
                     select_seed=seed * 1000 + r,
                     budget=budget,
                     score=r < grid.rounds,
@@ -1065,8 +1071,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         nargs="+",
         type=lambda v: policy_spec(v) and v,
         metavar="POLICY",
-        help=f"of {', '.join((*POLICIES, *ORACLE_POLICIES))}; POLICY+random<share> draws that share of each "
-        "round's budget at random (select.random_share); the oracle ones select by the teacher's true error (bounds)",
+        help=f"of {', '.join((*POLICIES, *ORACLE_POLICIES))}, each optionally followed by +skip<share> "
+        "(select.skip_top_share), +random<share> (select.random_share), +power<beta> (select.sampling power), "
+        "+features (select.embedding features) and +scratch (every round from scratch); the oracle ones select by the "
+        "teacher's true error (bounds)",
     )
     parser.add_argument("--ssl", nargs="+", choices=SSL_MODES, help="train.ssl.mode of each arm (off = supervised)")
     parser.add_argument("--seeds", nargs="+", type=int)

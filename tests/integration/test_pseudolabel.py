@@ -166,6 +166,15 @@ def test_ray_data_predictions_are_image_pixels_and_beat_an_untrained_teacher(pro
     }
     diff = max(np.abs(ray_kp[int(i)] - kp).max() for i, kp in zip(direct.instance_id, direct.keypoints, strict=True))
     assert diff < 0.01, diff
+    # the learned embedding (select.embedding: features): the backbone's pooled features of each person, the same
+    # on both paths, and not one vector for everyone
+    embedding = list_column(table, "embedding")
+    order = np.argsort(direct.instance_id)
+    assert embedding.shape == (len(scores), direct.embedding.shape[1]) and np.isfinite(embedding).all()
+    np.testing.assert_allclose(
+        embedding[np.argsort(scores["instance_id"].to_numpy())], direct.embedding[order], atol=1e-4
+    )
+    assert np.linalg.norm(embedding - embedding.mean(0), axis=1).mean() > 1e-3
 
     # without Ray (the library round of the benchmarks): the same batches through the same code, the same file
     here = tmp_path / "in_process.parquet"
