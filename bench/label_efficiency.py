@@ -18,7 +18,8 @@ as the annotator; no Label Studio, no Ray:
         the new model over the pool (not in the last round)             pipeline.pseudolabel.score_pool (in process)
 
 An arm is (selection policy, ``train.ssl.mode``): any policy of ``pipeline.selection.POLICIES`` (random, combined
-uncertainty, cold_start, skip_hopeless, effort, or one signal), optionally ``+random<share>``. The SSL-off arms run
+uncertainty, cold_start, typiclust, cluster_uncertainty, skip_hopeless, effort, or one signal), optionally followed by
+the options of ``policy_spec`` (+skip, +random, +power, +features, +scratch). The SSL-off arms run
 first with the references; then ``Grid.ssl_policies`` (random and the best SSL-off policy) run with SSL on. Round 0
 is the same for every policy of one (seed, SSL mode), so it is trained once and shared.
 
@@ -27,8 +28,9 @@ scratch, as many optimiser steps as an arm's final model has seen) must reach ``
 verdicts are void: below it more labels cannot help enough for selection to matter.
 
 Warm start (CPU grid): each round starts from the previous round's kept weights, with a fresh optimiser and cosine
-schedule, like ``train.warm_start: previous``; every arm gets the same steps, so the comparison stays fair. The FULL
-grid trains each round from scratch.
+schedule, like ``train.warm_start: previous``; every arm gets the same steps, so the comparison stays fair; an arm
+with ``+scratch`` trains each round from random weights for as many steps as a warm-started model has seen by then.
+The FULL grid trains each round from scratch.
 
 Grids: ``CPU`` (the default, what ``python -m bench label_efficiency`` runs; sized in its comment to fit 2 hours on 2
 cores) and ``FULL`` (192x256, 5 rounds, every policy with SSL too; GPU-sized: ``--grid full``). Units (a seed's
@@ -83,6 +85,7 @@ from pipeline.labelstudio.oracle import is_unlabelable
 from pipeline.loop import Round, RoundFiles, annotate_from_truth, run_round
 from pipeline.ray_train import TrainedModel
 from pipeline.selection import (
+    CLUSTER_POLICIES,
     EXCLUDES_HOPELESS,
     POLICIES,
     hopeless_rows,
@@ -101,7 +104,7 @@ MIN_REFERENCE_AP = 0.4
 class Grid:
     """What one run measures. Counts < 1 are fractions of the labelable people (seed + pool)."""
 
-    policies: tuple[str, ...]  # selection policies (pipeline.selection.POLICIES), optionally "+random<share>"
+    policies: tuple[str, ...]  # selection policies (pipeline.selection.POLICIES), with policy_spec's options
     ssl: tuple[str, ...]  # train.ssl.mode values; every policy runs with each
     seeds: tuple[int, ...]  # data split and training seed
     rounds: int  # selection rounds R (R + 1 trainings per arm, round 0 shared)
@@ -203,7 +206,7 @@ def policy_spec(spec: str) -> tuple[str, dict[str, float | str]]:
         if name in ("features", "scratch"):
             settings |= {"embedding": "features"} if name == "features" else {SCRATCH: "scratch"}
         elif name == "power":
-            settings |= {"sampling": "power", "power_beta": float(value or 1.0)}
+            settings |= {"sampling": "power", "power_beta": float(value)}
         else:
             settings[{"skip": "skip_top_share", "random": "random_share"}[name]] = float(value or "nan")
     valid = (
@@ -211,6 +214,9 @@ def policy_spec(spec: str) -> tuple[str, dict[str, float | str]]:
         and "".join(f"+{name}{value}" for name, value in options) == plus + rest
         and len({name for name, _ in options}) == len(options)
         and all((name in ("features", "scratch")) != bool(value) for name, value in options)
+        # a cluster policy picks by its own rule (select refuses power sampling with it), and only it clusters
+        and not (policy in CLUSTER_POLICIES and "sampling" in settings)
+        and (policy in CLUSTER_POLICIES or "embedding" not in settings)
         and 0.0 < settings.get("random_share", 1.0) <= 1.0
         and 0.0 < settings.get("skip_top_share", 0.5) < 1.0
         and settings.get("power_beta", 1.0) > 0.0
@@ -218,8 +224,9 @@ def policy_spec(spec: str) -> tuple[str, dict[str, float | str]]:
     if not valid:
         raise argparse.ArgumentTypeError(
             f"{spec!r}: expected one of {', '.join((*POLICIES, *ORACLE_POLICIES))}, optionally followed by "
-            "+skip<share in (0, 1)>, +random<share in (0, 1]>, +power<beta > 0>, +features and / or +scratch, e.g. "
-            "uncertainty+skip0.1+random0.5 or cluster_uncertainty+features+skip0.5"
+            "+skip<share in (0, 1)>, +random<share in (0, 1]>, +power<beta > 0> (not with a cluster policy), "
+            "+features (only with one) and / or +scratch, e.g. uncertainty+skip0.1+random0.5 or "
+            "cluster_uncertainty+features+skip0.5"
         )
     return policy, settings
 
@@ -527,7 +534,7 @@ def run_unit(grid: Grid, source: str, unit: Unit, workdir: Path) -> dict:
                 labeled = current.merge_report["labeled_total"]
                 results["rows"].append(
                     {**row, "round": r, "labeled": labeled, "share": labeled / project.labelable, **dict(spent)}
-                    | _metrics(policy_params, current.trained)
+                    | _metrics(round_params if scratch else policy_params, current.trained)
                 )
                 progress(
                     f"{arm} round {r} ({labeled} labels, {spent['moved']} moved keypoints, "

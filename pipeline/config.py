@@ -339,11 +339,13 @@ class SelectParams:
         "sahr_sigma",
         "difficulty",
         "flip_disagreement",
+        "detection_score",
+        "keypoint_jump",
     ] = "uncertainty"  # with skip_top_share 0.5: the measured winner (docs/BENCHMARKS.md, "Issue #26 at a glance")
     budget: int = _p(20, ge=1, le=1_000_000)  # instances per round
     weights: SelectWeights = _p(SelectWeights())
     per_image: int = _p(0, ge=0, le=10_000)  # at most this many instances of one image (0: no cap)
-    diversity: bool = False  # k-center greedy on a pose embedding among the most uncertain candidates
+    diversity: bool = False  # k-center greedy on the embedding (``embedding``) among the most uncertain candidates
     # what cold_start, typiclust, cluster_uncertainty and diversity measure likeness in: the predicted pose relative
     # to its box, or the teacher's pooled backbone features (the pool predictions' embedding column)
     embedding: Literal["pose", "features"] = "pose"
@@ -356,7 +358,7 @@ class SelectParams:
         0.0, ge=0, le=1
     )  # share of the budget drawn at random from what the policy left (and skip)
     skip_top_share: float = _p(0.5, ge=0, lt=1)  # share of the eligible people the policy ranks first, left out
-    seed: int = _p(0, ge=0, le=MAX_SEED)  # the random policy's (and random_share's) seed
+    seed: int = _p(0, ge=0, le=MAX_SEED)  # the random policy's, random_share's, power sampling's and k-means' seed
     cold_start_labels: int = _p(400, ge=1, le=10_000_000)  # cold_start: labels at which picks are by uncertainty alone
     hopeless_min_keypoints: int = _p(3, ge=1, le=1000)  # hopeless: fewer keypoints than this found by the teacher ...
     hopeless_min_score: float = _p(0.3, ge=0, le=1)  # ... with at least this score

@@ -3,7 +3,8 @@
 
 Every signal is oriented so that larger = more uncertain and rank-normalised to [0, 1] before it is weighted, so no
 signal's scale dominates (a sigma in heatmap pixels and a share of hard keypoints are not comparable, their ranks
-are). Everything is vectorised over rows; the only Python loop is k-center's loop over the budget.
+are). Everything is vectorised over rows; the Python loops run over the budget (k-center, the clusters of the
+cluster policies) or k-means' iterations, never over the pool's rows.
 
 Arrays: ``scores`` frames have one row per pool instance with columns instance_id, image_id, image_readable and the
 signals of ``SIGNALS`` (NaN = signal absent, e.g. sahr_sigma of the ASLA head); keypoints (N, 2K) image px as
@@ -295,10 +296,11 @@ def feature_embedding(features: np.ndarray) -> np.ndarray:
     return features / np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
 
 
-def power_sample(count: int, size: int, beta: float, seed: int) -> np.ndarray:
+def power_sample(count: int, size: int, beta: float, seed: int | list[int]) -> np.ndarray:
     """``size`` of the positions 0..count-1 (a ranking, best first) drawn without replacement with probability
     proportional to r^beta, r = (count - position) / count the rank-normalised score (power acquisition, Kirsch et
-    al., TMLR 2023), by the Gumbel-top-k trick; returned in ranking order."""
+    al., TMLR 2023), by the Gumbel-top-k trick; returned in ranking order. r comes from the position, so people the
+    policy scores equal get different weights, in the ranking's tie order (instance id)."""
     size = min(size, count)
     if size <= 0:
         return np.zeros(0, np.int64)
@@ -368,8 +370,8 @@ def select(
             a model trained on few labels something wrong, while the hard people just below them teach nearly as
             much as random ones (docs/BENCHMARKS.md, "Issue #26 at a glance").
         sampling: "top" takes the policy's best; "power" draws them (``power_sample``, exponent ``power_beta``,
-            ``seed``) from the ranking that is left after the skip and the cap. Not with a cluster policy or
-            diversity, which choose by their own rule.
+            ``seed`` and ``labeled_count``) from the ranking that is left after the skip and the cap. Not with a
+            cluster policy or diversity, which choose by their own rule.
         keypoint_scores: (N, K) per-keypoint confidence, needed by skip_hopeless and effort (hopeless_rows,
             expected_moved_keypoints).
         labeled_count, cold_start_labels: cold_start weighs uncertainty by labeled_count / cold_start_labels (capped
@@ -454,7 +456,8 @@ def select(
         top = candidates[: int(np.ceil(by_policy * diversity_candidates))]
         rows = top[k_center_greedy(embedding[top], by_policy)]
     elif sampling == "power":
-        rows = candidates[power_sample(len(candidates), by_policy, power_beta, seed)]
+        # the labeled count in the seed: a new draw each round, not the same rank positions again
+        rows = candidates[power_sample(len(candidates), by_policy, power_beta, [seed, labeled_count])]
     else:
         rows = candidates[:by_policy]
     if by_policy < budget:

@@ -188,6 +188,7 @@ def test_ray_data_predictions_are_image_pixels_and_beat_an_untrained_teacher(pro
     np.testing.assert_allclose(
         list_column(here_table, "keypoints"), list_column(table, "keypoints"), rtol=1e-5, atol=1e-4
     )
+    np.testing.assert_allclose(list_column(here_table, "embedding"), embedding, rtol=1e-5, atol=1e-4)
 
 
 def test_combined_uncertainty_correlates_with_the_true_error(project, ray_local, tmp_path):

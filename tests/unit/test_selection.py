@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import get_args, get_type_hints
 
 import numpy as np
 import pandas as pd
@@ -13,6 +14,7 @@ from pipeline.config import SelectParams
 from pipeline.data.pool_predictions import confident_rows, pseudo_label_coco, to_table
 from pipeline.labelstudio.oracle import is_unlabelable
 from pipeline.selection import (
+    POLICIES,
     SIGNALS,
     combined_uncertainty,
     expected_moved_keypoints,
@@ -374,6 +376,8 @@ def test_power_sampling_favours_the_top_of_the_ranking_without_taking_it_whole()
     ]
     assert np.array_equal(select(scores, sampling="power", power_beta=1.0, seed=0, **common).rows, drawn[0].rows)
     assert not np.array_equal(drawn[0].rows, drawn[1].rows)  # another seed, other people
+    next_round = select(scores, sampling="power", power_beta=1.0, seed=0, labeled_count=20, **common)
+    assert not np.array_equal(next_round.rows, drawn[0].rows)  # and another round another draw
     mean_position = [position[d.rows].mean() for d in drawn]
     assert position[top.rows].mean() == pytest.approx(24.5)
     # p ~ r^beta over r in (0, 1]: the picks' mean position ~ 1 / (beta + 2) of the ranking; uniform would be 1/2
@@ -383,6 +387,10 @@ def test_power_sampling_favours_the_top_of_the_ranking_without_taking_it_whole()
     # it draws below the skipped tail, from what is left
     skipped = select(scores, sampling="power", power_beta=8.0, skip_top_share=0.5, **common)
     assert position[skipped.rows].min() >= 500
+
+
+def test_every_policy_of_the_library_is_a_valid_params_value():
+    assert set(get_args(get_type_hints(SelectParams)["policy"])) == set(POLICIES)
 
 
 def test_feature_embedding_clusters_by_angle_and_needs_the_column():
