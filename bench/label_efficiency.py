@@ -19,7 +19,7 @@ as the annotator; no Label Studio, no Ray:
 
 An arm is (selection policy, ``train.ssl.mode``): any policy of ``pipeline.selection.POLICIES`` (random, combined
 uncertainty, cold_start, typiclust, cluster_uncertainty, skip_hopeless, effort, or one signal), optionally followed by
-the options of ``policy_spec`` (+skip, +random, +power, +features, +scratch). The SSL-off arms run
+the options of ``policy_spec`` (+skip, +random, +power, +features, +scratch, +reinit). The SSL-off arms run
 first with the references; then ``Grid.ssl_policies`` (random and the best SSL-off policy) run with SSL on. Round 0
 is the same for every policy of one (seed, SSL mode), so it is trained once and shared.
 
@@ -29,7 +29,8 @@ verdicts are void: below it more labels cannot help enough for selection to matt
 
 Warm start (CPU grid): each round starts from the previous round's kept weights, with a fresh optimiser and cosine
 schedule, like ``train.warm_start: previous``; every arm gets the same steps, so the comparison stays fair; an arm
-with ``+scratch`` trains each round from random weights for as many steps as a warm-started model has seen by then.
+with ``+scratch`` trains each round from random weights for as many steps as a warm-started model has seen by then;
+one with ``+reinit`` from random weights for the round's own steps, as the product's ``train.warm_start: scratch``.
 The FULL grid trains each round from scratch.
 
 Grids: ``CPU`` (the default, what ``python -m bench label_efficiency`` runs; sized in its comment to fit 2 hours on 2
@@ -197,14 +198,15 @@ def policy_spec(spec: str) -> tuple[str, dict[str, float | str]]:
     -> the 10% the policy ranks first left out (``skip_top_share``); "+power2" -> the picks drawn with p ~ rank^2
     (``sampling: power``, ``power_beta``); "+features" -> clusters in the teacher's pooled features
     (``embedding: features``); "+scratch" -> every round trains from scratch (``SCRATCH``), where the grid warm
-    starts. Options may follow one policy in any order, each once. An oracle policy
+    starts, for as many steps as the warm-started model has seen; "+reinit" -> from scratch for the round's own
+    steps (the product's switch). Options may follow one policy in any order, each once. An oracle policy
     (``ORACLE_POLICIES``) stays itself; ``run_unit`` turns it into ``difficulty`` on the oracle's column."""
     policy, plus, rest = spec.partition("+")
-    options = re.findall(r"\+(skip|random|power|features|scratch)(\d*\.?\d+)?", plus + rest)
+    options = re.findall(r"\+(skip|random|power|features|scratch|reinit)(\d*\.?\d+)?", plus + rest)
     settings: dict[str, float | str] = {}
     for name, value in options:
-        if name in ("features", "scratch"):
-            settings |= {"embedding": "features"} if name == "features" else {SCRATCH: "scratch"}
+        if name in ("features", "scratch", "reinit"):
+            settings |= {"embedding": "features"} if name == "features" else {SCRATCH: name}
         elif name == "power":
             settings |= {"sampling": "power", "power_beta": float(value)}
         else:
@@ -213,7 +215,8 @@ def policy_spec(spec: str) -> tuple[str, dict[str, float | str]]:
         policy in (*POLICIES, *ORACLE_POLICIES)
         and "".join(f"+{name}{value}" for name, value in options) == plus + rest
         and len({name for name, _ in options}) == len(options)
-        and all((name in ("features", "scratch")) != bool(value) for name, value in options)
+        and all((name in ("features", "scratch", "reinit")) != bool(value) for name, value in options)
+        and sum(name in ("scratch", "reinit") for name, _ in options) <= 1
         # a cluster policy picks by its own rule (select refuses power sampling with it), and only it clusters
         and not (policy in CLUSTER_POLICIES and "sampling" in settings)
         and (policy in CLUSTER_POLICIES or "embedding" not in settings)
@@ -225,7 +228,7 @@ def policy_spec(spec: str) -> tuple[str, dict[str, float | str]]:
         raise argparse.ArgumentTypeError(
             f"{spec!r}: expected one of {', '.join((*POLICIES, *ORACLE_POLICIES))}, optionally followed by "
             "+skip<share in (0, 1)>, +random<share in (0, 1]>, +power<beta > 0> (not with a cluster policy), "
-            "+features (only with one) and / or +scratch, e.g. uncertainty+skip0.1+random0.5 or "
+            "+features (only with one) and / or one of +scratch / +reinit, e.g. uncertainty+skip0.1+random0.5 or "
             "cluster_uncertainty+features+skip0.5"
         )
     return policy, settings
@@ -466,7 +469,8 @@ def run_unit(grid: Grid, source: str, unit: Unit, workdir: Path) -> dict:
         for policy in unit.policies:
             arm = arm_name(policy, ssl)
             base_policy, settings = policy_spec(policy)
-            scratch = settings.pop(SCRATCH, None) == "scratch" and grid.warm_start
+            train_from = settings.pop(SCRATCH, None)
+            scratch = train_from is not None and grid.warm_start
             oracle = base_policy in ORACLE_POLICIES
             select_by = "difficulty" if oracle else base_policy
             # an arm is its spec alone: params.yaml's own random / skip shares do not leak into it
@@ -502,7 +506,8 @@ def run_unit(grid: Grid, source: str, unit: Unit, workdir: Path) -> dict:
                     )
                 if oracle:
                     teacher = oracle_teacher(project, teacher, base_policy, zero_dir / policy / f"oracle{r - 1}")
-                round_params = with_overrides(policy_params, {"train.epochs": grid.epochs * (r + 1)})
+                epochs = grid.epochs * (r + 1) if train_from == "scratch" else grid.epochs
+                round_params = with_overrides(policy_params, {"train.epochs": epochs})
                 current = run_round(
                     round_params if scratch else policy_params,
                     project.files(store),
@@ -1080,8 +1085,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         metavar="POLICY",
         help=f"of {', '.join((*POLICIES, *ORACLE_POLICIES))}, each optionally followed by +skip<share> "
         "(select.skip_top_share), +random<share> (select.random_share), +power<beta> (select.sampling power), "
-        "+features (select.embedding features) and +scratch (every round from scratch); the oracle ones select by the "
-        "teacher's true error (bounds)",
+        "+features (select.embedding features), +scratch (every round from scratch, the steps a warm start has "
+        "seen) or +reinit (from scratch, the round's own steps); the oracle ones select by the teacher's true error "
+        "(bounds)",
     )
     parser.add_argument("--ssl", nargs="+", choices=SSL_MODES, help="train.ssl.mode of each arm (off = supervised)")
     parser.add_argument("--seeds", nargs="+", type=int)
