@@ -305,10 +305,15 @@ def _clustered(n: int = 300, k: int = 17, seed: int = 0) -> tuple[pd.DataFrame, 
     return random_scores(n, seed), cluster, embedding
 
 
+def _distance_to_cluster_pose(embedding: np.ndarray, cluster: np.ndarray) -> np.ndarray:
+    """(n,) each row's distance to its cluster's mean pose: small = typical."""
+    return np.linalg.norm(embedding - np.stack([embedding[cluster == c].mean(0) for c in cluster]), axis=1)
+
+
 def test_cold_start_picks_one_typical_person_per_pose_cluster_then_moves_to_uncertainty():
     scores, cluster, embedding = _clustered()
     # the most uncertain people all stand far from their cluster's pose (atypical)
-    distance = np.linalg.norm(embedding - np.stack([embedding[cluster == c].mean(0) for c in cluster]), axis=1)
+    distance = _distance_to_cluster_pose(embedding, cluster)
     scores["response"] = 1.0 / (1.0 + distance)
     by_response = {"response": 1.0}
     early = select(
@@ -343,7 +348,7 @@ def test_cold_start_picks_one_typical_person_per_pose_cluster_then_moves_to_unce
 
 def test_typiclust_and_cluster_uncertainty_pick_one_person_per_cluster_whatever_the_labeled_count():
     scores, cluster, embedding = _clustered()
-    distance = np.linalg.norm(embedding - np.stack([embedding[cluster == c].mean(0) for c in cluster]), axis=1)
+    distance = _distance_to_cluster_pose(embedding, cluster)
     scores["response"] = 1.0 / (1.0 + distance)  # the atypical are the uncertain
     # and the 3 most uncertain of all stand in cluster 0: top-k would send cluster 0 three times
     scores.loc[np.flatnonzero(cluster == 0)[:3], "response"] = -1.0
