@@ -276,7 +276,7 @@ class TrainParams:
     amp: Literal["auto", "off", "bf16", "fp16"] = "auto"  # auto: bf16 on CUDA and on CPUs with native bf16
     channels_last: bool = True
     flip_test: bool = False  # validation with flip test
-    warm_start: Literal["scratch", "previous"] = "previous"  # previous: start from artifacts/model if present
+    warm_start: Literal["scratch", "previous"] = "scratch"  # previous: start from artifacts/model if present
     pseudo_labels: bool = False  # also train on the last round's confident pseudo-labels (pseudolabel stage)
     seed: int = _p(0, ge=0, le=MAX_SEED)
     augment: AugmentParams = _p(AugmentParams())
