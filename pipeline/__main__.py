@@ -1,4 +1,4 @@
-"""``python -m pipeline <command>``: the tools a user runs by hand between rounds."""
+"""python -m pipeline <command>: the tools a user runs by hand between rounds (the rounds themselves: dvc repro)."""
 
 from __future__ import annotations
 
@@ -41,9 +41,29 @@ def _sigma(text: str) -> float:
     return value
 
 
+class _HelpWithDefaults(argparse.ArgumentDefaultsHelpFormatter):
+    """Every option's help ends with its default, except where there is none to state (None, a flag's False)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None or action.default is False:
+            return action.help
+        return super()._get_help_string(action)
+
+
+class _Parser(argparse.ArgumentParser):
+    """A parser whose help states every option's default; its subcommands' parsers are of this class too."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("formatter_class", _HelpWithDefaults)
+        super().__init__(*args, **kwargs)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    """Every command and its options (``run`` says what each calls)."""
-    parser = argparse.ArgumentParser(prog="python -m pipeline", description=__doc__)
+    """Every command and its options (``run`` says what each calls).
+
+    Long because every option of every command is declared here, in one place, where a reader of ``--help`` looks.
+    """
+    parser = _Parser(prog="python -m pipeline", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser(
@@ -64,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     p = sub.add_parser("export-labels", help="the project's labels as COCO, DeepLabCut or SLEAP")
-    p.add_argument("--format", choices=("coco", "deeplabcut", "sleap"), required=True)
+    p.add_argument("--format", choices=("coco", "deeplabcut", "sleap"), required=True, help="the layout to write")
     p.add_argument("out", type=Path, help="COCO: a .json file; DeepLabCut: the project folder; SLEAP: a .slp file")
     p.add_argument("--project", type=Path, default=Path("."), help="project root")
     p.add_argument("--embed", action="store_true", help="SLEAP: store the frames in the .slp file")
@@ -77,24 +97,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sigmas", type=_sigma, nargs="+", default=None, help="OKS sigmas for a non-COCO schema")
 
     p = sub.add_parser("preview", help="draw the people of a COCO keypoint file onto a PNG contact sheet")
-    p.add_argument("annotations", type=Path)
+    p.add_argument("annotations", type=Path, help="a COCO keypoint file")
     p.add_argument("--images", type=Path, default=None, help="image folder (default: the file's folder)")
     p.add_argument("--out", type=Path, required=True, help="PNG to write")
     p.add_argument("--num", type=_positive_int, default=8, help="how many images (the first N with people)")
-    p.add_argument("--columns", type=_positive_int, default=4, help="images per row of the sheet (default 4)")
+    p.add_argument("--columns", type=_positive_int, default=4, help="images per row of the sheet")
 
     p = sub.add_parser("labelstudio", help="a local Label Studio server and the simulated annotator")
     ls_sub = p.add_subparsers(dest="ls_command", required=True)
-    q = ls_sub.add_parser("serve", help="run a local Label Studio until Ctrl-C; prints the two export lines")
-    q.add_argument("--port", type=_port, default=8080, help="TCP port on 127.0.0.1 (default 8080)")
+    q = ls_sub.add_parser(
+        "serve",
+        help="run a local Label Studio until Ctrl-C (in a terminal of its own); prints the two export lines",
+    )
+    q.add_argument("--port", type=_port, default=8080, help="TCP port on 127.0.0.1")
     q.add_argument("--data-dir", type=Path, default=Path(".labelstudio"), help="database, log, credentials")
     q.add_argument("--document-root", type=Path, default=Path("data"), help="folder served as local files")
-    q = ls_sub.add_parser("simulate", help="complete the pending tasks of a project from the hidden truth")
-    q.add_argument("--oracle", type=Path, default=Path("data/prepared/oracle.json"))
+    q = ls_sub.add_parser(
+        "simulate",
+        help="complete the pending tasks of a project from the hidden truth",
+    )
+    q.add_argument(
+        "--oracle", type=Path, default=Path("data/prepared/oracle.json"), help="COCO file with the hidden truth"
+    )
     q.add_argument("--project", default="poseloop", help="project title")
     q.add_argument("--noise", type=float, default=0.0, help="Gaussian noise on every keypoint, pixels (sigma)")
     q.add_argument("--miss-rate", type=float, default=0.0, help="probability of skipping a task")
-    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--seed", type=int, default=0, help="random seed of the noise and the skips")
     q.add_argument("--delay", type=float, default=0.0, help="seconds between tasks")
     q.add_argument(
         "--min-keypoints",
@@ -108,7 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("promote", help="move the registry's champion alias to a version (default: the challenger)")
     p.add_argument("--version", type=int, default=None, help="model version number (default: the challenger)")
     p.add_argument("--name", default=None, help="registered model (default: params.register.model_name)")
-    p.add_argument("--params", type=Path, default=Path("params.yaml"))
+    p.add_argument("--params", type=Path, default=Path("params.yaml"), help="the project's params file")
 
     p = sub.add_parser("status", help="round, label counts, Label Studio queue, champion and challenger")
     p.add_argument("--project", type=Path, default=Path("."), help="project root")
@@ -121,10 +149,10 @@ def _add_developer_commands(sub: argparse._SubParsersAction) -> None:
     """``synthetic`` and ``summary``: a look at the generated data and at the networks' size and cost."""
     p = sub.add_parser("synthetic", help="write a small synthetic data set (images/ and annotations.json)")
     p.add_argument("--out", type=Path, required=True, help="output folder (images/ and annotations.json)")
-    p.add_argument("--num-images", type=_positive_int, default=16, help="how many images (default 16)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.add_argument("--width", type=_positive_int, default=256, help="image width (default 256)")
-    p.add_argument("--height", type=_positive_int, default=256, help="image height (default 256)")
+    p.add_argument("--num-images", type=_positive_int, default=16, help="how many images")
+    p.add_argument("--seed", type=int, default=0, help="random seed")
+    p.add_argument("--width", type=_positive_int, default=256, help="image width")
+    p.add_argument("--height", type=_positive_int, default=256, help="image height")
     p.add_argument("--sheet", action="store_true", help="also write sheet.png with the keypoints drawn")
 
     p = sub.add_parser("summary", help="parameters and GMACs of every backbone")
@@ -134,9 +162,9 @@ def _add_developer_commands(sub: argparse._SubParsersAction) -> None:
         nargs=2,
         default=(192, 256),
         metavar=("W", "H"),
-        help="network input width and height (multiples of 32; default 192 256)",
+        help="network input width and height (multiples of 32)",
     )
-    p.add_argument("--keypoints", type=int, default=17, help="heatmap channels of the 1x1 head (default 17)")
+    p.add_argument("--keypoints", type=int, default=17, help="heatmap channels of the 1x1 head")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -172,7 +172,8 @@ def evaluate_keypoints(gt: dict, predictions: Sequence[dict], schema: KeypointSc
     metrics["num_predictions"] = len(predictions)
     metrics["sigma_source"] = schema.sigma_source
     metrics["sigmas"] = schema.describe_sigmas()
-    log.info("OKS sigmas used (%s): %s", schema.sigma_source, schema.describe_sigmas())
+    # once per split would print the same line twice per stage; the metrics file has them (``sigmas``)
+    log.debug("OKS sigmas used (%s): %s", schema.sigma_source, schema.describe_sigmas())
     return metrics
 
 

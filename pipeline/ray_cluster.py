@@ -3,15 +3,19 @@
 Imports nothing of the project, so training (pipeline/ray_train.py), the Ray Data pool run (pipeline/pseudolabel.py)
 and the stages share it without importing each other.
 
-    artifacts/logs/<stage>.log   Ray's driver-side loggers (ray, ray.data, ray.train, ...), INFO and up
+    artifacts/logs/<stage>.log   Ray's driver-side loggers (ray, ray.data, ray.train, ...), INFO and up, and the
+                                 lines the driver's C++ core worker writes to stderr (``core_worker_lines_to``)
     artifacts/logs/<stage>/      the local session's worker and actor stdout/stderr, copied before shutdown
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import re
 import shutil
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
@@ -131,7 +135,8 @@ def ray_session(num_cpus: int | None = None, log_to_driver: bool | None = None, 
     log_file = LOG_DIR / f"{stage}.log"
     route_ray_logs(log_file)
     address = os.environ.get("RAY_ADDRESS")
-    with nullcontext() if address else _this_machine_only():
+    quiet = nullcontext() if forward else core_worker_lines_to(log_file)
+    with quiet, nullcontext() if address else _this_machine_only():
         if address:
             ray.init(address=address, log_to_driver=forward, logging_level=logging.INFO)
         else:
@@ -143,6 +148,46 @@ def ray_session(num_cpus: int | None = None, log_to_driver: bool | None = None, 
             if not forward:
                 keep_worker_logs(LOG_DIR / stage)
             ray.shutdown()
+
+
+# A line of Ray's C++ logging: "[2026-12-06 19:03:31,660 E 29512 29512] core_worker.cc:2465: ...". Ray Data's actor
+# pools print one at level E on every run (ray-project/ray#57733: a spurious warning about constructor arguments),
+# which reads as an error in the middle of the stage's progress line (issue #25).
+_CPP_LOG_LINE = re.compile(rb"\[\d{4}-\d\d-\d\d [\d:,]+ [DIWEF] \d+ \d+\] [\w./]+\.cc:\d+: [^\n]*\n?")
+
+
+@contextmanager
+def core_worker_lines_to(log_file: Path) -> Iterator[None]:
+    """Inside the block, lines of Ray's C++ logging written to this process's stderr (file descriptor 2, where
+    Python's logging cannot reach them) go to ``log_file``; everything else, the progress line included, passes
+    through as written. A ``F`` (fatal) line is passed through as well as logged: it comes before a crash."""
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    read_end, write_end = os.pipe()
+    saved = os.dup(2)
+    os.dup2(write_end, 2)
+    os.close(write_end)
+
+    def forward() -> None:
+        with open(log_file, "ab") as log, contextlib.suppress(OSError):  # OSError: the block ended, a child still
+            while chunk := os.read(read_end, 65536):  # holding the pipe (join timed out), read_end closed
+                for line in _CPP_LOG_LINE.findall(chunk):
+                    log.write(line)
+                    log.flush()
+                    if b" F " in line[:40]:
+                        os.write(saved, line)
+                rest = _CPP_LOG_LINE.sub(b"", chunk)
+                if rest:
+                    os.write(saved, rest)
+
+    thread = threading.Thread(target=forward, name="core-worker-lines", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)  # closes the pipe's last write end: the thread drains what is left and stops
+        thread.join(timeout=5)
+        os.close(read_end)
+        os.close(saved)
 
 
 def resolve_use_gpu(setting: bool | str) -> bool:

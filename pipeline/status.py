@@ -4,7 +4,8 @@ Read-only: nothing is created (a missing file counts as empty; a missing local M
 Sources: round (``registry.round_number``: merge report, else the corrections store), labeled instances
 (data/train.json, before the first merge data/prepared/labeled.json), pool size (data/pool.json, the find stage's;
 in a project made before it data/prepared/pool.json), tasks pending in Label Studio
-(data/labelstudio/pending.json: ``{"pending": [instance ids]}``), corrected and skipped
+(data/labelstudio/pending.json: ``{"pending": [instance ids]}``, what the last pull found unanswered; the table's
+``waiting`` line gives the server's live count instead when ``LABEL_STUDIO_URL`` is set), corrected and skipped
 instances (the corrections store), champion and challenger (the registry: version, round, val AP, labeled count).
 """
 
@@ -113,11 +114,21 @@ def status_table(project_root: Path = Path("."), status: dict | None = None) -> 
     def count(value: int | None, what: str) -> str:
         return f"{value} {what}" if value is not None else "- (file not there yet)"
 
+    ls = s["label_studio"]
+    live = ls is not None and "error" not in ls
+    # One line about the tasks that wait for an annotator (issue #25: "pending 0" beside "waiting 20" read as two
+    # answers): the server's count now when it can be asked, else what the last pull found unanswered.
+    waiting = (
+        f"{ls['waiting']} tasks (Label Studio now: {ls['completed']} completed, {ls['skipped']} skipped of "
+        f"{ls['tasks']})"
+        if live
+        else f"{s['pending']} tasks at the last pull [data/labelstudio/pending.json]"
+    )
     rows = [
         ("round", str(s["round"])),
         ("labeled", f"{count(s['labeled'], 'instances')} [{s['labeled_file']}]"),
         ("pool", count(s["pool"], "instances")),
-        ("pending", f"{s['pending']} tasks in Label Studio"),
+        ("waiting", waiting),
         ("corrected", f"{s['corrected']} instances ({s['corrections']} corrections)"),
         ("skipped", f"{s['skipped']} instances"),
     ]
@@ -134,12 +145,13 @@ def status_table(project_root: Path = Path("."), status: dict | None = None) -> 
         rows.append(("champion", _model_line(registry["champion"])))
         rows.append(("challenger", _model_line(registry["challenger"])))
         rows.append(("registry", f"{registry['name']}, {registry['versions']} versions [{registry['tracking_uri']}]"))
-    ls = s["label_studio"]
     if ls is None:
         unset = not os.environ.get("LABEL_STUDIO_URL")
         rows.append(("label studio", "not connected (LABEL_STUDIO_URL unset)" if unset else "no state read"))
+    elif not live:
+        rows.append(("label studio", f"unavailable: {ls['error']}"))
     else:
-        rows.append(("label studio", ", ".join(f"{k} {v}" for k, v in ls.items())))
+        rows.append(("label studio", f"project {ls['project']}, annotators see model {ls['model_version']}"))
     width = max(len(key) for key, _ in rows)
     return "\n".join([f"poseloop status: {s['project']}", *(f"  {key:<{width}}  {value}" for key, value in rows)])
 

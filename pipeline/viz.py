@@ -23,7 +23,9 @@ def _px(point: np.ndarray) -> tuple[int, int]:
     return round(float(point[0]) * _ONE), round(float(point[1]) * _ONE)
 
 
-def _side_colours(schema: KeypointSchema) -> list[tuple[int, int, int]]:
+def side_colours(schema: KeypointSchema) -> list[tuple[int, int, int]]:
+    """(K,) RGB colour of each keypoint: the first of a flip pair left (orange), the second right (blue), the rest
+    centre (green). The overlays and the Label Studio config use the same, so a picture and a task read alike."""
     left = {a for a, _ in schema.flip_pairs}
     right = {b for _, b in schema.flip_pairs}
     return [
@@ -45,7 +47,7 @@ def draw_keypoints(
     Left keypoints orange, right blue, centre green, so a left/right swap is visible at a glance.
     """
     canvas = np.ascontiguousarray(image.copy())
-    colours = _side_colours(schema)
+    colours = side_colours(schema)
     thickness = max(1, radius // 2)
     for n, person in enumerate(np.asarray(keypoints, dtype=np.float64).reshape(-1, schema.num_keypoints, 3)):
         shown = person[:, 2] > 0

@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import logging
 from pathlib import Path
 
 import numpy as np
 
 from pipeline.config import load_params
+from pipeline.console import add_json_flag, stage_result
 from pipeline.data.coco import read_coco
 from pipeline.evaluation import evaluate_keypoints
 from pipeline.files import write_json
@@ -41,6 +41,7 @@ def main() -> None:
     parser.add_argument("--metrics", type=Path, default=Path("metrics/eval.json"))
     parser.add_argument("--plots-dir", type=Path, default=Path("plots"))
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
+    add_json_flag(parser)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
@@ -77,17 +78,19 @@ def main() -> None:
         for plot in plots:
             mlflow.log_artifact(str(plot), artifact_path="plots")
     val, test = results["val"], results["test"]
-    print(
-        json.dumps(
-            {
-                "metrics": str(args.metrics),
-                "val_ap": val["ap"],
-                "val_pck10": val["pck10"],
-                "test_ap": None if test is None else test["ap"],
-                "flip_test": flip_test,
-            }
-        )
+    result = {
+        "metrics": str(args.metrics),
+        "val_ap": val["ap"],
+        "val_pck10": val["pck10"],
+        "test_ap": None if test is None else test["ap"],
+        "flip_test": flip_test,
+    }
+    line = (
+        f"val AP {val['ap']:.3f}, PCK@0.1 {val['pck10']:.3f}, test AP "
+        + ("-" if test is None else f"{test['ap']:.3f}")
+        + (" (flip test)" if flip_test else "")
     )
+    stage_result("evaluate", line, result, args.json)
 
 
 def _write_plots(plots_dir: Path, results: dict, worst_rows: list[dict], sheet: np.ndarray) -> list[Path]:

@@ -8,11 +8,11 @@ and its output are described in pipeline/finding.py.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 from pathlib import Path
 
 from pipeline.config import load_params
+from pipeline.console import add_json_flag, stage_result
 from pipeline.files import write_json
 from pipeline.finding import find_pool
 from pipeline.ray_cluster import ray_session, resolve_use_gpu
@@ -26,6 +26,7 @@ def main() -> None:
     parser.add_argument("--finder", type=Path, default=Path("artifacts/finder"), help="the trained finder")
     parser.add_argument("--metrics", type=Path, default=Path("metrics/find.json"))
     parser.add_argument("--params", type=Path, default=Path("params.yaml"), help="the parameters file")
+    add_json_flag(parser)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
@@ -48,7 +49,13 @@ def main() -> None:
 
     metrics = find_pool(params, args.prepared, args.out, args.finder, pool_pass=on_ray)
     write_json(args.metrics, metrics)
-    print(json.dumps({k: metrics[k] for k in ("unboxed_images", "finder", "found")}))
+    line = (
+        f"{metrics['found']} people found in {metrics['unboxed_images']} images without boxes (finder "
+        f"{metrics['finder']})"
+        if metrics["unboxed_images"]
+        else "every pool image comes with its boxes: nothing to find"
+    )
+    stage_result("find", line, {k: metrics[k] for k in ("unboxed_images", "finder", "found")}, args.json)
 
 
 if __name__ == "__main__":

@@ -7,11 +7,11 @@ empty store: in round 1 train.json holds the seed labels only.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from pathlib import Path
 
+from pipeline.console import add_json_flag, stage_result
 from pipeline.files import write_json
 from pipeline.merge import merge_labels
 
@@ -23,6 +23,7 @@ def main() -> None:
     parser.add_argument("--corrections", type=Path, default=Path("data/corrections"), help="corrections store folder")
     parser.add_argument("--out", type=Path, default=Path("data/train.json"))
     parser.add_argument("--report", type=Path, default=Path("data/merge_report.json"))
+    add_json_flag(parser)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
@@ -31,17 +32,20 @@ def main() -> None:
     summary = {
         k: report[k] for k in ("round", "labeled_total", "seed", "human_instances", "conflicts", "removed_no_person")
     }
-    print(
-        json.dumps(
-            {
-                "train": str(args.out),
-                **summary,
-                "unknown_instances": len(report["unknown_instances"]),
-                "remapped": len(report["remapped"]),
-                "mismatched": len(report["mismatched"]),
-            }
-        )
+    result = {
+        "train": str(args.out),
+        **summary,
+        "unknown_instances": len(report["unknown_instances"]),
+        "remapped": len(report["remapped"]),
+        "mismatched": len(report["mismatched"]),
+    }
+    line = (
+        f"round {report['round']}: {report['labeled_total']} labeled ({report['seed']} seed, "
+        f"{report['human_instances']} from annotators), {report['conflicts']} conflicts, "
+        f"{report['removed_no_person']} removed as no person"
+        + (f", {len(report['mismatched'])} not applied (below)" if report["mismatched"] else "")
     )
+    stage_result("merge", line, result, args.json)
     for m in report["mismatched"]:  # human work that cannot be placed: say so where the user looks
         print(f"merge: {m['record']} of instance {m['instance_id']} not applied: {m['message']}", file=sys.stderr)
 

@@ -8,11 +8,11 @@ The teacher is this round's model (``pseudolabel.teacher: latest``) or the regis
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
 from pipeline.config import load_params
+from pipeline.console import add_json_flag, stage_result
 from pipeline.data.coco import read_coco, write_coco
 from pipeline.data.pool_predictions import (
     SIGNAL_COLUMNS,
@@ -43,6 +43,7 @@ def main() -> None:
         help="where pseudolabel.teacher: champion downloads the champion's files",
     )
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
+    add_json_flag(parser)
     args = parser.parse_args()
     params = load_params(args.params)
     cfg = params.pseudolabel
@@ -87,7 +88,12 @@ def main() -> None:
         import mlflow
 
         mlflow.log_metrics({k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))})
-    print(json.dumps(metrics))
+    line = (
+        f"{metrics['instances']} people scored by {metrics['model_version']} in {metrics['seconds']:.0f} s, "
+        f"{metrics['confident_pseudo_labels']} confident pseudo-labels"
+        + (f", {metrics['unreadable']} unreadable" if metrics["unreadable"] else "")
+    )
+    stage_result("pseudolabel", line, metrics, args.json)
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 from pipeline.config import load_params
+from pipeline.console import add_json_flag, stage_result
 from pipeline.corrections import AnnotationProblem, Correction, Skip, read_store, write_pull
 from pipeline.data.coco import read_coco
 from pipeline.data.labelstudio.annotations import parse_export_file
@@ -37,6 +38,7 @@ def main() -> None:
     parser.add_argument("--export", type=Path, default=Path("artifacts/export.json"), help="what export sent")
     parser.add_argument("--pool", type=Path, default=Path("data/pool.json"))
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
+    add_json_flag(parser)
     args = parser.parse_args()
     cfg = load_params(args.params).export
     schema = read_coco(args.pool).schema
@@ -82,7 +84,11 @@ def main() -> None:
     content = json.dumps({"pending": sorted(pending)}, indent=1) + "\n"
     if not args.pending.is_file() or args.pending.read_text() != content:
         atomic_write(args.pending, content)
-    print(json.dumps({"new_files": [p.name for p in written], "pending": len(pending), "unreadable": len(unreadable)}))
+    result = {"new_files": [p.name for p in written], "pending": len(pending), "unreadable": len(unreadable)}
+    line = f"{len(written)} new correction files, {len(pending)} tasks still waiting for an annotator" + (
+        f", {len(unreadable)} files unreadable (below)" if unreadable else ""
+    )
+    stage_result("pull", line, result, args.json)
     # The stage succeeds with the broken files named: what was readable is stored and DVC caches it with this run
     # (failing here would leave the new store file outside dvc.lock). A broken file stays in the inbox and is read
     # again at every pull, so fixing it is all it takes.

@@ -22,6 +22,7 @@ import json
 from pathlib import Path
 
 from pipeline.config import load_params
+from pipeline.console import add_json_flag, stage_result
 from pipeline.data.coco import read_coco
 from pipeline.files import file_md5, write_json
 from pipeline.registry import data_hash, record_round, register_version, round_number
@@ -45,6 +46,7 @@ def main() -> None:
     parser.add_argument("--plots-dir", type=Path, default=Path("plots"), help="the evaluate stage's plots")
     parser.add_argument("--rounds", type=Path, default=Path("plots/rounds.csv"), help="AP per round (appended)")
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
+    add_json_flag(parser)
     args = parser.parse_args()
 
     cfg = load_params(args.params).register
@@ -75,7 +77,8 @@ def main() -> None:
         },
     )
     write_json(args.out, registry)
-    print(json.dumps({**registry, "ap": result.ap, "decision": result.promotion_reason}))
+    line = f"{registry['model_version']} (round {registry['round']}, val AP {result.ap:.3f}): {result.promotion_reason}"
+    stage_result("register", line, {**registry, "ap": result.ap, "decision": result.promotion_reason}, args.json)
 
 
 if __name__ == "__main__":

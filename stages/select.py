@@ -9,10 +9,10 @@ instance that is labeled (--labeled), corrected or skipped (data/corrections) or
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from pipeline.config import load_params
+from pipeline.console import add_json_flag, stage_result
 from pipeline.files import write_json
 from pipeline.selection import select_next, selection_metrics
 from pipeline.tracking import stage_run
@@ -29,6 +29,7 @@ def main() -> None:
     parser.add_argument("--metrics", type=Path, default=Path("metrics/selection.json"))
     parser.add_argument("--plot", type=Path, default=Path("plots/selection_scores.png"))
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
+    add_json_flag(parser)
     args = parser.parse_args()
 
     params = load_params(args.params)
@@ -43,7 +44,12 @@ def main() -> None:
 
         mlflow.log_metrics({k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))})
         mlflow.log_artifact(str(plot), artifact_path="plots")
-    print(json.dumps(metrics))
+    line = (
+        f"{metrics['selected']} of {metrics['eligible']} eligible people sent (policy {metrics['policy']}"
+        + (f", the {metrics['skipped_top']} it ranks first left out" if metrics.get("skipped_top") else "")
+        + f"), {metrics.get('review_queue', 0)} of them to review"
+    )
+    stage_result("select", line, metrics, args.json)
 
 
 if __name__ == "__main__":

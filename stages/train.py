@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import logging
 from pathlib import Path
 
 import numpy as np
 
 from pipeline.config import Params, load_params
+from pipeline.console import add_json_flag, stage_result
 from pipeline.data.coco import read_coco
 from pipeline.data.dataset import TopDownDataset, instances_from_coco
 from pipeline.files import write_json
@@ -42,6 +42,7 @@ def main() -> None:
         help="the last round's confident pseudo-labels (read when train.pseudo_labels is true)",
     )
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
+    add_json_flag(parser)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
@@ -70,7 +71,11 @@ def main() -> None:
     pictures = [learning_curve(history, args.curve.with_suffix(".png")), _val_predictions(args, params)]
     with stage_run("train", tags={"labeled_instances": str(trained.labeled)}):
         log_training(history, params, args.out, pictures)
-    print(json.dumps({"model": str(args.out), **final}))
+    line = (
+        f"val AP {final['val_ap']:.3f} at epoch {final['best_epoch']} of {final['epochs']} -> {args.out} "
+        f"(all figures: {args.metrics})"
+    )
+    stage_result("train", line, {"model": str(args.out), **final}, args.json)
 
 
 def _val_predictions(args: argparse.Namespace, params: Params, count: int = 8) -> Path:

@@ -34,7 +34,7 @@ from label_studio_sdk.core.api_error import ApiError
 
 from pipeline.corrections import AnnotationProblem, Correction, Skip
 from pipeline.data.labelstudio.annotations import collect_task_records, parse_model_versions
-from pipeline.data.labelstudio.config import keypoint_labels, labeling_config
+from pipeline.data.labelstudio.config import instructions_html, keypoint_labels, labeling_config
 from pipeline.keypoints import KeypointSchema
 
 log = logging.getLogger(__name__)
@@ -298,8 +298,9 @@ def get_or_create_project(
     The project's ``model_version`` (which predictions annotators see) is set when given and predictions of that
     version exist; the server refuses a version without predictions, so ``send_tasks`` sets it again after import.
     Title: at least 3 characters (server rule). Projects use sequential sampling: tasks are served in import order,
-    which is ``rank`` order; Label Studio's "uncertainty sampling" serves the *lowest* prediction score first, the
-    opposite of our score (= uncertainty).
+    which is ``rank`` order; Label Studio's "uncertainty sampling" would serve the lowest prediction score (the
+    model's mean keypoint confidence) first, close to but not the selection's ranking. The project's instructions
+    (``expert_instruction``) are ``config.INSTRUCTIONS``, shown before the first task.
 
     Long because each API call has its retry beside it; creating the project, its storage and its settings is one
     idempotent sequence.
@@ -335,19 +336,27 @@ def get_or_create_project(
                 f"{list(schema.names)}: use another project title for this schema"
             )
         project_id = int(project.id)
-        if full.label_config != labeling_config(schema):  # made by an earlier version: same keypoints, older controls
-            # (a control added since, e.g. "missed person"); Label Studio checks that existing annotations still fit
+        if full.label_config != labeling_config(schema) or full.expert_instruction != instructions_html():
+            # made by an earlier version: same keypoints, older controls (a control added since, e.g. "missed
+            # person") or older instructions; Label Studio checks that existing annotations still fit the config
             retry(
-                lambda: ls.projects.update(id=project_id, label_config=labeling_config(schema)),
+                lambda: ls.projects.update(
+                    id=project_id,
+                    label_config=labeling_config(schema),
+                    expert_instruction=instructions_html(),
+                    show_instruction=True,
+                ),
                 f"update the labeling config of project {project_id}",
             )
-            log.info("project %r (id %d): labeling config brought up to date", title, project_id)
+            log.info("project %r (id %d): labeling config and instructions brought up to date", title, project_id)
     else:
         created = retry(
             lambda: ls.projects.create(
                 title=title,
                 label_config=labeling_config(schema),
                 description="poseloop: correct the pre-annotated keypoints of one person per task",
+                expert_instruction=instructions_html(),
+                show_instruction=True,  # shown before the first task, and behind the editor's info button
                 show_collab_predictions=True,
                 sampling="Sequential sampling",
             ),

@@ -108,7 +108,7 @@ def test_file_handoff_export_inbox_pull_and_merge(project):
     done = [_accept(t, 10 + i, 100 + i) for i, t in enumerate(tasks[:3])]
     done.append(_accept(tasks[3], 13, 103, was_cancelled=True))
     (inbox / "batch1.json").write_text(json.dumps(done))
-    out = _stage(project, "stages.pull").stdout
+    out = _stage(project, "stages.pull", "--json").stdout
     files = sorted((project / "data" / "corrections").glob("*.json"))
     assert len(files) == 1 and json.loads(out.splitlines()[-1])["new_files"] == [files[0].name]
     stored = json.loads(files[0].read_text())
@@ -126,7 +126,8 @@ def test_file_handoff_export_inbox_pull_and_merge(project):
     # a broken inbox file: named on stderr, the stage succeeds (DVC caches what it stored), the good work stays
     (inbox / "broken.json").write_text('{"not": "a list"}')
     warned = _stage(project, "stages.pull")
-    assert "broken.json" in warned.stderr and json.loads(warned.stdout.splitlines()[-1])["unreadable"] == 1
+    assert "broken.json" in warned.stderr and "1 files unreadable (below)" in warned.stdout  # the one line
+    assert json.loads(_stage(project, "stages.pull", "--json").stdout.splitlines()[-1])["unreadable"] == 1
     assert sorted((project / "data" / "corrections").glob("*.json")) == files
     assert {p: p.read_bytes() for p in files} == {p: before[p] for p in files}
     (inbox / "broken.json").unlink()
@@ -164,7 +165,13 @@ def test_select_stage_sends_hopeless_people_to_a_review_queue_that_export_marks(
     (project / "params_review.yaml").write_text(yaml.safe_dump(raw))
     out = json.loads(
         _stage(
-            project, "stages.select", "--params", "params_review.yaml", "--labeled", "data/prepared/labeled.json"
+            project,
+            "stages.select",
+            "--params",
+            "params_review.yaml",
+            "--labeled",
+            "data/prepared/labeled.json",
+            "--json",
         ).stdout.splitlines()[-1]
     )
     assert out["excluded_hopeless"] == 4 and out["review_queue"] == 2 and out["selected"] == 3

@@ -29,7 +29,7 @@ require_label_studio()
 
 from pipeline.data.labelstudio import annotations  # noqa: E402  # after the loud skip
 from pipeline.data.labelstudio import tasks as task_format  # noqa: E402
-from pipeline.data.labelstudio.config import keypoint_labels  # noqa: E402
+from pipeline.data.labelstudio.config import instructions_html, keypoint_labels, labeling_config  # noqa: E402
 from pipeline.labelstudio import client, oracle  # noqa: E402
 
 COCO17 = KeypointSchema.coco17()
@@ -47,7 +47,15 @@ def test_project_config_accepted_storage_once_and_images_served(labelstudio_env)
     pid = client.get_or_create_project(ls, "config check", COCO17, root)
     assert client.get_or_create_project(ls, "config check", COCO17, root) == pid  # reused by title
     assert len(ls.import_storage.local.list(project=pid)) == 1  # attached once
-    assert keypoint_labels(ls.projects.get(id=pid).label_config) == list(COCO17.names)
+    project = ls.projects.get(id=pid)
+    assert keypoint_labels(project.label_config) == list(COCO17.names)
+    # issue #25: the server accepted the config with its instructions, note header and hotkey, and shows the
+    # instructions before the first task; a project made with older instructions is brought up to date
+    assert project.label_config == labeling_config(COCO17) and 'hotkey="o"' in project.label_config
+    assert project.expert_instruction == instructions_html() and project.show_instruction is True
+    ls.projects.update(id=pid, expert_instruction="old words")
+    client.get_or_create_project(ls, "config check", COCO17, root)
+    assert ls.projects.get(id=pid).expert_instruction == instructions_html()
     # The editor loads images through the local-files URL of the task: the storage makes it servable.
     url = task_format.image_url(f"prepared/{coco['images'][0]['file_name']}")
     request = urllib.request.Request(
@@ -234,6 +242,13 @@ def test_simulate_command_line(labelstudio_env, tmp_path, capsys):
     out = capsys.readouterr()
     assert code == 0, out.err
     assert "3 annotated, 0 skipped" in out.out
+    # status's one line about waiting tasks comes from the live server when there is one (issue #25)
+    from pipeline.status import label_studio_state, status_dict, status_table
+
+    status = {**status_dict(tmp_path), "label_studio": label_studio_state("cli check")}
+    table = status_table(tmp_path, status)
+    assert "waiting       0 tasks (Label Studio now: 3 completed, 0 skipped of 3)" in table, table
+    assert "annotators see model" in table and "pending" not in table
     assert main(["labelstudio", "simulate", "--oracle", str(path), "--project", "no such project"]) == 1
     assert "no Label Studio project titled 'no such project'" in capsys.readouterr().err
 

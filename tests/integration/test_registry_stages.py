@@ -36,7 +36,7 @@ def _stage(module: str, args: list[str], cwd: Path, store: Path) -> dict:
         MLFLOW_DISABLE_TELEMETRY="true",
     )
     out = subprocess.run(
-        [sys.executable, "-m", module, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
+        [sys.executable, "-m", module, *args, "--json"], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
     )
     assert out.returncode == 0, out.stderr[-3000:]
     return json.loads(out.stdout.strip().splitlines()[-1])

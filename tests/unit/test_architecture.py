@@ -123,7 +123,10 @@ LAYER_OF = {
         ),
         DATA,
     ),
-    **dict.fromkeys(("pipeline", "pipeline.keypoints", "pipeline.codec", "pipeline.files", "pipeline.checks"), BASE),
+    **dict.fromkeys(
+        ("pipeline", "pipeline.keypoints", "pipeline.codec", "pipeline.files", "pipeline.checks", "pipeline.console"),
+        BASE,
+    ),
 }
 
 

@@ -290,11 +290,11 @@ def project(tmp_path_factory) -> Path:
     return make_project(tmp_path_factory.mktemp("human_work"), small_params())
 
 
-def _stage(project: Path, module: str) -> subprocess.CompletedProcess:
+def _stage(project: Path, module: str, *args: str) -> subprocess.CompletedProcess:
     env = dict(os.environ, PYTHONPATH=str(REPO))
     env.pop("LABEL_STUDIO_URL", None)
     return subprocess.run(
-        [sys.executable, "-m", module], cwd=project, env=env, capture_output=True, text=True, timeout=300
+        [sys.executable, "-m", module, *args], cwd=project, env=env, capture_output=True, text=True, timeout=300
     )
 
 
@@ -341,7 +341,7 @@ def test_one_pull_of_four_inbox_files_is_one_round_and_a_broken_file_keeps_nothi
     for n in range(4):
         _inbox_file(project, f"batch{n}.json", pool_ids[2 * n : 2 * n + 2], first_task=100 + 10 * n)
     (project / "data" / "inbox" / "broken.json").write_text('{"not": "a list"}')
-    done = _stage(project, "stages.pull")
+    done = _stage(project, "stages.pull", "--json")
     # the stage succeeds (so DVC caches what it stored) and names the broken file
     assert done.returncode == 0, done.stderr[-3000:]
     assert "broken.json" in done.stderr and "not imported" in done.stderr

@@ -13,6 +13,7 @@ import httpx
 import numpy as np
 import pytest
 
+from pipeline import viz
 from pipeline.corrections import Correction, Skip
 from pipeline.keypoints import KeypointSchema
 from tests.support.labelstudio_server import SCHEMA4, require_label_studio, true_instances
@@ -24,7 +25,7 @@ from label_studio_sdk.core.api_error import ApiError  # noqa: E402  # after the 
 
 from pipeline.data.labelstudio import annotations, coordinates  # noqa: E402
 from pipeline.data.labelstudio import tasks as task_format  # noqa: E402
-from pipeline.data.labelstudio.config import keypoint_labels, labeling_config  # noqa: E402
+from pipeline.data.labelstudio.config import INSTRUCTIONS, instructions_html, keypoint_labels, labeling_config  # noqa: E402
 from pipeline.labelstudio import client  # noqa: E402
 
 COCO17 = KeypointSchema.coco17()
@@ -51,6 +52,24 @@ def test_labeling_config_has_every_control():
     assert choices.get("name") == "occluded" and choices.get("perRegion") == "true"
     assert [e.get("value") for e in choices.iter("Choice")] == ["occluded"]
     assert keypoint_labels(labeling_config(SCHEMA4)) == ["snout", "left_ear", "right_ear", "tail"]
+
+
+def test_labeling_config_tells_the_annotator_what_to_do():
+    """Issue #25: the task says whom to correct and how, shows its own note, colours keypoints by side as the
+    overlays do, and sets occluded by a key."""
+    root = ET.fromstring(labeling_config(COCO17))
+    headers = [e.get("value") for e in root.findall("Header")]
+    assert headers[: len(INSTRUCTIONS)] == list(INSTRUCTIONS) and "$note" in headers
+    assert "magenta box only" in headers[0]
+    (person,) = [e for e in root.find("RectangleLabels").iter("Label") if e.get("value") == "person"]
+    assert person.get("background") == "#ff00ff"
+    colours = {e.get("value"): e.get("background") for e in root.find("KeyPointLabels").iter("Label")}
+    assert colours["left_wrist"] == "#ff8000" and colours["right_wrist"] == "#00a0ff" and colours["nose"] == "#00dc00"
+    assert colours["left_wrist"] == "#{:02x}{:02x}{:02x}".format(*viz.LEFT_COLOUR)  # the overlays' orange
+    (occluded,) = root.find("Choices").iter("Choice")
+    assert occluded.get("hotkey") == "o" and "press O (occluded)" in " ".join(INSTRUCTIONS)
+    html = instructions_html()
+    assert html.count("<li>") == len(INSTRUCTIONS) and "magenta box" in html
 
 
 # ---------------------------------------------------------------------------------------------- pure: conversion
@@ -103,9 +122,11 @@ def test_task_to_correction_round_trip_keeps_visibility():
         "image_id": 9,
         "bbox": ann["bbox"],
         "image_file": "images/a b&c.png",
+        "uncertainty": 0.7,
+        "note": "Check every keypoint.",  # no scores: nothing to point at
     }
     (prediction,) = task["predictions"]
-    assert prediction["model_version"] == "pose/3" and prediction["score"] == 0.7
+    assert prediction["model_version"] == "pose/3" and "score" not in prediction  # no scores, no confidence
     kps = [r for r in prediction["result"] if r["type"] == "keypointlabels"]
     assert all(r["parentID"] == "box" for r in kps)
     assert len(kps) == ann["num_keypoints"]
@@ -147,6 +168,13 @@ def test_instance_to_task_prediction_details():
     # NaN = no prediction; score below min_score = not pre-placed; outside the image = clipped onto the border.
     assert set(points) == {"snout", "right_ear"}
     assert points["snout"]["score"] == 0.9
+    # issue #25: the prediction's percentage is the model's confidence (mean keypoint score), not the uncertainty;
+    # the note names the keypoints to check first, least sure first, including one too unsure to pre-place
+    assert task["predictions"][0]["score"] == pytest.approx((0.9 + 0.8 + 0.7 + 0.05) / 4)
+    assert task["data"]["uncertainty"] == 0.25
+    assert task["data"]["note"] == "Model confidence 61%. Check first: tail (least sure)."
+    # a 30x40 px person: dots of 0.03 x sqrt(1200) = 1.04 px, not 3 px
+    assert points["snout"]["value"]["width"] == pytest.approx(0.03 * 1200**0.5 * 100 / 100)
     assert points["right_ear"]["value"]["x"] == 0.0 and points["right_ear"]["value"]["y"] == 100.0
     with pytest.raises(ValueError, match="3 scores for 4 keypoints"):
         task_format.instance_to_task(
@@ -164,6 +192,34 @@ def test_instance_to_task_prediction_details():
         )
     with pytest.raises(ValueError, match="relative to the document root"):
         task_format.image_url("/abs/a.png")
+
+
+def test_keypoint_scores_read_on_a_0_to_1_scale_and_the_note_orders_the_unsure():
+    """A heatmap peak can overshoot 1 (nose 1.15 was seen in the UI); the task shows it as 100 %."""
+    scores = np.array([1.15, 0.2, np.nan, 0.45])
+    task = task_format.instance_to_task(
+        instance_id=1,
+        image_id=2,
+        image_path="x.jpg",
+        width=640,
+        height=480,
+        bbox=[10, 10, 200, 300],
+        keypoints=np.array([[20.0, 20.0], [30, 30], [np.nan, np.nan], [40, 40]]).ravel(),
+        scores=scores,
+        schema=SCHEMA4,
+        model_version="m/1",
+        uncertainty=0.9,
+        queue="review",
+    )
+    result = task["predictions"][0]["result"]
+    points = {r["value"]["keypointlabels"][0]: r for r in result if r["type"] == "keypointlabels"}
+    assert points["snout"]["score"] == 1.0 and all(0 <= r["score"] <= 1 for r in points.values())
+    assert 0 <= task["predictions"][0]["score"] <= 1
+    assert task["data"]["note"] == (
+        "The model finds this person very hard: label them if you can, else Skip. Model confidence 55%. "
+        "Check first: left ear, tail (least sure)."
+    )
+    assert points["snout"]["value"]["width"] == pytest.approx(task_format.POINT_SIZE_PX * 100 / 640)  # a big person
 
 
 def test_predictions_pass_label_studio_validation():

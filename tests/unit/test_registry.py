@@ -256,6 +256,9 @@ def test_status_reports_counts_and_the_registry(project, store):
     assert f"v1 ({NAME}/1), round 1, val AP 0.4000, 41 labeled" in table
     assert f"v2 ({NAME}/2), round 2, val AP 0.4500, 42 labeled" in table
     assert "LABEL_STUDIO_URL unset" in table
+    # one line about the tasks that wait (issue #25): without a server, what the last pull found unanswered
+    assert "  waiting       5 tasks at the last pull [data/labelstudio/pending.json]" in table
+    assert "pending" not in table.replace("pending.json", "")
 
 
 def test_evaluate_with_an_empty_test_split_writes_null(project, store, monkeypatch):

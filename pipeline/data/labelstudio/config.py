@@ -20,6 +20,7 @@ import xml.etree.ElementTree as ET
 from xml.sax.saxutils import quoteattr
 
 from pipeline.keypoints import KeypointSchema
+from pipeline.viz import side_colours
 
 IMAGE_NAME = "image"  # the Image object tag; tasks carry the image URL in data["image"]
 BOX_NAME = "box"  # RectangleLabels control
@@ -30,17 +31,34 @@ ADDED_LABEL = "missed person"  # RectangleLabels label of a person the task did 
 ADDED_KEYPOINT_NAME = "kp_missed"  # KeyPointLabels control of the missed people's keypoints
 OCCLUDED_CHOICE = "occluded"
 
-# Left / right / centre keypoints in three colours, so a left-right swap is visible at a glance.
-_LEFT_COLOUR, _RIGHT_COLOUR, _CENTRE_COLOUR = "#1f77b4", "#d62728", "#2ca02c"
+OCCLUDED_HOTKEY = "o"  # sets ``occluded`` on the selected keypoint
+PERSON_COLOUR, ADDED_COLOUR = "#ff00ff", "#ffd700"  # magenta / gold: apart from the keypoints' orange, blue, green
+# The task's own line of text (``Header value="$note"``): what the model is least sure of (tasks.task_note).
+NOTE_FIELD = "note"
+
+# What an annotator reads above every task, and (as HTML) in the project's instructions. Label Studio's keyboard: a
+# keypoint is selected by clicking it, deleted with Backspace; the hotkey below toggles its occluded choice.
+INSTRUCTIONS = (
+    "Correct the person in the magenta box only; other people in the picture have tasks of their own.",
+    "Drag every keypoint to where it is. Keypoints are coloured by side: left orange, right blue, centre green.",
+    "A joint hidden behind something but whose place you can tell: keep it there, select it and press "
+    f"{OCCLUDED_HOTKEY.upper()} (occluded). A joint you cannot place at all (cut off by the image edge, or no clue "
+    "where it is): select it and press Backspace.",
+    "Move the box edges if they do not fit the person. No person in the box: delete every region, then Submit. "
+    "Cannot tell: Skip.",
+    f"Someone nobody boxed: draw a '{ADDED_LABEL}' box around them and place their keypoints from the second "
+    "group of labels.",
+)
 
 
-def _colour(name: str) -> str:
-    low = name.lower()
-    if low.startswith(("left", "l_")):
-        return _LEFT_COLOUR
-    if low.startswith(("right", "r_")):
-        return _RIGHT_COLOUR
-    return _CENTRE_COLOUR
+def _hex(rgb: tuple[int, int, int]) -> str:
+    return "#{:02x}{:02x}{:02x}".format(*rgb)
+
+
+def instructions_html() -> str:
+    """The project's instructions (Label Studio's ``expert_instruction``), shown before the first task."""
+    items = "".join(f"<li>{line}</li>" for line in INSTRUCTIONS)
+    return f"<p><b>One person per task.</b></p><ul>{items}</ul>"
 
 
 def labeling_config(schema: KeypointSchema) -> str:
@@ -48,22 +66,28 @@ def labeling_config(schema: KeypointSchema) -> str:
 
     ``maxUsages="1"`` on every label: one person box and each keypoint at most once per task, so the UI itself refuses
     the duplicates that pull would otherwise have to reject. The box cannot rotate (COCO boxes are axis-aligned).
-    The ``occluded`` choice is shown only while a keypoint region is selected (``whenTagName``).
+    The ``occluded`` choice is shown while a keypoint region is selected (``whenTagName``) and has the hotkey
+    ``OCCLUDED_HOTKEY``. Above the image: ``INSTRUCTIONS`` and the task's ``note`` (which keypoints to check first).
+    Keypoints take the overlays' side colours (``pipeline.viz.side_colours``).
     """
+    colours = [_hex(c) for c in side_colours(schema)]
     labels = "\n".join(
         f'    <Label value={quoteattr(name)} model_index={quoteattr(str(i))} maxUsages="1"'
-        f" background={quoteattr(_colour(name))}/>"
+        f" background={quoteattr(colours[i])}/>"
         for i, name in enumerate(schema.names)
     )
     added_labels = "\n".join(
-        f"    <Label value={quoteattr(name)} model_index={quoteattr(str(i))} background={quoteattr(_colour(name))}/>"
+        f"    <Label value={quoteattr(name)} model_index={quoteattr(str(i))} background={quoteattr(colours[i])}/>"
         for i, name in enumerate(schema.names)
     )
+    instructions = "\n".join(f'  <Header value={quoteattr(line)} size="6"/>' for line in INSTRUCTIONS)
     return f"""<View>
+{instructions}
+  <Header value="${NOTE_FIELD}" size="5"/>
   <Image name="{IMAGE_NAME}" value="${IMAGE_NAME}" zoom="true" zoomControl="true"/>
-  <RectangleLabels name="{BOX_NAME}" toName="{IMAGE_NAME}" canRotate="false" strokeWidth="2">
-    <Label value="{PERSON_LABEL}" maxUsages="1" background="#ff7f0e"/>
-    <Label value="{ADDED_LABEL}" background="#9467bd"/>
+  <RectangleLabels name="{BOX_NAME}" toName="{IMAGE_NAME}" canRotate="false" strokeWidth="3">
+    <Label value="{PERSON_LABEL}" maxUsages="1" background="{PERSON_COLOUR}"/>
+    <Label value="{ADDED_LABEL}" background="{ADDED_COLOUR}"/>
   </RectangleLabels>
   <KeyPointLabels name="{KEYPOINT_NAME}" toName="{IMAGE_NAME}" strokeWidth="1" opacity="0.9">
 {labels}
@@ -74,7 +98,7 @@ def labeling_config(schema: KeypointSchema) -> str:
   </KeyPointLabels>
   <Choices name="{OCCLUDED_NAME}" toName="{IMAGE_NAME}" perRegion="true" choice="multiple" showInline="true"
            visibleWhen="region-selected" whenTagName="{KEYPOINT_NAME}">
-    <Choice value="{OCCLUDED_CHOICE}"/>
+    <Choice value="{OCCLUDED_CHOICE}" hotkey="{OCCLUDED_HOTKEY}"/>
   </Choices>
 </View>
 """

@@ -14,8 +14,9 @@ px -> percent -> px agrees to 1e-6 px.
 Task (``instance_to_task``)::
 
     {"data": {"image": "/data/local-files/?d=<path relative to the document root>", "instance_id": 7, "image_id": 3,
-              "bbox": [x, y, w, h]},
-     "predictions": [{"model_version": "poseloop-pose/3", "score": <uncertainty>, "result": [
+              "bbox": [x, y, w, h],
+              "uncertainty": 0.71, "note": "Model confidence 62%. Check first: left wrist (least sure)."},
+     "predictions": [{"model_version": "poseloop-pose/3", "score": <mean keypoint confidence>, "result": [
          {"id": "box", "type": "rectanglelabels", "from_name": "box", ..., "value": {"x", "y", "width", "height",
           "rotation": 0, "rectanglelabels": ["person"]}},
          {"id": "kp0", "parentID": "box", "type": "keypointlabels", "from_name": "kp", "score": 0.93, ...,
@@ -49,6 +50,7 @@ from pipeline.data.labelstudio.config import (
     BOX_NAME,
     IMAGE_NAME,
     KEYPOINT_NAME,
+    NOTE_FIELD,
     OCCLUDED_CHOICE,
     OCCLUDED_NAME,
     PERSON_LABEL,
@@ -61,7 +63,12 @@ log = logging.getLogger(__name__)
 
 LOCAL_FILES_PREFIX = "/data/local-files/?d="
 BOX_REGION_ID = "box"
-POINT_SIZE_PX = 3.0  # drawn keypoint size; Label Studio stores it as value.width in percent of the image width
+POINT_SIZE_PX = 3.0  # largest drawn keypoint; Label Studio stores it as value.width in percent of the image width
+# A keypoint is drawn at this share of the person's size (sqrt of the box area), at most POINT_SIZE_PX: on a
+# 19x41 px person fixed 3 px dots covered the body (issue #25).
+POINT_SIZE_OF_BOX = 0.03
+UNSURE_BELOW = 0.5  # keypoint confidence under which the task's note names the keypoint to check first
+UNSURE_NAMED = 4  # at most this many named, least sure first
 
 
 # ------------------------------------------------------------------------------------------------------ coordinates
@@ -122,15 +129,18 @@ def keypoint_regions(
     schema: KeypointSchema,
     scores: np.ndarray | None = None,
     parent_id: str | None = BOX_REGION_ID,
+    point_size_px: float = POINT_SIZE_PX,
 ) -> list[dict]:
     """Result items for the keypoints of one instance.
 
     ``xy`` (K, 2) image pixels, ``visibility`` (K,) COCO flags: 0 -> no item, 1 -> keypoint + ``occluded`` choice,
-    2 -> keypoint. ``scores`` (K,) per-point confidence (written as the item's ``score``), or None. Points outside the
-    image are clipped onto its border so the annotator sees (and fixes) them instead of Label Studio hiding them.
+    2 -> keypoint. ``scores`` (K,) per-point confidence, written as the item's ``score`` clipped to [0, 1] (a heatmap
+    peak can overshoot 1, and Label Studio shows the score as a percentage), or None. Points outside the image are
+    clipped onto its border so the annotator sees (and fixes) them instead of Label Studio hiding them.
+    ``point_size_px``: the drawn size of each point (``point_size``).
     """
     items: list[dict] = []
-    point_width = POINT_SIZE_PX * 100.0 / width
+    point_width = point_size_px * 100.0 / width
     for j, name in enumerate(schema.names):
         v = int(visibility[j])
         if v <= 0:
@@ -144,13 +154,37 @@ def keypoint_regions(
             item["parentID"] = parent_id
         item["value"] = {**geometry, "keypointlabels": [name]}
         if scores is not None and math.isfinite(float(scores[j])):
-            item["score"] = float(scores[j])
+            item["score"] = min(max(float(scores[j]), 0.0), 1.0)
         items.append(item)
         if v == 1:
             choice = _region_base(region_id, OCCLUDED_NAME, "choices", width, height)
             choice["value"] = {**geometry, "choices": [OCCLUDED_CHOICE]}
             items.append(choice)
     return items
+
+
+def point_size(bbox: Sequence[float]) -> float:
+    """The drawn keypoint size in pixels for a person boxed ``(x, y, w, h)``: ``POINT_SIZE_OF_BOX`` of the person's
+    size, between 1 px and ``POINT_SIZE_PX``, so small people stay visible under their dots."""
+    w, h = (max(float(v), 0.0) for v in bbox[2:4])
+    return min(max(POINT_SIZE_OF_BOX * math.sqrt(w * h), 1.0), POINT_SIZE_PX)
+
+
+def task_note(scores: np.ndarray | None, schema: KeypointSchema, queue: str | None = None) -> str:
+    """The line an annotator reads above the image (the config's ``$note``): the model's confidence and the
+    keypoints it is least sure of, which the eye should check first. ``scores`` (K,) per-keypoint confidence (NaN:
+    no prediction) or None."""
+    parts = []
+    if queue == "review":
+        parts.append("The model finds this person very hard: label them if you can, else Skip.")
+    finite = None if scores is None else np.isfinite(scores)
+    if scores is not None and finite.any():
+        confidence = np.clip(scores[finite], 0.0, 1.0).mean()
+        unsure = [j for j in np.argsort(scores, kind="stable") if finite[j] and scores[j] < UNSURE_BELOW]
+        names = ", ".join(schema.names[j].replace("_", " ") for j in unsure[:UNSURE_NAMED])
+        parts.append(f"Model confidence {confidence:.0%}.")
+        parts.append(f"Check first: {names} (least sure)." if names else "The model is fairly sure of every keypoint.")
+    return " ".join(parts) or "Check every keypoint."
 
 
 def _keypoint_arrays(keypoints: Any, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -201,9 +235,10 @@ def instance_to_task(
         keypoints: predicted keypoints in image pixels: a flat ``2K`` list (selection.parquet's column), ``(K, 2)``,
             or COCO ``3K`` with flags (v=0 -> not pre-placed, v=1 -> pre-placed as occluded). NaN = no prediction.
             None: the task gets the box only.
-        scores: ``(K,)`` per-keypoint confidence in [0, 1], written as each keypoint's ``score``.
+        scores: ``(K,)`` per-keypoint confidence, written as each keypoint's ``score`` (clipped to [0, 1]); their
+            mean is the prediction's ``score`` (the model's confidence), the lowest are named in ``data.note``.
         min_score: keypoints scoring below it are not pre-placed (0 pre-places every predicted keypoint).
-        uncertainty: the task score (selection's ``uncertainty``, higher = more uncertain).
+        uncertainty: selection's ``uncertainty`` (higher = more uncertain), written as ``data.uncertainty``.
         model_version: the MLflow ``name/version`` that produced the prediction.
         image_file: the image's ``file_name`` in pool.json (e.g. ``images/000001.jpg``); written as
             ``data.image_file`` and carried by the correction, so it lands on this person even if ids change.
@@ -224,7 +259,12 @@ def instance_to_task(
     if len(box) != 4:
         raise ValueError(f"instance {instance_id}: bbox needs 4 numbers (x, y, w, h), got {box}")
     result = [box_region(box, width, height)]
-    result += keypoint_regions(xy, vis, width, height, schema, score_arr)
+    result += keypoint_regions(xy, vis, width, height, schema, score_arr, point_size_px=point_size(box))
+    prediction: dict = {"model_version": str(model_version), "result": result}
+    if score_arr is not None and np.isfinite(score_arr).any():
+        # the model's confidence in this person, which Label Studio shows as the prediction's percentage (and its
+        # "uncertainty sampling" serves lowest first); the selection's uncertainty is data.uncertainty
+        prediction["score"] = float(np.clip(score_arr[np.isfinite(score_arr)], 0.0, 1.0).mean())
     return {
         "data": {
             IMAGE_NAME: image_url(image_path),
@@ -234,8 +274,10 @@ def instance_to_task(
             # what identifies the person beside our numbering (corrections.py): the prepared file_name of the image
             **({"image_file": str(image_file)} if image_file is not None else {}),  # as pool.json spells it
             **({"queue": str(queue)} if queue is not None else {}),
+            "uncertainty": round(float(uncertainty), 4),
+            NOTE_FIELD: task_note(score_arr, schema, queue),
         },
-        "predictions": [{"model_version": str(model_version), "score": float(uncertainty), "result": result}],
+        "predictions": [prediction],
     }
 
 
