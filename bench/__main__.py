@@ -25,6 +25,7 @@ BENCHMARKS = (
     "selection",
     "signals",
     "labelstudio",
+    "labelstudio_screens",  # skipped with a message without Playwright and Chromium
     "throughput",
     "instance_finder",
 )

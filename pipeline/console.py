@@ -8,7 +8,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 from typing import Any
+
+
+def stage_logging() -> None:
+    """INFO from the project's own loggers, as ``LEVEL logger: message``; libraries that announce their settings at
+    INFO on import (numexpr's "NumExpr defaulting to 2 threads.", in every stage that imports pandas) only warn."""
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("numexpr").setLevel(logging.WARNING)
 
 
 def add_json_flag(parser: argparse.ArgumentParser) -> None:

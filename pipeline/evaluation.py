@@ -78,6 +78,45 @@ def oks(pred: np.ndarray, gt: np.ndarray, area: float, sigmas: np.ndarray) -> fl
     return float(np.exp(-e[labeled]).mean())
 
 
+OKS_THRESHOLDS = np.linspace(0.5, 0.95, 10)  # COCO's ten
+RECALL_POINTS = np.linspace(0.0, 1.0, 101)  # COCO's 101-point interpolation
+
+
+def person_ap(person_oks: np.ndarray, score: np.ndarray) -> float:
+    """COCO's keypoint AP when each person has exactly one prediction (top-down on given boxes): ``person_oks`` (N,)
+    the OKS of each person's prediction, ``score`` (N,) its score (the mean keypoint score). Predictions ranked by
+    score; mean over the ten OKS thresholds of the 101-point interpolated precision, as pycocotools computes it.
+    pycocotools may match a prediction to a neighbour instead, so it can differ slightly; it is the estimator the
+    bootstrap below resamples, not a replacement for ``coco_keypoint_ap``."""
+    n = len(person_oks)
+    if n == 0:
+        return 0.0
+    ranked = np.asarray(person_oks, np.float64)[np.argsort(-np.asarray(score), kind="mergesort")]
+    hits = ranked[None, :] >= OKS_THRESHOLDS[:, None]  # (10, N)
+    tp = np.cumsum(hits, axis=1)
+    recall = tp / n
+    precision = tp / np.arange(1, n + 1)
+    precision = np.maximum.accumulate(precision[:, ::-1], axis=1)[:, ::-1]  # interpolated: best to the right
+    aps = []
+    for t in range(len(OKS_THRESHOLDS)):
+        at = np.searchsorted(recall[t], RECALL_POINTS, side="left")
+        aps.append(np.where(at < n, precision[t, np.minimum(at, n - 1)], 0.0).mean())
+    return float(np.mean(aps))
+
+
+def bootstrap_ap_se(person_oks: np.ndarray, score: np.ndarray, resamples: int = 500, seed: int = 0) -> float:
+    """Standard error of ``person_ap`` over the people evaluated: its standard deviation over ``resamples``
+    bootstrap resamples of the people (with replacement). What one model's AP on this val set is uncertain by
+    because of which people happen to be in it; the review report puts it beside an AP difference."""
+    rng = np.random.default_rng(seed)
+    n = len(person_oks)
+    if n < 2:
+        return float("nan")
+    person_oks, score = np.asarray(person_oks), np.asarray(score)
+    draws = rng.integers(0, n, size=(resamples, n))
+    return float(np.std([person_ap(person_oks[d], score[d]) for d in draws], ddof=1))
+
+
 def _pair_predictions(gt: dict, predictions: Sequence[dict], schema: KeypointSchema) -> list[tuple[dict, dict]]:
     """(ground-truth annotation, prediction) pairs for the distance metrics."""
     anns = [

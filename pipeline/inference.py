@@ -156,15 +156,23 @@ def predict_split(
     return records, predict(model, dataset, flip_test=flip_test)
 
 
+def person_oks(gt: CocoKeypoints, records: list[InstanceRecord], pred: InstancePredictions) -> np.ndarray:
+    """(N,) the OKS of each record's prediction against its own ground truth (0 for a person without a labeled
+    keypoint), with the schema's sigmas and the annotation's area as pycocotools uses them."""
+    area = {int(a["id"]): float(a.get("area") or a["bbox"][2] * a["bbox"][3]) for a in gt.annotations}
+    sigmas = gt.schema.sigma_array
+    return np.array(
+        [oks(pred.keypoints[i], r.keypoints, area[r.instance_id], sigmas) for i, r in enumerate(records)], np.float64
+    )
+
+
 def worst_instances(
     gt: CocoKeypoints, records: list[InstanceRecord], pred: InstancePredictions, count: int
 ) -> list[dict]:
     """The ``count`` instances with the lowest OKS (ties: lower instance id first), worst first."""
-    area = {int(a["id"]): float(a.get("area") or a["bbox"][2] * a["bbox"][3]) for a in gt.annotations}
-    sigmas = gt.schema.sigma_array
+    scores = person_oks(gt, records, pred)
     rows = []
-    for i, record in enumerate(records):
-        score = oks(pred.keypoints[i], record.keypoints, area[record.instance_id], sigmas)
+    for i, (record, score) in enumerate(zip(records, scores, strict=True)):
         rows.append(
             {
                 "index": i,

@@ -33,6 +33,7 @@ import csv
 import datetime
 import hashlib
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -42,7 +43,7 @@ from pathlib import Path
 
 from pipeline.files import atomic_path, file_md5
 from pipeline.tracking import REGISTERED_MODEL, flat_eval_metrics, local_sqlite_file, stage_run, tracking_uri
-from pipeline.viz import rounds_curve
+from pipeline.viz import load_png, rounds_curve
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
@@ -260,7 +261,7 @@ def register_version(
     champion_eval = _run_eval_metrics(champion_mv.run_id, uri) if champion_mv is not None else None
 
     run_tags = {"round": str(round), "data_hash": data_hash, "labeled_instances": str(labeled_instances)}
-    with stage_run("register", tags=run_tags) as run:
+    with stage_run("register", tags=run_tags, round_index=round) as run:
         run_id = run.info.run_id
         mlflow.log_artifacts(str(model_dir), artifact_path="model")
         mlflow.log_metrics(flat_eval_metrics(eval_metrics))
@@ -316,6 +317,8 @@ def register_version(
         files = _write_review(review_dir, report, eval_metrics, worst_examples, worst_table)
         for path in files:
             mlflow.log_artifact(str(path), artifact_path="review")
+            if path.name == WORST_IMAGE:  # on the run page itself, not two clicks into its artifacts
+                mlflow.log_image(load_png(path), key="worst_examples")
         client.update_model_version(name, str(version), description=_truncate(report))
 
     return RegisteredVersion(
@@ -401,6 +404,50 @@ def _delta(new: object, old: object, digits: int = 4) -> str:
     return f"{new - old:+.{digits}f}" if numbers else "-"
 
 
+def _ap_difference_se(mine: dict, theirs: dict) -> float | None:
+    """One standard error of (my AP - their AP) from the two bootstrap s.e.s (``ap_se`` of eval.json); a champion
+    evaluated before ``ap_se`` existed is taken to be as uncertain as this version. None without my s.e."""
+    se = mine.get("ap_se")
+    if not isinstance(se, (int, float)) or not math.isfinite(se):
+        return None
+    other = theirs.get("ap_se")
+    other = other if isinstance(other, (int, float)) and math.isfinite(other) else se
+    return math.hypot(se, other)
+
+
+def _metric_tables(version: int, other: str, eval_metrics: dict, champion_eval: dict | None) -> list[str]:
+    """The review report's metrics tables (val, and test when present): this version beside the champion, the
+    delta, and the AP difference's bootstrap standard error."""
+    lines: list[str] = []
+    for split in ("val", "test"):
+        mine = eval_metrics.get(split)
+        if not isinstance(mine, dict):
+            continue
+        theirs = (champion_eval or {}).get(split) or {}
+        lines += [
+            f"## Metrics ({split}, {mine.get('instances', '?')} instances)",
+            "",
+            f"| metric | v{version} | {other} | delta |",
+            "|---|---:|---:|---:|",
+        ]
+        for key, label in METRIC_ROWS:
+            delta = _delta(mine.get(key), theirs.get(key))
+            noise = _ap_difference_se(mine, theirs) if key == "ap" and delta != "-" else None
+            lines.append(
+                f"| {label} | {_fmt(mine.get(key))} | {_fmt(theirs.get(key))} | "
+                f"{delta}{f' ± {noise:.4f}' if noise is not None else ''} |"
+            )
+        if isinstance(mine.get("ap_se"), (int, float)):
+            lines += [
+                "",
+                f"± : one standard error of the AP difference from a bootstrap over the {split} people (each "
+                f"model's AP s.e., v{version}: {_fmt(mine.get('ap_se'))}; unpaired, so on the safe side). A "
+                "difference inside two of them can come from which people the split happens to hold, not the model.",
+            ]
+        lines.append("")
+    return lines
+
+
 def review_markdown(
     name: str,
     version: int,
@@ -431,23 +478,7 @@ def review_markdown(
         f"- decision: {decision}",
         "",
     ]
-    for split in ("val", "test"):
-        mine = eval_metrics.get(split)
-        if not isinstance(mine, dict):
-            continue
-        theirs = (champion_eval or {}).get(split) or {}
-        lines += [
-            f"## Metrics ({split}, {mine.get('instances', '?')} instances)",
-            "",
-            f"| metric | v{version} | {other} | delta |",
-            "|---|---:|---:|---:|",
-        ]
-        for key, label in METRIC_ROWS:
-            lines.append(
-                f"| {label} | {_fmt(mine.get(key))} | {_fmt(theirs.get(key))} | "
-                f"{_delta(mine.get(key), theirs.get(key))} |"
-            )
-        lines.append("")
+    lines += _metric_tables(version, other, eval_metrics, champion_eval)
     errors = eval_metrics["val"].get("per_keypoint_error") or {}
     champion_errors = ((champion_eval or {}).get("val") or {}).get("per_keypoint_error") or {}
     lines += [
@@ -463,7 +494,10 @@ def review_markdown(
     lines += ["", "## Worst val examples (lowest OKS)", ""]
     if has_picture:
         lines += [
-            f"Ground truth (left) and this version's prediction (right): run artifact `review/{WORST_IMAGE}`.",
+            f"![the worst val examples: ground truth left, prediction right]({WORST_IMAGE})",
+            "",
+            f"Ground truth (left) and this version's prediction (right): `{WORST_IMAGE}` beside this report (run "
+            "artifact `review/`), and the run's image `worst_examples` on its model-metrics tab.",
             "",
         ]
     else:

@@ -12,6 +12,7 @@ database run from the repository would leave its artifacts in the repository's `
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -23,6 +24,9 @@ from pipeline.config import Params, to_dict
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 EXPERIMENT = "poseloop"
+# MLflow 3's UI opens an experiment without a kind in its GenAI view (traces, token usage), where the runs, their
+# metrics and the models are a toggle away (issue #25); this kind opens it on them.
+EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
 
 
 def tracking_uri(project_root: Path | None = None) -> str:
@@ -51,11 +55,13 @@ def experiment_id(client: object, name: str = EXPERIMENT) -> str:
 
     found = client.get_experiment_by_name(name)
     if found is not None:
+        if found.tags.get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:  # made before the tag (or by hand)
+            client.set_experiment_tag(found.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
         return found.experiment_id
     db_file = local_sqlite_file(client.tracking_uri)
     location = (db_file.parent / "mlruns").as_uri() if db_file is not None else None
     try:
-        return client.create_experiment(name, artifact_location=location)
+        return client.create_experiment(name, artifact_location=location, tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
     except MlflowException:  # created meanwhile by another stage process
         found = client.get_experiment_by_name(name)
         if found is None:
@@ -87,16 +93,32 @@ def flat_params(params_raw: dict, sections: tuple[str, ...]) -> dict[str, object
     return out
 
 
+def current_round(merge_report: Path = Path("data/merge_report.json")) -> int | None:
+    """The round the merge stage last wrote (``round`` of data/merge_report.json), None before the first merge.
+    Read only to name a stage's MLflow run: no stage output depends on it."""
+    try:
+        value = json.loads(merge_report.read_text()).get("round")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return value if isinstance(value, int) else None
+
+
 @contextmanager
-def stage_run(stage: str, tags: dict[str, str] | None = None) -> Iterator[object]:
-    """An MLflow run for one stage execution, tagged with the stage and the git commit."""
+def stage_run(stage: str, tags: dict[str, str] | None = None, round_index: int | None = None) -> Iterator[object]:
+    """An MLflow run for one stage execution, tagged with the stage, the round and the git commit, and named
+    "round <r> <stage>" so the runs table reads in order (``round_index``: default ``current_round()``)."""
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     import mlflow
 
     uri = tracking_uri()
     mlflow.set_tracking_uri(uri)
     mlflow.set_experiment(experiment_id=experiment_id(mlflow.MlflowClient(tracking_uri=uri)))
-    with mlflow.start_run(run_name=stage, tags={"stage": stage, "git_commit": git_commit(), **(tags or {})}) as run:
+    round_index = current_round() if round_index is None else round_index
+    name = stage if round_index is None else f"round {round_index} {stage}"
+    round_tag = {} if round_index is None else {"round": str(round_index)}
+    with mlflow.start_run(
+        run_name=name, tags={"stage": stage, "git_commit": git_commit(), **round_tag, **(tags or {})}
+    ) as run:
         yield run
 
 

@@ -74,6 +74,14 @@ def contact_sheet(tiles: Sequence[np.ndarray], columns: int = 4, tile_size: tupl
     return sheet
 
 
+def load_png(path: Path) -> np.ndarray:
+    """(H, W, 3) uint8 RGB of a picture ``save_png`` wrote."""
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if image is None:
+        raise ValueError(f"{path}: not a readable image")
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
 def save_png(path: Path, image: np.ndarray) -> Path:
     """Write an RGB image as PNG (creating the folder)."""
     path = Path(path)

@@ -16,17 +16,16 @@ from __future__ import annotations
 
 import argparse
 import csv
-import logging
 from pathlib import Path
 
 import numpy as np
 
 from pipeline.config import load_params
-from pipeline.console import add_json_flag, stage_result
+from pipeline.console import add_json_flag, stage_logging, stage_result
 from pipeline.data.coco import read_coco
-from pipeline.evaluation import evaluate_keypoints
+from pipeline.evaluation import bootstrap_ap_se, evaluate_keypoints
 from pipeline.files import write_json
-from pipeline.inference import predict_split, to_coco_results, worst_instances
+from pipeline.inference import person_oks, predict_split, to_coco_results, worst_instances
 from pipeline.model_store import load_model
 from pipeline.tracking import flat_eval_metrics, stage_run
 from pipeline.viz import save_png, worst_examples_sheet
@@ -43,7 +42,7 @@ def main() -> None:
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     add_json_flag(parser)
     args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    stage_logging()
 
     params = load_params(args.params)
     model = load_model(args.model)
@@ -61,7 +60,10 @@ def main() -> None:
             results[split] = None
             continue
         metrics = evaluate_keypoints(gt.to_dict(), to_coco_results(pred, records, gt.schema.category_id), gt.schema)
-        results[split] = {**metrics, "instances": len(records)}
+        # how much the AP would move with other people of the same kind in the split (the review report's +-)
+        labeled = np.array([(r.keypoints[:, 2] > 0).any() for r in records])
+        ap_se = bootstrap_ap_se(person_oks(gt, records, pred)[labeled], pred.scores.mean(axis=1)[labeled])
+        results[split] = {**metrics, "instances": len(records), "ap_se": round(ap_se, 5)}
         if split == "val":
             worst_rows = worst_instances(gt, records, pred, params.register.review_examples)
             sheet = worst_examples_sheet(worst_rows, records, pred.keypoints, pred.scores, gt.schema)

@@ -8,11 +8,10 @@ and its output are described in pipeline/finding.py.
 from __future__ import annotations
 
 import argparse
-import logging
 from pathlib import Path
 
 from pipeline.config import load_params
-from pipeline.console import add_json_flag, stage_result
+from pipeline.console import add_json_flag, stage_logging, stage_result
 from pipeline.files import write_json
 from pipeline.finding import find_pool
 from pipeline.ray_cluster import ray_session, resolve_use_gpu
@@ -28,7 +27,7 @@ def main() -> None:
     parser.add_argument("--params", type=Path, default=Path("params.yaml"), help="the parameters file")
     add_json_flag(parser)
     args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    stage_logging()
 
     params = load_params(args.params)
     cfg = params.pseudolabel  # the pool pass runs on Ray Data with the teacher's actor settings

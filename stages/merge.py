@@ -7,11 +7,10 @@ empty store: in round 1 train.json holds the seed labels only.
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from pathlib import Path
 
-from pipeline.console import add_json_flag, stage_result
+from pipeline.console import add_json_flag, stage_logging, stage_result
 from pipeline.files import write_json
 from pipeline.merge import merge_labels
 
@@ -25,7 +24,7 @@ def main() -> None:
     parser.add_argument("--report", type=Path, default=Path("data/merge_report.json"))
     add_json_flag(parser)
     args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    stage_logging()
 
     _, report = merge_labels(args.seed, args.pool, args.corrections, args.out)
     write_json(args.report, report)

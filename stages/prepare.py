@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import shutil
 from pathlib import Path
 
 from pipeline.config import load_params
-from pipeline.console import add_json_flag, stage_result
+from pipeline.console import add_json_flag, stage_logging, stage_result
 from pipeline.data.prepare import prepare
 
 
@@ -18,7 +17,7 @@ def main() -> None:
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     add_json_flag(parser)
     args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    stage_logging()
     params = load_params(args.params).data
     # DVC removes outputs before a run; when run by hand, start clean too so no file of an older split survives.
     shutil.rmtree(args.out, ignore_errors=True)

@@ -22,7 +22,14 @@ from pipeline.corrections import AnnotationProblem, Correction, Skip, read_store
 from pipeline.data.coco import read_coco
 from pipeline.data.labelstudio.annotations import parse_export_file
 from pipeline.files import atomic_write
-from pipeline.labelstudio.client import ENV_URL, LabelStudioError, connect, fetch_annotations, find_project
+from pipeline.labelstudio.client import (
+    ENV_API_KEY,
+    ENV_URL,
+    LabelStudioError,
+    connect,
+    fetch_annotations,
+    find_project,
+)
 
 
 def report(problems: list[AnnotationProblem], source: str) -> None:
@@ -51,6 +58,16 @@ def main() -> None:
     skips: list[Skip] = []
     problems: list[AnnotationProblem] = []
     sources: list[str] = []
+    last_export = json.loads(args.export.read_text()) if args.export.is_file() else {}
+    if not os.environ.get(ENV_URL) and last_export.get("mode") == "server":
+        # the round would silently read only the inbox while the annotators' work waits on the server (issue #25)
+        print(
+            f"warning: the last export sent {len(last_export.get('tasks', {}))} tasks to the Label Studio project "
+            f"{last_export.get('project_title')!r}, but {ENV_URL} is not set: this pull reads only {args.inbox}/ and "
+            f"the annotations on the server stay there. Set {ENV_URL} and {ENV_API_KEY} (`python -m pipeline "
+            "labelstudio serve` prints both) and run `dvc repro` again to bring them in.",
+            file=sys.stderr,
+        )
     if os.environ.get(ENV_URL):
         ls = connect()
         try:
@@ -77,7 +94,7 @@ def main() -> None:
     written = [path] if path else []
 
     if pending is None:  # file hand-off: what was exported and is neither corrected nor skipped yet
-        exported = json.loads(args.export.read_text())["tasks"] if args.export.is_file() else {}
+        exported = last_export.get("tasks", {})
         done, skipped = read_store(args.corrections)
         finished = {c.instance_id for c in done} | {s.instance_id for s in skipped}
         pending = [int(i) for i in exported if int(i) not in finished]

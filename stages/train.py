@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import argparse
 import csv
-import logging
 from pathlib import Path
 
 import numpy as np
 
 from pipeline.config import Params, load_params
-from pipeline.console import add_json_flag, stage_result
+from pipeline.console import add_json_flag, stage_logging, stage_result
 from pipeline.data.coco import read_coco
 from pipeline.data.dataset import TopDownDataset, instances_from_coco
 from pipeline.files import write_json
@@ -44,7 +43,7 @@ def main() -> None:
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     add_json_flag(parser)
     args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    stage_logging()
 
     params = load_params(args.params)
     previous = args.out / WEIGHTS_FILE

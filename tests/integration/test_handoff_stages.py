@@ -132,6 +132,16 @@ def test_file_handoff_export_inbox_pull_and_merge(project):
     assert {p: p.read_bytes() for p in files} == {p: before[p] for p in files}
     (inbox / "broken.json").unlink()
 
+    # issue #25: the last export went to a server, but this shell has no LABEL_STUDIO_URL: said, not silent
+    export_file = project / "artifacts" / "export.json"
+    file_export = export_file.read_bytes()
+    export_file.write_text(json.dumps({**export, "mode": "server", "project_title": "poseloop"}))
+    unset = _stage(project, "stages.pull")
+    assert "the last export sent 5 tasks to the Label Studio project 'poseloop'" in unset.stderr
+    assert "LABEL_STUDIO_URL is not set" in unset.stderr and "run `dvc repro` again" in unset.stderr
+    export_file.write_bytes(file_export)
+    assert "warning" not in _stage(project, "stages.pull").stderr  # the file hand-off needs no server
+
     # merge: the seed labels plus the three human corrections
     _stage(project, "stages.merge")
     train = json.loads((project / "data" / "train.json").read_text())

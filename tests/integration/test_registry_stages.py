@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -46,6 +47,8 @@ def test_evaluate_and_register_stages(project, tmp_path):
     prepared = project / "data" / "prepared"
     model_dir = project / "artifacts" / "model"
     params_file = project / "params.yaml"
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "merge_report.json").write_text(json.dumps({"round": 3}))  # names the evaluate run
     _stage(
         "stages.evaluate",
         [
@@ -90,6 +93,10 @@ def test_evaluate_and_register_stages(project, tmp_path):
     experiment = client.get_experiment_by_name("poseloop").experiment_id
     runs = client.search_runs([experiment], filter_string="tags.stage = 'evaluate'")
     assert len(runs) == 1 and runs[0].data.metrics["val_ap"] == pytest.approx(metrics["val"]["ap"])
+    # issue #25: the experiment opens in MLflow's model-training view; a run's name says its round and stage
+    kind = client.get_experiment(experiment).tags.get("mlflow.experimentKind")
+    assert kind == "custom_model_development"
+    assert runs[0].info.run_name == "round 3 evaluate" and runs[0].data.tags["round"] == "3"
 
     train = tmp_path / "train.json"
     train.write_bytes((prepared / "labeled.json").read_bytes())
@@ -123,6 +130,14 @@ def test_evaluate_and_register_stages(project, tmp_path):
     assert model_version(model_dir, registry_file) == f"{NAME}/1"
     review = (tmp_path / "review" / "review.md").read_text()
     assert "## Worst val examples" in review and f"| 0 | {worst[0]['instance_id']} |" in review
+    # issue #25: the AP difference with its noise, the picture inline, the run named for its round
+    assert 0 < metrics["val"]["ap_se"] < 0.2
+    ap_row = next(line for line in review.splitlines() if line.startswith("| AP |"))
+    assert " ± " not in ap_row  # the first version has no champion to differ from
+    assert "![the worst val examples" in review and "(worst_examples.png)" in review
+    (run,) = client.search_runs([experiment], filter_string="tags.stage = 'register'")
+    assert run.info.run_name == "round 1 register"
+    assert any(a.path == "images" for a in client.list_artifacts(run.info.run_id))  # log_image: on the run page
     picture = (tmp_path / "plots" / "eval_worst.png").read_bytes()
     assert (tmp_path / "review" / "worst_examples.png").read_bytes() == picture
 
@@ -142,6 +157,8 @@ def test_evaluate_and_register_stages(project, tmp_path):
     second = json.loads(registry_file.read_text())
     assert (second["version"], second["champion_version"], second["challenger_version"]) == (2, 1, 2)
     assert not second["promoted"] and model_version(model_dir, registry_file) == f"{NAME}/2"
+    ap_row = next(line for line in (tmp_path / "review" / "review.md").read_text().splitlines() if line[:6] == "| AP |")
+    assert ap_row.endswith(f"+0.0000 ± {math.hypot(metrics['val']['ap_se'], metrics['val']['ap_se']):.4f} |")
     labeled = len(json.loads(train.read_text())["annotations"])
     tags = client.get_model_version(NAME, "2").tags
     assert tags["labeled_instances"] == str(labeled) and tags["train_md5"] == file_md5(train)

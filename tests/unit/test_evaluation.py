@@ -15,7 +15,7 @@ import pytest
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from pipeline.evaluation import evaluate_keypoints
+from pipeline.evaluation import bootstrap_ap_se, evaluate_keypoints, oks, person_ap
 from pipeline.keypoints import KeypointSchema
 
 REPO = Path(__file__).resolve().parents[2]
@@ -158,3 +158,43 @@ def test_evaluate_cli_json(coco_val4, tmp_path):
     for key in ("ap", "ap50", "ap75", "apm", "apl", "ar", "pck05", "pck10", "dist_p50", "dist_p90", "dist_p95"):
         assert key in metrics
     assert metrics["ap"] == pytest.approx(_pycocotools_ap(gt_path, preds)[0], abs=1e-9)
+
+
+def test_person_ap_is_pycocotools_ap_when_each_person_has_one_prediction():
+    """One person per image (no neighbour to match instead): the bootstrap's estimator is COCO's AP exactly."""
+    cat = {"id": 1, "name": "mouse", "keypoints": ["snout", "leftear", "rightear", "tailbase"], "skeleton": []}
+    schema = KeypointSchema.from_coco_category(cat)
+    rng = np.random.default_rng(3)
+    images, annotations, predictions, person_oks = [], [], [], []
+    for i in range(1, 61):
+        xy = rng.uniform(100, 200, (4, 2))
+        images.append({"id": i, "file_name": f"{i}.png", "width": 640, "height": 480})
+        gt_kps = np.concatenate([xy, np.full((4, 1), 2.0)], axis=1)
+        annotations.append(
+            {
+                "id": i,
+                "image_id": i,
+                "category_id": 1,
+                "bbox": [90, 90, 120, 120],
+                "area": 9000.0,
+                "iscrowd": 0,
+                "num_keypoints": 4,
+                "keypoints": gt_kps.ravel().tolist(),
+            }
+        )
+        guess = xy + rng.normal(0, rng.uniform(0.5, 12), (4, 2))  # some near, some far
+        score = float(rng.uniform(0.1, 1.0))
+        predictions.append(
+            {"image_id": i, "category_id": 1, "score": score, "keypoints": np.c_[guess, np.ones(4)].ravel().tolist()}
+        )
+        person_oks.append(oks(guess, gt_kps, 9000.0, schema.sigma_array))
+    gt = {"images": images, "annotations": annotations, "categories": [cat]}
+    scores = np.array([p["score"] for p in predictions])
+    expected = evaluate_keypoints(gt, predictions, schema)["ap"]
+    assert 0.2 < expected < 0.9  # a regime where ranking and thresholds both matter
+    assert person_ap(np.array(person_oks), scores) == pytest.approx(expected, abs=1e-9)
+    # the bootstrap s.e. is what resampling people moves the AP by: about 1/sqrt(N) of the spread
+    se = bootstrap_ap_se(np.array(person_oks), scores, resamples=300)
+    assert 0.01 < se < 0.15
+    doubled = bootstrap_ap_se(np.tile(person_oks, 4), np.tile(scores, 4), resamples=300)
+    assert doubled == pytest.approx(se / 2, rel=0.35)  # 4x the people, half the s.e.

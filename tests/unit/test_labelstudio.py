@@ -23,9 +23,8 @@ require_label_studio()
 
 from label_studio_sdk.core.api_error import ApiError  # noqa: E402  # after the loud skip
 
-from pipeline.data.labelstudio import annotations, coordinates  # noqa: E402
+from pipeline.data.labelstudio import annotations, config, coordinates  # noqa: E402
 from pipeline.data.labelstudio import tasks as task_format  # noqa: E402
-from pipeline.data.labelstudio.config import INSTRUCTIONS, instructions_html, keypoint_labels, labeling_config  # noqa: E402
 from pipeline.labelstudio import client  # noqa: E402
 
 COCO17 = KeypointSchema.coco17()
@@ -35,7 +34,7 @@ COCO17 = KeypointSchema.coco17()
 
 
 def test_labeling_config_has_every_control():
-    root = ET.fromstring(labeling_config(COCO17))
+    root = ET.fromstring(config.labeling_config(COCO17))
     image = root.find("Image")
     assert image is not None and image.get("name") == "image" and image.get("value") == "$image"
     box = root.find("RectangleLabels")
@@ -51,25 +50,25 @@ def test_labeling_config_has_every_control():
     choices = root.find("Choices")
     assert choices.get("name") == "occluded" and choices.get("perRegion") == "true"
     assert [e.get("value") for e in choices.iter("Choice")] == ["occluded"]
-    assert keypoint_labels(labeling_config(SCHEMA4)) == ["snout", "left_ear", "right_ear", "tail"]
+    assert config.keypoint_labels(config.labeling_config(SCHEMA4)) == ["snout", "left_ear", "right_ear", "tail"]
 
 
 def test_labeling_config_tells_the_annotator_what_to_do():
     """Issue #25: the task says whom to correct and how, shows its own note, colours keypoints by side as the
     overlays do, and sets occluded by a key."""
-    root = ET.fromstring(labeling_config(COCO17))
+    root = ET.fromstring(config.labeling_config(COCO17))
     headers = [e.get("value") for e in root.findall("Header")]
-    assert headers[: len(INSTRUCTIONS)] == list(INSTRUCTIONS) and "$note" in headers
-    assert "magenta box only" in headers[0]
+    assert headers[:2] == [config.TASK_LINE, "$note"]
+    assert "magenta box only" in config.TASK_LINE and "O: " in config.TASK_LINE
     (person,) = [e for e in root.find("RectangleLabels").iter("Label") if e.get("value") == "person"]
     assert person.get("background") == "#ff00ff"
     colours = {e.get("value"): e.get("background") for e in root.find("KeyPointLabels").iter("Label")}
     assert colours["left_wrist"] == "#ff8000" and colours["right_wrist"] == "#00a0ff" and colours["nose"] == "#00dc00"
     assert colours["left_wrist"] == "#{:02x}{:02x}{:02x}".format(*viz.LEFT_COLOUR)  # the overlays' orange
     (occluded,) = root.find("Choices").iter("Choice")
-    assert occluded.get("hotkey") == "o" and "press O (occluded)" in " ".join(INSTRUCTIONS)
-    html = instructions_html()
-    assert html.count("<li>") == len(INSTRUCTIONS) and "magenta box" in html
+    assert occluded.get("hotkey") == "o" and "press O (occluded)" in " ".join(config.INSTRUCTIONS)
+    html = config.instructions_html()
+    assert html.count("<li>") == len(config.INSTRUCTIONS) and "magenta box" in html
 
 
 # ---------------------------------------------------------------------------------------------- pure: conversion
@@ -227,7 +226,7 @@ def test_predictions_pass_label_studio_validation():
     import_predictions: ours must pass, points and boxes beyond the border included."""
     from label_studio_sdk.label_interface import LabelInterface
 
-    interface = LabelInterface(labeling_config(COCO17))
+    interface = LabelInterface(config.labeling_config(COCO17))
     rng = np.random.default_rng(1)
     for width, height in ((64, 48), (1, 1), (1920, 1080)):
         xy = np.c_[rng.uniform(-5, width + 5, 17), rng.uniform(-5, height + 5, 17)]

@@ -51,6 +51,14 @@ INSTRUCTIONS = (
 )
 
 
+# The one line above every image (the whole list is behind the editor's Instructions button): five lines of
+# instructions above the image pushed a 256 px picture below the fold (issue #25's screenshots).
+TASK_LINE = (
+    f"Correct the person in the magenta box only. {OCCLUDED_HOTKEY.upper()}: the selected keypoint is occluded; "
+    "Backspace: delete it. No person in the box: delete every region, Submit. All rules: Instructions (top right)."
+)
+
+
 def _hex(rgb: tuple[int, int, int]) -> str:
     return "#{:02x}{:02x}{:02x}".format(*rgb)
 
@@ -67,7 +75,8 @@ def labeling_config(schema: KeypointSchema) -> str:
     ``maxUsages="1"`` on every label: one person box and each keypoint at most once per task, so the UI itself refuses
     the duplicates that pull would otherwise have to reject. The box cannot rotate (COCO boxes are axis-aligned).
     The ``occluded`` choice is shown while a keypoint region is selected (``whenTagName``) and has the hotkey
-    ``OCCLUDED_HOTKEY``. Above the image: ``INSTRUCTIONS`` and the task's ``note`` (which keypoints to check first).
+    ``OCCLUDED_HOTKEY``. Above the image: ``TASK_LINE`` and the task's ``note`` (which keypoints to check first);
+    the whole ``INSTRUCTIONS`` are the project's instructions (``instructions_html``).
     Keypoints take the overlays' side colours (``pipeline.viz.side_colours``).
     """
     colours = [_hex(c) for c in side_colours(schema)]
@@ -80,9 +89,8 @@ def labeling_config(schema: KeypointSchema) -> str:
         f"    <Label value={quoteattr(name)} model_index={quoteattr(str(i))} background={quoteattr(colours[i])}/>"
         for i, name in enumerate(schema.names)
     )
-    instructions = "\n".join(f'  <Header value={quoteattr(line)} size="6"/>' for line in INSTRUCTIONS)
     return f"""<View>
-{instructions}
+  <Header value={quoteattr(TASK_LINE)} size="6"/>
   <Header value="${NOTE_FIELD}" size="5"/>
   <Image name="{IMAGE_NAME}" value="${IMAGE_NAME}" zoom="true" zoomControl="true"/>
   <RectangleLabels name="{BOX_NAME}" toName="{IMAGE_NAME}" canRotate="false" strokeWidth="3">
