@@ -659,12 +659,13 @@ def supervised_arms(curve: dict[str, list[dict]]) -> list[str]:
 
 
 def best_policy(curve: dict[str, list[dict]]) -> str | None:
-    """The SSL-off policy other than random (and the oracle bounds, which need the truth) that reaches random's final
-    AP with the fewest labels; when none does, the one with the highest final AP."""
+    """The SSL-off policy other than random (random with any option, e.g. ``random+scratch``, is the baseline, not a
+    policy; the oracle bounds need the truth) that reaches random's final AP with the fewest labels; when none does,
+    the one with the highest final AP."""
     if "random" not in curve:
         return None
     target = curve["random"][-1]["ap"]
-    others = [a for a in supervised_arms(curve) if a != "random" and a.partition("+")[0] not in ORACLE_POLICIES]
+    others = [a for a in supervised_arms(curve) if a.partition("+")[0] not in ("random", *ORACLE_POLICIES)]
     if not others:
         return None
     reached = {a: cost_to_reach(curve[a], target, "labeled") for a in others}

@@ -114,8 +114,8 @@ def run() -> None:
             shutil.rmtree(Path(tmp) / "ls", ignore_errors=True)
     rows = "\n".join(f"| {what} | {'yes' if ok else 'NO'} |" for what, ok in seen.items())
     body = (
-        f"Round 1's first exported task (`{TASKS_FILE}`, model `{version}`) in Label Studio, rendered by headless "
-        "Chromium through Playwright. What the rendered page showed:\n\n| check | seen |\n|---|---|\n"
+        f"The first task the last round exported (`{TASKS_FILE}`, model `{version}`) in Label Studio, rendered by "
+        "headless Chromium through Playwright. What the rendered page showed:\n\n| check | seen |\n|---|---|\n"
         f"{rows}\n\n![the instructions](images/labelstudio_instructions.png)\n\n"
         "![a task](images/labelstudio_task.png)"
     )

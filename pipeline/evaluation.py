@@ -86,8 +86,9 @@ def person_ap(person_oks: np.ndarray, score: np.ndarray) -> float:
     """COCO's keypoint AP when each person has exactly one prediction (top-down on given boxes): ``person_oks`` (N,)
     the OKS of each person's prediction, ``score`` (N,) its score (the mean keypoint score). Predictions ranked by
     score; mean over the ten OKS thresholds of the 101-point interpolated precision, as pycocotools computes it.
-    pycocotools may match a prediction to a neighbour instead, so it can differ slightly; it is the estimator the
-    bootstrap below resamples, not a replacement for ``coco_keypoint_ap``."""
+    pycocotools can differ slightly: it may match a prediction to a neighbour, keeps the 20 best-scored predictions
+    per image, uses an annotation's ``area`` where ``person_oks`` falls back to the box, and gives -1 (not 0) without
+    people. It is the estimator the bootstrap below resamples, not a replacement for ``coco_keypoint_ap``."""
     n = len(person_oks)
     if n == 0:
         return 0.0

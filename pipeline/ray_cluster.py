@@ -15,10 +15,12 @@ import logging
 import os
 import re
 import shutil
-import threading
+import subprocess
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
+from typing import BinaryIO
 
 LOG_DIR = Path("artifacts/logs")
 
@@ -150,44 +152,68 @@ def ray_session(num_cpus: int | None = None, log_to_driver: bool | None = None, 
             ray.shutdown()
 
 
-# A line of Ray's C++ logging: "[2026-12-06 19:03:31,660 E 29512 29512] core_worker.cc:2465: ...". Ray Data's actor
-# pools print one at level E on every run (ray-project/ray#57733: a spurious warning about constructor arguments),
-# which reads as an error in the middle of the stage's progress line (issue #25).
-_CPP_LOG_LINE = re.compile(rb"\[\d{4}-\d\d-\d\d [\d:,]+ [DIWEF] \d+ \d+\] [\w./]+\.cc:\d+: [^\n]*\n?")
+# A line of Ray's C++ logging below fatal: "[2026-12-06 19:03:31,660 E 29512 29512] core_worker.cc:2465: ...". Ray
+# Data's actor pools print one at level E on every run (ray-project/ray#57733: a spurious warning about constructor
+# arguments), which reads as an error in the middle of the stage's progress line (issue #25). Fatal lines (C, F) and
+# anything else pass through.
+_CPP_LOG_LINE = re.compile(rb"\[\d{4}-\d\d-\d\d [\d:,]+ [TDIWE] \d+ \d+\] [\w./]+\.cc:\d+: [^\n]*\n?")
+
+
+def filter_cpp_log_lines(source: BinaryIO, terminal: BinaryIO, log: BinaryIO) -> None:
+    """Copy ``source`` to ``terminal`` as it arrives, moving Ray's C++ log lines (``_CPP_LOG_LINE``) to ``log``;
+    until end of file. A C++ line is one write of under 4 KiB, which a pipe delivers whole (POSIX PIPE_BUF), so a
+    line is never split across two reads. A write that fails (the terminal gone) does not stop the copy: the writers
+    must never block on a full pipe."""
+    while chunk := source.read1(65536):
+        lines = _CPP_LOG_LINE.findall(chunk)
+        with contextlib.suppress(OSError):
+            if lines:
+                log.write(b"".join(lines))
+                log.flush()
+        with contextlib.suppress(OSError):
+            terminal.write(_CPP_LOG_LINE.sub(b"", chunk) if lines else chunk)
+            terminal.flush()
+
+
+def _filter_main() -> None:
+    """The filter process of ``core_worker_lines_to``: stdin -> stderr, C++ log lines -> the file in argv[1]."""
+    import signal
+    import sys
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the stage: drain until it closes the pipe
+    with open(sys.argv[1], "ab") as log:
+        filter_cpp_log_lines(sys.stdin.buffer, sys.stderr.buffer, log)
 
 
 @contextmanager
 def core_worker_lines_to(log_file: Path) -> Iterator[None]:
     """Inside the block, lines of Ray's C++ logging written to this process's stderr (file descriptor 2, where
     Python's logging cannot reach them) go to ``log_file``; everything else, the progress line included, passes
-    through as written. A ``F`` (fatal) line is passed through as well as logged: it comes before a crash."""
+    through as written.
+
+    The filtering runs in a small child process reading a pipe that replaces fd 2, not in a thread: when this process
+    dies (a segfault, an abort), the child still drains what was written before the crash to the terminal, and it
+    ends when the last writer closes the pipe."""
     log_file.parent.mkdir(parents=True, exist_ok=True)
-    read_end, write_end = os.pipe()
+    sys.stderr.flush()
     saved = os.dup(2)
-    os.dup2(write_end, 2)
-    os.close(write_end)
-
-    def forward() -> None:
-        with open(log_file, "ab") as log, contextlib.suppress(OSError):  # OSError: the block ended, a child still
-            while chunk := os.read(read_end, 65536):  # holding the pipe (join timed out), read_end closed
-                for line in _CPP_LOG_LINE.findall(chunk):
-                    log.write(line)
-                    log.flush()
-                    if b" F " in line[:40]:
-                        os.write(saved, line)
-                rest = _CPP_LOG_LINE.sub(b"", chunk)
-                if rest:
-                    os.write(saved, rest)
-
-    thread = threading.Thread(target=forward, name="core-worker-lines", daemon=True)
-    thread.start()
+    child = subprocess.Popen(
+        [sys.executable, "-c", "from pipeline.ray_cluster import _filter_main; _filter_main()", str(log_file)],
+        stdin=subprocess.PIPE,
+        stderr=saved,
+        stdout=subprocess.DEVNULL,
+        cwd=Path(__file__).resolve().parent.parent,  # imports this project's pipeline wherever the stage runs
+    )
+    os.dup2(child.stdin.fileno(), 2)
+    child.stdin.close()  # fd 2 is now the pipe's only write end in this process
     try:
         yield
     finally:
-        os.dup2(saved, 2)  # closes the pipe's last write end: the thread drains what is left and stops
-        thread.join(timeout=5)
-        os.close(read_end)
+        sys.stderr.flush()
+        os.dup2(saved, 2)  # the pipe's last write end here closes: the child drains and exits
         os.close(saved)
+        with contextlib.suppress(subprocess.TimeoutExpired):  # a grandchild still holds the pipe: the filter goes
+            child.wait(timeout=10)  # on draining it, detached
 
 
 def resolve_use_gpu(setting: bool | str) -> bool:

@@ -319,7 +319,9 @@ def register_version(
             mlflow.log_artifact(str(path), artifact_path="review")
             if path.name == WORST_IMAGE:  # on the run page itself, not two clicks into its artifacts
                 mlflow.log_image(load_png(path), key="worst_examples")
-        client.update_model_version(name, str(version), description=_truncate(report))
+        # the version page resolves a relative image against the UI's URL: the picture stays in the file's copy
+        description = "\n".join(line for line in report.splitlines() if not line.startswith("![")) + "\n"
+        client.update_model_version(name, str(version), description=_truncate(description))
 
     return RegisteredVersion(
         name=name,
@@ -437,7 +439,7 @@ def _metric_tables(version: int, other: str, eval_metrics: dict, champion_eval: 
                 f"| {label} | {_fmt(mine.get(key))} | {_fmt(theirs.get(key))} | "
                 f"{delta}{f' ± {noise:.4f}' if noise is not None else ''} |"
             )
-        if isinstance(mine.get("ap_se"), (int, float)):
+        if isinstance(mine.get("ap_se"), (int, float)) and math.isfinite(mine["ap_se"]):
             lines += [
                 "",
                 f"± : one standard error of the AP difference from a bootstrap over the {split} people (each "

@@ -272,7 +272,7 @@ class Selection:
 
     rows: np.ndarray  # (B,) int64 positions into the scores frame
     policy_score: np.ndarray  # (N,) what the policy ranked by
-    uncertainty: np.ndarray  # (N,) combined uncertainty (the task score shown to annotators)
+    uncertainty: np.ndarray  # (N,) combined uncertainty (the task's data.uncertainty)
     counts: dict[str, int]
     review_rows: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0, np.int64))  # (R,) hopeless ones
     # for a person to look at (queue "review" in selection.parquet), largest box first

@@ -53,7 +53,9 @@ def label_studio_state(project_title: str = "poseloop") -> dict | None:
 
 
 def status_dict(project_root: Path = Path(".")) -> dict:
-    """The status as data: round, labeled, labeled_file, pool, pending, corrected, corrections, skipped, registry
+    """The status as data: round, labeled, labeled_file, pool, pending (what the last pull found unanswered),
+    waiting and waiting_source (the server's live count when it answers, else ``pending``), corrected, corrections,
+    skipped, registry
     (``registry.registry_summary``, or ``{"error": ...}`` when the store cannot be read), label_studio."""
     from pipeline.corrections import read_store
     from pipeline.merge import effort_summary
@@ -77,6 +79,8 @@ def status_dict(project_root: Path = Path(".")) -> dict:
         registry = registry_summary(name, uri=uri)
     except Exception as exc:  # an unreachable tracking server must not hide the rest of the status
         registry = {"name": name, "tracking_uri": uri, "error": f"{type(exc).__name__}: {exc}"}
+    ls_state = label_studio_state(project_title)
+    live = ls_state is not None and "error" not in ls_state
     return {
         "project": str(root.resolve()),
         "round": round_number(data / "merge_report.json", data / "corrections"),
@@ -86,12 +90,15 @@ def status_dict(project_root: Path = Path(".")) -> dict:
             data / "pool.json" if (data / "pool.json").is_file() else data / "prepared" / "pool.json"
         ),
         "pending": len(pending),
+        # the one answer to "how many tasks wait for an annotator": the server's count now, else the last pull's
+        "waiting": ls_state["waiting"] if live else len(pending),
+        "waiting_source": "label_studio" if live else "last_pull",
         "corrected": len({c.instance_id for c in corrections}),
         "corrections": len(corrections),
         "skipped": len({s.instance_id for s in skips}),
         "effort": effort_summary(corrections),
         "registry": registry,
-        "label_studio": label_studio_state(project_title),
+        "label_studio": ls_state,
     }
 
 

@@ -24,13 +24,21 @@ def _px(point: np.ndarray) -> tuple[int, int]:
 
 
 def side_colours(schema: KeypointSchema) -> list[tuple[int, int, int]]:
-    """(K,) RGB colour of each keypoint: the first of a flip pair left (orange), the second right (blue), the rest
-    centre (green). The overlays and the Label Studio config use the same, so a picture and a task read alike."""
-    left = {a for a, _ in schema.flip_pairs}
-    right = {b for _, b in schema.flip_pairs}
-    return [
-        LEFT_COLOUR if j in left else RIGHT_COLOUR if j in right else CENTRE_COLOUR for j in range(len(schema.names))
-    ]
+    """(K,) RGB colour of each keypoint: left orange, right blue, the rest centre green. The side comes from the
+    name (``left_*`` / ``l_*``, ``right_*`` / ``r_*``, any case), else from the flip pairs (first of a pair left):
+    a schema may list its pairs right-first. The overlays and the Label Studio config use the same, so a picture
+    and a task read alike."""
+    side = {}
+    for a, b in schema.flip_pairs:
+        side.setdefault(a, LEFT_COLOUR)
+        side.setdefault(b, RIGHT_COLOUR)
+    for j, name in enumerate(schema.names):
+        low = name.lower()
+        if low.startswith(("left", "l_")):
+            side[j] = LEFT_COLOUR
+        elif low.startswith(("right", "r_")):
+            side[j] = RIGHT_COLOUR
+    return [side.get(j, CENTRE_COLOUR) for j in range(len(schema.names))]
 
 
 def draw_keypoints(

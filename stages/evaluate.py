@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import math
 from pathlib import Path
 
 import numpy as np
@@ -63,7 +64,8 @@ def main() -> None:
         # how much the AP would move with other people of the same kind in the split (the review report's +-)
         labeled = np.array([(r.keypoints[:, 2] > 0).any() for r in records])
         ap_se = bootstrap_ap_se(person_oks(gt, records, pred)[labeled], pred.scores.mean(axis=1)[labeled])
-        results[split] = {**metrics, "instances": len(records), "ap_se": round(ap_se, 5)}
+        ap_se = round(ap_se, 5) if math.isfinite(ap_se) else None  # None: fewer than 2 labeled people
+        results[split] = {**metrics, "instances": len(records), "ap_se": ap_se}
         if split == "val":
             worst_rows = worst_instances(gt, records, pred, params.register.review_examples)
             sheet = worst_examples_sheet(worst_rows, records, pred.keypoints, pred.scores, gt.schema)

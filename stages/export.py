@@ -16,6 +16,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from pipeline.config import load_params
+from pipeline.console import add_json_flag, stage_result
 from pipeline.data.coco import read_coco
 from pipeline.data.labelstudio.config import labeling_config
 from pipeline.data.labelstudio.tasks import tasks_for_selection
@@ -37,6 +38,7 @@ def main() -> None:
     parser.add_argument("--tasks-file", type=Path, default=Path("artifacts/labelstudio_tasks.json"))
     parser.add_argument("--config-file", type=Path, default=Path("artifacts/labelstudio_config.xml"))
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
+    add_json_flag(parser)
     args = parser.parse_args()
     cfg = load_params(args.params).export
     document_root = Path(cfg.document_root)
@@ -68,18 +70,17 @@ def main() -> None:
         )
         mapping: dict[int, int | None] = dict(send_tasks(ls, project, tasks, version, batch_size=cfg.batch_size))
         record = {"mode": "server", "project_id": project, "project_title": cfg.project_title}
-        message = f"exported {len(tasks)} tasks to Label Studio project {cfg.project_title!r} (id {project})"
+        message = f"{len(tasks)} tasks in Label Studio project {cfg.project_title!r} (id {project})"
     else:
         mapping = {int(t["data"]["instance_id"]): None for t in tasks}
         record = {"mode": "file", "tasks_file": str(args.tasks_file), "labeling_config": str(config_file)}
         message = (
-            f"{ENV_URL} is not set: wrote {len(tasks)} tasks to {args.tasks_file}; import them into a Label "
-            f"Studio project made with the labeling config {config_file} (or start a server with `python -m "
-            "pipeline labelstudio serve` and set the two variables it prints)"
+            f"{len(tasks)} tasks written to {args.tasks_file} for a Label Studio project made with {config_file} "
+            f"({ENV_URL} is not set; `python -m pipeline labelstudio serve` prints the two variables)"
         )
     record.update(model_version=version, tasks={str(k): v for k, v in sorted(mapping.items())})
     write_json(args.out, record)
-    print(message)
+    stage_result("export", message, {k: v for k, v in record.items() if k != "tasks"} | {"sent": len(tasks)}, args.json)
 
 
 if __name__ == "__main__":

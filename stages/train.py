@@ -71,7 +71,7 @@ def main() -> None:
     with stage_run("train", tags={"labeled_instances": str(trained.labeled)}):
         log_training(history, params, args.out, pictures)
     line = (
-        f"val AP {final['val_ap']:.3f} at epoch {final['best_epoch']} of {final['epochs']} -> {args.out} "
+        f"val AP {final['val_ap']:.3f} at epoch {final['best_epoch'] + 1} of {final['epochs']} -> {args.out} "
         f"(all figures: {args.metrics})"
     )
     stage_result("train", line, {"model": str(args.out), **final}, args.json)

@@ -34,7 +34,7 @@ from label_studio_sdk.core.api_error import ApiError
 
 from pipeline.corrections import AnnotationProblem, Correction, Skip
 from pipeline.data.labelstudio.annotations import collect_task_records, parse_model_versions
-from pipeline.data.labelstudio.config import instructions_html, keypoint_labels, labeling_config
+from pipeline.data.labelstudio.config import INSTRUCTIONS_START, instructions_html, keypoint_labels, labeling_config
 from pipeline.keypoints import KeypointSchema
 
 log = logging.getLogger(__name__)
@@ -336,16 +336,14 @@ def get_or_create_project(
                 f"{list(schema.names)}: use another project title for this schema"
             )
         project_id = int(project.id)
-        if full.label_config != labeling_config(schema) or full.expert_instruction != instructions_html():
+        # instructions a team wrote in the UI are theirs: only empty ones or poseloop's own are brought up to date
+        ours = not full.expert_instruction or full.expert_instruction.startswith(INSTRUCTIONS_START)
+        instructions = {"expert_instruction": instructions_html(), "show_instruction": True} if ours else {}
+        if full.label_config != labeling_config(schema) or (ours and full.expert_instruction != instructions_html()):
             # made by an earlier version: same keypoints, older controls (a control added since, e.g. "missed
             # person") or older instructions; Label Studio checks that existing annotations still fit the config
             retry(
-                lambda: ls.projects.update(
-                    id=project_id,
-                    label_config=labeling_config(schema),
-                    expert_instruction=instructions_html(),
-                    show_instruction=True,
-                ),
+                lambda: ls.projects.update(id=project_id, label_config=labeling_config(schema), **instructions),
                 f"update the labeling config of project {project_id}",
             )
             log.info("project %r (id %d): labeling config and instructions brought up to date", title, project_id)
@@ -544,6 +542,16 @@ def send_tasks(
 
         with_retries(
             send_predictions, attempts, base_delay, url=url, what="import predictions", before_retry=resume_predictions
+        )
+    # The line above the image (data.note: confidence, keypoints to check first) and data.uncertainty belong to the
+    # prediction just sent: without this an older task would show the last model's note beside the new dots.
+    for tid, task in stale:
+        with_retries(
+            lambda tid=tid, task=task: ls.tasks.update(id=tid, data=task["data"]),
+            attempts,
+            base_delay,
+            url=url,
+            what=f"update the note of task {tid}",
         )
 
     final = index() if (missing or stale) else existing  # re-read only when something was written

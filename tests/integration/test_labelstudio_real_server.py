@@ -29,7 +29,12 @@ require_label_studio()
 
 from pipeline.data.labelstudio import annotations  # noqa: E402  # after the loud skip
 from pipeline.data.labelstudio import tasks as task_format  # noqa: E402
-from pipeline.data.labelstudio.config import instructions_html, keypoint_labels, labeling_config  # noqa: E402
+from pipeline.data.labelstudio.config import (  # noqa: E402
+    INSTRUCTIONS_START,
+    instructions_html,
+    keypoint_labels,
+    labeling_config,
+)
 from pipeline.labelstudio import client, oracle  # noqa: E402
 
 COCO17 = KeypointSchema.coco17()
@@ -53,9 +58,12 @@ def test_project_config_accepted_storage_once_and_images_served(labelstudio_env)
     # instructions before the first task; a project made with older instructions is brought up to date
     assert project.label_config == labeling_config(COCO17) and 'hotkey="o"' in project.label_config
     assert project.expert_instruction == instructions_html() and project.show_instruction is True
-    ls.projects.update(id=pid, expert_instruction="old words")
+    ls.projects.update(id=pid, expert_instruction=INSTRUCTIONS_START + "<ul><li>an older version's</li></ul>")
     client.get_or_create_project(ls, "config check", COCO17, root)
     assert ls.projects.get(id=pid).expert_instruction == instructions_html()
+    ls.projects.update(id=pid, expert_instruction="<p>Our team rules</p>")  # written in the UI: theirs
+    client.get_or_create_project(ls, "config check", COCO17, root)
+    assert ls.projects.get(id=pid).expert_instruction == "<p>Our team rules</p>"
     # The editor loads images through the local-files URL of the task: the storage makes it servable.
     url = task_format.image_url(f"prepared/{coco['images'][0]['file_name']}")
     request = urllib.request.Request(
@@ -99,15 +107,18 @@ def test_export_is_idempotent_and_updates_predictions(labelstudio_env):
     annotated, skipped = mapping[coco["annotations"][0]["id"]], mapping[coco["annotations"][1]["id"]]
     ls.annotations.create(id=annotated, result=[], was_cancelled=False)
     ls.annotations.create(id=skipped, result=[], was_cancelled=True)
-    assert (
-        client.send_tasks(ls, pid, tasks_for(coco, COCO17, "pose/2"), "pose/2", batch_size=4, prediction_batch_size=3)
-        == mapping
-    )
+    round2 = tasks_for(coco, COCO17, "pose/2")
+    for task in round2:
+        task["data"]["note"] = f"pose/2 says: check instance {task['data']['instance_id']}"
+    assert client.send_tasks(ls, pid, round2, "pose/2", batch_size=4, prediction_batch_size=3) == mapping
     versions = _versions_by_instance(ls, pid)
     assert len(versions) == n
+    notes = {t.data["instance_id"]: t.data.get("note") for t in ls.tasks.list(project=pid, fields="all")}
     for iid, tid in mapping.items():
         expected = ["pose/1"] if tid in (annotated, skipped) else ["pose/1", "pose/2"]
         assert versions[iid] == expected, iid
+        # the line above the image follows the prediction shown (issue #25); answered tasks keep theirs
+        assert (notes[iid] == f"pose/2 says: check instance {iid}") == (tid not in (annotated, skipped)), iid
     assert ls.projects.get(id=pid).model_version == "pose/2"
     with pytest.raises(ValueError, match="must not contain a comma"):
         client.send_tasks(ls, pid, [], "pose, 3")

@@ -65,6 +65,15 @@ def test_labeling_config_tells_the_annotator_what_to_do():
     colours = {e.get("value"): e.get("background") for e in root.find("KeyPointLabels").iter("Label")}
     assert colours["left_wrist"] == "#ff8000" and colours["right_wrist"] == "#00a0ff" and colours["nose"] == "#00dc00"
     assert colours["left_wrist"] == "#{:02x}{:02x}{:02x}".format(*viz.LEFT_COLOUR)  # the overlays' orange
+    # a schema listing its right keypoints first: sides still come from the names (pairs are stored index-ordered)
+    right_first = KeypointSchema.from_coco_category(
+        {"id": 1, "name": "mouse", "keypoints": ["snout", "right_ear", "left_ear", "tail"], "skeleton": []}
+    )
+    sides = {
+        e.get("value"): e.get("background")
+        for e in ET.fromstring(config.labeling_config(right_first)).find("KeyPointLabels").iter("Label")
+    }
+    assert (sides["right_ear"], sides["left_ear"], sides["tail"]) == ("#00a0ff", "#ff8000", "#00dc00")
     (occluded,) = root.find("Choices").iter("Choice")
     assert occluded.get("hotkey") == "o" and "press O (occluded)" in " ".join(config.INSTRUCTIONS)
     html = config.instructions_html()
@@ -171,7 +180,7 @@ def test_instance_to_task_prediction_details():
     # the note names the keypoints to check first, least sure first, including one too unsure to pre-place
     assert task["predictions"][0]["score"] == pytest.approx((0.9 + 0.8 + 0.7 + 0.05) / 4)
     assert task["data"]["uncertainty"] == 0.25
-    assert task["data"]["note"] == "Model confidence 61%. Check first: tail (least sure)."
+    assert task["data"]["note"] == "Model confidence 61%. Check or place first: tail (least sure)."
     # a 30x40 px person: dots of 0.03 x sqrt(1200) = 1.04 px, not 3 px
     assert points["snout"]["value"]["width"] == pytest.approx(0.03 * 1200**0.5 * 100 / 100)
     assert points["right_ear"]["value"]["x"] == 0.0 and points["right_ear"]["value"]["y"] == 100.0
@@ -216,7 +225,7 @@ def test_keypoint_scores_read_on_a_0_to_1_scale_and_the_note_orders_the_unsure()
     assert 0 <= task["predictions"][0]["score"] <= 1
     assert task["data"]["note"] == (
         "The model finds this person very hard: label them if you can, else Skip. Model confidence 55%. "
-        "Check first: left ear, tail (least sure)."
+        "Check or place first: left ear, tail (least sure)."
     )
     assert points["snout"]["value"]["width"] == pytest.approx(task_format.POINT_SIZE_PX * 100 / 640)  # a big person
 

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import mlflow
+import numpy as np
 import pytest
 import torch
 
@@ -22,6 +23,7 @@ from pipeline.model_store import load_model, model_version
 from pipeline.registry import promote, register_version, registry_summary
 from pipeline.status import status_dict, status_table
 from pipeline.tracking import download_model_alias
+from pipeline.viz import save_png
 from tests.support import registry_project
 from tests.support.registry_project import NAME
 
@@ -96,8 +98,7 @@ def _client() -> mlflow.MlflowClient:
 
 
 def test_second_version_is_challenger_until_promoted(project, store):
-    picture = store / "worst.png"
-    picture.write_bytes(b"\x89PNG not really")
+    picture = save_png(store / "worst.png", np.full((8, 16, 3), 200, np.uint8))
     first = _register(project, store, 0.30, round=1)
     # a fresh registry: the first model is champion and challenger
     assert (first.version, first.champion_version, first.challenger_version, first.promoted) == (1, 1, 1, True)
@@ -126,7 +127,8 @@ def test_second_version_is_challenger_until_promoted(project, store):
     logged = {a.path for a in client.list_artifacts(second.run_id, "review")}
     assert {"review/review.md", "review/eval.json", "review/worst_examples.png"} <= logged
     assert {a.path for a in client.list_artifacts(second.run_id, "model")} == {"model/model.pt", "model/model.json"}
-    assert mv.description == review
+    assert "![" in review and mv.description == "".join(f"{line}\n" for line in review.splitlines() if line[:2] != "![")
+    assert any(a.path == "images" for a in client.list_artifacts(second.run_id))  # the picture on the run's page
     assert not (store / "review-1" / "worst_examples.png").exists()  # none given: none claimed
 
     summary = registry_summary(NAME)
@@ -251,6 +253,7 @@ def test_status_reports_counts_and_the_registry(project, store):
     labeled = len(json.loads((prepared / "labeled.json").read_text())["annotations"])
     assert (status["round"], status["labeled"], status["pool"]) == (2, labeled, len(pool))
     assert (status["pending"], status["corrected"], status["skipped"]) == (5, 3, 1)
+    assert (status["waiting"], status["waiting_source"]) == (5, "last_pull")  # no server: the last pull's count
     assert status["registry"]["champion"]["version"] == 1 and status["registry"]["challenger"]["version"] == 2
     table = status_table(root, status)
     assert f"v1 ({NAME}/1), round 1, val AP 0.4000, 41 labeled" in table

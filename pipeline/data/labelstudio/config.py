@@ -63,10 +63,13 @@ def _hex(rgb: tuple[int, int, int]) -> str:
     return "#{:02x}{:02x}{:02x}".format(*rgb)
 
 
+INSTRUCTIONS_START = "<p><b>One person per task.</b></p>"  # how poseloop's instructions begin, every version
+
+
 def instructions_html() -> str:
     """The project's instructions (Label Studio's ``expert_instruction``), shown before the first task."""
     items = "".join(f"<li>{line}</li>" for line in INSTRUCTIONS)
-    return f"<p><b>One person per task.</b></p><ul>{items}</ul>"
+    return f"{INSTRUCTIONS_START}<ul>{items}</ul>"
 
 
 def labeling_config(schema: KeypointSchema) -> str:

@@ -15,7 +15,7 @@ Task (``instance_to_task``)::
 
     {"data": {"image": "/data/local-files/?d=<path relative to the document root>", "instance_id": 7, "image_id": 3,
               "bbox": [x, y, w, h],
-              "uncertainty": 0.71, "note": "Model confidence 62%. Check first: left wrist (least sure)."},
+              "uncertainty": 0.71, "note": "Model confidence 62%. Check or place first: left wrist (least sure)."},
      "predictions": [{"model_version": "poseloop-pose/3", "score": <mean keypoint confidence>, "result": [
          {"id": "box", "type": "rectanglelabels", "from_name": "box", ..., "value": {"x", "y", "width", "height",
           "rotation": 0, "rectanglelabels": ["person"]}},
@@ -183,7 +183,10 @@ def task_note(scores: np.ndarray | None, schema: KeypointSchema, queue: str | No
         unsure = [j for j in np.argsort(scores, kind="stable") if finite[j] and scores[j] < UNSURE_BELOW]
         names = ", ".join(schema.names[j].replace("_", " ") for j in unsure[:UNSURE_NAMED])
         parts.append(f"Model confidence {confidence:.0%}.")
-        parts.append(f"Check first: {names} (least sure)." if names else "The model is fairly sure of every keypoint.")
+        # a keypoint too unsure to pre-place (min_score) is named too: it is to be placed, not checked
+        parts.append(
+            f"Check or place first: {names} (least sure)." if names else "The model is fairly sure of every keypoint."
+        )
     return " ".join(parts) or "Check every keypoint."
 
 
