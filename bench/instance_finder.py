@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import itertools
 import json
 import tempfile
 import time
@@ -91,15 +92,20 @@ def measure(root: Path, source: str = "synthetic") -> dict:
     finder = train_finder(params.find, images, val.schema.flip_index)
     finder_seconds = time.perf_counter() - started
     finder.codec.min_score = 0.0  # every peak, then each threshold below picks from them
-    peaks_val = find_instances(finder, val.images, prepared)
-    by_threshold = {}
-    for threshold in THRESHOLDS:
-        kept = [(b[s >= threshold], s[s >= threshold]) for b, s in peaks_val]
+    peaks = {}  # flip_test -> per val image (boxes, scores)
+    for flip_test in (False, True):
+        finder.flip_test = flip_test
+        peaks[flip_test] = find_instances(finder, val.images, prepared)
+    finder.flip_test = params.find.flip_test
+    peaks_val = peaks[params.find.flip_test]
+    by_threshold: dict[bool, dict] = {False: {}, True: {}}
+    for flip_test, threshold in itertools.product((False, True), THRESHOLDS):
+        kept = [(b[s >= threshold], s[s >= threshold]) for b, s in peaks[flip_test]]
         with contextlib.redirect_stdout(io.StringIO()):
-            by_threshold[threshold] = box_recall_and_ap(val_dict, val.images, kept)
+            by_threshold[flip_test][threshold] = box_recall_and_ap(val_dict, val.images, kept)
     found_val = [(b[s >= params.find.min_score], s[s >= params.find.min_score]) for b, s in peaks_val]
     finder.codec.min_score = params.find.min_score
-    boxes = by_threshold[params.find.min_score]
+    boxes = by_threshold[params.find.flip_test][params.find.min_score]
     per_tag = recall_per_tag(val_dict, val.images, found_val)
 
     pool_images = pool["images"] or val.images  # coco_mini: every train image is a seed image
@@ -121,9 +127,9 @@ def measure(root: Path, source: str = "synthetic") -> dict:
     gt_records = instances_from_coco(val.images, val.annotations, prepared, val.schema.num_keypoints)
     pose_gt = _pose_ap(model, val, gt_records, {}, pose_params)
     pose_found_at = {}
-    for threshold in THRESHOLDS:
+    for flip_test, threshold in itertools.product((False, True), THRESHOLDS):
         found_records, detection = [], {}
-        for im, (found_boxes, scores) in zip(val.images, peaks_val, strict=True):
+        for im, (found_boxes, scores) in zip(val.images, peaks[flip_test], strict=True):
             for rank, (box, score) in enumerate(zip(found_boxes, scores, strict=True)):
                 if score < threshold:
                     continue
@@ -132,9 +138,9 @@ def measure(root: Path, source: str = "synthetic") -> dict:
                     InstanceRecord(iid, prepared / im["file_name"], tuple(map(float, box)), None, im["id"])
                 )
                 detection[iid] = float(score)
-        pose_found_at[threshold] = _pose_ap(model, val, found_records, detection, pose_params)
-        by_threshold[threshold]["pose_ap_found_boxes"] = pose_found_at[threshold]
-    pose_found = pose_found_at[params.find.min_score]
+        pose_found_at[flip_test, threshold] = _pose_ap(model, val, found_records, detection, pose_params)
+        by_threshold[flip_test][threshold]["pose_ap_found_boxes"] = pose_found_at[flip_test, threshold]
+    pose_found = pose_found_at[params.find.flip_test, params.find.min_score]
     return {
         "seed_images": len(images),
         "seed_people": int(sum(len(i.boxes) for i in images)),
@@ -147,8 +153,9 @@ def measure(root: Path, source: str = "synthetic") -> dict:
         "pose_ap_found_boxes": round(pose_found, 4),
         "pose_ap_ratio": round(pose_found / pose_gt, 3) if pose_gt else None,
         "finder_train_seconds": round(finder_seconds, 1),
-        "by_min_score": {
-            str(t): {k: round(v, 4) for k, v in m.items() if k != "people"} for t, m in by_threshold.items()
+        **{
+            key: {str(t): {k: round(v, 4) for k, v in m.items() if k != "people"} for t, m in rows.items()}
+            for key, rows in (("by_min_score", by_threshold[False]), ("by_min_score_flip_test", by_threshold[True]))
         },
         "recall_iou50_per_tag": per_tag,
         "pool_images": len(pool_images),
@@ -156,7 +163,16 @@ def measure(root: Path, source: str = "synthetic") -> dict:
         "images_per_s": round(len(pool_images) / find_seconds, 1),
         "find": {
             k: getattr(params.find, k)
-            for k in ("input_size", "backbone", "steps", "batch_size", "lr", "min_score", "keypoint_weight")
+            for k in (
+                "input_size",
+                "backbone",
+                "steps",
+                "batch_size",
+                "lr",
+                "min_score",
+                "flip_test",
+                "keypoint_weight",
+            )
         },
     }
 
@@ -195,12 +211,13 @@ def run() -> None:
             f"{m['box_ap50']:.3f} |\n"
             for name, m in rows
         )
-        + "\n| find.min_score (synthetic) | recall IoU 0.5 | recall IoU 0.75 | box AP | pose AP, found boxes |\n"
-        "|---|---|---|---|---|\n"
+        + "\n| find.min_score (synthetic) | find.flip_test | recall IoU 0.5 | recall IoU 0.75 | box AP | pose AP, "
+        "found boxes |\n|---|---|---|---|---|---|\n"
         + "".join(
-            f"| {t} | {m['recall_iou50']:.3f} | {m['recall_iou75']:.3f} | {m['box_ap']:.3f} | "
+            f"| {t} | {flip} | {m['recall_iou50']:.3f} | {m['recall_iou75']:.3f} | {m['box_ap']:.3f} | "
             f"{m['pose_ap_found_boxes']:.3f} |\n"
-            for t, m in r["by_min_score"].items()
+            for key, flip in (("by_min_score", "off"), ("by_min_score_flip_test", "on"))
+            for t, m in r[key].items()
         )
         + "\nWhere it misses (synthetic; recall at IoU 0.5 and params.yaml's min_score, per hard case of the synthetic "
         "set; a person can carry several tags): "

@@ -98,22 +98,49 @@ def build_model(
 
 
 class FinderModel(nn.Module):
-    """Backbone + the instance finder head: whole images (B, 3, H, W) -> centre / size / offset maps at stride 4."""
+    """Backbone + the instance finder head: whole images (B, 3, H, W) -> centre / size / offset maps at stride 4.
+    ``flip_test``: ``predict`` averages the maps of the image and of its mirror (the finder is trained on mirrored
+    images too)."""
 
-    def __init__(self, backbone: Backbone, head: InstanceFinderHead) -> None:
+    def __init__(self, backbone: Backbone, head: InstanceFinderHead, flip_test: bool = False) -> None:
         super().__init__()
         self.backbone = backbone
         self.head = head
         self.codec = head.codec
+        self.flip_test = flip_test
 
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         return self.head(self.backbone.body(self.backbone.stem(images)))
 
+    @torch.no_grad()
+    def predict(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The maps ``head.decode`` reads (``centre``, ``size``, ``offset``), flip-averaged when ``flip_test``.
+        A centre at cell x + offset o of a mirrored map of width w is at cell w - 1 - x with offset -o here, so the
+        mirror's x offsets change sign; sizes and centre logits average as they are."""
+        out = self(images)
+        if not self.flip_test:
+            return out
+        mirrored = self(images.flip(-1))
+        offset = mirrored["offset"].flip(-1)
+        offset = torch.cat([-offset[:, :1], offset[:, 1:]], dim=1)
+        return {
+            "centre": (out["centre"] + mirrored["centre"].flip(-1)) / 2,
+            "size": (out["size"] + mirrored["size"].flip(-1)) / 2,
+            "offset": (out["offset"] + offset) / 2,
+        }
+
 
 def build_finder(
-    *, backbone: str, variant: int | None, codec: CentreCodec, num_keypoints: int = 0, keypoint_weight: float = 1.0
+    *,
+    backbone: str,
+    variant: int | None,
+    codec: CentreCodec,
+    num_keypoints: int = 0,
+    keypoint_weight: float = 1.0,
+    flip_test: bool = False,
 ) -> FinderModel:
     """A fresh instance finder on one of the project's backbones (nothing pretrained, nothing downloaded);
     ``num_keypoints`` > 0 adds the auxiliary keypoint maps (``InstanceFinderHead``)."""
     net = build_backbone(backbone, variant)  # type: ignore[arg-type]
-    return FinderModel(net, InstanceFinderHead(net.out_channels, codec, num_keypoints, keypoint_weight))
+    head = InstanceFinderHead(net.out_channels, codec, num_keypoints, keypoint_weight)
+    return FinderModel(net, head, flip_test=flip_test)

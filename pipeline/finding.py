@@ -263,6 +263,7 @@ def train_finder(
         codec=codec,
         num_keypoints=num_keypoints,
         keypoint_weight=params.keypoint_weight,
+        flip_test=params.flip_test,
     ).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=params.lr, weight_decay=1e-4)
     warmup = max(1, params.steps // 20)
@@ -316,7 +317,7 @@ def find_instances(
                 raise FileNotFoundError(f"{images_root / im['file_name']}: cannot read the image")
             tensors.append(normalize_image(warp_crop(rgb, matrix, codec.input_size)))
         for im, matrix, (boxes, scores) in zip(
-            chunk, matrices, model.head.decode(model(torch.stack(tensors).to(device))), strict=True
+            chunk, matrices, model.head.decode(model.predict(torch.stack(tensors).to(device))), strict=True
         ):
             scale, tx, ty = matrix[0, 0], matrix[0, 2], matrix[1, 2]
             xy = (boxes[:, :2] - [tx, ty]) / scale
@@ -448,6 +449,7 @@ def load_finder(finder_dir: Path, device: str | torch.device = "cpu") -> FinderM
         variant=find["variant"],
         codec=codec,
         num_keypoints=description.get("num_keypoints", 0),
+        flip_test=find.get("flip_test", False),  # a finder saved before the setting: without
     )
     model.load_state_dict(torch.load(Path(finder_dir) / FINDER_WEIGHTS, map_location="cpu", weights_only=True))
     return model.to(device).eval()
