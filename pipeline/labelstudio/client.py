@@ -339,7 +339,9 @@ def get_or_create_project(
         # instructions a team wrote in the UI are theirs: only empty ones or poseloop's own are brought up to date
         ours = not full.expert_instruction or full.expert_instruction.startswith(INSTRUCTIONS_START)
         instructions = {"expert_instruction": instructions_html(), "show_instruction": True} if ours else {}
-        if full.label_config != labeling_config(schema) or (ours and full.expert_instruction != instructions_html()):
+        # the server keeps the config without its trailing newline: compare the text itself
+        stale_config = (full.label_config or "").strip() != labeling_config(schema).strip()
+        if stale_config or (ours and full.expert_instruction != instructions_html()):
             # made by an earlier version: same keypoints, older controls (a control added since, e.g. "missed
             # person") or older instructions; Label Studio checks that existing annotations still fit the config
             retry(

@@ -131,7 +131,8 @@ def test_evaluate_and_register_stages(project, tmp_path):
     review = (tmp_path / "review" / "review.md").read_text()
     assert "## Worst val examples" in review and f"| 0 | {worst[0]['instance_id']} |" in review
     # issue #25: the AP difference with its noise, the picture inline, the run named for its round
-    assert 0 < metrics["val"]["ap_se"] < 0.2
+    # the fixture's few-step model may score AP 0 on every resample (s.e. 0); a model with AP has a spread
+    assert 0 <= metrics["val"]["ap_se"] < 0.2 and (metrics["val"]["ap_se"] > 0) == (metrics["val"]["ap"] > 0)
     ap_row = next(line for line in review.splitlines() if line.startswith("| AP |"))
     assert " ± " not in ap_row  # the first version has no champion to differ from
     assert "![the worst val examples" in review and "(worst_examples.png)" in review
