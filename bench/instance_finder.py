@@ -36,7 +36,7 @@ from pipeline.model_store import build_codec, model_from_params
 from pipeline.training import train_in_process
 
 COMMAND = "python -m bench instance_finder"
-THRESHOLDS = (0.05, 0.15, 0.3)  # find.min_score values compared (0.3: params.yaml)
+THRESHOLDS = (0.05, 0.15, 0.3)  # find.min_score values compared (0.15: params.yaml)
 
 
 def recall_per_tag(gt: dict, images: list[dict], found: list) -> dict[str, tuple[int, float]]:

@@ -119,7 +119,7 @@ class FinderModel(nn.Module):
         mirror's x offsets change sign; sizes and centre logits average as they are."""
         out = self(images)
         if not self.flip_test:
-            return out
+            return {key: out[key] for key in ("centre", "size", "offset")}  # the same keys either way
         mirrored = self(images.flip(-1))
         offset = mirrored["offset"].flip(-1)
         offset = torch.cat([-offset[:, :1], offset[:, 1:]], dim=1)

@@ -218,8 +218,8 @@ class FindParams:
     steps: int = _p(4000, ge=1, le=10_000_000)
     batch_size: int = _p(16, ge=1, le=4096)
     lr: float = _p(0.006, gt=0, le=1)
-    min_score: float = _p(0.3, ge=0, le=1)  # a peak below this is not a person
-    flip_test: bool = False  # average the maps of each image and its mirror (docs/BENCHMARKS.md, "Instance finder")
+    min_score: float = _p(0.15, ge=0, le=1)  # a peak below this is not a person
+    flip_test: bool = True  # average the maps of each image and its mirror (docs/BENCHMARKS.md, "Instance finder")
     max_instances: int = _p(20, ge=1, le=999)  # per image
     # the auxiliary task's share of the loss: every labeled person's visible keypoints as heatmaps (0: boxes only)
     keypoint_weight: float = _p(1.0, ge=0, le=100)

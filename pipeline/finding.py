@@ -433,7 +433,9 @@ def save_finder(model: FinderModel, params: FindParams, out_dir: Path, metrics: 
     out_dir.mkdir(parents=True, exist_ok=True)
     torch.save(model.state_dict(), out_dir / FINDER_WEIGHTS)
     keypoints = model.head.keypoints
-    description = {"find": to_dict(params), "num_keypoints": keypoints[-1].out_channels if keypoints else 0}
+    # the model's own flip_test: what it does is what load_finder must rebuild, whatever params say
+    find = {**to_dict(params), "flip_test": model.flip_test}
+    description = {"find": find, "num_keypoints": keypoints[-1].out_channels if keypoints else 0}
     write_json(out_dir / FINDER_DESCRIPTION, {**description, "metrics": metrics})
 
 
