@@ -182,6 +182,7 @@ def run_round(
             folder / "selection.parquet",
             seed=select_seed,
             budget=budget,
+            no_person_ids=teacher.merge_report.get("no_person_ids", []),
         )
         if annotate is not None:
             effort = annotate(pq.read_table(folder / "selection.parquet"))

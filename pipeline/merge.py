@@ -150,6 +150,10 @@ class _People:
         box = record.instance_bbox if record.instance_bbox is not None else getattr(record, "bbox", None)
         # the annotator's own box (no exported box recorded) may be redrawn: the looser legacy threshold
         threshold = SAME_BOX_IOU if record.instance_bbox is not None else LEGACY_BOX_IOU
+        if base is None and is_found_id(record.instance_id):
+            # a found person a retrained finder gives a little elsewhere (so under another id): the verdict on the
+            # box the annotator saw holds for whoever is found over it, as a correction's does (_with_added_people)
+            threshold = REFOUND_SAME_PERSON_IOU
         if box is None:  # a skip with an image file but no box: the file is all there is to check
             if base is not None and self._matches(record, base, base["bbox"], 0.0):
                 return base, None
@@ -360,6 +364,8 @@ def merge(seed: dict, pool: dict, corrections: list[Correction], skips: list[Ski
         "conflict_instance_ids": conflicts,
         "removed_no_person": len(removed),
         "removed_no_person_ids": sorted(removed),
+        # every instance the annotators ruled "no person" (after re-mapping): select never sends one again
+        "no_person_ids": sorted(no_person),
         "skipped": skipped,
         "unknown_instances": sorted(unknown),
         "invalid_corrections": sorted(invalid, key=lambda d: d["instance_id"]),  # stable: store order within one

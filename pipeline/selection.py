@@ -540,9 +540,13 @@ def selection_table(table: pa.Table, selection: Selection) -> pa.Table:
     return chosen.append_column("policy_score", pa.array(np.nan_to_num(selection.policy_score[rows])))
 
 
-def excluded_instances(labeled: list[Path], corrections: Path, pending: Path | None) -> dict[str, set[int]]:
+def excluded_instances(
+    labeled: list[Path], corrections: Path, pending: Path | None, no_person_ids: Iterable[int] = ()
+) -> dict[str, set[int]]:
     """{reason: instance ids} that must not be selected again: labeled (the labeled sets and every stored
-    correction), skipped (stored skips), pending (sent to Label Studio, not answered yet)."""
+    correction), skipped (stored skips, and ``no_person_ids``: the people merge ruled "no person", its report's
+    ``no_person_ids``, among them a false find a retrained finder gives under another id), pending (sent to Label
+    Studio, not answered yet)."""
     labeled_ids: set[int] = set()
     for path in labeled:
         if not path.is_file():
@@ -554,7 +558,7 @@ def excluded_instances(labeled: list[Path], corrections: Path, pending: Path | N
         pending_ids = {int(i) for i in json.loads(pending.read_text())["pending"]}
     return {
         "labeled": labeled_ids | {c.instance_id for c in done},
-        "skipped": {s.instance_id for s in skips},
+        "skipped": {s.instance_id for s in skips} | {int(i) for i in no_person_ids},
         "pending": pending_ids,
     }
 
@@ -591,13 +595,15 @@ def select_next(
     *,
     seed: int | None = None,
     budget: int | None = None,
+    no_person_ids: Iterable[int] = (),
 ) -> tuple[Selection, pd.DataFrame, pa.Table]:
     """The people annotators should see next -> ``out`` (selection.parquet: the chosen rows of the pool predictions,
     ``rank`` 0 first, then the review queue). Never an instance that is labeled (``labeled`` files and stored
-    corrections), skipped, or pending in Label Studio. ``cfg`` is params.yaml's ``select``; ``seed`` / ``budget``
-    override its own. Returns (the selection, the predictions' scalar frame, the predictions table)."""
+    corrections), skipped or ruled "no person" (``no_person_ids``, merge's report), or pending in Label Studio.
+    ``cfg`` is params.yaml's ``select``; ``seed`` / ``budget`` override its own. Returns (the selection, the
+    predictions' scalar frame, the predictions table)."""
     scores, table = read_pool_predictions(predictions)
-    exclude = excluded_instances(labeled, corrections, pending)
+    exclude = excluded_instances(labeled, corrections, pending, no_person_ids)
     selection = select_with_params(
         scores, table, cfg, exclude=exclude, labeled_count=len(exclude["labeled"]), seed=seed, budget=budget
     )

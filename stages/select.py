@@ -3,12 +3,14 @@
 Writes artifacts/selection.parquet (the selected rows, ``rank`` 0 first, then the review queue's hopeless ones with
 ``queue`` "review": docs/contracts/labelstudio.md),
 metrics/selection.json and plots/selection_scores.png (each signal, selected against not selected). Never selects an
-instance that is labeled (--labeled), corrected or skipped (data/corrections) or pending in Label Studio (--pending).
+instance that is labeled (--labeled), corrected or skipped (data/corrections), ruled "no person" (--merge-report) or
+pending in Label Studio (--pending).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 from pipeline.config import load_params
@@ -25,6 +27,7 @@ def main() -> None:
     parser.add_argument("--labeled", type=Path, nargs="+", default=[Path("data/train.json")])
     parser.add_argument("--corrections", type=Path, default=Path("data/corrections"))
     parser.add_argument("--pending", type=Path, default=Path("data/labelstudio/pending.json"))
+    parser.add_argument("--merge-report", type=Path, default=Path("data/merge_report.json"))
     parser.add_argument("--out", type=Path, default=Path("artifacts/selection.parquet"))
     parser.add_argument("--metrics", type=Path, default=Path("metrics/selection.json"))
     parser.add_argument("--plot", type=Path, default=Path("plots/selection_scores.png"))
@@ -34,7 +37,17 @@ def main() -> None:
 
     params = load_params(args.params)
     cfg = params.select
-    selection, scores, _ = select_next(cfg, args.predictions, args.labeled, args.corrections, args.pending, args.out)
+    # the people merge ruled "no person", re-mapped to this round's ids (a false find a retrained finder moved)
+    report = json.loads(args.merge_report.read_text()) if args.merge_report.is_file() else {}
+    selection, scores, _ = select_next(
+        cfg,
+        args.predictions,
+        args.labeled,
+        args.corrections,
+        args.pending,
+        args.out,
+        no_person_ids=report.get("no_person_ids", []),
+    )
 
     metrics, signals, chosen = selection_metrics(scores, selection, cfg.policy, cfg.budget)
     write_json(args.metrics, metrics)

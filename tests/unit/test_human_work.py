@@ -550,3 +550,40 @@ def test_a_correction_of_a_found_person_survives_a_retrained_finder_and_a_withdr
     train, report = merge(seed, refound, [drawn, withdrawn], [])
     assert [a["id"] for a in train["annotations"]] == [found_instance_id(frame, refound_box)]
     assert report["added_people"] == 0
+
+
+def test_a_no_person_verdict_on_a_found_box_holds_for_the_false_find_a_retrained_finder_moves(tmp_path):
+    """An annotator deletes a found box drawn around nobody ("no person"). A retrained finder gives the same false
+    find a little elsewhere, so under another id: the verdict follows it there (IoU >= 0.5, as a correction of a
+    found person does), merge reports it in ``no_person_ids``, and select never sends that box again. A found box
+    elsewhere on the image is someone else and stays selectable."""
+    from pipeline.corrections import found_instance_id
+    from pipeline.selection import excluded_instances
+
+    frame = "images/pool/cam1.mp4/frame_000004.jpg"
+    old_box = [10.0, 10.0, 50.0, 100.0]
+    denied = Skip(
+        found_instance_id(frame, old_box),
+        7,
+        9,
+        "a@b.c",
+        "2026-11-30T10:00:00Z",
+        "no_person",
+        origin="labelstudio",
+        image_file=frame,
+        instance_bbox=tuple(old_box),
+    )
+    moved, other = [14.0, 16.0, 52.0, 96.0], [300.0, 10.0, 40.0, 90.0]
+    pool = _coco([(found_instance_id(frame, moved), frame, moved), (found_instance_id(frame, other), frame, other)])
+    seed = {**_coco([]), "images": []}
+    _, report = merge(seed, pool, [], [denied])
+    assert report["no_person_ids"] == [found_instance_id(frame, moved)] and report["mismatched"] == []
+    assert report["remapped"][0]["to_instance"] == found_instance_id(frame, moved)
+
+    store = tmp_path / "corrections"
+    assert write_pull(store, [], [denied], [], "labelstudio", now=_t(0)) is not None
+    labeled = tmp_path / "train.json"
+    labeled.write_text(json.dumps({**_coco([]), "images": []}))
+    exclude = excluded_instances([labeled], store, None, report["no_person_ids"])
+    assert found_instance_id(frame, moved) in exclude["skipped"]
+    assert found_instance_id(frame, other) not in exclude["skipped"]
