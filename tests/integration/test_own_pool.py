@@ -142,3 +142,14 @@ def test_a_round_on_a_video_and_a_photo_folder_finds_people_and_sends_each_to_la
     assert abs(added["bbox"][0] - 0.6 * image["width"]) < 1 and abs(added["bbox"][3] - 0.6 * image["height"]) < 1
     report = json.loads((project / "data" / "merge_report.json").read_text())
     assert report["added_people"] == 1 and report["skipped"].get("no_person") == 1
+
+    # ---- a photo added to the pool folder: the next `dvc repro` prepares the data again (stage inputs sees it)
+    status = subprocess.run(["dvc", "status", "prepare"], cwd=project, env=env, capture_output=True, text=True)
+    assert "changed" not in status.stdout, status.stdout
+    extra = next((project / "other" / "images").glob("*.jpg"))
+    (project / "mine" / "site" / "added.jpg").write_bytes(extra.read_bytes())
+    done = subprocess.run(["dvc", "repro", "inputs"], cwd=project, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "mine/site/added.jpg" in json.loads((project / "data" / "inputs.json").read_text())["files"]
+    status = subprocess.run(["dvc", "status", "prepare"], cwd=project, env=env, capture_output=True, text=True)
+    assert "data/inputs.json" in status.stdout and "modified" in status.stdout, status.stdout

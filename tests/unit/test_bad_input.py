@@ -212,7 +212,7 @@ def test_a_stage_runs_through_the_venvs_dvc_with_the_venv_not_on_path(tmp_path):
     for cmd in (["git", "init", "-q"], [str(venv / "bin" / "dvc"), "init", "-q"]):
         subprocess.run(cmd, cwd=project, env=env, check=True, capture_output=True, timeout=120)
     done = subprocess.run(
-        [".venv/bin/dvc", "repro", "-s", "prepare"], cwd=project, env=env, capture_output=True, text=True, timeout=600
+        [".venv/bin/dvc", "repro", "prepare"], cwd=project, env=env, capture_output=True, text=True, timeout=600
     )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     assert (project / "data" / "prepared" / "pool.json").is_file()

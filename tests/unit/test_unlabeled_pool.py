@@ -192,3 +192,37 @@ def test_a_lightning_pose_project_gives_the_seed_labels_and_its_videos_the_pool(
     (project / "CollectedData.csv").write_text(dlc_csv.read_text().replace("bodyparts,", "parts,", 1))
     with pytest.raises(ValueError, match=r"CollectedData\.csv: line 2 must start with 'bodyparts'"):
         prepare(params.data, tmp_path / "broken")
+
+
+def test_the_inputs_listing_changes_when_a_pool_or_source_file_is_added_replaced_or_removed(tmp_path):
+    """prepare's inputs outside git (the source's files, data.pool's photos and videos) are listed with size and
+    modification time: what DVC watches (stage inputs), so a photo dropped into a pool folder prepares the data
+    again; the synthetic source reads no file."""
+    from pipeline.data.inputs import fingerprint, input_files
+
+    (tmp_path / "site").mkdir()
+    cv2.imwrite(str(tmp_path / "site" / "a.jpg"), _scene(50, 0))
+    write_video(tmp_path / "cam.mp4", [_scene(100, i) for i in range(4)])
+    labels = tmp_path / "labels.slp"
+    labels.write_bytes(b"not read here")
+    params = with_overrides(
+        load_params(REPO / "params.yaml"),
+        {
+            "data.source": "sleap",
+            "data.sleap.labels": str(labels),
+            "data.pool.images": [str(tmp_path / "site")],
+            "data.pool.videos": [str(tmp_path / "*.mp4")],
+        },
+    ).data
+    before = fingerprint(input_files(params, tmp_path), tmp_path)
+    assert sorted(before["files"]) == ["cam.mp4", "labels.slp", "site/a.jpg"]
+    assert before == fingerprint(input_files(params, tmp_path), tmp_path)  # stable when nothing changed
+
+    cv2.imwrite(str(tmp_path / "site" / "b.jpg"), _scene(70, 1))
+    added = fingerprint(input_files(params, tmp_path), tmp_path)
+    assert sorted(added["files"]) == ["cam.mp4", "labels.slp", "site/a.jpg", "site/b.jpg"]
+    labels.write_bytes(b"edited in place, same path")
+    assert fingerprint(input_files(params, tmp_path), tmp_path)["files"]["labels.slp"] != added["files"]["labels.slp"]
+    (tmp_path / "site" / "a.jpg").unlink()
+    assert "site/a.jpg" not in fingerprint(input_files(params, tmp_path), tmp_path)["files"]
+    assert input_files(load_params(REPO / "params.yaml").data, tmp_path) == []  # the default: synthetic, no pool
