@@ -364,6 +364,9 @@ class SelectParams:
     hopeless_min_keypoints: int = _p(3, ge=1, le=1000)  # hopeless: fewer keypoints than this found by the teacher ...
     hopeless_min_score: float = _p(0.3, ge=0, le=1)  # ... with at least this score
     review_budget: int = _p(2, ge=0, le=1_000_000)  # hopeless instances sent for review per round (queue "review")
+    # images where the instance finder found nobody, sent per round (drawn at random, queue "nobody_found") for a
+    # person to draw whoever it missed there or say there is nobody; not part of the budget
+    nobody_found_budget: int = _p(5, ge=0, le=1_000_000)
 
 
 @dataclass(frozen=True)

@@ -17,8 +17,11 @@ finder".
 
 Output. ``find_pool``: the prepared pool with one instance per found person on each image without annotations:
 ``bbox`` (image px), ``detection_score``, ``source: "found"``, no keypoints; ids from image file and box
-(``corrections.found_instance_id``). A correction of a found person whose box a retrained finder no longer gives
-is not lost: merge treats it as a person the annotator added (pipeline/merge.py).
+(``corrections.found_instance_id``). An image on which it finds nobody gets the whole image as one instance with
+``detection_score`` 0 (``pool_predictions.NOBODY_FOUND_SCORE``): a stand-in, so the people the finder missed on it
+can still reach an annotator (select's queue "nobody_found"), who draws them or says there is nobody. A correction
+of a found person whose box a retrained finder no longer gives is not lost: merge treats it as a person the
+annotator added (pipeline/merge.py).
 A project with one animal per frame (``find.one_per_frame``) gets the whole frame as the box, with no finder.
 """
 
@@ -44,6 +47,7 @@ from pipeline.config import FindParams, Params
 from pipeline.corrections import found_instance_id
 from pipeline.data.dataset import normalize_image
 from pipeline.data.images import load_image
+from pipeline.data.pool_predictions import NOBODY_FOUND_SCORE
 from pipeline.data.transforms import apply_affine, warp_crop
 from pipeline.keypoints import KeypointSchema
 
@@ -53,6 +57,7 @@ FOUND = "found"  # the ``source`` of a found instance
 MOSAIC = 0.5  # the share of training samples made of four images
 ERASE = 0.5  # the share of training samples with random opaque rectangles painted on
 MIN_KEPT_SHARE = 0.3  # a box cut by the input's border stays a target while this share of it is inside
+MIN_FOUND_SCORE = 1e-4  # a found person's lowest detection_score: 0 is the stand-in of an image with nobody found
 
 
 @dataclass(frozen=True)
@@ -332,10 +337,16 @@ def find_instances(
 def found_annotations(
     images: list[dict], found: list[tuple[np.ndarray, np.ndarray]], num_keypoints: int, category_id: int
 ) -> list[dict]:
-    """COCO annotations of the found people: box, ``detection_score``, no keypoints, ``source: "found"``; ids
-    ``corrections.found_instance_id`` of image file and box, so a person keeps its id when the pool grows."""
+    """COCO annotations of the found people: box, ``detection_score`` (at least ``MIN_FOUND_SCORE``), no keypoints,
+    ``source: "found"``; ids ``corrections.found_instance_id`` of image file and box, so a person keeps its id when
+    the pool grows. An image with nobody found gets its whole image, ``detection_score`` ``NOBODY_FOUND_SCORE``."""
     out = []
     for im, (boxes, scores) in zip(images, found, strict=True):
+        if len(boxes) == 0:
+            boxes = np.array([[0.0, 0.0, im["width"], im["height"]]])
+            scores = np.array([NOBODY_FOUND_SCORE])
+        else:
+            scores = np.maximum(np.round(scores, 4), MIN_FOUND_SCORE)  # above the stand-in's, even at min_score 0
         for box, score in zip(boxes, scores, strict=True):
             x, y, w, h = (round(float(v), 2) for v in box)
             out.append(
@@ -348,7 +359,7 @@ def found_annotations(
                     "iscrowd": 0,
                     "keypoints": [0.0] * (3 * num_keypoints),
                     "num_keypoints": 0,
-                    "detection_score": round(float(score), 4),
+                    "detection_score": float(score),
                     "source": FOUND,
                 }
             )
@@ -535,8 +546,8 @@ def find_pool(
         found = pool_pass(finder_dir, unboxed, prepared)
         metrics["images_per_s"] = round(len(unboxed) / max(time.perf_counter() - started, 1e-9), 1)
     annotations = found_annotations(unboxed, found, num_keypoints, category["id"])
-    metrics["found"] = len(annotations)
     metrics["images_without_people"] = sum(len(boxes) == 0 for boxes, _ in found)
+    metrics["found"] = len(annotations) - metrics["images_without_people"]
     out.parent.mkdir(parents=True, exist_ok=True)
     write_coco(out, {**pool, "annotations": pool["annotations"] + annotations})
     write_json(finder_dir / "summary.json", metrics)

@@ -91,7 +91,13 @@ def _with_added_people(
             continue  # withdrawn or redrawn in a later version of its annotation
         not_a_person = denied.get((c.origin, c.task_id, c.annotation_id))
         candidates = [a for a in on_file.get(c.image_file, []) if a["id"] != not_a_person]
-        box = c.bbox if c.added else (c.instance_bbox or c.bbox)  # a found person: where the finder had them
+        image = images[image_id]
+        # a found person: where the finder had them; but on the stand-in of an image where it found nobody (the
+        # whole image as the box), the person is where the annotator fitted the box
+        stand_in = (
+            c.instance_bbox is not None and box_iou(c.instance_bbox, (0, 0, image["width"], image["height"])) > 0.99
+        )
+        box = c.bbox if c.added or stand_in else (c.instance_bbox or c.bbox)
         there = max(candidates, key=lambda a: box_iou(box, a["bbox"]), default=None)
         threshold = ADDED_SAME_PERSON_IOU if c.added else REFOUND_SAME_PERSON_IOU
         if there is not None and box_iou(box, there["bbox"]) >= threshold:

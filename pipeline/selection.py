@@ -26,7 +26,13 @@ import pyarrow.parquet as pq
 
 from pipeline.config import SelectParams
 from pipeline.corrections import read_store
-from pipeline.data.pool_predictions import SIGNAL_COLUMNS, list_column, read_pool_predictions
+from pipeline.data.pool_predictions import (
+    NOBODY_FOUND_QUEUE,
+    SIGNAL_COLUMNS,
+    list_column,
+    nobody_found,
+    read_pool_predictions,
+)
 from pipeline.files import atomic_path
 
 # +1: a larger value means more uncertain; -1: a smaller one does. Orientations are measured, not assumed
@@ -276,6 +282,8 @@ class Selection:
     counts: dict[str, int]
     review_rows: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0, np.int64))  # (R,) hopeless ones
     # for a person to look at (queue "review" in selection.parquet), largest box first
+    nobody_found_rows: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0, np.int64))  # (E,) images
+    # where the finder found nobody, drawn at random, for a person to look at (queue "nobody_found")
 
 
 def pose_embedding(keypoints: np.ndarray, bbox: np.ndarray) -> np.ndarray:
@@ -349,6 +357,7 @@ def select(
     hopeless_min_score: float = 0.3,
     review_budget: int = 0,
     box_area: np.ndarray | None = None,
+    nobody_found_budget: int = 0,
 ) -> Selection:
     """Choose up to ``budget`` instances.
 
@@ -378,6 +387,10 @@ def select(
             at 1) against typicality.
         review_budget: policies that leave hopeless instances out (EXCLUDES_HOPELESS) put up to this many of them,
             largest box first (``box_area`` (N,) px^2), in ``Selection.review_rows``; not part of ``budget``.
+        nobody_found_budget: the stand-ins of images where the finder found nobody (``detection_score`` 0,
+            ``pool_predictions.nobody_found``) are never ranked (their keypoints are the teacher's guess at a whole
+            image); up to this many, drawn at random (``seed``), go to ``Selection.nobody_found_rows``, for a person to
+            draw whoever the finder missed there or say there is nobody; not part of ``budget``.
 
     Long because the policies share one ranked table and one budget; each branch is a few lines and reads best
     beside the others.
@@ -398,6 +411,11 @@ def select(
         hit = np.isin(ids, np.fromiter(excluded_ids, np.int64)) & eligible
         counts[f"excluded_{reason}"] = int(hit.sum())
         eligible &= ~hit
+    stand_in = np.zeros(len(scores), bool)
+    if "detection_score" in scores:
+        stand_in = nobody_found(scores["detection_score"].to_numpy(np.float64, na_value=np.nan)) & eligible
+        counts["nobody_found"] = int(stand_in.sum())
+        eligible &= ~stand_in
     hopeless = np.zeros(len(scores), bool)
     if policy in EXCLUDES_HOPELESS:
         if keypoint_scores is None:
@@ -473,7 +491,19 @@ def select(
         area = np.zeros(len(hopeless_at)) if box_area is None else box_area[hopeless_at]
         review = hopeless_at[np.lexsort((ids[hopeless_at], -area))][:review_budget]
     counts["review_queue"] = len(review)
-    return Selection(rows=rows, policy_score=ranked_by, uncertainty=uncertainty, counts=counts, review_rows=review)
+    look = np.zeros(0, np.int64)
+    if nobody_found_budget > 0 and stand_in.any():
+        at = np.flatnonzero(stand_in)
+        look = np.sort(np.random.default_rng([seed, 1]).choice(at, min(nobody_found_budget, len(at)), replace=False))
+        counts["nobody_found_queue"] = len(look)
+    return Selection(
+        rows=rows,
+        policy_score=ranked_by,
+        uncertainty=uncertainty,
+        counts=counts,
+        review_rows=review,
+        nobody_found_rows=look,
+    )
 
 
 def select_with_params(
@@ -524,17 +554,22 @@ def select_with_params(
         hopeless_min_score=cfg.hopeless_min_score,
         review_budget=cfg.review_budget,
         box_area=bbox[:, 2] * bbox[:, 3],
+        nobody_found_budget=cfg.nobody_found_budget,
     )
 
 
 def selection_table(table: pa.Table, selection: Selection) -> pa.Table:
     """The selected rows of the pool predictions with ``rank`` (0 = first), ``queue`` ("correct", then "review" for
-    the review queue's rows) and ``uncertainty`` / ``policy_score`` columns: the artifacts/selection.parquet contract
-    (docs/contracts/labelstudio.md)."""
-    rows = np.concatenate([selection.rows, selection.review_rows]).astype(np.int64)
+    the review queue's rows, then "nobody_found" for images where the finder found nobody) and ``uncertainty`` /
+    ``policy_score`` columns: the artifacts/selection.parquet contract (docs/contracts/labelstudio.md)."""
+    rows = np.concatenate([selection.rows, selection.review_rows, selection.nobody_found_rows]).astype(np.int64)
     chosen = table.take(pa.array(rows, pa.int64()))
     chosen = chosen.append_column("rank", pa.array(np.arange(len(rows), dtype=np.int32)))
-    queue = ["correct"] * len(selection.rows) + ["review"] * len(selection.review_rows)
+    queue = (
+        ["correct"] * len(selection.rows)
+        + ["review"] * len(selection.review_rows)
+        + [NOBODY_FOUND_QUEUE] * len(selection.nobody_found_rows)
+    )
     chosen = chosen.append_column("queue", pa.array(queue, pa.string()))
     chosen = chosen.append_column("uncertainty", pa.array(np.nan_to_num(selection.uncertainty[rows])))
     return chosen.append_column("policy_score", pa.array(np.nan_to_num(selection.policy_score[rows])))

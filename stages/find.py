@@ -50,7 +50,7 @@ def main() -> None:
     write_json(args.metrics, metrics)
     line = (
         f"{metrics['found']} people found in {metrics['unboxed_images']} images without boxes (finder "
-        f"{metrics['finder']})"
+        f"{metrics['finder']}); nobody found on {metrics['images_without_people']}: each stands in whole for a look"
         if metrics["unboxed_images"]
         else "every pool image comes with its boxes: nothing to find"
     )

@@ -20,7 +20,9 @@ min_response        float64                               lowest heatmap peak
 sahr_sigma          float64 (null without a SAHR head)    mean effective SAHR sigma, heatmap px
 difficulty          float64                               adaptive-mask difficulty, 1 - easy / K
 flip_disagreement   float64 (null without flip test)      plain vs flipped prediction, box units
-detection_score     float64 (null: the box was given)     the instance finder's score of a found person
+detection_score     float64 (null: the box was given)     the instance finder's score of a found person; 0: the
+                                                          whole image of an image where it found nobody, a
+                                                          stand-in for a person to look (``nobody_found``)
 keypoint_jump       float64 (null: not a video frame)     keypoint jump to the nearest person of the video's
                                                           neighbouring drawn frames, box units (``keypoint_jump``)
 image_readable      bool                                  false: the image did not decode; signals are null
@@ -54,6 +56,19 @@ SIGNAL_COLUMNS = (
 # as one without found people or video frames
 ADDED_COLUMNS = ("detection_score", "keypoint_jump")
 REQUIRED_COLUMNS = ("instance_id", "image_id", "image_readable", *(c for c in SIGNAL_COLUMNS if c not in ADDED_COLUMNS))
+
+
+# The detection_score of the stand-in the find stage puts on an image where the finder found nobody: the whole image
+# as one pool instance, so a person can look at it (select's queue "nobody_found", export's task without keypoints)
+# and draw whoever is there. A found person scores above it (pipeline/finding.py rounds up to MIN_FOUND_SCORE).
+NOBODY_FOUND_SCORE = 0.0
+NOBODY_FOUND_QUEUE = "nobody_found"  # selection.parquet's queue of those stand-ins
+
+
+def nobody_found(detection_score: np.ndarray) -> np.ndarray:
+    """(N,) bool: the rows that are an image's stand-in (``NOBODY_FOUND_SCORE``); ``detection_score`` (N,), NaN for
+    a given box."""
+    return np.asarray(detection_score, np.float64) == NOBODY_FOUND_SCORE
 
 
 def list_column(table: pa.Table, name: str) -> np.ndarray:
@@ -116,7 +131,10 @@ def confident_rows(
     flip = scores["flip_disagreement"].to_numpy(dtype=np.float64, na_value=np.nan)
     agree = np.where(np.isfinite(flip), flip <= max_flip, True)
     readable = scores["image_readable"].to_numpy(bool)
-    return readable & agree & (confident_keypoints >= min_keypoints)
+    stand_in = np.zeros(len(scores), bool)
+    if "detection_score" in scores:  # a whole image where the finder found nobody is nobody to pseudo-label
+        stand_in = nobody_found(scores["detection_score"].to_numpy(np.float64, na_value=np.nan))
+    return readable & agree & ~stand_in & (confident_keypoints >= min_keypoints)
 
 
 def pseudo_label_coco(

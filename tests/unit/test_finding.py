@@ -123,7 +123,10 @@ def test_found_people_become_pool_annotations_whose_ids_are_their_identity():
     images renumbered), and it lies in its own range, apart from every source's ids and from added people's."""
     from pipeline.corrections import ADDED_ID_BASE, FOUND_ID_BASE, found_instance_id, is_found_id
 
-    images = [{"id": 7, "file_name": "images/pool/a.jpg", "width": 100, "height": 80}, {"id": 9, "file_name": "b.jpg"}]
+    images = [
+        {"id": 7, "file_name": "images/pool/a.jpg", "width": 100, "height": 80},
+        {"id": 9, "file_name": "b.jpg", "width": 40, "height": 30},
+    ]
     found = [
         (np.array([[1.0, 2.0, 30.0, 40.0], [50, 10, 20, 20]]), np.array([0.9, 0.4])),
         (np.zeros((0, 4)), np.zeros(0)),
@@ -132,6 +135,7 @@ def test_found_people_become_pool_annotations_whose_ids_are_their_identity():
     assert [a["id"] for a in annotations] == [
         found_instance_id("images/pool/a.jpg", (1.0, 2.0, 30.0, 40.0)),
         found_instance_id("images/pool/a.jpg", (50.0, 10.0, 20.0, 20.0)),
+        found_instance_id("b.jpg", (0.0, 0.0, 40.0, 30.0)),  # nobody found: the whole image stands in
     ]
     assert all(FOUND_ID_BASE <= a["id"] < ADDED_ID_BASE and is_found_id(a["id"]) for a in annotations)
     renumbered = found_annotations([{**images[0], "id": 70}, images[1]], found, 17, 1)
@@ -139,7 +143,7 @@ def test_found_people_become_pool_annotations_whose_ids_are_their_identity():
     first = annotations[0]
     assert first["bbox"] == [1.0, 2.0, 30.0, 40.0] and first["detection_score"] == 0.9 and first["source"] == "found"
     assert first["num_keypoints"] == 0 and len(first["keypoints"]) == 51
-    pool = {"images": images, "annotations": annotations}
+    pool = {"images": images, "annotations": annotations[:2]}
     assert [im["id"] for im in unboxed_images(pool)] == [9]
 
 
@@ -242,3 +246,26 @@ def test_flip_test_averages_a_mirror_so_a_mirrored_image_gives_mirrored_boxes():
     model.flip_test = False
     maps, flipped = model.predict(images), model.predict(images.flip(-1))
     assert not torch.allclose(maps["centre"], flipped["centre"].flip(-1), atol=1e-4)
+
+
+def test_an_image_with_nobody_found_gets_a_whole_image_stand_in_and_found_people_score_above_it():
+    """An image on which the finder finds nobody still reaches an annotator: its whole image is one instance with
+    detection_score 0 (the stand-in select sends to its "nobody_found" queue); a found person, even at min_score 0,
+    scores above it, so the two never mix."""
+    from pipeline.data.pool_predictions import NOBODY_FOUND_SCORE, nobody_found
+    from pipeline.finding import MIN_FOUND_SCORE, found_annotations
+
+    images = [
+        {"id": 1, "file_name": "images/pool/a.jpg", "width": 64, "height": 48},
+        {"id": 2, "file_name": "images/pool/b.jpg", "width": 30, "height": 20},
+    ]
+    found = [(np.array([[4.0, 5.0, 10.0, 20.0]]), np.array([0.00001])), (np.zeros((0, 4)), np.zeros(0))]
+    person, stand_in = found_annotations(images, found, num_keypoints=3, category_id=1)
+    assert person["image_id"] == 1 and person["detection_score"] == MIN_FOUND_SCORE
+    assert stand_in["image_id"] == 2 and stand_in["bbox"] == [0.0, 0.0, 30.0, 20.0]
+    assert stand_in["detection_score"] == NOBODY_FOUND_SCORE and stand_in["num_keypoints"] == 0
+    assert nobody_found(np.array([person["detection_score"], stand_in["detection_score"], np.nan])).tolist() == [
+        False,
+        True,
+        False,
+    ]

@@ -587,3 +587,27 @@ def test_a_no_person_verdict_on_a_found_box_holds_for_the_false_find_a_retrained
     exclude = excluded_instances([labeled], store, None, report["no_person_ids"])
     assert found_instance_id(frame, moved) in exclude["skipped"]
     assert found_instance_id(frame, other) not in exclude["skipped"]
+
+
+def test_a_person_drawn_on_an_image_where_the_finder_found_nobody_keeps_the_box_the_annotator_fitted():
+    """An image with nobody found stands in whole (box = the image). The annotator fits the box to the person there:
+    merge labels the stand-in with that box; when a retrained finder now finds that person (the stand-in is gone),
+    the correction labels the person found over the fitted box, not a second person of its own."""
+    from pipeline.corrections import found_instance_id
+
+    frame = "images/pool/cam1.mp4/frame_000008.jpg"
+    whole = [0.0, 0.0, 640.0, 480.0]  # _coco's image size
+    fitted = (100.0, 50.0, 120.0, 300.0)
+    stand_in_id = found_instance_id(frame, whole)
+    drawn = replace(_correction(stand_in_id, 1, frame, whole, x=130.0), bbox=fitted)
+    seed = {**_coco([]), "images": []}
+    train, report = merge(seed, _coco([(stand_in_id, frame, whole)]), [drawn], [])
+    [person] = train["annotations"]
+    assert person["id"] == stand_in_id and person["bbox"] == list(fitted) and report["mismatched"] == []
+
+    refound_box = [104.0, 48.0, 118.0, 296.0]
+    refound = _coco([(found_instance_id(frame, refound_box), frame, refound_box)])
+    train, report = merge(seed, refound, [drawn], [])
+    [person] = train["annotations"]
+    assert person["id"] == found_instance_id(frame, refound_box) and person["keypoints"][0] == 130.0
+    assert report["added_people"] == 0

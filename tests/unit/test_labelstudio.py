@@ -485,3 +485,28 @@ def test_a_missed_person_drawn_in_a_task_becomes_an_added_correction_with_its_ow
         "task 1, annotation 2" in problem.message and "'left_ear'" in problem.message and "inside no" in problem.message
     )
     assert records.corrections == []
+
+
+def test_a_nobody_found_task_shows_the_whole_image_box_and_no_keypoint():
+    """The stand-in of an image where the finder found nobody: the teacher's keypoints on a whole image are a guess
+    nobody should have to delete, so the task pre-draws the box alone and its note says what to do."""
+    from pipeline.data.pool_predictions import NOBODY_FOUND_QUEUE
+
+    task = task_format.instance_to_task(
+        instance_id=5,
+        image_id=1,
+        image_path="prepared/images/pool/a.jpg",
+        width=80,
+        height=60,
+        bbox=[0, 0, 80, 60],
+        keypoints=np.full(2 * COCO17.num_keypoints, 20.0),
+        scores=np.full(COCO17.num_keypoints, 0.9),
+        schema=COCO17,
+        model_version="pose/1",
+        uncertainty=0.0,
+        queue=NOBODY_FOUND_QUEUE,
+    )
+    [prediction] = task["predictions"]
+    assert [r["type"] for r in prediction["result"]] == ["rectanglelabels"] and "score" not in prediction
+    assert task["data"]["queue"] == NOBODY_FOUND_QUEUE
+    assert task["data"]["note"].startswith("The model found nobody") and "Delete the box" in task["data"]["note"]

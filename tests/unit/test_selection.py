@@ -542,6 +542,39 @@ def test_detection_score_picks_the_found_people_the_finder_doubts_and_given_boxe
     assert scores["instance_id"].to_numpy()[chosen.rows].tolist() == [5, 3, 7]
 
 
+def test_images_where_the_finder_found_nobody_are_never_ranked_and_a_few_go_to_their_own_queue():
+    """The stand-in of an image where the finder found nobody (detection_score 0, the whole image) is no person to
+    rank; up to nobody_found_budget of them, at random and never one already answered, go to the "nobody_found"
+    queue beside the budget, so the people the finder missed there reach an annotator."""
+    from pipeline.data.pool_predictions import NOBODY_FOUND_QUEUE
+    from pipeline.selection import selection_table
+
+    n = 12
+    scores = pd.DataFrame(
+        {
+            "instance_id": np.arange(n, dtype=np.int64),
+            "image_id": np.arange(n, dtype=np.int64),
+            "image_readable": np.ones(n, bool),
+            "response": np.linspace(0.1, 0.9, n),  # the stand-ins (0-4) are the least sure: the policy's first picks
+            "detection_score": [0.0] * 5 + [0.5] * 7,
+        }
+    )
+    chosen = select(
+        scores,
+        policy="uncertainty",
+        budget=3,
+        weights={"response": 1.0},
+        nobody_found_budget=2,
+        exclude={"skipped": [0]},
+    )
+    assert chosen.rows.tolist() == [5, 6, 7] and chosen.counts["nobody_found"] == 4
+    assert len(chosen.nobody_found_rows) == 2 and set(chosen.nobody_found_rows.tolist()) <= {1, 2, 3, 4}
+    table = selection_table(pa.table({"instance_id": scores["instance_id"], "image_id": scores["image_id"]}), chosen)
+    assert table.column("queue").to_pylist() == ["correct"] * 3 + [NOBODY_FOUND_QUEUE] * 2
+    unsent = select(scores, policy="uncertainty", budget=3, weights={"response": 1.0})
+    assert len(unsent.nobody_found_rows) == 0 and unsent.rows.tolist() == [5, 6, 7]
+
+
 def test_keypoint_jump_measures_a_pose_against_the_nearest_person_of_the_neighbouring_drawn_frames():
     from pipeline.selection import keypoint_jump
 

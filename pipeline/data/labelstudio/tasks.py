@@ -56,7 +56,7 @@ from pipeline.data.labelstudio.config import (
     PERSON_LABEL,
 )
 from pipeline.data.labelstudio.coordinates import px_to_percent
-from pipeline.data.pool_predictions import list_column
+from pipeline.data.pool_predictions import NOBODY_FOUND_QUEUE, list_column, nobody_found
 from pipeline.keypoints import KeypointSchema
 
 log = logging.getLogger(__name__)
@@ -175,6 +175,11 @@ def task_note(scores: np.ndarray | None, schema: KeypointSchema, queue: str | No
     keypoints it is least sure of, which the eye should check first. ``scores`` (K,) per-keypoint confidence (NaN:
     no prediction) or None."""
     parts = []
+    if queue == NOBODY_FOUND_QUEUE:
+        return (
+            "The model found nobody in this image. Someone there? Fit the magenta box to one person and place their "
+            "keypoints; draw a missed person box for anyone else. Nobody? Delete the box and Submit."
+        )
     if queue == "review":
         parts.append("The model finds this person very hard: label them if you can, else Skip.")
     finite = None if scores is None else np.isfinite(scores)
@@ -245,10 +250,14 @@ def instance_to_task(
         model_version: the MLflow ``name/version`` that produced the prediction.
         image_file: the image's ``file_name`` in pool.json (e.g. ``images/000001.jpg``); written as
             ``data.image_file`` and carried by the correction, so it lands on this person even if ids change.
-        queue: selection.parquet's ``queue`` ("correct", or "review" for a person the teacher finds hopeless: look,
-            label it if it can be labeled, else skip), written as ``data.queue`` so the data manager can filter it.
+        queue: selection.parquet's ``queue`` ("correct", "review" for a person the teacher finds hopeless: look,
+            label it if it can be labeled, else skip, or "nobody_found" for an image where the finder found nobody:
+            the box is the whole image and keypoints are not pre-placed), written as ``data.queue`` so the data
+            manager can filter it.
     """
     k = schema.num_keypoints
+    if queue == NOBODY_FOUND_QUEUE:  # the teacher's guess at a whole image: nothing worth pre-placing
+        keypoints = scores = None
     xy, vis = _keypoint_arrays(keypoints, k)
     score_arr = None
     if scores is not None:
@@ -313,6 +322,9 @@ def tasks_for_selection(
         keypoints, scores, boxes = (list_column(table, c) for c in ("keypoints", "scores", "bbox"))
         ids, image_ids = table.column("instance_id").to_pylist(), table.column("image_id").to_pylist()
         queues = table.column("queue").to_pylist() if "queue" in table.column_names else ["correct"] * len(ids)
+        if "detection_score" in table.column_names:  # a stand-in still pending from an earlier round keeps its queue
+            stand_in = nobody_found(table.column("detection_score").to_numpy(zero_copy_only=False))
+            queues = [NOBODY_FOUND_QUEUE if s else q for q, s in zip(queues, stand_in, strict=True)]
         for row, (iid, image_id) in enumerate(zip(ids, image_ids, strict=True)):
             image = images[int(image_id)]
             relative = os.path.relpath(Path(images_root) / image["file_name"], document_root)
