@@ -19,7 +19,19 @@ import psutil
 
 from bench.report import RESULTS_DIR, write_section
 
-STAGES = ("inputs", "prepare", "find", "pull", "merge", "train", "evaluate", "register", "pseudolabel", "select", "export")
+STAGES = (
+    "inputs",
+    "prepare",
+    "find",
+    "pull",
+    "merge",
+    "train",
+    "evaluate",
+    "register",
+    "pseudolabel",
+    "select",
+    "export",
+)
 PROJECT_FILES = ("pipeline", "models", "stages", "dvc.yaml", "params.yaml", "pyproject.toml", ".dvcignore")
 
 

@@ -354,6 +354,23 @@ def _mark_unlabeled_people(labeled: dict, coco: dict) -> None:
     ]
 
 
+def _without_labeled_pictures(unboxed: list[dict], splits: dict[str, dict], out_dir: Path) -> list[dict]:
+    """``unboxed`` (data.pool's images) without those that are a picture of the labeled, val or test images
+    (``unlabeled.same_pictures``): a val or test picture in the pool would be labeled and trained on (the held-out
+    AP would no longer be held out), a seed picture's people are labeled already. Each left out is logged, its
+    prepared file removed."""
+    from pipeline.data.unlabeled import same_pictures
+
+    others = {name: splits[name]["images"] for name in ("labeled", "val", "test")}
+    same = same_pictures(unboxed, others, out_dir)
+    if not same:
+        return unboxed
+    for name, (other, split) in sorted(same.items()):
+        log.warning("data.pool: %s is the same picture as %s (%s): left out of the pool", name, other, split)
+        (out_dir / name).unlink(missing_ok=True)
+    return [im for im in unboxed if im["file_name"] not in same]
+
+
 def _defaults_in_use(params: DataParams) -> frozenset[str]:
     """The split sizes that are params.yaml's defaults: those may shrink to fit a small source (split_dataset)."""
     default = DataParams()
@@ -391,6 +408,7 @@ def prepare(params: DataParams, out_dir: Path, project_root: Path = Path()) -> d
 
         first_id = 1 + max(im["id"] for data in (coco, val_coco or {"images": []}) for im in data["images"])
         unboxed = pool_images(params.pool, out_dir, project_root, first_id, params.seed, link_images)
+        unboxed = _without_labeled_pictures(unboxed, splits, out_dir)
         splits["pool"]["images"] = sorted(splits["pool"]["images"] + unboxed, key=lambda im: im["id"])
         log.info("data.pool: %d image(s) without boxes; the find stage puts the people it finds on them", len(unboxed))
     _mark_unlabeled_people(splits["labeled"], coco)

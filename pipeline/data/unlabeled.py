@@ -243,3 +243,55 @@ def pool_images(
         if "width" not in record:
             record["width"], record["height"], _ = probe_image(out_dir / record["file_name"])
     return records
+
+
+SAME_SIDE = 64  # pictures are compared as 64 x 64 grayscale thumbnails
+SAME_COARSE = 8  # first as 8 x 8 ones: an average never differs more than the pixels it averages, so it only prunes
+SAME_MAX_DIFF = 12.0  # gray levels: the largest thumbnail pixel difference of one picture saved twice (JPEG / PNG)
+
+
+def _thumbnail(path: Path) -> np.ndarray | None:
+    """(SAME_SIDE, SAME_SIDE) float32 grayscale, None when the image does not decode."""
+    from pipeline.data.images import load_image
+
+    rgb = load_image(path)
+    if rgb is None:
+        return None
+    gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+    return cv2.resize(gray, (SAME_SIDE, SAME_SIDE), interpolation=cv2.INTER_AREA).astype(np.float32)
+
+
+def same_pictures(pool: list[dict], others: dict[str, list[dict]], images_root: Path) -> dict[str, tuple[str, str]]:
+    """The pool images (COCO records, ``file_name`` under ``images_root``) that are the same picture as an image of
+    ``others`` ({split name: its image records}): same size, and no pixel of their 64 x 64 grayscale thumbnails more
+    than ``SAME_MAX_DIFF`` gray levels apart. Catches a photo copied into both folders and a labeled video frame
+    drawn again (saved once as PNG, once as JPEG), and leaves two frames apart in which anything moved. Returns
+    {pool file_name: (the other's file_name, its split)}."""
+    groups: dict[tuple[int, int], list[tuple[str, str]]] = {}
+    for split, images in others.items():
+        for im in images:
+            groups.setdefault((im["width"], im["height"]), []).append((im["file_name"], split))
+    step = SAME_SIDE // SAME_COARSE
+
+    def coarse(thumbs: np.ndarray) -> np.ndarray:  # (N, SIDE, SIDE) -> (N, COARSE * COARSE)
+        return thumbs.reshape(len(thumbs), SAME_COARSE, step, SAME_COARSE, step).mean((2, 4)).reshape(len(thumbs), -1)
+
+    decoded: dict[tuple[int, int], tuple[list[tuple[str, str]], np.ndarray, np.ndarray]] = {}
+    out: dict[str, tuple[str, str]] = {}
+    for im in pool:
+        size = (im["width"], im["height"])
+        if size not in groups:
+            continue
+        if size not in decoded:  # the other splits' images of this size, decoded once
+            kept = [(entry, t) for entry in groups[size] if (t := _thumbnail(images_root / entry[0])) is not None]
+            thumbs = np.stack([t for _, t in kept]) if kept else np.zeros((0, SAME_SIDE, SAME_SIDE), np.float32)
+            decoded[size] = ([entry for entry, _ in kept], thumbs, coarse(thumbs))
+        entries, thumbs, thumbs_coarse = decoded[size]
+        mine = _thumbnail(images_root / im["file_name"])
+        if mine is None or not entries:
+            continue
+        close = np.flatnonzero(np.abs(thumbs_coarse - coarse(mine[None])).max(1) <= SAME_MAX_DIFF)
+        same = [j for j in close if np.abs(thumbs[j] - mine).max() <= SAME_MAX_DIFF]
+        if same:
+            out[im["file_name"]] = entries[same[0]]
+    return out

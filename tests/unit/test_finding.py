@@ -184,9 +184,9 @@ def test_one_per_frame_gives_each_unboxed_frame_its_whole_frame(tmp_path):
         load_params(REPO / "params.yaml"),
         {"data.synthetic.num_images": 16, "data.val_images": 3, "data.test_images": 1, "data.labeled": 6},
     )
-    prepare(params.data, tmp_path / "source")
+    prepare(with_overrides(params, {"data.seed": 99}).data, tmp_path / "other")  # pictures the source never saw
     (tmp_path / "frames").mkdir()
-    for image in sorted((tmp_path / "source" / "images").glob("*.jpg"))[:2]:
+    for image in sorted((tmp_path / "other" / "images").glob("*.jpg"))[:2]:
         shutil.copy(image, tmp_path / "frames" / image.name)
     params = with_overrides(params, {"data.pool.images": ["frames"], "find.one_per_frame": True})
     prepare(params.data, tmp_path / "prepared", project_root=tmp_path)

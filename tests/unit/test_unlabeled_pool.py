@@ -89,8 +89,16 @@ def _small_source(root: Path):
     return params, sorted((root / "source" / "images").glob("*.jpg"))
 
 
+def _other_pictures(root: Path, params) -> list[Path]:
+    """24 synthetic images the source never saw (another seed): a team's own photos and video frames."""
+    others = with_overrides(params, {"data.seed": 99})
+    prepare(others.data, root / "other")
+    return sorted((root / "other" / "images").glob("*.jpg"))
+
+
 def test_prepare_adds_pool_images_and_frames_without_boxes_whose_names_survive_a_growing_pool(tmp_path):
-    params, images = _small_source(tmp_path)
+    params, _ = _small_source(tmp_path)
+    images = _other_pictures(tmp_path, params)
     mine = tmp_path / "mine"
     (mine / "photos").mkdir(parents=True)
     for image in images[:3]:
@@ -121,6 +129,31 @@ def test_prepare_adds_pool_images_and_frames_without_boxes_whose_names_survive_a
     prepare(grown.data, tmp_path / "again", project_root=tmp_path)
     again = {im["file_name"] for im in json.loads((tmp_path / "again" / "pool.json").read_text())["images"]}
     assert set(names) < again and any("day2.mp4/frame_" in n for n in again)
+
+
+def test_a_pool_picture_that_is_a_labeled_val_or_test_image_is_left_out_of_the_pool(tmp_path, caplog):
+    """A photo copied into the pool folder that is also a val image (saved again as PNG: not the same bytes), and a
+    video frame that is a seed image, are the same pictures: in the pool the val one would be labeled and trained
+    on. prepare leaves both out and names them; the team's other pictures stay."""
+    params, _ = _small_source(tmp_path)
+    source = {n: json.loads((tmp_path / "source" / f"{n}.json").read_text()) for n in ("labeled", "val")}
+    val_picture = tmp_path / "source" / source["val"]["images"][0]["file_name"]
+    seed_picture = tmp_path / "source" / source["labeled"]["images"][0]["file_name"]
+    others = _other_pictures(tmp_path, params)
+    mine = tmp_path / "mine"
+    (mine / "photos").mkdir(parents=True)
+    cv2.imwrite(str(mine / "photos" / "copied.png"), cv2.imread(str(val_picture)))
+    shutil.copy(others[0], mine / "photos" / "own.jpg")
+    write_video(mine / "cam.mp4", [cv2.imread(str(seed_picture)), *(cv2.imread(str(p)) for p in others[1:4])])
+    pool = {"data.pool.images": ["mine/photos"], "data.pool.videos": ["mine/cam.mp4"], "data.pool.root": "mine"}
+    with caplog.at_level("WARNING"):
+        prepare(with_overrides(params, pool).data, tmp_path / "prepared", project_root=tmp_path)
+    names = {im["file_name"] for im in json.loads((tmp_path / "prepared" / "pool.json").read_text())["images"]}
+    assert "images/pool/photos/own.jpg" in names and "images/pool/cam.mp4/frame_000001.jpg" in names
+    assert "images/pool/photos/copied.png" not in names and "images/pool/cam.mp4/frame_000000.jpg" not in names
+    assert not (tmp_path / "prepared" / "images" / "pool" / "cam.mp4" / "frame_000000.jpg").exists()
+    said = caplog.text
+    assert "photos/copied.png is the same picture as" in said and "(val)" in said and "(labeled)" in said
 
 
 def test_a_pool_file_outside_the_root_is_refused_by_name(tmp_path):
@@ -184,10 +217,21 @@ def test_a_lightning_pose_project_gives_the_seed_labels_and_its_videos_the_pool(
     rows = len(dlc_csv.read_text().strip().splitlines()) - 3
     assert counts["labeled"] + counts["val"] + counts["test"] + counts["pool"] == rows
     pool = json.loads((tmp_path / "prepared" / "pool.json").read_text())
-    frames_in_pool = [im["file_name"] for im in pool["images"] if im.get("video")]
-    assert len(frames_in_pool) == 5 and all(
-        n.startswith("images/pool/videos/session1.mp4/frame_") for n in frames_in_pool
-    )
+    frames_in_pool = sorted(im["file_name"] for im in pool["images"] if im.get("video"))
+    # the video is made of the labeled frames themselves (as a lab's labeled frames come from its videos): a drawn
+    # frame that is a seed, val or test picture is left out of the pool (held-out pictures must not be labeled)
+    held = {
+        im["file_name"]
+        for split in ("labeled", "val", "test")
+        for im in json.loads((tmp_path / "prepared" / f"{split}.json").read_text())["images"]
+    }
+    drawn = uniform_frames(12, 5)
+    expected = [
+        f"images/pool/videos/session1.mp4/frame_{i:06d}.jpg"
+        for i in drawn
+        if f"images/labeled-data/m4s1/{frames[i].name}" not in held
+    ]
+    assert frames_in_pool == expected and 0 < len(expected) < len(drawn)
 
     (project / "CollectedData.csv").write_text(dlc_csv.read_text().replace("bodyparts,", "parts,", 1))
     with pytest.raises(ValueError, match=r"CollectedData\.csv: line 2 must start with 'bodyparts'"):
