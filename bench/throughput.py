@@ -93,7 +93,7 @@ def run() -> None:
     table += (
         f"| **a whole round** | {sum(r['seconds'] for r in stages):.1f} | {max(r['peak_mb'] for r in stages):.0f} |\n"
     )
-    table += f"| `dvc repro` with nothing new (only pull runs) | {noop:.1f} | {noop_mb:.0f} |\n"
+    table += f"| `dvc repro` with nothing new (only pull and inputs run) | {noop:.1f} | {noop_mb:.0f} |\n"
 
     rates = []
     training = _earlier("training")
