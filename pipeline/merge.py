@@ -34,6 +34,7 @@ from pipeline.corrections import (
     round_number,
 )
 from pipeline.data.coco import read_coco, write_coco
+from pipeline.data.pool_predictions import NOBODY_FOUND_SCORE
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +91,7 @@ def _with_added_people(
         if c.added and parse_time(c.completed_at) < latest[(c.origin, c.task_id, c.annotation_id)]:
             continue  # withdrawn or redrawn in a later version of its annotation
         not_a_person = denied.get((c.origin, c.task_id, c.annotation_id))
-        candidates = [a for a in on_file.get(c.image_file, []) if a["id"] != not_a_person]
+        candidates = [a for a in on_file.get(c.image_file, []) if a["id"] != not_a_person and not _is_stand_in(a)]
         image = images[image_id]
         # a found person: where the finder had them; but on the stand-in of an image where it found nobody (the
         # whole image as the box), the person is where the annotator fitted the box
@@ -118,6 +119,11 @@ def _with_added_people(
         on_file.setdefault(c.image_file, []).append(person)
         out.append(replace(c, image_id=image_id))
     return {**pool, "annotations": [*pool["annotations"], *new]}, out, len(new)
+
+
+def _is_stand_in(annotation: dict) -> bool:
+    """The whole image of an image where the finder found nobody (pipeline/finding.py)."""
+    return annotation.get("detection_score") == NOBODY_FOUND_SCORE
 
 
 def _num_labeled(keypoints: Sequence[float]) -> int:
@@ -167,6 +173,7 @@ class _People:
         if base is not None and self._matches(record, base, box, threshold):
             return base, None
         candidates = self.on_file.get(record.image_file, []) if record.image_file is not None else []
+        candidates = [a for a in candidates if not _is_stand_in(a)]  # a whole image stands in for nobody in particular
         scored = sorted(((box_iou(box, a["bbox"]), a["id"]) for a in candidates), reverse=True)
         if scored and scored[0][0] >= threshold:
             return self.by_id[scored[0][1]], None
@@ -236,21 +243,25 @@ def _vote(
     return winner, count
 
 
-def _no_person_verdicts(skips: list[Skip], locate: Locate) -> tuple[dict[int, datetime], dict[str, int]]:
-    """(instance id -> the latest "no person" time, skips counted per reason)."""
-    no_person: dict[int, datetime] = {}
+def _no_person_verdicts(
+    skips: list[Skip], locate: Locate
+) -> tuple[dict[int, datetime], dict[int, datetime], dict[str, int]]:
+    """(instance id -> the latest "no person" time of a verdict on that person, the same for verdicts that reached
+    the person only by re-mapping (the found box the annotator saw is gone, someone is found over it), skips counted
+    per reason)."""
+    direct: dict[int, datetime] = {}
+    moved: dict[int, datetime] = {}
     skipped = dict.fromkeys(SKIP_REASONS, 0)
     for s in skips:
         skipped[s.reason] += 1
         base = locate(s, f"skip {s.task_id}:{s.annotation_id}")
-        if base is None:
+        if base is None or s.reason != "no_person":
             continue
-        if s.image_file is not None:
-            s = replace(s, instance_id=base["id"])
-        if s.reason == "no_person":
-            t = parse_time(s.at)
-            no_person[s.instance_id] = max(t, no_person.get(s.instance_id, t))
-    return no_person, skipped
+        # a found person's id is a function of its box: another id is another box, one a retrained finder gave
+        verdicts = moved if is_found_id(s.instance_id) and base["id"] != s.instance_id else direct
+        t = parse_time(s.at)
+        verdicts[base["id"]] = max(t, verdicts.get(base["id"], t))
+    return direct, moved, skipped
 
 
 def merge(seed: dict, pool: dict, corrections: list[Correction], skips: list[Skip]) -> tuple[dict, dict]:
@@ -318,7 +329,13 @@ def merge(seed: dict, pool: dict, corrections: list[Correction], skips: list[Ski
         return base
 
     winner, count = _vote(corrections, locate, num_kps, invalid)
-    no_person, skipped = _no_person_verdicts(skips, locate)
+    no_person, moved, skipped = _no_person_verdicts(skips, locate)
+    # A verdict that reached a person only by re-mapping (the box the annotator deleted is gone, someone is found
+    # over it) never removes a human label: that someone may be the person drawn over the deleted box in the same
+    # annotation, or anybody a retrained finder now finds there. On an unlabeled person it holds.
+    for iid, t in moved.items():
+        if iid not in winner:
+            no_person[iid] = max(t, no_person.get(iid, t))
 
     removed: set[int] = set()
     for iid, t in no_person.items():
@@ -338,6 +355,8 @@ def merge(seed: dict, pool: dict, corrections: list[Correction], skips: list[Ski
     for iid, (_, c) in winner.items():
         base = seed_by_id.get(iid, pool_by_id.get(iid))
         overridden += iid in seed_by_id
+        if _is_stand_in(base):  # the person drawn on an image where the finder found nobody: nothing of the image
+            base = {k: v for k, v in base.items() if k not in ("area", "detection_score")}
         out[iid] = {
             **base,
             "bbox": list(c.bbox),

@@ -90,9 +90,12 @@ def keypoint_jump(table: pa.Table, pool_images: list[dict]) -> np.ndarray:
     boxes = list_column(table, "bbox")
     keypoints = list_column(table, "keypoints").reshape(n, -1, 2)
     centres = boxes[:, :2] + boxes[:, 2:] / 2
+    stand_in = np.zeros(n, bool)
+    if "detection_score" in table.column_names:  # a whole frame where nobody was found is nobody to follow
+        stand_in = nobody_found(table.column("detection_score").to_numpy(zero_copy_only=False))
     rows_on: dict[int, list[int]] = {}
     for row, image_id in enumerate(image_ids):
-        if int(image_id) in frame_of:
+        if int(image_id) in frame_of and not stand_in[row]:
             rows_on.setdefault(int(image_id), []).append(row)
     by_video: dict[str, list[tuple[int, int]]] = {}
     for image_id in rows_on:
@@ -396,6 +399,14 @@ def select(
     beside the others.
     """
     ids = scores["instance_id"].to_numpy(np.int64)
+    stand_in = np.zeros(len(scores), bool)
+    if "detection_score" in scores:
+        # the stand-in of an image where the finder found nobody is no person: its signals (the teacher's guess at a
+        # whole image) are neither ranked nor part of any signal's normalisation
+        stand_in = nobody_found(scores["detection_score"].to_numpy(np.float64, na_value=np.nan))
+        if stand_in.any():
+            scores = scores.copy()
+            scores.loc[stand_in, [c for c in SIGNAL_COLUMNS if c in scores]] = np.nan
     uncertainty = combined_uncertainty(scores, weights)
     if policy == "uncertainty":
         ranked_by = uncertainty
@@ -411,11 +422,12 @@ def select(
         hit = np.isin(ids, np.fromiter(excluded_ids, np.int64)) & eligible
         counts[f"excluded_{reason}"] = int(hit.sum())
         eligible &= ~hit
-    stand_in = np.zeros(len(scores), bool)
-    if "detection_score" in scores:
-        stand_in = nobody_found(scores["detection_score"].to_numpy(np.float64, na_value=np.nan)) & eligible
+    if stand_in.any():
+        eligible &= ~stand_in  # their own queue below, whatever the policy ranks by
+        stand_in &= scores["image_readable"].to_numpy(bool)
+        for excluded_ids in (exclude or {}).values():
+            stand_in &= ~np.isin(ids, np.fromiter(excluded_ids, np.int64))
         counts["nobody_found"] = int(stand_in.sum())
-        eligible &= ~stand_in
     hopeless = np.zeros(len(scores), bool)
     if policy in EXCLUDES_HOPELESS:
         if keypoint_scores is None:

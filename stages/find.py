@@ -50,7 +50,12 @@ def main() -> None:
     write_json(args.metrics, metrics)
     line = (
         f"{metrics['found']} people found in {metrics['unboxed_images']} images without boxes (finder "
-        f"{metrics['finder']}); nobody found on {metrics['images_without_people']}: each stands in whole for a look"
+        f"{metrics['finder']})"
+        + (
+            f"; nobody found on {metrics['images_without_people']}: each stands in whole (select's nobody_found queue)"
+            if metrics["images_without_people"]
+            else ""
+        )
         if metrics["unboxed_images"]
         else "every pool image comes with its boxes: nothing to find"
     )

@@ -1,4 +1,6 @@
-"""DVC stage `merge`: seed labels + pool + data/corrections/ -> data/train.json, data/merge_report.json.
+"""DVC stage `merge`: seed labels + pool + data/corrections/ -> data/train.json, data/merge_report.json and
+data/no_person.json (the instances annotators ruled "no person", which select never sends again: a file of its own,
+so that a pull that changes only the report's counts does not make select choose again).
 
 The step is ``pipeline.merge.merge_labels``, its rules ``merge``. A missing corrections folder is an
 empty store: in round 1 train.json holds the seed labels only.
@@ -22,12 +24,14 @@ def main() -> None:
     parser.add_argument("--corrections", type=Path, default=Path("data/corrections"), help="corrections store folder")
     parser.add_argument("--out", type=Path, default=Path("data/train.json"))
     parser.add_argument("--report", type=Path, default=Path("data/merge_report.json"))
+    parser.add_argument("--no-person", type=Path, default=Path("data/no_person.json"))
     add_json_flag(parser)
     args = parser.parse_args()
     stage_logging()
 
     _, report = merge_labels(args.seed, args.pool, args.corrections, args.out)
     write_json(args.report, report)
+    write_json(args.no_person, {"no_person_ids": report["no_person_ids"]})
     summary = {
         k: report[k] for k in ("round", "labeled_total", "seed", "human_instances", "conflicts", "removed_no_person")
     }

@@ -3,7 +3,7 @@
 Writes artifacts/selection.parquet (the selected rows, ``rank`` 0 first, then the review queue's hopeless ones with
 ``queue`` "review": docs/contracts/labelstudio.md),
 metrics/selection.json and plots/selection_scores.png (each signal, selected against not selected). Never selects an
-instance that is labeled (--labeled), corrected or skipped (data/corrections), ruled "no person" (--merge-report) or
+instance that is labeled (--labeled), corrected or skipped (data/corrections), ruled "no person" (--no-person) or
 pending in Label Studio (--pending).
 """
 
@@ -27,7 +27,7 @@ def main() -> None:
     parser.add_argument("--labeled", type=Path, nargs="+", default=[Path("data/train.json")])
     parser.add_argument("--corrections", type=Path, default=Path("data/corrections"))
     parser.add_argument("--pending", type=Path, default=Path("data/labelstudio/pending.json"))
-    parser.add_argument("--merge-report", type=Path, default=Path("data/merge_report.json"))
+    parser.add_argument("--no-person", type=Path, default=Path("data/no_person.json"))
     parser.add_argument("--out", type=Path, default=Path("artifacts/selection.parquet"))
     parser.add_argument("--metrics", type=Path, default=Path("metrics/selection.json"))
     parser.add_argument("--plot", type=Path, default=Path("plots/selection_scores.png"))
@@ -38,7 +38,7 @@ def main() -> None:
     params = load_params(args.params)
     cfg = params.select
     # the people merge ruled "no person", re-mapped to this round's ids (a false find a retrained finder moved)
-    report = json.loads(args.merge_report.read_text()) if args.merge_report.is_file() else {}
+    report = json.loads(args.no_person.read_text()) if args.no_person.is_file() else {}
     selection, scores, _ = select_next(
         cfg,
         args.predictions,

@@ -28,8 +28,17 @@ SOURCE_PATHS = {
 
 def input_files(data: DataParams, project_root: Path) -> list[Path]:
     """Every file ``prepare`` may read outside the project's tracked files: the source's files and folders
-    (recursively) and the pool's images and videos; sorted, each once. A path that does not exist is left to
-    ``prepare``, which names it in its error."""
+    (recursively, hidden ones left out) and the pool's images and videos; sorted, each once. A source path that
+    does not exist is left to ``prepare``, which names it in its error; a ``data.pool`` entry that names nothing
+    raises ``PoolInputError`` naming it. What the stages write (``data/prepared``, ``data/inputs.json``,
+    ``artifacts``) is never listed, even under a source folder such as the project's ``data/``, or prepare would
+    run at every repro."""
+    written = [(project_root / p).resolve() for p in ("data/prepared", "data/inputs.json", "artifacts")]
+
+    def ours(path: Path) -> bool:
+        path = path.resolve()
+        return any(path == w or w in path.parents for w in written)
+
     found: set[Path] = set()
     source = getattr(data, data.source, None)
     for key in SOURCE_PATHS.get(data.source, ()):
@@ -40,10 +49,14 @@ def input_files(data: DataParams, project_root: Path) -> list[Path]:
         if path.is_file():
             found.add(path)
         elif path.is_dir():
-            found.update(p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
+            found.update(
+                p
+                for p in path.rglob("*")
+                if p.is_file() and not any(part.startswith(".") for part in p.relative_to(path).parts)
+            )
     found.update(list_inputs(data.pool.images, IMAGE_SUFFIXES, project_root, "images"))
     found.update(list_inputs(data.pool.videos, VIDEO_SUFFIXES, project_root, "videos"))
-    return sorted(found)
+    return sorted(p for p in found if not ours(p))
 
 
 def fingerprint(files: list[Path], project_root: Path) -> dict:

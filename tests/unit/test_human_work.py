@@ -557,7 +557,7 @@ def test_a_no_person_verdict_on_a_found_box_holds_for_the_false_find_a_retrained
     find a little elsewhere, so under another id: the verdict follows it there (IoU >= 0.5, as a correction of a
     found person does), merge reports it in ``no_person_ids``, and select never sends that box again. A found box
     elsewhere on the image is someone else and stays selectable."""
-    from pipeline.corrections import found_instance_id
+    from pipeline.corrections import added_instance_id, found_instance_id
     from pipeline.selection import excluded_instances
 
     frame = "images/pool/cam1.mp4/frame_000004.jpg"
@@ -580,6 +580,17 @@ def test_a_no_person_verdict_on_a_found_box_holds_for_the_false_find_a_retrained
     assert report["no_person_ids"] == [found_instance_id(frame, moved)] and report["mismatched"] == []
     assert report["remapped"][0]["to_instance"] == found_instance_id(frame, moved)
 
+    # the wrong box deleted and the real person drawn over it in the same annotation; a retrained finder now finds
+    # that person (a box near both): the verdict reaches them only by re-mapping and never removes their label
+    over = [12.0, 12.0, 50.0, 100.0]
+    drawn = _correction(added_instance_id(frame, over), 1, frame, over, added=True, completed_at=denied.at)
+    refound = [12.5, 12.0, 50.0, 99.0]
+    finds_them = _coco([(found_instance_id(frame, refound), frame, refound)])
+    train, kept = merge(seed, finds_them, [drawn], [denied])
+    [person] = train["annotations"]
+    assert person["id"] == found_instance_id(frame, refound) and person["source"] == "human"
+    assert kept["no_person_ids"] == [] and kept["removed_no_person"] == 0
+
     store = tmp_path / "corrections"
     assert write_pull(store, [], [denied], [], "labelstudio", now=_t(0)) is not None
     labeled = tmp_path / "train.json"
@@ -601,9 +612,12 @@ def test_a_person_drawn_on_an_image_where_the_finder_found_nobody_keeps_the_box_
     stand_in_id = found_instance_id(frame, whole)
     drawn = replace(_correction(stand_in_id, 1, frame, whole, x=130.0), bbox=fitted)
     seed = {**_coco([]), "images": []}
-    train, report = merge(seed, _coco([(stand_in_id, frame, whole)]), [drawn], [])
+    pool = _coco([(stand_in_id, frame, whole)])
+    pool["annotations"][0]["detection_score"] = 0.0  # what the find stage gives an image with nobody found
+    train, report = merge(seed, pool, [drawn], [])
     [person] = train["annotations"]
     assert person["id"] == stand_in_id and person["bbox"] == list(fitted) and report["mismatched"] == []
+    assert person["area"] == 120.0 * 300.0 and "detection_score" not in person  # nothing of the whole image left
 
     refound_box = [104.0, 48.0, 118.0, 296.0]
     refound = _coco([(found_instance_id(frame, refound_box), frame, refound_box)])

@@ -573,6 +573,12 @@ def test_images_where_the_finder_found_nobody_are_never_ranked_and_a_few_go_to_t
     assert table.column("queue").to_pylist() == ["correct"] * 3 + [NOBODY_FOUND_QUEUE] * 2
     unsent = select(scores, policy="uncertainty", budget=3, weights={"response": 1.0})
     assert len(unsent.nobody_found_rows) == 0 and unsent.rows.tolist() == [5, 6, 7]
+    # a policy whose signal the stand-ins lack (NaN) still queues them, and their signals never shift the others'
+    # ranks: the same people are chosen as without any stand-in
+    no_signal = scores.assign(keypoint_jump=[np.nan] * 5 + list(np.linspace(1.0, 0.1, 7)))
+    chosen = select(no_signal, policy="keypoint_jump", budget=2, weights={"keypoint_jump": 1.0}, nobody_found_budget=3)
+    alone = select(no_signal.iloc[5:].reset_index(drop=True), policy="keypoint_jump", budget=2, weights={})
+    assert len(chosen.nobody_found_rows) == 3 and (chosen.rows - 5).tolist() == alone.rows.tolist()
 
 
 def test_keypoint_jump_measures_a_pose_against_the_nearest_person_of_the_neighbouring_drawn_frames():
@@ -603,3 +609,8 @@ def test_keypoint_jump_measures_a_pose_against_the_nearest_person_of_the_neighbo
     jump = keypoint_jump(table, images)
     np.testing.assert_allclose(jump[:3], [0.25, 0.25, 0.25])
     assert jump[3] > 5 and np.isnan(jump[4])  # the far person's nearest neighbour is the frame-10 person
+
+    # frame 10 with nobody found: its whole-frame stand-in is nobody to follow, so the others' jumps skip it
+    stand_in = table.append_column("detection_score", pa.array([0.5, 0.0, 0.5, 0.5, np.nan]))
+    jump = keypoint_jump(stand_in, images)
+    assert np.isnan(jump[1]) and jump[0] == 0.0 and jump[2] == 0.0  # frames 0 and 20 are each other's neighbours

@@ -270,3 +270,16 @@ def test_the_inputs_listing_changes_when_a_pool_or_source_file_is_added_replaced
     (tmp_path / "site" / "a.jpg").unlink()
     assert "site/a.jpg" not in fingerprint(input_files(params, tmp_path), tmp_path)["files"]
     assert input_files(load_params(REPO / "params.yaml").data, tmp_path) == []  # the default: synthetic, no pool
+
+    # a source folder that holds what the stages write (Label Studio's document root is the project's data/): those
+    # files and hidden ones are not inputs, or prepare would run at every repro
+    for name in ("photos/p.jpg", "prepared/images/x.jpg", "inputs.json", ".cache/y.jpg"):
+        (tmp_path / "data" / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "data" / name).write_bytes(b"x")
+    export = tmp_path / "export.json"
+    export.write_text("[]")
+    studio = with_overrides(
+        load_params(REPO / "params.yaml"),
+        {"data.source": "labelstudio", "data.labelstudio.export": "export.json", "data.labelstudio.images": "data"},
+    ).data
+    assert sorted(fingerprint(input_files(studio, tmp_path), tmp_path)["files"]) == ["data/photos/p.jpg", "export.json"]
