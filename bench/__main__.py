@@ -30,7 +30,7 @@ BENCHMARKS = (
     "instance_finder",
 )
 # Run first in a full run: the figures people wait for, and an hour that should not come after a quick failure.
-SLOW = ("label_efficiency", "hard_people", "ssl_schedule")
+SLOW = ("label_efficiency", "hard_people", "ssl_schedule", "finder_data")
 
 
 def main() -> None:
