@@ -727,3 +727,59 @@ def _write_new(path: Path, data: bytes) -> None:
         atomic_write(path, data, create_only=True, durable=True, temp_dir=_temp_dir(path.parent))
     except FileExistsError as exc:
         raise FileExistsError(f"{exc} (a corrections file of that name is stored human work)") from None
+
+
+def completed_images(corrections: list[Correction], skips: list[Skip], pool: dict) -> dict:
+    """The pool images annotators completed, as COCO (images, annotations with boxes and keypoints): what the
+    instance finder may learn from besides the seed images (pipeline/finding.py), since every person on them is
+    boxed.
+
+    An image is complete when its whole-image stand-in (an image where the finder found nobody: the task's box is
+    the whole image) was answered: the annotator fitted the box to one person and drew any other as a missed person,
+    or said there is nobody ("no person": an image of background only). The latest answer of an image counts, and
+    only the people of that version of the annotation (a missed person deleted in a later edit is gone). A skipped
+    task completes nothing. ``pool``: the prepared pool.json (its images' sizes)."""
+    size_of = {im["file_name"]: (im["width"], im["height"]) for im in pool["images"]}
+
+    def on_stand_in(record: Correction | Skip) -> bool:
+        if record.image_file not in size_of or record.instance_bbox is None:
+            return False
+        width, height = size_of[record.image_file]
+        return box_iou(record.instance_bbox, (0.0, 0.0, width, height)) > 0.99
+
+    latest: dict[str, tuple[datetime, tuple, Correction | Skip]] = {}  # image file -> its latest answer
+    for record in [*corrections, *skips]:
+        if getattr(record, "added", False) or not on_stand_in(record):
+            continue
+        if isinstance(record, Skip) and record.reason != "no_person":
+            continue
+        when = parse_time(record.completed_at if isinstance(record, Correction) else record.at)
+        key = (record.origin, record.task_id, record.annotation_id)
+        if record.image_file not in latest or when >= latest[record.image_file][0]:
+            latest[record.image_file] = (when, key, record)
+    ids = {im["file_name"]: im["id"] for im in pool["images"]}
+    images, annotations = [], []
+    for file_name, (when, key, record) in sorted(latest.items()):
+        width, height = size_of[file_name]
+        images.append({"id": ids[file_name], "file_name": file_name, "width": width, "height": height})
+        if isinstance(record, Skip):
+            continue  # nobody there: background only
+        added = [
+            c
+            for c in corrections
+            if c.added and (c.origin, c.task_id, c.annotation_id) == key and parse_time(c.completed_at) == when
+        ]
+        for person in [record, *added]:
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": ids[file_name],
+                    "category_id": pool["categories"][0]["id"],
+                    "bbox": list(person.bbox),
+                    "area": person.bbox[2] * person.bbox[3],
+                    "iscrowd": 0,
+                    "keypoints": list(person.keypoints),
+                    "num_keypoints": sum(1 for v in person.keypoints[2::3] if v > 0),
+                }
+            )
+    return {"images": images, "annotations": annotations, "categories": pool["categories"]}

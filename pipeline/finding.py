@@ -4,7 +4,9 @@ weights: the network is one of the project's backbones with ``models.heads.Insta
 centre heatmap + box size), trained from scratch.
 
 What it learns from. A finder learns "background" from every pixel that is not a person's centre, so it may only see
-images whose every person is boxed: the images of the seed labels that hold no pool person (``finder_images``).
+images whose every person is boxed: the images of the seed labels that hold no pool person (``finder_images``), and
+the pool images annotators completed (``completed_finder_images``: an answered "nobody found" task, where the finder
+missed whoever is there).
 With ``data.split: person`` (people drawn one by one) few seed images qualify; ``data.split: image`` makes every
 seed image one (README, "Your own unlabeled images and videos"). A seed image with a person the split left out (no
 keypoint, or a crowd region: COCO has both) is not used either.
@@ -233,6 +235,27 @@ def finder_images(labels: dict, pool: dict, images_root: Path) -> list[FinderIma
         for im in labels["images"]
         if im["id"] in people and im["id"] not in pooled and not im.get("unlabeled_people")
     ]
+
+
+def completed_finder_images(completed: dict, images_root: Path, num_keypoints: int) -> list[FinderImage]:
+    """The pool images annotators completed (``corrections.completed_images``, COCO) as finder images: every person
+    on them boxed, none at all on an image of background only."""
+    people: dict[int, list[dict]] = {}
+    for a in completed["annotations"]:
+        people.setdefault(a["image_id"], []).append(a)
+    out = []
+    for im in completed["images"]:
+        on = people.get(im["id"], [])
+        out.append(
+            FinderImage(
+                images_root / im["file_name"],
+                np.asarray([a["bbox"] for a in on], np.float64).reshape(-1, 4),
+                im["width"],
+                im["height"],
+                np.asarray([a["keypoints"] for a in on], np.float64).reshape(len(on), num_keypoints, 3),
+            )
+        )
+    return out
 
 
 def build_codec(params: FindParams) -> CentreCodec:
@@ -510,11 +533,14 @@ def find_pool(
     finder_dir: Path,
     progress: bool = True,
     pool_pass: PoolPass = find_saved,
+    completed: dict | None = None,
 ) -> dict:
     """The find stage: ``prepared``'s pool.json with the people found on its unboxed images -> ``out``; the finder
     (when one was trained) -> ``finder_dir``. ``pool_pass(finder_dir, images, images_root)`` runs the saved finder
     over the unboxed images: in this process by default, on Ray Data from the stage
-    (``pipeline.ray_find.find_on_ray``). Returns the stage's metrics."""
+    (``pipeline.ray_find.find_on_ray``). ``completed``: the pool images annotators completed
+    (``corrections.completed_images``), which the finder learns from besides the seed images. Returns the stage's
+    metrics."""
     from pipeline.data.coco import load_json, write_coco
     from pipeline.files import write_json
 
@@ -533,6 +559,9 @@ def find_pool(
     elif unboxed:
         labeled, val = load_json(prepared / "labeled.json"), load_json(prepared / "val.json")
         images = finder_images(labeled, pool, prepared)
+        done = completed_finder_images(completed or {"images": [], "annotations": []}, prepared, num_keypoints)
+        images += done
+        metrics["completed_images"] = len(done)
         flip_index = KeypointSchema.from_coco_category(labeled["categories"][0]).flip_index
         started = time.perf_counter()
         model = train_finder(params.find, images, flip_index, progress=progress)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from pipeline.config import load_params
 from pipeline.console import add_json_flag, stage_logging, stage_result
+from pipeline.data.coco import load_json
 from pipeline.files import write_json
 from pipeline.finding import find_pool
 from pipeline.ray_cluster import ray_session, resolve_use_gpu
@@ -24,6 +25,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("data/pool.json"), help="the pool with the found people")
     parser.add_argument("--finder", type=Path, default=Path("artifacts/finder"), help="the trained finder")
     parser.add_argument("--metrics", type=Path, default=Path("metrics/find.json"))
+    parser.add_argument(
+        "--completed", type=Path, default=Path("data/completed.json"), help="pool images annotators completed"
+    )
     parser.add_argument("--params", type=Path, default=Path("params.yaml"), help="the parameters file")
     add_json_flag(parser)
     args = parser.parse_args()
@@ -46,7 +50,8 @@ def main() -> None:
                 progress=True,
             )
 
-    metrics = find_pool(params, args.prepared, args.out, args.finder, pool_pass=on_ray)
+    completed = load_json(args.completed) if args.completed.is_file() else None
+    metrics = find_pool(params, args.prepared, args.out, args.finder, pool_pass=on_ray, completed=completed)
     write_json(args.metrics, metrics)
     line = (
         f"{metrics['found']} people found in {metrics['unboxed_images']} images without boxes (finder "

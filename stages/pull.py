@@ -43,7 +43,12 @@ def main() -> None:
     parser.add_argument("--pending", type=Path, default=Path("data/labelstudio/pending.json"))
     parser.add_argument("--inbox", type=Path, default=Path("data/inbox"))
     parser.add_argument("--export", type=Path, default=Path("artifacts/export.json"), help="what export sent")
-    parser.add_argument("--pool", type=Path, default=Path("data/pool.json"))
+    parser.add_argument(
+        "--pool",
+        type=Path,
+        default=Path("data/prepared/pool.json"),
+        help="the prepared pool: its keypoint schema (the found people are not needed, so find can come after pull)",
+    )
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     add_json_flag(parser)
     args = parser.parse_args()

@@ -269,3 +269,46 @@ def test_an_image_with_nobody_found_gets_a_whole_image_stand_in_and_found_people
         True,
         False,
     ]
+
+
+def test_the_finder_also_learns_from_the_pool_images_annotators_completed(tmp_path):
+    """Images annotators completed (an answered "nobody found" task) join the seed images the finder trains on,
+    people and all, or as background when nobody is there; data/completed.json is a valid COCO file even when empty."""
+    import shutil
+
+    from pipeline.data.coco import write_coco
+
+    params = with_overrides(
+        load_params(REPO / "params.yaml"),
+        {"data.synthetic.num_images": 16, "data.val_images": 3, "data.test_images": 1, "data.labeled": 6},
+    )
+    prepare(with_overrides(params, {"data.seed": 99}).data, tmp_path / "other")  # pictures the source never saw
+    (tmp_path / "mine").mkdir()
+    for image in sorted((tmp_path / "other" / "images").glob("*.jpg"))[:2]:
+        shutil.copy(image, tmp_path / "mine" / image.name)
+    params = with_overrides(
+        params,
+        {
+            "data.split": "image",
+            "data.pool.images": ["mine"],
+            "find.steps": 2,
+            "find.batch_size": 2,
+            "find.input_size": [64, 64],
+        },
+    )
+    prepare(params.data, tmp_path / "prepared", project_root=tmp_path)
+    pool = json.loads((tmp_path / "prepared" / "pool.json").read_text())
+    unboxed = unboxed_images(pool)
+    k = len(pool["categories"][0]["keypoints"])
+    person = {"id": 1, "image_id": unboxed[0]["id"], "category_id": pool["categories"][0]["id"], "iscrowd": 0}
+    person |= {"bbox": [10.0, 10.0, 40.0, 90.0], "area": 3600.0, "keypoints": [20.0, 20.0, 2] * k, "num_keypoints": k}
+    completed = {"images": unboxed[:2], "annotations": [person], "categories": pool["categories"]}
+    write_coco(tmp_path / "completed.json", completed)
+    write_coco(tmp_path / "none.json", {"images": [], "annotations": [], "categories": pool["categories"]})
+
+    plain = find_pool(params, tmp_path / "prepared", tmp_path / "a.json", tmp_path / "fa", progress=False)
+    more = find_pool(
+        params, tmp_path / "prepared", tmp_path / "b.json", tmp_path / "fb", progress=False, completed=completed
+    )
+    assert plain["completed_images"] == 0 and more["completed_images"] == 2
+    assert more["train_images"] == plain["train_images"] + 2

@@ -625,3 +625,36 @@ def test_a_person_drawn_on_an_image_where_the_finder_found_nobody_keeps_the_box_
     [person] = train["annotations"]
     assert person["id"] == found_instance_id(frame, refound_box) and person["keypoints"][0] == 130.0
     assert report["added_people"] == 0
+
+
+def test_an_answered_nobody_found_task_completes_its_image_for_the_instance_finder():
+    """The finder may learn only from images whose every person is boxed. An answered "nobody found" task is one:
+    the fitted person and the missed people of the latest version of that annotation, or nobody at all; a skipped
+    task, a task on a found person and a missed person deleted in a later edit complete nothing."""
+    from pipeline.corrections import completed_images
+
+    files = ["images/pool/a.jpg", "images/pool/b.jpg", "images/pool/c.jpg", "images/pool/d.jpg"]
+    pool = {
+        **_coco([]),
+        "images": [{"id": i + 1, "file_name": f, "width": 640, "height": 480} for i, f in enumerate(files)],
+    }
+    whole = [0.0, 0.0, 640.0, 480.0]
+    first = "2026-11-30T10:00:00Z"
+    edited = "2026-11-30T11:00:00Z"
+    fitted = replace(_correction(1, 1, files[0], whole, x=60.0, completed_at=first), bbox=(50.0, 40.0, 100.0, 300.0))
+    missed = _correction(2, 1, files[0], [300.0, 50.0, 80.0, 200.0], x=320.0, added=True, completed_at=first)
+    refitted = replace(fitted, completed_at=edited)  # the same annotation edited: the missed person deleted
+    nobody = Skip(
+        3, 8, 1, "a@b.c", first, "no_person", origin=fitted.origin, image_file=files[1], instance_bbox=tuple(whole)
+    )
+    skipped = Skip(
+        4, 9, 1, "a@b.c", first, "skipped", origin=fitted.origin, image_file=files[2], instance_bbox=tuple(whole)
+    )
+    found_person = _correction(5, 4, files[3], [10.0, 10.0, 50.0, 100.0])
+
+    done = completed_images([fitted, missed, found_person], [nobody, skipped], pool)
+    assert [im["file_name"] for im in done["images"]] == files[:2]
+    assert [a["bbox"] for a in done["annotations"]] == [[50.0, 40.0, 100.0, 300.0], [300.0, 50.0, 80.0, 200.0]]
+    assert all(a["image_id"] == 1 for a in done["annotations"])  # b.jpg: an image of nobody, background only
+    after_edit = completed_images([fitted, missed, refitted], [], pool)
+    assert [a["bbox"] for a in after_edit["annotations"]] == [[50.0, 40.0, 100.0, 300.0]]
