@@ -85,7 +85,7 @@ def run() -> None:
         "from, and issue #27's target of 0.95 is "
         + ("reached" if last["0.15"]["recall_iou50"] >= 0.95 else "not reached even then")
         + ". The find stage's finder learns from the seed images and from the pool images annotators completed "
-        '(stage completed: answered "nobody found" tasks), so the rounds add to what it learns from.\n"
+        '(stage completed: answered "nobody found" tasks), so the rounds add to what it learns from.\n'
     )
     write_section("finder_data", "Instance finder: what it learns from (issue #27)", COMMAND, body, result)
     print(json.dumps(result, indent=1))
