@@ -22,8 +22,9 @@ from bench.report import RESULTS_DIR, write_section
 STAGES = (
     "inputs",
     "prepare",
-    "find",
     "pull",
+    "completed",
+    "find",
     "merge",
     "train",
     "evaluate",

@@ -736,40 +736,52 @@ def completed_images(corrections: list[Correction], skips: list[Skip], pool: dic
 
     An image is complete when its whole-image stand-in (an image where the finder found nobody: the task's box is
     the whole image) was answered: the annotator fitted the box to one person and drew any other as a missed person,
-    or said there is nobody ("no person": an image of background only). The latest answer of an image counts, and
-    only the people of that version of the annotation (a missed person deleted in a later edit is gone). A skipped
-    task completes nothing. ``pool``: the prepared pool.json (its images' sizes)."""
+    drew everyone as missed people (the whole-image box deleted), or said there is nobody (an image of background
+    only). The latest answer of an image counts, with only the people of that version of the annotation (a missed
+    person deleted in a later edit is gone). Left out: a skipped task; an answer whose person has no box of its own
+    (keypoints placed, the whole-image box kept); an image on which another annotation labeled someone too (two
+    answers that may disagree: not knowingly complete). ``pool``: the prepared pool.json (its images' sizes)."""
     size_of = {im["file_name"]: (im["width"], im["height"]) for im in pool["images"]}
 
-    def on_stand_in(record: Correction | Skip) -> bool:
-        if record.image_file not in size_of or record.instance_bbox is None:
+    def whole(box: Sequence[float] | None, file_name: str | None) -> bool:
+        if file_name not in size_of or box is None:
             return False
-        width, height = size_of[record.image_file]
-        return box_iou(record.instance_bbox, (0.0, 0.0, width, height)) > 0.99
+        width, height = size_of[file_name]
+        return box_iou(box, (0.0, 0.0, width, height)) > 0.99
 
-    latest: dict[str, tuple[datetime, tuple, Correction | Skip]] = {}  # image file -> its latest answer
+    def key(record: Correction | Skip) -> tuple:
+        return record.origin, record.task_id, record.annotation_id
+
+    def time_of(record: Correction | Skip) -> datetime:
+        return parse_time(record.completed_at if isinstance(record, Correction) else record.at)
+
+    latest: dict[str, Correction | Skip] = {}  # image file -> its latest answer to a stand-in task
     for record in [*corrections, *skips]:
-        if getattr(record, "added", False) or not on_stand_in(record):
+        if getattr(record, "added", False) or not whole(record.instance_bbox, record.image_file):
             continue
         if isinstance(record, Skip) and record.reason != "no_person":
             continue
-        when = parse_time(record.completed_at if isinstance(record, Correction) else record.at)
-        key = (record.origin, record.task_id, record.annotation_id)
-        if record.image_file not in latest or when >= latest[record.image_file][0]:
-            latest[record.image_file] = (when, key, record)
+        if record.image_file not in latest or time_of(record) >= time_of(latest[record.image_file]):
+            latest[record.image_file] = record
+    added: dict[tuple, list[Correction]] = {}  # (annotation key, time) -> the people it added
+    labeled_by: dict[str, set[tuple]] = {}  # image file -> the annotations that labeled someone on it
+    for c in corrections:
+        added.setdefault((key(c), time_of(c)), []).extend([c] if c.added else [])
+        if c.image_file is not None:
+            labeled_by.setdefault(c.image_file, set()).add(key(c))
     ids = {im["file_name"]: im["id"] for im in pool["images"]}
     images, annotations = [], []
-    for file_name, (when, key, record) in sorted(latest.items()):
+    for file_name, answer in sorted(latest.items()):
+        if labeled_by.get(file_name, set()) - {key(answer)}:
+            continue  # someone else labeled a person on it too
+        people = [c for c in added.get((key(answer), time_of(answer)), []) if c.image_file == file_name]
+        if isinstance(answer, Correction):
+            if whole(answer.bbox, file_name):
+                continue  # keypoints placed without fitting the box: the person's box is unknown
+            people = [answer, *people]
         width, height = size_of[file_name]
         images.append({"id": ids[file_name], "file_name": file_name, "width": width, "height": height})
-        if isinstance(record, Skip):
-            continue  # nobody there: background only
-        added = [
-            c
-            for c in corrections
-            if c.added and (c.origin, c.task_id, c.annotation_id) == key and parse_time(c.completed_at) == when
-        ]
-        for person in [record, *added]:
+        for person in people:
             annotations.append(
                 {
                     "id": len(annotations) + 1,

@@ -72,8 +72,10 @@ def _with_added_people(
     # An annotation edited after a pull comes in again as a newer record: only its latest version adds people, so
     # a missed-person box the annotator deleted or moved adds nobody.
     latest: dict[tuple, datetime] = {}
-    for c in corrections:
-        key, t = (c.origin, c.task_id, c.annotation_id), parse_time(c.completed_at)
+    for key, t in [
+        *(((c.origin, c.task_id, c.annotation_id), parse_time(c.completed_at)) for c in corrections),
+        *(((s.origin, s.task_id, s.annotation_id), parse_time(s.at)) for s in skips),  # edited to "no person"
+    ]:
         latest[key] = max(latest.get(key, t), t)
     id_of_file = {im.get("file_name"): i for i, im in images.items()}
     category = seed["categories"][0]["id"]

@@ -15,7 +15,10 @@ from pathlib import Path
 from pipeline.config import DataParams
 from pipeline.data.unlabeled import IMAGE_SUFFIXES, VIDEO_SUFFIXES, list_inputs
 
-# the params of each source that name files or folders (the synthetic source reads nothing)
+# the params of each source that name files or folders (the synthetic source reads nothing); of an image folder
+# (IMAGE_FOLDERS) only the images count, so a folder that also holds other files (Label Studio's document root may be
+# the project's data/) does not make prepare run at every repro
+IMAGE_FOLDERS = frozenset({"images", "val_images"})
 SOURCE_PATHS = {
     "coco": ("annotations", "images", "val_annotations", "val_images"),
     "deeplabcut": ("project",),
@@ -52,7 +55,9 @@ def input_files(data: DataParams, project_root: Path) -> list[Path]:
             found.update(
                 p
                 for p in path.rglob("*")
-                if p.is_file() and not any(part.startswith(".") for part in p.relative_to(path).parts)
+                if p.is_file()
+                and not any(part.startswith(".") for part in p.relative_to(path).parts)
+                and (key not in IMAGE_FOLDERS or p.suffix.lower() in IMAGE_SUFFIXES)
             )
     found.update(list_inputs(data.pool.images, IMAGE_SUFFIXES, project_root, "images"))
     found.update(list_inputs(data.pool.videos, VIDEO_SUFFIXES, project_root, "videos"))

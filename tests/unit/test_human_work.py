@@ -658,3 +658,20 @@ def test_an_answered_nobody_found_task_completes_its_image_for_the_instance_find
     assert all(a["image_id"] == 1 for a in done["annotations"])  # b.jpg: an image of nobody, background only
     after_edit = completed_images([fitted, missed, refitted], [], pool)
     assert [a["bbox"] for a in after_edit["annotations"]] == [[50.0, 40.0, 100.0, 300.0]]
+
+    # the whole-image box deleted and everyone drawn as missed people: a "no person" verdict on the stand-in plus
+    # those people, who make the image (not background)
+    box_gone = replace(nobody, image_file=files[0], task_id=7, annotation_id=9, origin=fitted.origin)
+    drawn_all = completed_images([missed], [box_gone], pool)
+    assert [a["bbox"] for a in drawn_all["annotations"]] == [[300.0, 50.0, 80.0, 200.0]]
+    # the same annotation edited later to "nobody here": merge withdraws the missed person as completed_images does
+    nobody_after_all = replace(box_gone, at=edited)
+    train, _ = merge({**_coco([]), "images": []}, pool, [missed], [nobody_after_all])
+    assert train["annotations"] == []
+    assert completed_images([missed], [nobody_after_all], pool)["annotations"] == []
+    # keypoints placed but the whole-image box kept: the person's box is unknown, the image is not used
+    unfitted = _correction(1, 1, files[0], whole, x=60.0)
+    assert completed_images([unfitted], [], pool)["images"] == []
+    # another annotation labeled someone on that image too: two answers that may disagree, not knowingly complete
+    other = _correction(6, 1, files[0], [400.0, 60.0, 50.0, 150.0], annotation_id=99)
+    assert [im["file_name"] for im in completed_images([fitted, missed, other], [], pool)["images"]] == []

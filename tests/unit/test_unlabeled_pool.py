@@ -273,7 +273,14 @@ def test_the_inputs_listing_changes_when_a_pool_or_source_file_is_added_replaced
 
     # a source folder that holds what the stages write (Label Studio's document root is the project's data/): those
     # files and hidden ones are not inputs, or prepare would run at every repro
-    for name in ("photos/p.jpg", "prepared/images/x.jpg", "inputs.json", ".cache/y.jpg"):
+    for name in (
+        "photos/p.jpg",
+        "prepared/images/x.jpg",
+        "inputs.json",
+        ".cache/y.jpg",
+        "pool.json",
+        "corrections/c.json",
+    ):
         (tmp_path / "data" / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / "data" / name).write_bytes(b"x")
     export = tmp_path / "export.json"
