@@ -208,6 +208,12 @@ def is_found_id(instance_id: int) -> bool:
     return FOUND_ID_BASE <= instance_id < FOUND_ID_BASE + _ID_SPAN
 
 
+def covers_image(box: Sequence[float] | None, width: float, height: float) -> bool:
+    """Whether ``box`` (x, y, w, h) is the whole image: the box of an image's stand-in when the finder found nobody
+    on it (pipeline/finding.py), as a task or a record carries it."""
+    return box is not None and box_iou(box, (0.0, 0.0, width, height)) > 0.99
+
+
 def box_iou(a: Sequence[float], b: Sequence[float]) -> float:
     """IoU of two (x, y, w, h) boxes; 0 when either is empty."""
     ix = max(0.0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))
@@ -744,10 +750,7 @@ def completed_images(corrections: list[Correction], skips: list[Skip], pool: dic
     size_of = {im["file_name"]: (im["width"], im["height"]) for im in pool["images"]}
 
     def whole(box: Sequence[float] | None, file_name: str | None) -> bool:
-        if file_name not in size_of or box is None:
-            return False
-        width, height = size_of[file_name]
-        return box_iou(box, (0.0, 0.0, width, height)) > 0.99
+        return file_name in size_of and covers_image(box, *size_of[file_name])
 
     def key(record: Correction | Skip) -> tuple:
         return record.origin, record.task_id, record.annotation_id

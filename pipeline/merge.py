@@ -27,6 +27,7 @@ from pipeline.corrections import (
     Correction,
     Skip,
     box_iou,
+    covers_image,
     is_found_id,
     origin_identity,
     parse_time,
@@ -97,9 +98,7 @@ def _with_added_people(
         image = images[image_id]
         # a found person: where the finder had them; but on the stand-in of an image where it found nobody (the
         # whole image as the box), the person is where the annotator fitted the box
-        stand_in = (
-            c.instance_bbox is not None and box_iou(c.instance_bbox, (0, 0, image["width"], image["height"])) > 0.99
-        )
+        stand_in = covers_image(c.instance_bbox, image["width"], image["height"])
         box = c.bbox if c.added or stand_in else (c.instance_bbox or c.bbox)
         there = max(candidates, key=lambda a: box_iou(box, a["bbox"]), default=None)
         threshold = ADDED_SAME_PERSON_IOU if c.added else REFOUND_SAME_PERSON_IOU
