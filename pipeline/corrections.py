@@ -769,7 +769,8 @@ def completed_images(corrections: list[Correction], skips: list[Skip], pool: dic
     added: dict[tuple, list[Correction]] = {}  # (annotation key, time) -> the people it added
     labeled_by: dict[str, set[tuple]] = {}  # image file -> the annotations that labeled someone on it
     for c in corrections:
-        added.setdefault((key(c), time_of(c)), []).extend([c] if c.added else [])
+        if c.added:
+            added.setdefault((key(c), time_of(c)), []).append(c)
         if c.image_file is not None:
             labeled_by.setdefault(c.image_file, set()).add(key(c))
     ids = {im["file_name"]: im["id"] for im in pool["images"]}

@@ -109,7 +109,7 @@ def pool_predictions(
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    from pipeline.data.pool_predictions import list_column, nobody_found
+    from pipeline.data.pool_predictions import list_column, stand_in_rows
 
     path = project / POOL_PREDICTIONS
     if not path.is_file():
@@ -121,8 +121,7 @@ def pool_predictions(
     table = pq.read_table(path, columns=columns)
     unlabeled = pc.invert(pc.is_in(table["instance_id"], value_set=pa.array(sorted(labeled_ids), pa.int64())))
     table = table.filter(pc.and_(table["image_readable"], unlabeled))
-    if "detection_score" in table.column_names:  # a whole image where nobody was found holds no predicted person
-        table = table.filter(pa.array(~nobody_found(table["detection_score"].to_numpy(zero_copy_only=False))))
+    table = table.filter(pa.array(~stand_in_rows(table)))  # a whole image where nobody was found: no predicted person
     xy = list_column(table, "keypoints").reshape(-1, schema.num_keypoints, 2)
     scores = list_column(table, "scores")
     image_ids = table["image_id"].to_numpy()

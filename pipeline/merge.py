@@ -35,7 +35,7 @@ from pipeline.corrections import (
     round_number,
 )
 from pipeline.data.coco import read_coco, write_coco
-from pipeline.data.pool_predictions import NOBODY_FOUND_SCORE
+from pipeline.data.pool_predictions import is_stand_in
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +94,7 @@ def _with_added_people(
         if c.added and parse_time(c.completed_at) < latest[(c.origin, c.task_id, c.annotation_id)]:
             continue  # withdrawn or redrawn in a later version of its annotation
         not_a_person = denied.get((c.origin, c.task_id, c.annotation_id))
-        candidates = [a for a in on_file.get(c.image_file, []) if a["id"] != not_a_person and not _is_stand_in(a)]
+        candidates = [a for a in on_file.get(c.image_file, []) if a["id"] != not_a_person and not is_stand_in(a)]
         image = images[image_id]
         # a found person: where the finder had them; but on the stand-in of an image where it found nobody (the
         # whole image as the box), the person is where the annotator fitted the box
@@ -120,11 +120,6 @@ def _with_added_people(
         on_file.setdefault(c.image_file, []).append(person)
         out.append(replace(c, image_id=image_id))
     return {**pool, "annotations": [*pool["annotations"], *new]}, out, len(new)
-
-
-def _is_stand_in(annotation: dict) -> bool:
-    """The whole image of an image where the finder found nobody (pipeline/finding.py)."""
-    return annotation.get("detection_score") == NOBODY_FOUND_SCORE
 
 
 def _num_labeled(keypoints: Sequence[float]) -> int:
@@ -174,7 +169,7 @@ class _People:
         if base is not None and self._matches(record, base, box, threshold):
             return base, None
         candidates = self.on_file.get(record.image_file, []) if record.image_file is not None else []
-        candidates = [a for a in candidates if not _is_stand_in(a)]  # a whole image stands in for nobody in particular
+        candidates = [a for a in candidates if not is_stand_in(a)]  # a whole image stands in for nobody in particular
         scored = sorted(((box_iou(box, a["bbox"]), a["id"]) for a in candidates), reverse=True)
         if scored and scored[0][0] >= threshold:
             return self.by_id[scored[0][1]], None
@@ -356,7 +351,7 @@ def merge(seed: dict, pool: dict, corrections: list[Correction], skips: list[Ski
     for iid, (_, c) in winner.items():
         base = seed_by_id.get(iid, pool_by_id.get(iid))
         overridden += iid in seed_by_id
-        if _is_stand_in(base):  # the person drawn on an image where the finder found nobody: nothing of the image
+        if is_stand_in(base):  # the person drawn on an image where the finder found nobody: nothing of the image
             base = {k: v for k, v in base.items() if k not in ("area", "detection_score")}
         out[iid] = {
             **base,

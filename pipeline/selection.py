@@ -30,8 +30,8 @@ from pipeline.data.pool_predictions import (
     NOBODY_FOUND_QUEUE,
     SIGNAL_COLUMNS,
     list_column,
-    nobody_found,
     read_pool_predictions,
+    stand_in_rows,
 )
 from pipeline.files import atomic_path
 
@@ -90,9 +90,7 @@ def keypoint_jump(table: pa.Table, pool_images: list[dict]) -> np.ndarray:
     boxes = list_column(table, "bbox")
     keypoints = list_column(table, "keypoints").reshape(n, -1, 2)
     centres = boxes[:, :2] + boxes[:, 2:] / 2
-    stand_in = np.zeros(n, bool)
-    if "detection_score" in table.column_names:  # a whole frame where nobody was found is nobody to follow
-        stand_in = nobody_found(table.column("detection_score").to_numpy(zero_copy_only=False))
+    stand_in = stand_in_rows(table)  # a whole frame where nobody was found is nobody to follow
     rows_on: dict[int, list[int]] = {}
     for row, image_id in enumerate(image_ids):
         if int(image_id) in frame_of and not stand_in[row]:
@@ -399,14 +397,12 @@ def select(
     beside the others.
     """
     ids = scores["instance_id"].to_numpy(np.int64)
-    stand_in = np.zeros(len(scores), bool)
-    if "detection_score" in scores:
-        # the stand-in of an image where the finder found nobody is no person: its signals (the teacher's guess at a
-        # whole image) are neither ranked nor part of any signal's normalisation
-        stand_in = nobody_found(scores["detection_score"].to_numpy(np.float64, na_value=np.nan))
-        if stand_in.any():
-            scores = scores.copy()
-            scores.loc[stand_in, [c for c in SIGNAL_COLUMNS if c in scores]] = np.nan
+    # the stand-in of an image where the finder found nobody is no person: its signals (the teacher's guess at a
+    # whole image) are neither ranked nor part of any signal's normalisation
+    stand_in = stand_in_rows(scores)
+    if stand_in.any():
+        scores = scores.copy()
+        scores.loc[stand_in, [c for c in SIGNAL_COLUMNS if c in scores]] = np.nan
     uncertainty = combined_uncertainty(scores, weights)
     if policy == "uncertainty":
         ranked_by = uncertainty
@@ -419,14 +415,13 @@ def select(
     eligible = np.isfinite(ranked_by)
     counts = {"pool": len(scores), "unreadable": int((~scores["image_readable"].to_numpy(bool)).sum())}
     for reason, excluded_ids in (exclude or {}).items():
-        hit = np.isin(ids, np.fromiter(excluded_ids, np.int64)) & eligible
-        counts[f"excluded_{reason}"] = int(hit.sum())
+        hit = np.isin(ids, np.fromiter(excluded_ids, np.int64))
+        counts[f"excluded_{reason}"] = int((hit & eligible).sum())
         eligible &= ~hit
+        stand_in &= ~hit
     if stand_in.any():
         eligible &= ~stand_in  # their own queue below, whatever the policy ranks by
         stand_in &= scores["image_readable"].to_numpy(bool)
-        for excluded_ids in (exclude or {}).values():
-            stand_in &= ~np.isin(ids, np.fromiter(excluded_ids, np.int64))
         counts["nobody_found"] = int(stand_in.sum())
     hopeless = np.zeros(len(scores), bool)
     if policy in EXCLUDES_HOPELESS:

@@ -48,7 +48,7 @@ from pipeline.codec import HeatmapCodec
 from pipeline.config import Params
 from pipeline.data.coco import read_coco
 from pipeline.data.dataset import TopDownDataset, instances_from_coco
-from pipeline.data.pool_predictions import NOBODY_FOUND_SCORE
+from pipeline.data.pool_predictions import is_stand_in
 from pipeline.data.transforms import Augment, half_body_ids
 from pipeline.evaluation import evaluate_keypoints
 from pipeline.inference import predict, to_coco_results
@@ -232,7 +232,7 @@ def load_data(params: Params, paths: dict[str, str]) -> Data:
     if params.train.ssl.mode != "off" and paths.get("pool"):
         pool = read_coco(paths["pool"], sigmas=params.data.sigmas, flip_pairs=params.data.flip_pairs)
         # the stand-in of an image where the finder found nobody (detection_score 0) is a whole image, no person
-        people = [a for a in pool.annotations if a.get("detection_score") != NOBODY_FOUND_SCORE]
+        people = [a for a in pool.annotations if not is_stand_in(a)]
         pool_records = instances_from_coco(pool.images, people, root, k, require_keypoints=False)
         unlabeled = dataset(pool_records, True, 1) if pool_records else None
     val = read_coco(paths["val"], sigmas=params.data.sigmas, flip_pairs=params.data.flip_pairs)

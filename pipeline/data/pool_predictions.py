@@ -71,6 +71,23 @@ def nobody_found(detection_score: np.ndarray) -> np.ndarray:
     return np.asarray(detection_score, np.float64) == NOBODY_FOUND_SCORE
 
 
+def stand_in_rows(rows: pa.Table | pd.DataFrame) -> np.ndarray:
+    """(N,) bool ``nobody_found`` of a pool predictions table or its scalar frame; all False without a
+    ``detection_score`` column (no found people, or a file written before it)."""
+    if isinstance(rows, pa.Table):
+        if "detection_score" not in rows.column_names:
+            return np.zeros(rows.num_rows, bool)
+        return nobody_found(rows.column("detection_score").to_numpy(zero_copy_only=False))
+    if "detection_score" not in rows:
+        return np.zeros(len(rows), bool)
+    return nobody_found(rows["detection_score"].to_numpy(np.float64, na_value=np.nan))
+
+
+def is_stand_in(annotation: dict) -> bool:
+    """A pool.json annotation that is the stand-in of an image where the finder found nobody."""
+    return annotation.get("detection_score") == NOBODY_FOUND_SCORE
+
+
 def list_column(table: pa.Table, name: str) -> np.ndarray:
     """A fixed-size list column -> (N, L) numpy array without a Python loop over rows."""
     column = table.column(name).combine_chunks()
@@ -131,10 +148,8 @@ def confident_rows(
     flip = scores["flip_disagreement"].to_numpy(dtype=np.float64, na_value=np.nan)
     agree = np.where(np.isfinite(flip), flip <= max_flip, True)
     readable = scores["image_readable"].to_numpy(bool)
-    stand_in = np.zeros(len(scores), bool)
-    if "detection_score" in scores:  # a whole image where the finder found nobody is nobody to pseudo-label
-        stand_in = nobody_found(scores["detection_score"].to_numpy(np.float64, na_value=np.nan))
-    return readable & agree & ~stand_in & (confident_keypoints >= min_keypoints)
+    # a whole image where the finder found nobody is nobody to pseudo-label
+    return readable & agree & ~stand_in_rows(scores) & (confident_keypoints >= min_keypoints)
 
 
 def pseudo_label_coco(

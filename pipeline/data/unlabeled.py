@@ -30,7 +30,7 @@ import cv2
 import numpy as np
 
 from pipeline.config import PoolParams
-from pipeline.data.images import probe_image
+from pipeline.data.images import load_image, probe_image
 
 log = logging.getLogger(__name__)
 
@@ -252,8 +252,6 @@ SAME_MAX_DIFF = 12.0  # gray levels: the largest thumbnail pixel difference of o
 
 def _thumbnail(path: Path) -> np.ndarray | None:
     """(SAME_SIDE, SAME_SIDE) float32 grayscale, None when the image does not decode."""
-    from pipeline.data.images import load_image
-
     rgb = load_image(path)
     if rgb is None:
         return None

@@ -56,7 +56,7 @@ from pipeline.data.labelstudio.config import (
     PERSON_LABEL,
 )
 from pipeline.data.labelstudio.coordinates import px_to_percent
-from pipeline.data.pool_predictions import NOBODY_FOUND_QUEUE, list_column, nobody_found
+from pipeline.data.pool_predictions import NOBODY_FOUND_QUEUE, list_column, stand_in_rows
 from pipeline.keypoints import KeypointSchema
 
 log = logging.getLogger(__name__)
@@ -322,9 +322,8 @@ def tasks_for_selection(
         keypoints, scores, boxes = (list_column(table, c) for c in ("keypoints", "scores", "bbox"))
         ids, image_ids = table.column("instance_id").to_pylist(), table.column("image_id").to_pylist()
         queues = table.column("queue").to_pylist() if "queue" in table.column_names else ["correct"] * len(ids)
-        if "detection_score" in table.column_names:  # a stand-in still pending from an earlier round keeps its queue
-            stand_in = nobody_found(table.column("detection_score").to_numpy(zero_copy_only=False))
-            queues = [NOBODY_FOUND_QUEUE if s else q for q, s in zip(queues, stand_in, strict=True)]
+        # a stand-in still pending from an earlier round keeps its queue
+        queues = [NOBODY_FOUND_QUEUE if s else q for q, s in zip(queues, stand_in_rows(table), strict=True)]
         for row, (iid, image_id) in enumerate(zip(ids, image_ids, strict=True)):
             image = images[int(image_id)]
             relative = os.path.relpath(Path(images_root) / image["file_name"], document_root)
